@@ -32,3 +32,22 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} not present")
     return SHARED_DATA
+
+
+@pytest.fixture
+def random_resnet18():
+    """Factory: a randomly initialised torchvision resnet18 for `in_channels` inputs, in eval
+    mode, with its classifier scaled so softmax outputs are far from uniform."""
+    import torch
+    import torchvision
+
+    def build(in_channels: int = 3, num_classes: int = 5, seed: int = 0, logit_scale: float = 20.0):
+        torch.manual_seed(seed)
+        model = torchvision.models.resnet18(num_classes=num_classes)
+        if in_channels != 3:
+            model.conv1 = torch.nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+        with torch.no_grad():
+            model.fc.weight.mul_(logit_scale)
+        return model.eval()
+
+    return build
