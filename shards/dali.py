@@ -1,0 +1,301 @@
+"""DALI loaders: shards → PyTorch batches for the spatial and the temporal stream.
+
+One pipeline per (stream, train/eval). JPEG decoding runs on the GPU (``device="mixed"``)
+when CUDA is there and on the CPU (``device_id=None``) otherwise; every later op follows
+its input's device, so both modes run the same graph.
+
+- spatial: decode ``rgb.jpg`` → (train) random crop window, resized to the input size,
+  random horizontal flip → ImageNet normalisation → float CHW.
+- temporal: decode ``flow.jpg`` as one grayscale image (20·H, W, 1) → reshape (a view) to
+  (20, H, W) → (train) one crop window and one flip for all 20 channels → dequantise with the
+  flow bound → negate the x fields (channels 0–9) of flipped samples → scale displacements
+  by the resize factor, so flow stays in pixels of the model's input → optional per-field
+  mean-displacement subtraction.
+- eval: centre crop of the input size from the stored frame, no resize (ten-crop optional:
+  4 corners + centre, each also flipped). Every sample exactly once, partial last batch kept.
+
+Video id and clip index come from the ``json`` component and the label from ``cls``, parsed
+on the host per batch.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali import math as dmath
+from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+from .format import CHANNELS, DEFAULT_FLOW_BOUND, SampleMeta, ShardFormatError, check_meta
+from .tarfiles import index_path, is_complete, read_index
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+STREAMS = {"spatial": "rgb.jpg", "temporal": "flow.jpg"}
+CROP_MODES = ("corner", "random_resized")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# Ten-crop positions (x, y) relative to the free space: 4 corners, then the centre.
+FIVE_POSITIONS = ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (0.5, 0.5))
+READER = "reader"
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    stream: str = "spatial"  # spatial | temporal
+    train: bool = False
+    batch_size: int = 32
+    input_size: int = 224
+    # Train crop window. corner: multi-scale corner crop of two-stream practice, each side a
+    # fraction (from crop_scales, neighbouring scales only) of the short side, placed at a
+    # corner or the centre. random_resized: area fraction in [min², max²] of crop_scales,
+    # aspect ratio in [3/4, 4/3], anywhere.
+    crop_mode: str = "corner"
+    crop_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
+    ten_crop: bool = False  # eval only: x is (N, 10, C, S, S)
+    mean_subtraction: bool = False  # temporal: subtract each field's mean displacement
+    flow_bound: float = DEFAULT_FLOW_BOUND
+    dtype: str = "float32"  # float32 | float16 | bfloat16
+    threads: int = 2
+    seed: int = 0
+    shard_id: int = 0
+    num_shards: int = 1
+    device: str = "auto"  # auto | cpu | gpu
+    shuffle_buffer: int = 1024  # train: samples in the reader's shuffling buffer
+
+    def __post_init__(self):
+        problems = []
+        if self.stream not in STREAMS:
+            problems.append(f"stream {self.stream!r} is not one of {sorted(STREAMS)}")
+        if self.crop_mode not in CROP_MODES:
+            problems.append(f"crop_mode {self.crop_mode!r} is not one of {CROP_MODES}")
+        if not self.crop_scales or not all(0 < s <= 1 for s in self.crop_scales):
+            problems.append(f"crop_scales {self.crop_scales} must be fractions in (0, 1]")
+        if self.dtype not in DTYPES:
+            problems.append(f"dtype {self.dtype!r} is not one of {sorted(DTYPES)}")
+        if self.device not in ("auto", "cpu", "gpu"):
+            problems.append(f"device {self.device!r} is not auto, cpu or gpu")
+        if not 0 <= self.shard_id < self.num_shards:
+            problems.append(f"shard_id {self.shard_id} is not in [0, num_shards={self.num_shards})")
+        if self.batch_size < 1 or self.input_size < 1 or self.threads < 1:
+            problems.append("batch_size, input_size and threads must be positive")
+        if self.ten_crop and self.train:
+            problems.append("ten_crop is an eval transform (train=False)")
+        if problems:
+            raise ValueError("LoaderConfig: " + "; ".join(problems))
+        object.__setattr__(self, "crop_scales", tuple(float(s) for s in self.crop_scales))
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.stream == "spatial" else CHANNELS
+
+
+def shard_paths(shards: str | Path | list) -> list[Path]:
+    """A split folder's subset (``…/split1/train``, every complete ``*.tar`` in it) or a list of tars."""
+    if isinstance(shards, (str, Path)):
+        folder = Path(shards)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no such shard folder")
+        paths = sorted(p for p in folder.glob("*.tar") if is_complete(p))
+        if not paths:
+            raise FileNotFoundError(f"{folder}: no complete shards (*.tar with a .idx beside it)")
+        return paths
+    paths = [Path(p) for p in shards]
+    if not paths:
+        raise ValueError("make_loader: empty shard list")
+    for p in paths:
+        if not is_complete(p):
+            raise FileNotFoundError(f"{p}: not a complete shard (the .tar or its .idx is missing)")
+    return paths
+
+
+def check_shard(tar_path: Path, flow_bound: float) -> int:
+    """Refuse a shard of another format version or flow bound; returns its sample count.
+
+    Ingest writes one version and one bound per shard, so its first sample speaks for it.
+    """
+    entries = read_index(tar_path)
+    if not entries or "json" not in entries[0]:
+        raise ShardFormatError(f"{tar_path}: index lists no samples with a json component")
+    offset, size = entries[0]["json"]
+    with open(tar_path, "rb") as f:
+        f.seek(offset)
+        raw = f.read(size)
+    try:
+        meta = SampleMeta.from_json(raw)
+    except (ValueError, TypeError) as exc:
+        raise ShardFormatError(f"{tar_path}: unreadable sample metadata: {exc}") from exc
+    check_meta(meta, source=str(tar_path), flow_bound=flow_bound)
+    return len(entries)
+
+
+# --- pipeline pieces ----------------------------------------------------------------------
+
+def _crop_window(cfg: LoaderConfig, height, width):
+    """Per-sample random crop window (y0, x0, crop_h, crop_w) in pixels, as DALI nodes."""
+    scales = cfg.crop_scales
+    if cfg.crop_mode == "corner":
+        pairs = [(sw, sh) for i, sw in enumerate(scales) for j, sh in enumerate(scales) if abs(i - j) <= 1]
+        pick = fn.random.choice(len(pairs))
+        keys = list(range(len(pairs)))
+        side = dmath.min(height, width)
+        crop_w = side * fn.lookup_table(pick, keys=keys, values=[p[0] for p in pairs], dtype=types.FLOAT)
+        crop_h = side * fn.lookup_table(pick, keys=keys, values=[p[1] for p in pairs], dtype=types.FLOAT)
+        spot = fn.random.choice(len(FIVE_POSITIONS))
+        keys = list(range(len(FIVE_POSITIONS)))
+        pos_x = fn.lookup_table(spot, keys=keys, values=[p[0] for p in FIVE_POSITIONS], dtype=types.FLOAT)
+        pos_y = fn.lookup_table(spot, keys=keys, values=[p[1] for p in FIVE_POSITIONS], dtype=types.FLOAT)
+    else:
+        area = fn.random.uniform(range=[min(scales) ** 2, max(scales) ** 2]) * height * width
+        ratio = dmath.exp(fn.random.uniform(range=[math.log(3 / 4), math.log(4 / 3)]))
+        crop_w = dmath.min(dmath.sqrt(area * ratio), width)
+        crop_h = dmath.min(dmath.sqrt(area / ratio), height)
+        pos_x = fn.random.uniform(range=[0.0, 1.0])
+        pos_y = fn.random.uniform(range=[0.0, 1.0])
+    return (height - crop_h) * pos_y, (width - crop_w) * pos_x, crop_h, crop_w
+
+
+def _resized_crop(image, cfg: LoaderConfig, height, width):
+    """Random crop window resized to the input size; returns the image and the (y, x) scale."""
+    y0, x0, crop_h, crop_w = _crop_window(cfg, height, width)
+    size = cfg.input_size
+    image = fn.resize(image, size=[size, size], roi_start=fn.stack(y0, x0),
+                      roi_end=fn.stack(y0 + crop_h, x0 + crop_w))
+    return image, size / crop_h, size / crop_w
+
+
+def _flow_factors(flip, scale_y, scale_x):
+    """(20, 1, 1) per-channel multiplier: x fields × scale_x × (−1 if flipped), y fields × scale_y."""
+    is_x = types.Constant(np.repeat([1.0, 0.0], CHANNELS // 2).astype(np.float32).reshape(CHANNELS, 1, 1))
+    sign_x = 1.0 - 2.0 * fn.cast(flip, dtype=types.FLOAT)
+    return is_x * (sign_x * scale_x) + (1.0 - is_x) * scale_y
+
+
+def _normalise_args(cfg: LoaderConfig) -> dict:
+    """crop_mirror_normalize's (x − mean) / std: ImageNet for RGB, dequantisation for flow."""
+    if cfg.stream == "spatial":
+        return {"mean": [255 * m for m in IMAGENET_MEAN], "std": [255 * s for s in IMAGENET_STD]}
+    return {"mean": 127.5, "std": 127.5 / cfg.flow_bound}
+
+
+def _decode(encoded, cfg: LoaderConfig, gpu: bool):
+    """Decoded uint8 image and its (height, width) as float nodes; flow reshaped to CHW."""
+    decoder = "mixed" if gpu else "cpu"
+    shape = fn.cast(fn.peek_image_shape(encoded), dtype=types.FLOAT)  # (H, W, C) of the JPEG
+    if cfg.stream == "spatial":
+        return fn.decoders.image(encoded, device=decoder, output_type=types.RGB), shape[0], shape[1]
+    tiled = fn.decoders.image(encoded, device=decoder, output_type=types.GRAY)  # (20·H, W, 1)
+    height = shape[0] / CHANNELS
+    planes = fn.reshape(tiled, shape=fn.cast(fn.stack(CHANNELS + 0 * height, height, shape[1]), dtype=types.INT64),
+                        layout="CHW")  # a view: no copy
+    return planes, height, shape[1]
+
+
+def _train_transform(image, cfg: LoaderConfig, height, width, gpu: bool):
+    image, scale_y, scale_x = _resized_crop(image, cfg, height, width)
+    flip = fn.random.coin_flip()
+    x = fn.crop_mirror_normalize(image, mirror=flip, dtype=types.FLOAT, output_layout="CHW",
+                                 **_normalise_args(cfg))
+    if cfg.stream == "temporal":
+        factors = _flow_factors(flip, scale_y, scale_x)
+        x = x * (factors.gpu() if gpu else factors)
+    return x
+
+
+def _eval_crop(image, cfg: LoaderConfig, pos_x: float, pos_y: float, mirror: bool, gpu: bool):
+    size = cfg.input_size
+    x = fn.crop_mirror_normalize(image, crop=(size, size), crop_pos_x=pos_x, crop_pos_y=pos_y,
+                                 mirror=int(mirror), dtype=types.FLOAT, output_layout="CHW",
+                                 **_normalise_args(cfg))
+    if cfg.stream == "temporal" and mirror:
+        sign = np.repeat([-1.0, 1.0], CHANNELS // 2).astype(np.float32).reshape(CHANNELS, 1, 1)
+        x = x * types.Constant(sign, device="gpu" if gpu else "cpu")
+    return x
+
+
+def _eval_transform(image, cfg: LoaderConfig, gpu: bool):
+    if not cfg.ten_crop:
+        return _eval_crop(image, cfg, 0.5, 0.5, False, gpu)
+    crops = [_eval_crop(image, cfg, px, py, mirror, gpu)
+             for mirror in (False, True) for px, py in FIVE_POSITIONS]
+    return fn.stack(*crops)  # (10, C, S, S)
+
+
+def _subtract_mean_displacement(x, cfg: LoaderConfig):
+    axes = [-2, -1]  # per field (channel), over the image plane
+    return x - fn.reductions.mean(x, axes=axes, keep_dims=True)
+
+
+@pipeline_def
+def _shard_pipeline(paths: list[str], cfg: LoaderConfig, gpu: bool):
+    encoded, cls, meta = fn.readers.webdataset(
+        paths=paths, index_paths=[str(index_path(p)) for p in paths],
+        ext=[STREAMS[cfg.stream], "cls", "json"], missing_component_behavior="error",
+        shard_id=cfg.shard_id, num_shards=cfg.num_shards, seed=cfg.seed,
+        random_shuffle=cfg.train, initial_fill=cfg.shuffle_buffer,
+        pad_last_batch=not cfg.train, name=READER,
+        **({"shuffle_after_epoch": True, "shuffle_after_epoch_seed": cfg.seed} if cfg.train else {}))
+    image, height, width = _decode(encoded, cfg, gpu)
+    if cfg.train:
+        x = _train_transform(image, cfg, height, width, gpu)
+    else:
+        x = _eval_transform(image, cfg, gpu)
+    if cfg.stream == "temporal" and cfg.mean_subtraction:
+        x = _subtract_mean_displacement(x, cfg)
+    # Variable-length byte strings, zero-padded to the batch's longest so they form a tensor.
+    return x, fn.pad(cls, fill_value=0), fn.pad(meta, fill_value=0)
+
+
+def _strings(padded: torch.Tensor) -> list[bytes]:
+    return [bytes(row).rstrip(b"\0") for row in padded.numpy()]
+
+
+def _use_gpu(device: str) -> bool:
+    if device == "gpu" and not torch.cuda.is_available():
+        raise RuntimeError("LoaderConfig.device='gpu' but CUDA is not available")
+    return device == "gpu" or (device == "auto" and torch.cuda.is_available())
+
+
+class ShardLoader:
+    """Iterating gives one epoch of batches; iterating again the next epoch (reshuffled in train).
+
+    Batches: ``{"x": float (N, C, S, S) or (N, 10, C, S, S) with ten_crop, "label": int64 (N,),
+    "video": list[str], "clip": int64 (N,)}``; x and label on the loader's device, clip on the CPU.
+    Leaving an epoch early and iterating again continues that epoch.
+    """
+
+    def __init__(self, paths: list[Path], cfg: LoaderConfig):
+        self.cfg, self.paths = cfg, paths
+        self.samples = sum(check_shard(p, cfg.flow_bound) for p in paths)
+        gpu = _use_gpu(cfg.device)
+        device_id = torch.cuda.current_device() if gpu else None
+        self.device = torch.device("cuda", device_id) if gpu else torch.device("cpu")
+        pipe = _shard_pipeline([str(p) for p in paths], cfg, gpu, batch_size=cfg.batch_size,
+                               num_threads=cfg.threads, device_id=device_id, seed=cfg.seed,
+                               prefetch_queue_depth=2)
+        policy = LastBatchPolicy.FILL if cfg.train else LastBatchPolicy.PARTIAL
+        self._iterator = DALIGenericIterator(pipe, ["x", "cls", "json"], reader_name=READER,
+                                             last_batch_policy=policy, auto_reset=True)
+
+    def __len__(self) -> int:
+        return len(self._iterator)
+
+    def __iter__(self):
+        dtype = DTYPES[self.cfg.dtype]
+        for (out,) in self._iterator:
+            metas = [json.loads(raw) for raw in _strings(out["json"])]
+            yield {
+                "x": out["x"].to(dtype),
+                "label": torch.tensor([int(raw) for raw in _strings(out["cls"])], dtype=torch.int64,
+                                      device=self.device),
+                "video": [m["video"] for m in metas],
+                "clip": torch.tensor([m["clip"] for m in metas], dtype=torch.int64),
+            }
+
+
+def make_loader(shards: str | Path | list, cfg: LoaderConfig) -> ShardLoader:
+    """DALI loader over a split folder's subset (``…/split1/train``) or a list of ``.tar`` paths."""
+    return ShardLoader(shard_paths(shards), cfg)

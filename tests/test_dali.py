@@ -1,0 +1,235 @@
+"""DALI loaders against the reference reader and known answers, on small shards written here."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from shards.dali import LoaderConfig, make_loader
+from shards.format import STACK, SampleMeta, ShardFormatError, encode_sample, tile_flow
+from shards.reference import flip, reference_loader
+from shards.tarfiles import write_shard
+
+CLASSES = 3
+
+
+def make_sample(video: str, clip: int, rgb: np.ndarray, flow: np.ndarray, **meta_overrides) -> dict:
+    h, w = rgb.shape[:2]
+    meta = SampleMeta(video=video, clip=clip, label=int(video[-1]) % CLASSES, class_name="test",
+                      frames=list(range(STACK + 1)), centre_frame=STACK // 2, fps=25.0, width=w,
+                      height=h, flow_method="test", **meta_overrides)
+    bound = meta.flow_bound
+    return encode_sample(rgb, tile_flow(flow, bound), meta)
+
+
+def write_shards(folder, shards: int, videos: int, clips: int, make_content, **meta_overrides):
+    """shards × videos × clips samples; video ids 'v<shard><video>' so the label is knowable."""
+    for s in range(shards):
+        samples = [make_sample(f"v{s}{v}", c, *make_content(), **meta_overrides)
+                   for v in range(videos) for c in range(clips)]
+        write_shard(folder / f"shard-{s:06d}.tar", samples)
+    return folder
+
+
+def noise(h: int, w: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    def content():
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        return rgb, rng.uniform(-25, 25, (STACK, h, w, 2)).astype(np.float32)
+    return content
+
+
+def same_field_everywhere(h: int, w: int):
+    """All 10 x fields and all 10 y fields are one smooth, signed, position-unique pattern."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    pattern = 2.0 + 12.0 * xx / w + 5.0 * yy / h  # strictly positive, varies along both axes
+    def content():
+        rgb = np.stack([xx * 255 / w, yy * 255 / h, np.full_like(xx, 128)], -1).astype(np.uint8)
+        return rgb, np.repeat(pattern[None, :, :, None], STACK, 0).repeat(2, -1)
+    return content
+
+
+@pytest.fixture(scope="module")
+def odd_shards(tmp_path_factory):
+    """3 shards × 4 videos × 3 clips of noise at an odd size (45×61), so crop rounding matters."""
+    return write_shards(tmp_path_factory.mktemp("odd"), 3, 4, 3, noise(45, 61))
+
+
+@pytest.fixture(scope="module")
+def square_shards(tmp_path_factory):
+    """2 shards × 4 videos × 3 clips at 32×32: a scale-1 train crop is the whole image."""
+    return write_shards(tmp_path_factory.mktemp("square"), 2, 4, 3, noise(32, 32, seed=1))
+
+
+@pytest.fixture(scope="module")
+def pattern_shards(tmp_path_factory):
+    return write_shards(tmp_path_factory.mktemp("pattern"), 1, 8, 2, same_field_everywhere(40, 56))
+
+
+def by_key(batches) -> dict:
+    out = {}
+    for b in batches:
+        for i, (video, clip) in enumerate(zip(b["video"], b["clip"].tolist())):
+            key = (video, clip)
+            assert key not in out, f"{key} seen twice in one epoch"
+            out[key] = (b["x"][i], int(b["label"][i]))
+    return out
+
+
+def expected_label(video: str) -> int:
+    return int(video[-1]) % CLASSES
+
+
+@pytest.mark.parametrize("stream", ["spatial", "temporal"])
+@pytest.mark.parametrize("ten_crop,mean_subtraction", [(False, False), (True, True)])
+def test_eval_batches_equal_reference(odd_shards, stream, ten_crop, mean_subtraction):
+    cfg = LoaderConfig(stream=stream, batch_size=5, input_size=32, ten_crop=ten_crop,
+                       mean_subtraction=mean_subtraction)
+    loader = make_loader(odd_shards, cfg)
+    dali = by_key(loader)
+    reference = by_key(reference_loader(odd_shards, cfg, workers=0))
+    assert len(loader) == 8  # 36 samples in batches of 5, the partial last one kept
+    assert dali.keys() == reference.keys() and len(dali) == 36
+    for key, (x, label) in dali.items():
+        ref_x, ref_label = reference[key]
+        assert label == ref_label == expected_label(key[0])
+        assert x.shape == ref_x.shape == ((10,) if ten_crop else ()) + (cfg.channels, 32, 32)
+        torch.testing.assert_close(x, ref_x, rtol=0, atol=1e-4)
+
+
+def test_ten_crop_flips_negate_flow_x(odd_shards):
+    cfg = LoaderConfig(stream="temporal", batch_size=4, input_size=32, ten_crop=True)
+    x = next(iter(make_loader(odd_shards, cfg)))["x"].numpy()
+    np.testing.assert_allclose(x[:, 5:, :10], -x[:, :5, :10, :, ::-1], atol=1e-5)
+    np.testing.assert_allclose(x[:, 5:, 10:], x[:, :5, 10:, :, ::-1], atol=1e-5)
+
+
+@pytest.mark.parametrize("stream", ["spatial", "temporal"])
+def test_train_flip_equals_flipping_by_hand(square_shards, stream):
+    """Scale-1 crops of a square image are the whole image: each train sample is the eval
+    sample or its hand-made flip (frames mirrored, every x field negated), and both occur."""
+    common = dict(stream=stream, batch_size=6, input_size=32)
+    train = by_key(make_loader(square_shards, LoaderConfig(train=True, crop_scales=(1.0,), **common)))
+    plain = by_key(make_loader(square_shards, LoaderConfig(**common)))
+    assert train.keys() == plain.keys()
+    flips = 0
+    for key, (x, label) in train.items():
+        unflipped, ref_label = plain[key]
+        flipped = torch.from_numpy(flip(unflipped.numpy(), stream))
+        assert label == ref_label
+        if torch.allclose(x, unflipped, atol=1e-4):
+            continue
+        torch.testing.assert_close(x, flipped, rtol=0, atol=1e-4)
+        flips += 1
+    assert 0 < flips < len(train)
+
+
+@pytest.mark.parametrize("crop_mode", ["corner", "random_resized"])
+def test_temporal_train_crop_is_shared_by_all_channels(pattern_shards, crop_mode):
+    """Identical input fields stay identical after the crop, flip and resize, and x/y is the
+    known resize-factor ratio (crop height / crop width), negated when flipped."""
+    scales = (1.0, 0.875, 0.75, 0.66)
+    cfg = LoaderConfig(stream="temporal", train=True, batch_size=8, input_size=24,
+                       crop_mode=crop_mode, crop_scales=scales)
+    allowed = {sh / sw for i, sw in enumerate(scales) for j, sh in enumerate(scales) if abs(i - j) <= 1}
+    ratios = []
+    for batch in make_loader(pattern_shards, cfg):
+        for x in batch["x"]:
+            torch.testing.assert_close(x[:10], x[:1].expand(10, -1, -1), rtol=0, atol=1e-5)
+            torch.testing.assert_close(x[10:], x[10:11].expand(10, -1, -1), rtol=0, atol=1e-5)
+            ratio = float((x[0] * x[10]).sum() / (x[10] * x[10]).sum())
+            torch.testing.assert_close(x[0], ratio * x[10], rtol=1e-4, atol=1e-3)
+            ratios.append(ratio)
+    assert any(r < 0 for r in ratios) and any(r > 0 for r in ratios)
+    if crop_mode == "corner":
+        assert all(min(abs(abs(r) - a) for a in allowed) < 1e-4 for r in ratios)
+    else:
+        assert all(0.75 - 1e-4 <= abs(r) <= 4 / 3 + 1e-4 for r in ratios)
+
+
+def test_spatial_train_shapes_labels_and_range(odd_shards):
+    cfg = LoaderConfig(stream="spatial", train=True, batch_size=6, input_size=24, dtype="bfloat16")
+    batch = next(iter(make_loader(odd_shards, cfg)))
+    assert batch["x"].shape == (6, 3, 24, 24) and batch["x"].dtype == torch.bfloat16
+    assert batch["label"].dtype == batch["clip"].dtype == torch.int64
+    assert batch["label"].tolist() == [expected_label(v) for v in batch["video"]]
+    assert -2.2 < float(batch["x"].min()) and float(batch["x"].max()) < 2.7  # ImageNet-normalised
+
+
+def keys_of(batches) -> list:
+    return [k for b in batches for k in zip(b["video"], b["clip"].tolist())]
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_workers_read_disjoint_covering_parts_every_epoch(odd_shards, train):
+    # 36 samples, 3 workers of 12, batches of 4: no partial batches, so an epoch is exact.
+    loaders = [make_loader(odd_shards, LoaderConfig(stream="spatial", train=train, batch_size=4,
+                                                    input_size=16, shard_id=i, num_shards=3))
+               for i in range(3)]
+    for _ in range(2):
+        parts = [keys_of(loader) for loader in loaders]
+        assert [len(p) for p in parts] == [12, 12, 12] and [len(loader) for loader in loaders] == [3, 3, 3]
+        everything = [k for p in parts for k in p]
+        assert len(set(everything)) == 36
+
+
+def test_eval_partial_last_batch_with_uneven_workers(odd_shards):
+    seen = []
+    for i in range(5):  # 36 samples over 5 workers: 7 or 8 each, batches of 3
+        loader = make_loader(odd_shards, LoaderConfig(batch_size=3, input_size=16, shard_id=i, num_shards=5))
+        keys = keys_of(loader)
+        assert len(loader) == -(-len(keys) // 3)
+        seen += keys
+    assert len(seen) == len(set(seen)) == 36
+
+
+def test_same_seed_same_order_and_each_epoch_reshuffled(odd_shards):
+    def two_epochs(seed):
+        loader = make_loader(odd_shards, LoaderConfig(stream="temporal", train=True, batch_size=6,
+                                                      input_size=16, seed=seed))
+        return [[(keys_of([b]), b["x"]) for b in loader] for _ in range(2)]
+    first, again, other = two_epochs(7), two_epochs(7), two_epochs(8)
+    for epoch_a, epoch_b in zip(first, again):
+        for (keys_a, x_a), (keys_b, x_b) in zip(epoch_a, epoch_b):
+            assert keys_a == keys_b
+            torch.testing.assert_close(x_a, x_b, rtol=0, atol=0)
+    order = [[k for keys, _ in epoch for k in keys] for epoch in first]
+    assert order[0] != order[1] and sorted(order[0]) == sorted(order[1])
+    assert order[0] != [k for keys, _ in other[0] for k in keys]
+
+
+@pytest.mark.parametrize("overrides,problem", [({"flow_bound": 10.0}, "flow bound 10.0"),
+                                               ({"format_version": 99}, "format version 99")])
+def test_refuses_shard_of_other_bound_or_version(tmp_path, odd_shards, overrides, problem):
+    write_shards(tmp_path, 1, 1, 1, noise(32, 32), **overrides)
+    bad = tmp_path / "shard-000000.tar"
+    good = sorted(odd_shards.glob("*.tar"))
+    with pytest.raises(ShardFormatError, match=problem) as err:
+        make_loader(good + [bad], LoaderConfig(stream="temporal"))
+    assert str(bad) in str(err.value)
+
+
+def test_bad_config_and_missing_shards_are_named(tmp_path):
+    with pytest.raises(ValueError, match="stream 'depth'"):
+        LoaderConfig(stream="depth")
+    with pytest.raises(ValueError, match="shard_id 2"):
+        LoaderConfig(shard_id=2, num_shards=2)
+    with pytest.raises(FileNotFoundError, match="no complete shards"):
+        make_loader(tmp_path, LoaderConfig())
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("stream", ["spatial", "temporal"])
+def test_gpu_matches_cpu(odd_shards, stream):
+    """nvJPEG may differ from libjpeg-turbo by a grey level; everything else is the same graph."""
+    grey = {"spatial": 1 / (255 * 0.225), "temporal": 20.0 / 127.5}[stream]
+    common = dict(stream=stream, batch_size=5, input_size=32)
+    cpu = by_key(make_loader(odd_shards, LoaderConfig(device="cpu", **common)))
+    gpu = by_key(make_loader(odd_shards, LoaderConfig(device="gpu", **common)))
+    assert cpu.keys() == gpu.keys()
+    for key, (x, label) in gpu.items():
+        assert x.is_cuda and label == cpu[key][1]
+        torch.testing.assert_close(x.cpu(), cpu[key][0], rtol=0, atol=grey + 1e-4)
+    train = make_loader(odd_shards, LoaderConfig(device="gpu", train=True, **common))
+    batch = next(iter(train))
+    assert batch["x"].is_cuda and batch["x"].shape == (5, 3 if stream == "spatial" else 20, 32, 32)
