@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -116,22 +117,32 @@ def to_arrow(table: str, rows: Sequence[dict] | pl.DataFrame, written_at: dateti
     return arrow.append_column(schema.field(WRITTEN_AT), stamp)
 
 
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block succeeds, fsync it and rename.
+
+    The temporary name (``<name>.tmp-<pid>-<random>``) never matches a reader's glob, and a
+    failed or killed writer leaves at most that temporary file, never a partial ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_rows(results_dir: Path, table: str, rows: Sequence[dict] | pl.DataFrame, *,
                partition: str) -> Path:
     """Write one unit of work's rows atomically; rewriting a partition replaces it."""
     path = table_path(results_dir, table, partition)
     arrow = to_arrow(table, rows, datetime.now(timezone.utc))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder (so the rename is atomic), a name the readers' *.parquet glob never matches.
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:
-            pq.write_table(arrow, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path) as tmp:
+        pq.write_table(arrow, tmp)
     return path
 
 

@@ -136,9 +136,10 @@ def test_concurrent_writers_lose_nothing(tmp_path):
 CRASHER = """
 import io, sys, time
 import analysis.results as results
-def half_write(table, f):
+def half_write(table, where):
     buffer = io.BytesIO()
     real_write_table(table, buffer)
+    f = open(where, "wb")
     f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
     f.flush()
     print("half written", flush=True)

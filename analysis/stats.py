@@ -1,0 +1,248 @@
+"""Statistics of a metric across pruning steps, from the results store alone.
+
+Per group (experiment, stream, fusion method, split for accuracy; experiment, stream,
+saliency method for IROF) every pruning step is compared with the unpruned step 0, runs
+paired by their ``run`` index. Tables (each written as Parquet and CSV):
+
+- ``summary``: per step n, mean, std (ddof 1), 95 % t-interval.
+- ``effects``: per step > 0, over the runs present at both steps: mean and sd of
+  x_step − x_0, paired Cohen's d_z (positive when pruning raises the metric), Wilcoxon
+  signed-rank on the pairs (two-sided; scipy's ``method="auto"``: the exact null
+  distribution for n ≤ 50, a sign-flip permutation test if there are ties or zero
+  differences, exact for n ≤ 13; normal approximation above 50), paired t-test.
+- ``anova``: one-way between-groups ANOVA across steps (factor and residual rows: SS, DF,
+  MS, F, p, partial eta squared).
+- ``posthoc``: every pair of steps A < B, two-sample Student t-test of B against A
+  (T, dof, p uncorrected, Bonferroni p capped at 1) and Hedges' g (B − A).
+
+Fewer than 2 observations leave the descriptive columns and no tests, with a warning.
+
+``python -m analysis.stats --results DIR --out DIR [--metric video_accuracy]``
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from scipy import stats
+
+from .results import atomic_file, read_table
+
+ACCURACY_GROUPS = ("experiment", "stream", "fusion", "split")
+IROF_GROUPS = ("experiment", "stream", "method")
+METRICS = ("video_accuracy", "clip_accuracy", "video_top5", "loss")
+TABLES = ("summary", "effects", "anova", "posthoc")
+
+
+def _number(x) -> float | None:
+    """A finite float, or None (null in the tables) for NaN, inf and missing values."""
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def _by_group(df: pl.DataFrame, groups: tuple[str, ...]):
+    """(group values as a dict, the group's rows) in a stable order."""
+    for key, part in sorted(df.partition_by(list(groups), as_dict=True, maintain_order=True).items(),
+                            key=lambda kv: tuple(str(v) for v in kv[0])):
+        yield dict(zip(groups, key)), part
+
+
+def _steps(part: pl.DataFrame, value: str) -> dict[int, tuple[float, np.ndarray, np.ndarray]]:
+    """step -> (prune ratio, runs, values), runs sorted."""
+    out = {}
+    for (step,), rows in sorted(part.partition_by("step", as_dict=True).items()):
+        rows = rows.sort("run")
+        out[step] = (float(rows["prune_ratio"].mean()), rows["run"].to_numpy(), rows[value].to_numpy())
+    return out
+
+
+def _group_label(group: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in group.items() if v is not None)
+
+
+def _frame(rows: list[dict], columns: dict[str, pl.DataType]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=columns, orient="row") if rows else pl.DataFrame(schema=columns)
+
+
+def _group_schema(df: pl.DataFrame, groups: tuple[str, ...]) -> dict[str, pl.DataType]:
+    return {g: df.schema[g] for g in groups}
+
+
+def summary(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.DataFrame:
+    rows = []
+    for group, part in _by_group(df, groups):
+        for step, (ratio, _, x) in _steps(part, value).items():
+            n, mean = len(x), float(np.mean(x))
+            sd = float(np.std(x, ddof=1)) if n > 1 else None
+            half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) if n > 1 else None
+            rows.append({**group, "step": step, "prune_ratio": ratio, "n": n, "mean": mean, "std": sd,
+                         "ci_low": _number(mean - half) if half is not None else None,
+                         "ci_high": _number(mean + half) if half is not None else None})
+    return _frame(rows, _group_schema(df, groups) | {
+        "step": pl.Int64, "prune_ratio": pl.Float64, "n": pl.Int64, "mean": pl.Float64,
+        "std": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64})
+
+
+def _paired_tests(x: np.ndarray, base: np.ndarray) -> dict:
+    """Cohen's d_z, Wilcoxon signed-rank and paired t of x against base (≥ 2 pairs)."""
+    diff = x - base
+    sd = float(np.std(diff, ddof=1))
+    out = {"cohens_d": None, "W": None, "p_wilcoxon": None, "t": None, "p_t": None}
+    if np.any(diff != 0):  # all-zero differences have no signed ranks
+        wilcoxon = stats.wilcoxon(x, base, alternative="two-sided", method="auto")
+        out |= {"W": float(wilcoxon.statistic), "p_wilcoxon": float(wilcoxon.pvalue)}
+    if sd > 0:  # constant differences have no d_z or t
+        t = stats.ttest_rel(x, base)
+        out |= {"cohens_d": float(np.mean(diff)) / sd, "t": float(t.statistic), "p_t": float(t.pvalue)}
+    return out
+
+
+def effects(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.DataFrame:
+    rows = []
+    for group, part in _by_group(df, groups):
+        steps = _steps(part, value)
+        if 0 not in steps:
+            warnings.warn(f"{_group_label(group)}: no unpruned step 0, no paired effects", stacklevel=2)
+            continue
+        _, base_runs, base = steps[0]
+        for step, (ratio, runs, x) in steps.items():
+            if step == 0:
+                continue
+            shared, i_step, i_base = np.intersect1d(runs, base_runs, return_indices=True)
+            paired_x, paired_base = x[i_step], base[i_base]
+            diff = paired_x - paired_base
+            n = len(shared)
+            row = {**group, "step": step, "prune_ratio": ratio, "n": n,
+                   "mean_diff": float(np.mean(diff)) if n else None,
+                   "sd_diff": float(np.std(diff, ddof=1)) if n > 1 else None}
+            if n < 2:
+                warnings.warn(f"{_group_label(group)}, step {step}: {n} paired run(s), "
+                              "descriptive statistics only", stacklevel=2)
+                row |= {"cohens_d": None, "W": None, "p_wilcoxon": None, "t": None, "p_t": None}
+            else:
+                row |= _paired_tests(paired_x, paired_base)
+            rows.append(row)
+    return _frame(rows, _group_schema(df, groups) | {
+        "step": pl.Int64, "prune_ratio": pl.Float64, "n": pl.Int64, "mean_diff": pl.Float64,
+        "sd_diff": pl.Float64, "cohens_d": pl.Float64, "W": pl.Float64, "p_wilcoxon": pl.Float64,
+        "t": pl.Float64, "p_t": pl.Float64})
+
+
+def anova(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.DataFrame:
+    rows = []
+    for group, part in _by_group(df, groups):
+        samples = [x for _, _, x in _steps(part, value).values()]
+        n, k = sum(len(x) for x in samples), len(samples)
+        if k < 2 or n - k < 1:
+            warnings.warn(f"{_group_label(group)}: {k} step(s), {n} value(s): no ANOVA", stacklevel=2)
+            continue
+        grand = np.mean(np.concatenate(samples))
+        ss_factor = sum(len(x) * (np.mean(x) - grand) ** 2 for x in samples)
+        ss_resid = sum(((x - np.mean(x)) ** 2).sum() for x in samples)
+        df_factor, df_resid = k - 1, n - k
+        ms_factor, ms_resid = ss_factor / df_factor, ss_resid / df_resid
+        f = ms_factor / ms_resid if ms_resid > 0 else math.nan
+        total = ss_factor + ss_resid
+        rows.append({**group, "source": "step", "n": n, "SS": float(ss_factor), "DF": df_factor,
+                     "MS": float(ms_factor), "F": _number(f), "p": _number(stats.f.sf(f, df_factor, df_resid)),
+                     "partial_eta_sq": float(ss_factor / total) if total > 0 else None})
+        rows.append({**group, "source": "residual", "n": n, "SS": float(ss_resid), "DF": df_resid,
+                     "MS": float(ms_resid), "F": None, "p": None, "partial_eta_sq": None})
+    return _frame(rows, _group_schema(df, groups) | {
+        "source": pl.String, "n": pl.Int64, "SS": pl.Float64, "DF": pl.Int64, "MS": pl.Float64,
+        "F": pl.Float64, "p": pl.Float64, "partial_eta_sq": pl.Float64})
+
+
+def hedges_g(a: np.ndarray, b: np.ndarray) -> float | None:
+    """(mean b − mean a) / pooled sd, times the small-sample correction 1 − 3 / (4(n_a + n_b) − 9)."""
+    n_a, n_b = len(a), len(b)
+    pooled = math.sqrt(((n_a - 1) * np.var(a, ddof=1) + (n_b - 1) * np.var(b, ddof=1)) / (n_a + n_b - 2))
+    if pooled == 0:
+        return None
+    return float((np.mean(b) - np.mean(a)) / pooled * (1 - 3 / (4 * (n_a + n_b) - 9)))
+
+
+def posthoc(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.DataFrame:
+    rows = []
+    for group, part in _by_group(df, groups):
+        steps = _steps(part, value)
+        pairs = list(itertools.combinations(sorted(steps), 2))
+        for a, b in pairs:
+            (ratio_a, _, x_a), (ratio_b, _, x_b) = steps[a], steps[b]
+            row = {**group, "A": a, "B": b, "prune_ratio_A": ratio_a, "prune_ratio_B": ratio_b,
+                   "n_A": len(x_a), "n_B": len(x_b), "mean_A": float(np.mean(x_a)),
+                   "mean_B": float(np.mean(x_b)), "T": None, "dof": None, "p_unc": None,
+                   "p_bonf": None, "hedges_g": None}
+            if min(len(x_a), len(x_b)) >= 2:
+                t = stats.ttest_ind(x_b, x_a, equal_var=True)
+                p = _number(t.pvalue)
+                row |= {"T": _number(t.statistic), "dof": len(x_a) + len(x_b) - 2, "p_unc": p,
+                        "p_bonf": min(1.0, p * len(pairs)) if p is not None else None,
+                        "hedges_g": hedges_g(x_a, x_b)}
+            rows.append(row)
+    return _frame(rows, _group_schema(df, groups) | {
+        "A": pl.Int64, "B": pl.Int64, "prune_ratio_A": pl.Float64, "prune_ratio_B": pl.Float64,
+        "n_A": pl.Int64, "n_B": pl.Int64, "mean_A": pl.Float64, "mean_B": pl.Float64,
+        "T": pl.Float64, "dof": pl.Int64, "p_unc": pl.Float64, "p_bonf": pl.Float64,
+        "hedges_g": pl.Float64})
+
+
+def irof_per_run(irof: pl.DataFrame) -> pl.DataFrame:
+    """Mean IROF score per run and step (one value per run, like accuracy)."""
+    return (irof.group_by(*IROF_GROUPS, "run", "step")
+            .agg(pl.col("prune_ratio").mean(), pl.col("irof").mean(), pl.len().alias("clips"))
+            .sort(*IROF_GROUPS, "step", "run", nulls_last=True))
+
+
+def all_tables(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> dict[str, pl.DataFrame]:
+    return {"summary": summary(df, groups, value), "effects": effects(df, groups, value),
+            "anova": anova(df, groups, value), "posthoc": posthoc(df, groups, value)}
+
+
+def compute_tables(results_dir: Path, metric: str = "video_accuracy") -> dict[str, pl.DataFrame]:
+    """``<metric>_<table>`` and ``irof_<table>`` for every table that has data."""
+    if metric not in METRICS:
+        raise ValueError(f"metric {metric!r} is not one of {METRICS}")
+    out = {}
+    accuracy = read_table(results_dir, "accuracy")
+    if accuracy.height:
+        out |= {f"{metric}_{k}": v for k, v in all_tables(accuracy, ACCURACY_GROUPS, metric).items()}
+    irof = read_table(results_dir, "irof")
+    if irof.height:
+        out |= {f"irof_{k}": v for k, v in all_tables(irof_per_run(irof), IROF_GROUPS, "irof").items()}
+    return out
+
+
+def write_tables(tables: dict[str, pl.DataFrame], out_dir: Path) -> list[Path]:
+    """Each table as ``<name>.parquet`` and ``<name>.csv``, written atomically."""
+    written = []
+    for name, frame in tables.items():
+        for suffix, write in ((".parquet", frame.write_parquet), (".csv", frame.write_csv)):
+            path = Path(out_dir) / f"{name}{suffix}"
+            with atomic_file(path) as tmp:
+                write(tmp)
+            written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, required=True, help="the results store folder")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the tables")
+    parser.add_argument("--metric", default="video_accuracy", choices=METRICS)
+    args = parser.parse_args(argv)
+    if not args.results.is_dir():
+        parser.error(f"{args.results}: no such results folder")
+    tables = compute_tables(args.results, args.metric)
+    if not tables:
+        print(f"{args.results}: no accuracy or irof rows yet, nothing to compute")
+    for path in write_tables(tables, args.out):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

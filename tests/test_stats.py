@@ -1,0 +1,178 @@
+"""Statistics against values computed by hand (closed forms in the comments) on fixed data."""
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy import stats as scipy_stats
+
+from analysis import stats
+from analysis.results import to_arrow, write_rows
+
+# video accuracy of runs 1..4 at steps 0, 1, 2 (spatial stream)
+VALUES = {0: [60, 62, 64, 66], 1: [61, 65, 62, 70], 2: [59, 60, 61, 61]}
+GROUPS = stats.ACCURACY_GROUPS
+
+
+def accuracy_rows(values: dict[int, list[float | None]], stream="spatial", fusion=None) -> list[dict]:
+    return [dict(experiment="exp", stream=stream, fusion=fusion, run=run, seed=run, step=step,
+                 prune_ratio=0.04 * step, channels_removed=0.04 * step, params_removed=0.07 * step,
+                 flops_removed=0.05 * step, split=1, clip_accuracy=v - 5, video_accuracy=float(v),
+                 video_top5=95.0, loss=1.0, n_videos=20, checkpoint=None,
+                 finished_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+            for step, vs in values.items() for run, v in enumerate(vs, start=1) if v is not None]
+
+
+def frame(values, **kw) -> pl.DataFrame:
+    """As the results store reads it (same column types)."""
+    return pl.from_arrow(to_arrow("accuracy", accuracy_rows(values, **kw), datetime.now(timezone.utc)))
+
+
+def t_two_sided_p_df3(t: float) -> float:
+    """Student t with 3 dof: P(|T| > t) = 1 − (2/π)(u/(1+u²) + atan u), u = t/√3."""
+    u = abs(t) / math.sqrt(3)
+    return 1 - 2 / math.pi * (u / (1 + u * u) + math.atan(u))
+
+
+def t_two_sided_p_df6(t: float) -> float:
+    """Even dof (A&S 26.7.3): P(|T| < t) = sinθ(1 + cos²θ/2 + 3cos⁴θ/8), θ = atan(t/√6)."""
+    theta = math.atan(abs(t) / math.sqrt(6))
+    c2 = math.cos(theta) ** 2
+    return 1 - math.sin(theta) * (1 + c2 / 2 + 3 * c2 * c2 / 8)
+
+
+def test_summary_known_answers():
+    table = stats.summary(frame(VALUES), GROUPS, "video_accuracy").sort("step")
+    assert table["n"].to_list() == [4, 4, 4]
+    assert table["mean"].to_list() == [63.0, 64.5, 60.25]
+    assert table["prune_ratio"].to_list() == pytest.approx([0.0, 0.04, 0.08])
+    # step 0: squared deviations 9+1+1+9 = 20 → sd √(20/3); t(0.975, 3) = 3.182446305
+    sd0 = math.sqrt(20 / 3)
+    assert table["std"].to_list() == pytest.approx([sd0, math.sqrt(49 / 3), math.sqrt(2.75 / 3)])
+    half = 3.182446305284263 * sd0 / 2
+    assert (table["ci_low"][0], table["ci_high"][0]) == pytest.approx((63 - half, 63 + half))
+
+
+def test_effects_known_answers():
+    table = stats.effects(frame(VALUES), GROUPS, "video_accuracy").sort("step")
+    step1, step2 = table.row(0, named=True), table.row(1, named=True)
+    # step 1 − step 0 = [1, 3, −2, 4]: mean 1.5, squared deviations sum 21 → sd √7
+    assert step1["n"] == 4 and step1["mean_diff"] == 1.5
+    assert step1["sd_diff"] == pytest.approx(math.sqrt(7))
+    assert step1["cohens_d"] == pytest.approx(1.5 / math.sqrt(7))
+    t1 = 1.5 / (math.sqrt(7) / 2)
+    assert step1["t"] == pytest.approx(t1) and step1["p_t"] == pytest.approx(t_two_sided_p_df3(t1))
+    # ranks of |d| are 1..4; negative ranks sum to 2; exact: 3 of 16 sign patterns give ≤ 2
+    assert step1["W"] == 2 and step1["p_wilcoxon"] == pytest.approx(2 * 3 / 16)
+    # step 2 − step 0 = [−1, −2, −3, −5]: all negative → W = 0, p = 2/16; pruning hurt → d < 0
+    assert step2["W"] == 0 and step2["p_wilcoxon"] == pytest.approx(2 / 16)
+    assert step2["mean_diff"] == -2.75
+    assert step2["cohens_d"] == pytest.approx(-2.75 / math.sqrt(8.75 / 3))
+
+
+def test_anova_known_answers_and_scipy_agrees():
+    table = stats.anova(frame(VALUES), GROUPS, "video_accuracy")
+    factor, resid = table.row(0, named=True), table.row(1, named=True)
+    assert (factor["source"], resid["source"]) == ("step", "residual")
+    grand = 751 / 12
+    ss_factor = 4 * ((63 - grand) ** 2 + (64.5 - grand) ** 2 + (60.25 - grand) ** 2)
+    ss_resid = 20 + 49 + 2.75
+    assert factor["SS"] == pytest.approx(ss_factor) and resid["SS"] == pytest.approx(ss_resid)
+    assert (factor["DF"], resid["DF"], factor["n"]) == (2, 9, 12)
+    assert factor["MS"] == pytest.approx(ss_factor / 2) and resid["MS"] == pytest.approx(ss_resid / 9)
+    f = (ss_factor / 2) / (ss_resid / 9)
+    assert factor["F"] == pytest.approx(f)
+    assert factor["p"] == pytest.approx((1 + 2 * f / 9) ** -4.5)  # F(2, ν) tail: (1 + 2F/ν)^(−ν/2)
+    assert factor["partial_eta_sq"] == pytest.approx(ss_factor / (ss_factor + ss_resid))
+    reference = scipy_stats.f_oneway(*VALUES.values())
+    assert (factor["F"], factor["p"]) == pytest.approx((reference.statistic, reference.pvalue))
+
+
+def test_posthoc_known_answers():
+    table = stats.posthoc(frame(VALUES), GROUPS, "video_accuracy")
+    assert table.select("A", "B").rows() == [(0, 1), (0, 2), (1, 2)]
+    row = table.row(0, named=True)
+    pooled_var = (20 + 49) / 6
+    t = 1.5 / math.sqrt(pooled_var * (1 / 4 + 1 / 4))
+    assert (row["n_A"], row["n_B"], row["dof"]) == (4, 4, 6)
+    assert row["T"] == pytest.approx(t)
+    assert row["p_unc"] == pytest.approx(t_two_sided_p_df6(t))
+    assert row["p_bonf"] == pytest.approx(min(1.0, 3 * t_two_sided_p_df6(t)))
+    assert row["hedges_g"] == pytest.approx(1.5 / math.sqrt(pooled_var) * (1 - 3 / (4 * 8 - 9)))
+    assert table["p_bonf"].max() <= 1.0  # capped
+
+
+def test_missing_runs_are_counted_and_too_few_give_descriptives_only():
+    values = {0: [70, 72, 75], 1: [None, 71, 73], 2: [69, None, None]}
+    df = pl.concat([frame(VALUES), frame(values, stream="temporal")])
+    with pytest.warns(UserWarning, match="stream=temporal.*step 2: 1 paired run"):
+        table = stats.effects(df, GROUPS, "video_accuracy")
+    temporal = table.filter(pl.col("stream") == "temporal").sort("step")
+    assert temporal["n"].to_list() == [2, 1]
+    assert temporal["mean_diff"].to_list() == [-1.5, -1.0]  # runs 2, 3: (71−72, 73−75); run 1: 69−70
+    assert temporal.row(1, named=True)["cohens_d"] is None and temporal.row(1, named=True)["p_t"] is None
+    assert temporal.row(0, named=True)["cohens_d"] == pytest.approx(-1.5 / math.sqrt(0.5))
+    summary = stats.summary(df, GROUPS, "video_accuracy").filter(pl.col("stream") == "temporal")
+    assert summary["n"].to_list() == [3, 2, 1] and summary["std"][2] is None
+    posthoc = stats.posthoc(df, GROUPS, "video_accuracy").filter(pl.col("stream") == "temporal")
+    assert posthoc.filter(pl.col("B") == 2)["T"].null_count() == 2  # step 2 has one run
+    # the spatial group is untouched by the temporal stream's gaps
+    assert table.filter(pl.col("stream") == "spatial")["n"].to_list() == [4, 4]
+
+
+def test_fusion_methods_are_separate_groups():
+    df = pl.concat([frame(VALUES), frame({0: [80, 81], 1: [79, 83]}, stream="fusion", fusion="mean")])
+    summary = stats.summary(df, GROUPS, "video_accuracy")
+    assert summary.filter(pl.col("fusion") == "mean")["mean"].to_list() == [80.5, 81.0]
+    assert summary.filter(pl.col("fusion").is_null()).height == 3
+
+
+def irof_rows(per_clip: dict[tuple[int, int], list[float]]) -> list[dict]:
+    return [dict(experiment="exp", stream="spatial", run=run, step=step, prune_ratio=0.04 * step,
+                 video=f"v{i}", clip=0, label=0, target=0, predicted=0, method="vanilla_gradient",
+                 irof=score, n_segments=30, seconds=0.1)
+            for (run, step), scores in per_clip.items() for i, score in enumerate(scores)]
+
+
+def test_cli_writes_parquet_and_csv_matching_the_computation(tmp_path, capsys):
+    results = tmp_path / "results"
+    write_rows(results, "accuracy", accuracy_rows(VALUES), partition="spatial")
+    clips = {(run, step): [0.1 * run + 0.01 * step * run + 0.001 * i for i in range(3)]
+             for run in (1, 2, 3) for step in (0, 1)}
+    write_rows(results, "irof", irof_rows(clips), partition="spatial")
+    stats.main(["--results", str(results), "--out", str(tmp_path / "stats")])
+    for prefix in ("video_accuracy", "irof"):
+        for name in stats.TABLES:
+            parquet = pl.read_parquet(tmp_path / "stats" / f"{prefix}_{name}.parquet")
+            csv = pl.read_csv(tmp_path / "stats" / f"{prefix}_{name}.csv", schema=parquet.schema)
+            assert parquet.height > 0 and csv.equals(parquet)
+    effects = pl.read_parquet(tmp_path / "stats" / "video_accuracy_effects.parquet")
+    assert effects.equals(stats.effects(frame(VALUES), GROUPS, "video_accuracy"))
+    # IROF: the per-run mean over clips is what is compared; run r gains 0.01·r at step 1
+    irof_summary = pl.read_parquet(tmp_path / "stats" / "irof_summary.parquet")
+    assert irof_summary["mean"].to_list() == pytest.approx([0.201, 0.221])
+    irof_effects = pl.read_parquet(tmp_path / "stats" / "irof_effects.parquet")
+    assert irof_effects["mean_diff"].to_list() == pytest.approx([0.02])
+    assert irof_effects["cohens_d"].to_list() == pytest.approx([0.02 / 0.01])
+    assert irof_effects["n"].to_list() == [3]
+
+
+def test_cli_with_empty_results_and_bad_arguments(tmp_path, capsys):
+    (tmp_path / "results").mkdir()
+    stats.main(["--results", str(tmp_path / "results"), "--out", str(tmp_path / "stats")])
+    assert "nothing to compute" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        stats.main(["--results", str(tmp_path / "nowhere"), "--out", str(tmp_path / "stats")])
+    with pytest.raises(ValueError, match="metric"):
+        stats.compute_tables(tmp_path / "results", "speed")
+
+
+def test_constant_differences_keep_wilcoxon_and_skip_d():
+    table = stats.effects(frame({0: [60, 61, 62], 1: [62, 63, 64]}), GROUPS, "video_accuracy")
+    row = table.row(0, named=True)
+    assert row["cohens_d"] is None and row["t"] is None
+    assert row["W"] == 0 and row["p_wilcoxon"] == pytest.approx(2 / 8)
+    assert np.isclose(row["mean_diff"], 2.0)
