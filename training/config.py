@@ -1,0 +1,273 @@
+"""The experiment config: typed dataclasses read from a YAML file (``ray_configs/*.yaml``).
+
+Every section is a dataclass; a key that no dataclass declares is an error naming the key
+and its section, and a value of the wrong type is an error naming the field. The owner of a
+stage may add fields to its own section (see docs/ARCHITECTURE.md, "Experiment config").
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+STREAMS = ("spatial", "temporal")
+DEFAULT_STAGES = ["data", "train", "fuse", "prune", "explain", "report"]
+
+
+class ConfigError(ValueError):
+    """An experiment config that cannot be used as written."""
+
+
+@dataclass
+class ExperimentSection:
+    name: str = "experiment"
+    root: str | None = None  # default runs/<name>
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    videos: str | None = None  # folder of class folders; null with `synthetic`
+    splits: str | None = None  # folder of UCF101 split lists
+    split: int = 1
+    synthetic: dict | None = None  # keyword arguments of ingest.synthetic.generate
+    classes: list[str] | None = None  # a subset of class names, null = all
+    flow: str = "dis"
+    flow_bound: float = 20.0
+    clips_per_video: int = 3
+    test_clips: int = 25
+    short_side: int | None = None  # null = source size
+    workers: int = 2
+    allow_missing: bool = False
+
+
+@dataclass
+class ModelConfig:
+    arch: Literal["resnet18", "resnet50", "resnet101"] = "resnet18"
+    weights: str = "none"  # none | imagenet | path to a torchvision state_dict
+    input_size: int = 224
+    dropout: float = 0.0
+    freeze_backbone: bool = False
+
+
+@dataclass
+class TrainConfig:
+    runs: int = 1
+    epochs: int = 1
+    batch_size: int = 32
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.01
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    scheduler: Literal["none", "cosine", "step"] = "cosine"
+    step_size: int = 10  # epochs between lr drops (scheduler: step)
+    gamma: float = 0.1  # lr factor per drop (scheduler: step)
+    early_stopping_patience: int = 0  # epochs without a better val loss; 0 = off
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    amp: bool = True  # bf16 autocast on GPU (ignored on CPU)
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the model
+    val_fraction: float = 0.1  # fraction of train groups held out for validation
+    sparsity: float = 0.0  # BN-L1 strength during baseline training, 0 = off
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+@dataclass
+class LoaderSection:
+    """The shards.dali.LoaderConfig fields that are the same for every loader of a run."""
+    crop_mode: Literal["corner", "random_resized"] = "corner"
+    crop_scales: list[float] = field(default_factory=lambda: [1.0, 0.875, 0.75, 0.66])
+    mean_subtraction: bool = False  # temporal: subtract each field's mean displacement
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    threads: int = 2
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    shuffle_buffer: int = 1024
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int | None = None  # null = train.batch_size
+    ten_crop: bool = False
+
+
+@dataclass
+class FusionConfig:
+    methods: list[Literal["mean", "svm_softmax", "svm_features"]] = field(
+        default_factory=lambda: ["mean", "svm_softmax", "svm_features"])
+    svm_c: float = 1.0  # LinearSVC regularisation
+
+
+@dataclass
+class PruneConfig:
+    enabled: bool = True
+    step_fraction: float = 0.04  # fraction of the remaining prunable channels removed per step
+    steps: int = 17  # removed after k steps: 1 - 0.96**k, so 17 steps -> 50.04 %
+    finetune_epochs: int = 1
+    sparsity: float = 1e-5  # BN-L1 strength while fine-tuning
+    residual: bool = False  # also prune channels on the residual path
+    min_channels: int = 8
+    round_to: int = 1
+    lr: float = 0.001
+
+
+@dataclass
+class ExplainConfig:
+    enabled: bool = True
+    steps: Union[Literal["all"], list[int]] = "all"
+    clips_per_video: int = 1
+    max_videos: int | None = None  # null = every test video
+    figure_videos: list[str] = field(default_factory=list)  # video ids whose maps are kept
+    reduce: Literal["max", "abs_sum", "sum"] = "max"
+    baseline: str = "per_image_mean"
+    batch_size: int = 8
+
+
+@dataclass
+class RayConfig:
+    address: str | None = None  # null = embedded local Ray
+    num_cpus: int | None = None  # for the embedded local Ray, null = all
+    gpus_per_trial: float | None = None  # null = 1 where the cluster has GPUs, else 0
+    cpus_per_trial: float = 1
+    max_failures: int = 2
+    storage_path: str | None = None  # null = <root>/ray
+
+
+@dataclass
+class ExperimentPaths:
+    root: Path
+    split: int
+
+    @property
+    def shards(self) -> Path:
+        return self.root / "shards" / f"split{self.split}"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def saliency(self) -> Path:
+        return self.root / "saliency"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def ray(self) -> Path:
+        return self.root / "ray"
+
+    def checkpoint(self, stream: str, run: int, step: int = 0) -> Path:
+        return self.checkpoints / stream / f"run{run}" / f"step{step}.pt"
+
+
+@dataclass
+class ExperimentConfig:
+    experiment: ExperimentSection = field(default_factory=ExperimentSection)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loader: LoaderSection = field(default_factory=LoaderSection)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))
+
+    @property
+    def paths(self) -> ExperimentPaths:
+        root = self.experiment.root or f"runs/{self.experiment.name}"
+        return ExperimentPaths(Path(root).expanduser().resolve(), self.data.split)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "ExperimentConfig":
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read the config: {exc}") from exc
+        try:
+            return cls.from_dict(data or {})
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ExperimentConfig":
+        return _build(cls, data, "config")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _build(cls: type, data: Any, where: str):
+    """Build dataclass ``cls`` from a mapping, checking keys and value types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown} (known: {sorted(fields)})")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, {} if value is None else value, name if where == "config" else f"{where}.{name}")
+        else:
+            values[name] = _check(value, hint, f"{where}.{name}" if where != "config" else name)
+    return cls(**values)
+
+
+def _check(value: Any, hint: Any, where: str) -> Any:
+    """Return ``value`` (ints widened to float where a float is expected) if it fits ``hint``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        for option in args:
+            try:
+                return _check(value, option, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: expected {_describe(hint)}, got {value!r}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_check(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else value
+    if hint is type(None):
+        if value is None:
+            return None
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(value, origin or hint):
+        return value
+    raise ConfigError(f"{where}: expected {_describe(hint)}, got {value!r}")
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in args)
+    if origin is list:
+        return f"a list of {_describe(args[0])}" if args else "a list"
+    return "null" if hint is type(None) else hint.__name__
