@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from shards.dali import LoaderConfig, make_loader
-from shards.format import STACK, SampleMeta, ShardFormatError, encode_sample, tile_flow
+from shards.format import (STACK, SampleMeta, ShardFormatError, dequantise_flow, encode_sample,
+                           quantise_flow, tile_flow)
 from shards.reference import flip, reference_loader
 from shards.tarfiles import write_shard
 
@@ -141,10 +142,30 @@ def test_temporal_train_crop_is_shared_by_all_channels(pattern_shards, crop_mode
             torch.testing.assert_close(x[0], ratio * x[10], rtol=1e-4, atol=1e-3)
             ratios.append(ratio)
     assert any(r < 0 for r in ratios) and any(r > 0 for r in ratios)
+    assert len({round(abs(r), 3) for r in ratios}) > 1  # non-square crops scale x and y apart
     if crop_mode == "corner":
         assert all(min(abs(abs(r) - a) for a in allowed) < 1e-4 for r in ratios)
     else:
         assert all(0.75 - 1e-4 <= abs(r) <= 4 / 3 + 1e-4 for r in ratios)
+
+
+def test_flow_displacements_follow_the_resize(tmp_path):
+    """Known answer: a constant flow (3, -2) px, corner crops of half the short side (20 px of
+    a 40×56 frame) resized to 24 px: displacements grow by 24/20, x changes sign when flipped."""
+    def constant():
+        flow = np.zeros((STACK, 40, 56, 2), np.float32)
+        flow[..., 0], flow[..., 1] = 3.0, -2.0
+        return np.zeros((40, 56, 3), np.uint8), flow
+    write_shards(tmp_path, 1, 6, 1, constant)
+    cfg = LoaderConfig(stream="temporal", train=True, batch_size=6, input_size=24, crop_scales=(0.5,))
+    stored = dequantise_flow(quantise_flow(np.array([3.0, -2.0])))  # what the shard holds
+    x = next(iter(make_loader(tmp_path, cfg)))["x"]
+    signs = torch.sign(x[:, 0, 0, 0])
+    assert set(signs.tolist()) == {-1.0, 1.0}
+    expected_x = signs[:, None, None, None] * float(stored[0]) * 24 / 20
+    torch.testing.assert_close(x[:, :10], expected_x.expand(-1, 10, 24, 24), rtol=0, atol=1e-4)
+    torch.testing.assert_close(x[:, 10:], torch.full_like(x[:, 10:], float(stored[1]) * 24 / 20),
+                               rtol=0, atol=1e-4)
 
 
 def test_spatial_train_shapes_labels_and_range(odd_shards):
