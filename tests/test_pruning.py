@@ -4,6 +4,8 @@ from __future__ import annotations
 import copy
 import math
 
+from pathlib import Path
+
 import pytest
 import torch
 import torchvision
@@ -188,3 +190,41 @@ def test_accounting_matches_an_independent_count(arch):
     assert 0 < stats["params_removed"] < 1
     assert pruning_stats(model, copy.deepcopy(model), input_size=32) == {
         "channels_removed": 0.0, "params_removed": 0.0, "flops_removed": 0.0}
+
+
+RELOAD_SCRIPT = """
+import sys, torch
+from training.checkpoint import load_checkpoint
+for stream in ("spatial", "temporal"):
+    model = load_checkpoint(f"{sys.argv[1]}/{stream}.pt", classes=["a", "b", "c", "d", "e"]).model.eval()
+    x = torch.load(f"{sys.argv[1]}/{stream}-x.pt")
+    torch.save(model(x).detach(), f"{sys.argv[1]}/{stream}-y.pt")
+"""
+
+
+def test_pruned_checkpoints_reload_identically_in_a_fresh_process(tmp_path):
+    import subprocess
+    import sys
+
+    from training.checkpoint import save_checkpoint
+    from training.models import build_stream
+
+    torch.manual_seed(4)
+    expected = {}
+    for stream in ("spatial", "temporal"):
+        model = build_stream(stream, "resnet18", 5, dropout=0.2)
+        with torch.no_grad():  # distinct γ so the selection is not a tie-break
+            for module in model.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.weight.uniform_(0.1, 1.0)
+        pruned = prune_model(model, 0.2153, residual=True, round_to=8).eval()
+        assert count_params(pruned) < count_params(model)
+        save_checkpoint(tmp_path / f"{stream}.pt", pruned, epoch=0, config={}, classes=list("abcde"))
+        x = torch.randn(2, model.conv1.in_channels, 32, 32)
+        torch.save(x, tmp_path / f"{stream}-x.pt")
+        with torch.no_grad():
+            expected[stream] = pruned(x)
+    subprocess.run([sys.executable, "-c", RELOAD_SCRIPT, str(tmp_path)], check=True,
+                   cwd=Path(__file__).resolve().parents[1])
+    for stream, output in expected.items():
+        assert torch.equal(torch.load(tmp_path / f"{stream}-y.pt"), output), stream
