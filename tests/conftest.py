@@ -51,3 +51,29 @@ def random_resnet18():
         return model.eval()
 
     return build
+
+
+# --- synthetic data shared by all areas (ingest helper) ------------------------------------
+SYNTHETIC_TEST_SET = dict(classes=8, groups=3, clips=2, frames=24, width=128, height=96, seed=0)
+
+
+@pytest.fixture(scope="session")
+def synthetic_videos(tmp_path_factory) -> Path:
+    """A tiny mini-UCF101 (8 classes = 2 appearances x 4 motions, 3 groups x 2 clips, 24
+    frames of 128x96): ``root/<Class>/*.avi`` and ``root/ucfTrainTestlist/``. Read-only."""
+    from ingest.synthetic import generate
+    return generate(tmp_path_factory.mktemp("synthetic") / "videos", progress=False,
+                    **SYNTHETIC_TEST_SET)
+
+
+@pytest.fixture(scope="session")
+def synthetic_shards(synthetic_videos, tmp_path_factory) -> Path:
+    """``synthetic_videos`` built into shards for split 1 (dis flow, 64 px short side, 5 train
+    and 5 test clips per video); returns the split folder (``train/``, ``test/``,
+    ``manifest.parquet``). Read-only."""
+    from ingest.build_shards import build_shards
+    out = tmp_path_factory.mktemp("synthetic_shards") / "split1"
+    build_shards(synthetic_videos, synthetic_videos / "ucfTrainTestlist", 1, out,
+                 clips_per_video=5, test_clips=5, short_side=64, workers=2, progress=False,
+                 strict=True)
+    return out

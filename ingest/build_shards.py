@@ -1,0 +1,281 @@
+"""Videos + official split lists → WebDataset shards of RGB frames and flow stacks, on Ray.
+
+``python -m ingest.build_shards --videos DIR --splits DIR --split N --out DIR`` writes
+``OUT/{train,test}/shard-NNNNNN.tar`` (+ ``.idx``) and ``OUT/manifest.parquet``.
+
+Videos are assigned to shards from the split list alone (list order, fixed videos per shard),
+so every run makes the same shards. One Ray task builds one shard: it writes the tar (atomic,
+with its DALI index) and then its manifest part ``OUT/.parts/<subset>-shard-NNNNNN.parquet``
+(atomic). A shard whose part exists is finished and skipped on a rerun, so a run killed at any
+moment and rerun ends with the same shards and manifest (all columns but ``seconds``).
+A video that cannot be decoded is a ``failed`` manifest row with the decoder's error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from shards.format import (DEFAULT_FLOW_BOUND, DEFAULT_TEST_CLIPS, FORMAT_VERSION, MANIFEST_NAME,
+                           MANIFEST_SCHEMA)
+from shards.tarfiles import is_complete, write_shard
+
+from .flow import BACKENDS, get_backend
+from .ucf101 import SUBSETS, VideoEntry, read_split
+
+PARTS_DIRNAME = ".parts"
+OPTIONS_NAME = "options.json"
+SAMPLES_PER_SHARD = 1000  # bound on a shard's size (~100-200 MB at 320x240)
+MIN_SHARDS = 8  # small sets still get several shards (parallel tasks, per-GPU sharding)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything that decides the shards' bytes (a rerun must use the same)."""
+    split: int
+    flow: str = "dis"
+    flow_bound: float = DEFAULT_FLOW_BOUND
+    clips_per_video: int = 5
+    train_spacing: str = "even"
+    test_clips: int = DEFAULT_TEST_CLIPS
+    short_side: int | None = None
+    seed: int = 0
+    flow_options: dict = field(default_factory=dict)
+
+    def clips(self, subset: str) -> int:
+        return self.clips_per_video if subset == "train" else self.test_clips
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    subset: str
+    index: int
+    entries: tuple[VideoEntry, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.subset}/shard-{self.index:06d}.tar"
+
+    @property
+    def part_name(self) -> str:
+        return f"{self.subset}-shard-{self.index:06d}.parquet"
+
+
+@dataclass
+class Summary:
+    ok: int
+    failed: int
+    shards: int
+    samples: int
+    out: Path
+    failures: list[tuple[str, str]]  # (video path, error)
+
+    def __str__(self) -> str:
+        lines = [f"{self.ok} ok, {self.failed} failed, {self.samples} samples in {self.shards} "
+                 f"shards under {self.out}"]
+        if self.failures:
+            lines.append(f"failed videos (status 'failed' in {self.out / MANIFEST_NAME}):")
+            lines += [f"  {video}: {error}" for video, error in self.failures[:20]]
+            if len(self.failures) > 20:
+                lines.append(f"  ... and {len(self.failures) - 20} more")
+        return "\n".join(lines)
+
+
+def plan_shards(entries: list[VideoEntry], subset: str, clips: int,
+                shard_videos: int | None = None) -> list[ShardJob]:
+    """Consecutive runs of the list's videos, the same for every run of the same list."""
+    if shard_videos is None:
+        shard_videos = max(1, min(math.ceil(len(entries) / MIN_SHARDS), SAMPLES_PER_SHARD // clips))
+    return [ShardJob(subset, i, tuple(entries[lo:lo + shard_videos]))
+            for i, lo in enumerate(range(0, len(entries), shard_videos))]
+
+
+def _row(entry: VideoEntry, job: ShardJob, opts: Options, **values) -> dict:
+    row = dict(split=opts.split, subset=job.subset, video=entry.video_id, path=entry.path,
+               class_name=entry.class_name, label=entry.label, group=entry.group, frames=None,
+               fps=None, width=None, height=None, clips=0, clamped=None, shard=None,
+               status="ok", error=None, flow_method=opts.flow, flow_bound=opts.flow_bound,
+               seconds=None, format_version=FORMAT_VERSION)
+    row.update(values)
+    return row
+
+
+def build_shard(job: ShardJob, videos: Path, out: Path, opts: Options) -> list[dict]:
+    """Decode, flow and encode one shard's videos; write the tar and then the manifest part."""
+    import cv2
+
+    from .clips import clip_frames, video_samples
+    from .decode import decode_video
+    cv2.setNumThreads(1)  # parallelism comes from the tasks
+    backend = get_backend(opts.flow, **opts.flow_options)
+    samples, rows = [], []
+    for entry in job.entries:
+        start = time.perf_counter()
+        try:
+            video = decode_video(videos / entry.path, short_side=opts.short_side, threads=1)
+            frames = clip_frames(len(video.frames), opts.clips(job.subset),
+                                 spacing="even" if job.subset == "test" else opts.train_spacing,
+                                 seed=opts.seed, video_id=entry.video_id)
+            new = video_samples(video, entry, frames, backend, opts.flow_bound)
+        except Exception as exc:  # a bad video is recorded, never stops the others
+            rows.append(_row(entry, job, opts, status="failed", error=str(exc) or repr(exc),
+                             seconds=time.perf_counter() - start))
+            continue
+        samples += new
+        rows.append(_row(entry, job, opts, frames=len(video.frames), fps=video.fps,
+                         width=video.width, height=video.height, clips=len(new),
+                         clamped=len(video.frames) < len(frames[0]), shard=job.name,
+                         seconds=time.perf_counter() - start))
+    if samples:
+        write_shard(out / job.name, samples)
+    _write_parquet(out / PARTS_DIRNAME / job.part_name, rows)
+    return rows
+
+
+def _write_parquet(path: Path, rows: list[dict]) -> None:
+    """Atomic: a temporary name, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), tmp)
+    os.replace(tmp, path)
+
+
+def _finished_rows(job: ShardJob, out: Path) -> list[dict] | None:
+    part = out / PARTS_DIRNAME / job.part_name
+    if not part.is_file():
+        return None
+    rows = pq.read_table(part).to_pylist()
+    if any(r["status"] == "ok" for r in rows) and not is_complete(out / job.name):
+        return None
+    return rows
+
+
+def _check_options(out: Path, opts: Options) -> None:
+    """Refuse to mix shards built with other options into one folder."""
+    path = out / PARTS_DIRNAME / OPTIONS_NAME
+    wanted = asdict(opts)
+    if path.is_file():
+        found = json.loads(path.read_text())
+        if found != wanted:
+            diff = {k: (found.get(k), v) for k, v in wanted.items() if found.get(k) != v}
+            raise ValueError(f"{out} holds shards built with other options {diff} (was, now); "
+                             f"use another --out or delete it")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(wanted, sort_keys=True))
+
+
+def _run_on_ray(jobs: list[ShardJob], videos: Path, out: Path, opts: Options, workers: int,
+                address: str | None, bar: tqdm) -> dict[str, list[dict]]:
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    task = ray.remote(num_cpus=1)(build_shard)
+    results, waiting, running = {}, list(jobs), {}
+    try:
+        while waiting or running:
+            while waiting and len(running) < workers:  # at most `workers` tasks at once
+                job = waiting.pop(0)
+                running[task.remote(job, videos, out, opts)] = job
+            [ref], _ = ray.wait(list(running), num_returns=1)
+            job = running.pop(ref)
+            results[job.name] = ray.get(ref)
+            bar.update(len(job.entries))
+    finally:
+        if started:
+            ray.shutdown()
+    return results
+
+
+def build_shards(videos, splits, split: int, out, *, flow: str = "dis", workers: int = 2,
+                 clips_per_video: int = 5, test_clips: int = DEFAULT_TEST_CLIPS,
+                 short_side: int | None = None, classes: list[str] | None = None,
+                 allow_missing: bool = False, strict: bool = False, address: str | None = None,
+                 shard_videos: int | None = None, flow_bound: float = DEFAULT_FLOW_BOUND,
+                 train_spacing: str = "even", seed: int = 0, flow_options: dict | None = None,
+                 progress: bool = True) -> Summary:
+    """Build (or finish building) the shards and manifest of one split; see the module doc."""
+    videos, out = Path(videos), Path(out)
+    opts = Options(split=split, flow=flow, flow_bound=flow_bound, clips_per_video=clips_per_video,
+                   train_spacing=train_spacing, test_clips=test_clips, short_side=short_side,
+                   seed=seed, flow_options=dict(flow_options or {}))
+    get_backend(flow, **opts.flow_options)  # fail now, not in every task, if it cannot run here
+    jobs = []
+    for subset in SUBSETS:
+        entries = read_split(splits, split, subset, videos=videos, classes=classes,
+                             allow_missing=allow_missing)
+        jobs += plan_shards(entries, subset, opts.clips(subset), shard_videos)
+    _check_options(out, opts)
+    finished = {job.name: _finished_rows(job, out) for job in jobs}
+    todo = [job for job in jobs if finished[job.name] is None]
+    with tqdm(total=sum(len(j.entries) for j in jobs), unit="video", desc=f"split {split} shards",
+              disable=not progress) as bar:
+        bar.update(sum(len(j.entries) for j in jobs if finished[j.name] is not None))
+        if todo:
+            finished.update(_run_on_ray(todo, videos, out, opts, workers, address, bar))
+    rows = [row for job in jobs for row in finished[job.name]]
+    _write_parquet(out / MANIFEST_NAME, rows)
+    failures = [(r["path"], r["error"]) for r in rows if r["status"] != "ok"]
+    summary = Summary(ok=len(rows) - len(failures), failed=len(failures),
+                      shards=sum(is_complete(out / j.name) for j in jobs),
+                      samples=sum(r["clips"] for r in rows), out=out, failures=failures)
+    if strict and failures:
+        raise IngestFailed(summary)
+    return summary
+
+
+class IngestFailed(RuntimeError):
+    """Raised under ``strict`` when some videos failed (after the manifest is written)."""
+
+    def __init__(self, summary: Summary):
+        super().__init__(str(summary))
+        self.summary = summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--videos", required=True, type=Path, help="folder of Class/v_*.avi")
+    p.add_argument("--splits", required=True, type=Path, help="folder of classInd/trainlist/testlist")
+    p.add_argument("--split", required=True, type=int, choices=(1, 2, 3))
+    p.add_argument("--out", required=True, type=Path, help="the split's shard folder")
+    p.add_argument("--flow", default="dis", choices=BACKENDS)
+    p.add_argument("--flow-bound", type=float, default=DEFAULT_FLOW_BOUND)
+    p.add_argument("--workers", type=int, default=2, help="parallel shard tasks")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
+    p.add_argument("--clips-per-video", type=int, default=5, help="clips per train video")
+    p.add_argument("--test-clips", type=int, default=DEFAULT_TEST_CLIPS)
+    p.add_argument("--short-side", type=int, default=None, help="resize frames (default: source size)")
+    p.add_argument("--classes", nargs="+", default=None, help="only these classes")
+    p.add_argument("--shard-videos", type=int, default=None, help="videos per shard")
+    p.add_argument("--allow-missing", action="store_true")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any video failed")
+    a = p.parse_args(argv)
+    try:
+        summary = build_shards(a.videos, a.splits, a.split, a.out, flow=a.flow, workers=a.workers,
+                               clips_per_video=a.clips_per_video, test_clips=a.test_clips,
+                               short_side=a.short_side, classes=a.classes,
+                               allow_missing=a.allow_missing, strict=a.strict, address=a.address,
+                               shard_videos=a.shard_videos, flow_bound=a.flow_bound)
+    except IngestFailed as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Clip positions and the shard samples of one decoded video.
+
+A clip is STACK + 1 consecutive frames: its flow stack holds the STACK consecutive-pair
+fields, its RGB frame is the centre one. Clips of a video overlap, so each needed pair's flow
+is computed once per video. Videos shorter than STACK + 1 frames still give clips: indices
+are clamped to the last frame (repeated frames have zero flow) and the samples say so.
+"""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from shards.format import STACK, SampleMeta, encode_sample, tile_flow
+
+from .decode import Video
+from .ucf101 import VideoEntry
+
+SPACINGS = ("even", "random")
+
+
+def clip_frames(n_frames: int, n_clips: int, *, spacing: str = "even", seed: int = 0,
+                video_id: str = "") -> list[list[int]]:
+    """Per clip, its STACK + 1 source frame indices (clamped to the video)."""
+    if n_frames < 1 or n_clips < 1:
+        raise ValueError(f"need at least one frame and one clip, got {n_frames}, {n_clips}")
+    last_start = max(0, n_frames - (STACK + 1))
+    if spacing == "even":
+        starts = np.rint(np.linspace(0, last_start, n_clips)) if n_clips > 1 else [last_start // 2]
+    elif spacing == "random":  # reproducible per video, whatever order videos are processed in
+        rng = np.random.default_rng([seed, zlib.crc32(video_id.encode())])
+        starts = np.sort(rng.integers(0, last_start + 1, n_clips))
+    else:
+        raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
+    return [[min(int(s) + j, n_frames - 1) for j in range(STACK + 1)] for s in starts]
+
+
+def video_samples(video: Video, entry: VideoEntry, clips: list[list[int]], backend,
+                  bound: float) -> list[dict]:
+    """The encoded WebDataset samples of one video, clip by clip."""
+    needed = sorted({a for frames in clips for a, b in zip(frames, frames[1:]) if a != b})
+    flow = dict(zip(needed, backend.pairs(video.frames, needed))) if needed else {}
+    zero = np.zeros((*video.frames.shape[1:3], 2), np.float32)
+    samples = []
+    for clip, frames in enumerate(clips):
+        fields = np.stack([flow[a] if a != b else zero for a, b in zip(frames, frames[1:])])
+        centre = frames[STACK // 2]
+        meta = SampleMeta(video=entry.video_id, clip=clip, label=entry.label,
+                          class_name=entry.class_name, frames=frames, centre_frame=centre,
+                          fps=video.fps, width=video.width, height=video.height,
+                          flow_method=backend.name, flow_bound=bound,
+                          clamped=len(video.frames) < STACK + 1)
+        samples.append(encode_sample(video.frames[centre], tile_flow(fields, bound), meta))
+    return samples

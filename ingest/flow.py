@@ -1,0 +1,153 @@
+"""Optical flow between consecutive frames, several backends behind one interface.
+
+``get_backend(name, **options)`` returns an object with ``name`` and
+``pairs(frames, starts) -> float32 (len(starts), H, W, 2)``: the flow from ``frames[i]`` to
+``frames[i + 1]`` for each ``i`` in ``starts`` (x then y, pixels per frame, positive = right/down).
+
+- ``dis`` (default): OpenCV DIS (preset ``fast`` unless told), CPU;
+- ``farneback``: OpenCV Farnebäck, CPU;
+- ``tvl1``: OpenCV TV-L1, needs ``cv2.optflow`` from opencv-contrib-python;
+- ``raft_small`` / ``raft_large``: torchvision RAFT, batched, on the GPU when there is one.
+  Weights come from torchvision's cache (``torch.hub`` checkpoints folder) or a local
+  ``state_dict`` file (``weights=PATH``); nothing is downloaded and random weights are never used.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+               "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+BACKENDS = ("dis", "farneback", "tvl1", "raft_small", "raft_large")
+
+
+class FlowUnavailable(RuntimeError):
+    """The backend cannot run here (missing package or weights); the message says what to do."""
+
+
+class _GrayBackend:
+    """CPU backends that compare grayscale images; each frame is converted once."""
+    name = ""
+
+    def _calc(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def pairs(self, frames: np.ndarray, starts: Sequence[int]) -> np.ndarray:
+        gray: dict[int, np.ndarray] = {}
+
+        def grey(i: int) -> np.ndarray:
+            if i not in gray:
+                gray[i] = cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY)
+            return gray[i]
+
+        out = np.empty((len(starts), *frames.shape[1:3], 2), np.float32)
+        for n, i in enumerate(starts):
+            out[n] = self._calc(grey(i), grey(i + 1))
+        return out
+
+
+class DisFlow(_GrayBackend):
+    name = "dis"
+
+    def __init__(self, preset: str = "fast"):
+        if preset not in DIS_PRESETS:
+            raise ValueError(f"DIS preset must be one of {sorted(DIS_PRESETS)}, got {preset!r}")
+        self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+
+    def _calc(self, a, b):
+        return self._dis.calc(a, b, None)
+
+
+class FarnebackFlow(_GrayBackend):
+    name = "farneback"
+
+    def _calc(self, a, b):
+        return cv2.calcOpticalFlowFarneback(a, b, None, pyr_scale=0.5, levels=3, winsize=15,
+                                            iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
+
+
+class Tvl1Flow(_GrayBackend):
+    name = "tvl1"
+
+    def __init__(self):
+        if not hasattr(cv2, "optflow"):
+            raise FlowUnavailable(
+                "flow 'tvl1' needs cv2.optflow, which this OpenCV lacks: install "
+                "opencv-contrib-python (pip uninstall opencv-python && pip install "
+                "opencv-contrib-python) or use --flow dis")
+        self._tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
+
+    def _calc(self, a, b):
+        return self._tvl1.calc(a, b, None)
+
+
+class RaftFlow:
+    """torchvision RAFT; frames are padded to a multiple of 8 and cropped back."""
+
+    def __init__(self, name: str = "raft_small", *, weights: str | Path | None = None,
+                 device: str | None = None, batch_size: int = 8, updates: int = 12):
+        import torch
+        from torchvision.models import optical_flow
+
+        self.name, self.batch_size, self.updates = name, batch_size, updates
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model = getattr(optical_flow, name)(weights=None)
+        model.load_state_dict(_raft_state_dict(name, weights))
+        self.model = model.eval().to(self.device)
+
+    def pairs(self, frames: np.ndarray, starts: Sequence[int]) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
+
+        h, w = frames.shape[1:3]
+        pad = (0, -w % 8, 0, -h % 8)
+        out = np.empty((len(starts), h, w, 2), np.float32)
+        for lo in range(0, len(starts), self.batch_size):
+            idx = np.asarray(starts[lo:lo + self.batch_size])
+
+            def batch(indices):
+                x = torch.from_numpy(frames[indices]).to(self.device).permute(0, 3, 1, 2).float()
+                return F.pad(x / 127.5 - 1.0, pad, mode="replicate")
+
+            with torch.inference_mode():
+                flow = self.model(batch(idx), batch(idx + 1), num_flow_updates=self.updates)[-1]
+            out[lo:lo + len(idx)] = flow[:, :, :h, :w].permute(0, 2, 3, 1).cpu().numpy()
+        return out
+
+
+def _raft_state_dict(name: str, weights: str | Path | None) -> dict:
+    import torch
+    from torchvision.models import optical_flow
+
+    if weights is None:
+        enum = getattr(optical_flow, {"raft_small": "Raft_Small_Weights",
+                                      "raft_large": "Raft_Large_Weights"}[name]).DEFAULT
+        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+        if not path.is_file():
+            raise FlowUnavailable(
+                f"flow {name!r}: no weights in torchvision's cache ({path}) and no local file "
+                f"given; download them where there is internet (python -c \"from torchvision."
+                f"models.optical_flow import {name}; {name}(weights='DEFAULT')\") or pass a "
+                f"state_dict file as weights=PATH; random weights are never used")
+    else:
+        path = Path(weights)
+        if not path.is_file():
+            raise FlowUnavailable(f"flow {name!r}: weights file {path} not found")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def get_backend(name: str = "dis", **options):
+    """A flow backend by name (see the module docstring); options go to its constructor."""
+    if name == "dis":
+        return DisFlow(**options)
+    if name == "farneback":
+        return FarnebackFlow(**options)
+    if name == "tvl1":
+        return Tvl1Flow(**options)
+    if name in ("raft_small", "raft_large"):
+        return RaftFlow(name, **options)
+    raise ValueError(f"unknown flow method {name!r}; choose one of {BACKENDS}")

@@ -1,0 +1,190 @@
+"""Synthetic mini-UCF101: real MPEG-4 part 2 (XviD) AVI files plus official-format split lists.
+
+Classes are a factorial of appearance x motion: ``<Appearance><Motion>`` (e.g. ``RedLeft``,
+``BlueUpRight``). Every video shows one textured square moving at 2.5-3.5 px/frame over a
+textured background that drifts slowly (at most 0.5 px/frame). The square's position wraps
+around the frame edges (a torus) and starts at a uniformly random place, so its position in
+any single frame is uniform and says nothing about its direction. All appearances share the
+same luminance (same luma, same texture pattern); they differ only in hue. Hence:
+
+- a spatial-only model (one RGB frame) sees the appearance but not the motion: accuracy is
+  capped at about ``1 / n_motions`` (25 % for the default 2 x 4 design);
+- a flow-only model (computed on grayscale) sees the motion but not the appearance: accuracy
+  is capped at about ``1 / n_appearances`` (50 % for the default design);
+- two-stream fusion can reach ~100 %.
+
+Groups play the role of UCF101's actors/scenes: all clips of a group share one background
+texture. Split ``k`` (1-3) tests on the groups ``g`` with ``(g - 1) % 3 == k - 1`` and trains
+on the rest, so train and test never share a group in any split.
+
+``python -m ingest.synthetic --out DIR`` writes ``DIR/<Class>/v_<Class>_gGG_cCC.avi`` and
+``DIR/ucfTrainTestlist/{classInd,trainlist0N,testlist0N}.txt`` (CRLF, 1-based labels, test
+lists without labels). ``DIR/synthetic.json`` (the arguments) is written last and marks a
+complete set. Deterministic for a seed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+SPLITS_DIRNAME = "ucfTrainTestlist"
+DONE_NAME = "synthetic.json"
+LUMA = np.array([0.299, 0.587, 0.114])
+# base hues; each is rescaled to the same luma so grayscale cannot tell them apart
+HUES = {"Red": (1.0, 0.15, 0.15), "Blue": (0.2, 0.4, 1.0), "Green": (0.1, 1.0, 0.1),
+        "Purple": (1.0, 0.0, 1.0), "Yellow": (1.0, 1.0, 0.0), "Cyan": (0.0, 1.0, 1.0)}
+DIRECTIONS = {"Left": (-1, 0), "Right": (1, 0), "Up": (0, -1), "Down": (0, 1),
+              "UpLeft": (-1, -1), "UpRight": (1, -1), "DownLeft": (-1, 1), "DownRight": (1, 1)}
+OBJECT_LUMA = 100.0
+
+
+def class_names(classes: int, appearances: int = 2) -> list[str]:
+    """The ``classes = appearances x motions`` class names, appearance-major."""
+    if classes % appearances or not 1 <= classes // appearances <= len(DIRECTIONS) \
+            or appearances > len(HUES):
+        raise ValueError(f"classes={classes} must be appearances ({appearances}, at most {len(HUES)}) "
+                         f"x motions (1..{len(DIRECTIONS)})")
+    motions = list(DIRECTIONS)[: classes // appearances]
+    return [a + m for a in list(HUES)[:appearances] for m in motions]
+
+
+def test_groups(split: int, groups: int) -> set[int]:
+    return {g for g in range(1, groups + 1) if (g - 1) % 3 == split - 1}
+
+
+def _colour(hue: str) -> np.ndarray:
+    base = np.array(HUES[hue])
+    return base * OBJECT_LUMA / float(base @ LUMA)
+
+
+def _smooth_noise(rng: np.random.Generator, h: int, w: int, blur: float) -> np.ndarray:
+    noise = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), blur)
+    return noise / (noise.std() + 1e-6)
+
+
+def _render(rng_video: np.random.Generator, background: np.ndarray, appearance: str,
+            direction: tuple[int, int], frames: int, width: int, height: int) -> np.ndarray:
+    size = max(8, round(0.15 * width))
+    pattern = 1.0 + 0.35 * np.clip(_smooth_noise(rng_video, size, size, 2.0), -1.5, 1.5)
+    patch = np.clip(pattern[..., None] * _colour(appearance), 0, 255).astype(np.uint8)
+    speed = rng_video.uniform(2.5, 3.5) * width / 320
+    velocity = np.array(direction, float) / np.hypot(*direction) * speed
+    start = rng_video.uniform((0, 0), (width, height))
+    drift = rng_video.uniform(-0.5, 0.5, size=2) * width / 320
+    travel = drift * frames
+    bg_size = np.array(background.shape[1::-1]) - (width, height) - 1
+    bg_start = rng_video.uniform(np.maximum(0, -travel), bg_size - np.maximum(0, travel))
+    video = np.empty((frames, height, width, 3), np.uint8)
+    layer = np.zeros((height, width, 3), np.uint8)
+    layer[:size, :size] = patch
+    mask = np.zeros((height, width), bool)
+    mask[:size, :size] = True
+    for t in range(frames):
+        bx, by = np.rint(bg_start + drift * t).astype(int)
+        frame = background[by:by + height, bx:bx + width].copy()
+        ox, oy = np.rint(start + velocity * t).astype(int) % (width, height)
+        rolled = np.roll(mask, (oy, ox), axis=(0, 1))  # wraps around the edges
+        frame[rolled] = np.roll(layer, (oy, ox), axis=(0, 1))[rolled]
+        video[t] = frame
+    return video
+
+
+def _write_avi(path: Path, video: np.ndarray, fps: int) -> None:
+    """MPEG-4 part 2 with FourCC XVID in AVI, written under a temporary name then renamed."""
+    tmp = path.with_name(path.name + ".tmp")
+    with av.open(str(tmp), mode="w", format="avi") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.codec_context.codec_tag = "XVID"
+        stream.width, stream.height = video.shape[2], video.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.bit_rate = 1_000_000
+        stream.codec_context.thread_count = 1  # deterministic bytes
+        for image in video:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    os.replace(tmp, path)
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    path.write_bytes("".join(line + "\r\n" for line in lines).encode())
+
+
+def write_split_lists(out: Path, names: list[str], groups: int, clips: int) -> None:
+    lists = out / SPLITS_DIRNAME
+    lists.mkdir(parents=True, exist_ok=True)
+    _write_lines(lists / "classInd.txt", [f"{i} {n}" for i, n in enumerate(names, 1)])
+    for split in (1, 2, 3):
+        held_out = test_groups(split, groups)
+        train, test = [], []
+        for label, name in enumerate(names, 1):
+            for g in range(1, groups + 1):
+                for c in range(1, clips + 1):
+                    rel = f"{name}/v_{name}_g{g:02d}_c{c:02d}.avi"
+                    (test.append(rel) if g in held_out else train.append(f"{rel} {label}"))
+        _write_lines(lists / f"trainlist0{split}.txt", train)
+        _write_lines(lists / f"testlist0{split}.txt", test)
+
+
+def is_complete(out: Path, **kwargs) -> bool:
+    """True if ``out`` holds a finished set generated with exactly these arguments."""
+    done = Path(out) / DONE_NAME
+    return done.is_file() and json.loads(done.read_text()) == _arguments(**kwargs)
+
+
+def _arguments(*, classes=8, groups=8, clips=2, frames=48, seed=0, width=320, height=240,
+               fps=25, appearances=2) -> dict:
+    return dict(classes=classes, groups=groups, clips=clips, frames=frames, seed=seed,
+                width=width, height=height, fps=fps, appearances=appearances)
+
+
+def generate(out, *, classes: int = 8, groups: int = 8, clips: int = 2, frames: int = 48,
+             seed: int = 0, width: int = 320, height: int = 240, fps: int = 25,
+             appearances: int = 2, progress: bool = True) -> Path:
+    """Write the set into ``out`` (resumable: finished videos are kept) and return ``out``."""
+    out = Path(out)
+    args = _arguments(classes=classes, groups=groups, clips=clips, frames=frames, seed=seed,
+                      width=width, height=height, fps=fps, appearances=appearances)
+    if groups < 3:
+        raise ValueError("groups must be at least 3 so that every split has test groups")
+    names = class_names(classes, appearances)
+    (out / DONE_NAME).unlink(missing_ok=True)
+    jobs = [(label, name, g, c) for label, name in enumerate(names)
+            for g in range(1, groups + 1) for c in range(1, clips + 1)]
+    for label, name, g, c in tqdm(jobs, desc="synthetic videos", disable=not progress):
+        path = out / name / f"v_{name}_g{g:02d}_c{c:02d}.avi"
+        if path.is_file():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # one background per group (its "scene"), one random stream per video
+        background = np.random.default_rng([seed, g])
+        bg = 150 + 45 * np.clip(_smooth_noise(background, 2 * height, 2 * width, 3.0), -2, 2)
+        tint = background.uniform(0.85, 1.15, size=3)
+        bg = np.clip(bg[..., None] * tint, 0, 255).astype(np.uint8)
+        rng = np.random.default_rng([seed, g, c, label])
+        appearance = list(HUES)[label // (classes // appearances)]
+        direction = DIRECTIONS[name[len(appearance):]]
+        _write_avi(path, _render(rng, bg, appearance, direction, frames, width, height), fps)
+    write_split_lists(out, names, groups, clips)
+    (out / DONE_NAME).write_text(json.dumps(args))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, type=Path)
+    for name, default in _arguments().items():
+        parser.add_argument(f"--{name}", type=int, default=default)
+    args = vars(parser.parse_args(argv))
+    out = generate(args.pop("out"), **args)
+    print(f"synthetic mini-UCF101 in {out} (split lists in {out / SPLITS_DIRNAME})")
+
+
+if __name__ == "__main__":
+    main()
