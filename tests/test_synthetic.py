@@ -1,0 +1,63 @@
+"""The synthetic mini-UCF101: real decodable XviD AVIs, official list format, disjoint groups,
+deterministic, and a class design where one frame cannot tell motion and flow cannot tell
+appearance."""
+import hashlib
+
+import av
+import numpy as np
+import pytest
+
+from ingest.decode import decode_video
+from ingest.synthetic import HUES, LUMA, _colour, class_names, generate, is_complete
+from ingest.ucf101 import read_classes, read_split
+from tests.conftest import SYNTHETIC_TEST_SET
+
+
+def test_naming_lists_and_codec(synthetic_videos):
+    names = read_classes(synthetic_videos / "ucfTrainTestlist")
+    assert names == class_names(8) == ["RedLeft", "RedRight", "RedUp", "RedDown",
+                                       "BlueLeft", "BlueRight", "BlueUp", "BlueDown"]
+    raw = (synthetic_videos / "ucfTrainTestlist" / "trainlist01.txt").read_bytes()
+    assert raw.startswith(b"RedLeft/v_RedLeft_g02_c01.avi 1\r\n")
+    assert b"\r\n" in (synthetic_videos / "ucfTrainTestlist" / "testlist01.txt").read_bytes()
+    avis = sorted(synthetic_videos.glob("*/v_*_g??_c??.avi"))
+    assert len(avis) == 8 * 3 * 2
+    with av.open(str(avis[0])) as c:
+        stream = c.streams.video[0]
+        assert (c.format.name, stream.codec_context.name, stream.codec_context.codec_tag) == (
+            "avi", "mpeg4", "XVID")
+    video = decode_video(avis[0])
+    assert video.frames.shape == (24, 96, 128, 3) and video.fps == 25
+    assert is_complete(synthetic_videos, **SYNTHETIC_TEST_SET)
+
+
+def test_groups_disjoint_in_every_split(synthetic_videos):
+    lists = synthetic_videos / "ucfTrainTestlist"
+    for split in (1, 2, 3):
+        train = read_split(lists, split, "train", videos=synthetic_videos)
+        test = read_split(lists, split, "test", videos=synthetic_videos)
+        assert {e.group for e in test} == {split}
+        assert not {e.group for e in train} & {e.group for e in test}
+        assert len(train) + len(test) == 48
+
+
+def test_deterministic_for_a_seed(tmp_path):
+    small = dict(classes=2, groups=3, clips=1, frames=12, width=64, height=48, progress=False)
+    digests = []
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        out = generate(tmp_path / name, seed=seed, **small)
+        digests.append({p.relative_to(out).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest()
+                        for p in sorted(out.rglob("*.avi"))})
+    assert digests[0] == digests[1]
+    assert digests[0].keys() == digests[2].keys() and digests[0] != digests[2]
+
+
+def test_appearances_share_luma_so_flow_cannot_tell_them():
+    lumas = [float(_colour(h) @ LUMA) for h in HUES]
+    assert np.allclose(lumas, lumas[0])
+    assert len({tuple(np.round(_colour(h))) for h in HUES}) == len(HUES)
+
+
+def test_bad_class_count():
+    with pytest.raises(ValueError, match="appearances"):
+        class_names(7)
