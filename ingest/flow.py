@@ -22,6 +22,7 @@ import numpy as np
 DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
                "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+RAFT_MIN_SIZE = 128  # torchvision RAFT's correlation pyramid needs inputs this large
 BACKENDS = ("dis", "farneback", "tvl1", "raft_small", "raft_large")
 
 
@@ -86,7 +87,8 @@ class Tvl1Flow(_GrayBackend):
 
 
 class RaftFlow:
-    """torchvision RAFT; frames are padded to a multiple of 8 and cropped back."""
+    """torchvision RAFT; frames are padded (edge pixels repeated) to a multiple of 8 and at
+    least RAFT_MIN_SIZE, and the flow is cropped back."""
 
     def __init__(self, name: str = "raft_small", *, weights: str | Path | None = None,
                  device: str | None = None, batch_size: int = 8, updates: int = 12):
@@ -104,7 +106,7 @@ class RaftFlow:
         import torch.nn.functional as F
 
         h, w = frames.shape[1:3]
-        pad = (0, -w % 8, 0, -h % 8)
+        pad = (0, max(RAFT_MIN_SIZE, w + -w % 8) - w, 0, max(RAFT_MIN_SIZE, h + -h % 8) - h)
         out = np.empty((len(starts), h, w, 2), np.float32)
         for lo in range(0, len(starts), self.batch_size):
             idx = np.asarray(starts[lo:lo + self.batch_size])
