@@ -1,0 +1,257 @@
+"""Figures of an experiment, from the results tables, the statistics and the saved maps.
+
+Every function draws one PNG (matplotlib's Agg canvas, no pyplot state, ``DPI`` for print)
+and returns the data it plotted, built before drawing and drawn from as is, so tests and
+the report can compare a figure with the tables. Axes show the pruning ratio in percent.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from matplotlib.figure import Figure
+
+DPI = 300
+SINGLE_STREAMS = ("spatial", "temporal")
+EFFECT_GUIDES = (0.2, 0.5, 0.8)  # Cohen's small / medium / large
+ALPHA = 0.05
+OVERLAY_COLUMNS = ("RGB frame", "spatial saliency", "temporal saliency")
+
+
+@dataclass
+class Plotted:
+    """A written figure and the data drawn in it."""
+    path: Path
+    data: Any
+
+
+def with_model(df: pl.DataFrame) -> pl.DataFrame:
+    """Add ``model``: 'spatial', 'temporal', 'fusion: <method>' (accuracy tables) or
+    '<stream> (<saliency method>)' (IROF tables)."""
+    if "fusion" in df.columns:
+        label = (pl.when(pl.col("fusion").is_null()).then(pl.col("stream"))
+                 .otherwise(pl.concat_str(pl.lit("fusion: "), pl.col("fusion"))))
+    else:
+        label = pl.format("{} ({})", "stream", "method")
+    return df.with_columns(label.alias("model"))
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    return path
+
+
+def _panels(n: int, *, width=4.0, height=3.2, rows=1, sharey=True) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=(width * n, height * rows), layout="constrained")
+    return fig, np.atleast_2d(fig.subplots(rows, n, sharey=sharey, squeeze=False))
+
+
+def accuracy_per_run(accuracy: pl.DataFrame, metric: str, out: Path) -> Plotted:
+    """One line per run of the metric against pruning ratio, a panel per single stream."""
+    data = (accuracy.filter(pl.col("stream").is_in(SINGLE_STREAMS))
+            .select("stream", "run", "step", "prune_ratio", metric).sort("stream", "run", "step"))
+    streams = data["stream"].unique(maintain_order=True).to_list()
+    fig, axes = _panels(max(len(streams), 1))
+    for ax, ((stream,), part) in zip(axes[0], data.partition_by("stream", as_dict=True).items()):
+        for (run,), line in part.partition_by("run", as_dict=True).items():
+            ax.plot(line["prune_ratio"] * 100, line[metric], marker="o", ms=3, label=f"run {run}")
+        ax.set(title=stream, xlabel="channels pruned (%)", ylabel=metric.replace("_", " ") + " (%)")
+        ax.legend(fontsize="small")
+    return Plotted(_save(fig, out), data)
+
+
+def mean_sd(summary: pl.DataFrame, ylabel: str, out: Path) -> Plotted:
+    """Mean ± sd against pruning ratio, a line per model (stream or fusion method)."""
+    data = with_model(summary).select("model", "step", "prune_ratio", "n", "mean", "std")
+    fig, axes = _panels(1, width=5.5)
+    ax = axes[0, 0]
+    for (model,), part in data.partition_by("model", as_dict=True, maintain_order=True).items():
+        ax.errorbar(part["prune_ratio"] * 100, part["mean"], yerr=part["std"].fill_null(0),
+                    marker="o", ms=3, capsize=3, label=model)
+    ax.set(xlabel="channels pruned (%)", ylabel=ylabel, title="mean ± sd over runs")
+    ax.legend(fontsize="small")
+    return Plotted(_save(fig, out), data)
+
+
+def boxplots(values: pl.DataFrame, value: str, ylabel: str, out: Path) -> Plotted:
+    """Box per pruning ratio of ``value``, a panel per model; data: model, step, values."""
+    data = (with_model(values).group_by("model", "step")
+            .agg(pl.col("prune_ratio").mean(), pl.col(value).alias("values"))
+            .sort("model", "step"))
+    models = data["model"].unique(maintain_order=True).to_list()
+    fig, axes = _panels(max(len(models), 1))
+    for ax, model in zip(axes[0], models):
+        part = data.filter(pl.col("model") == model)
+        ratios = (part["prune_ratio"] * 100).to_list()
+        width = 0.6 * (min(np.diff(ratios)) if len(ratios) > 1 else 1.0)
+        ax.boxplot(part["values"].to_list(), positions=ratios, widths=width, manage_ticks=False)
+        ax.set(title=model, xlabel="channels pruned (%)", ylabel=ylabel)
+    return Plotted(_save(fig, out), data)
+
+
+def _grouped_bars(effects: pl.DataFrame, column: str, ylabel: str, out: Path, guides, title) -> Plotted:
+    data = (with_model(effects).select("model", "step", "prune_ratio", "n", column)
+            .sort("model", "step"))
+    models = data["model"].unique(maintain_order=True).to_list()
+    steps = sorted(data["step"].unique().to_list())
+    fig, axes = _panels(1, width=max(6.0, 0.2 * len(steps) * len(models)))
+    ax = axes[0, 0]
+    width = 0.8 / max(len(models), 1)
+    for i, model in enumerate(models):
+        part = data.filter(pl.col("model") == model)
+        x = np.array([steps.index(s) for s in part["step"]]) + (i - (len(models) - 1) / 2) * width
+        ax.bar(x, part[column].fill_null(np.nan), width=width, label=model)
+    ratios = data.group_by("step").agg(pl.col("prune_ratio").mean()).sort("step")["prune_ratio"]
+    ax.set_xticks(range(len(steps)), [f"{r * 100:g}" for r in ratios])
+    for y, style in guides:
+        ax.axhline(y, color="grey", lw=0.8, ls=style)
+    ax.set(xlabel="channels pruned (%)", ylabel=ylabel, title=title)
+    ax.legend(fontsize="small")
+    return Plotted(_save(fig, out), data)
+
+
+def cohens_d_bars(effects: pl.DataFrame, out: Path) -> Plotted:
+    guides = [(0, "-")] + [(s * g, ":") for g in EFFECT_GUIDES for s in (1, -1)]
+    return _grouped_bars(effects, "cohens_d", "Cohen's d_z (pruned − unpruned)", out, guides,
+                         "paired effect size; guides at ±0.2, ±0.5, ±0.8")
+
+
+def wilcoxon_p_bars(effects: pl.DataFrame, out: Path) -> Plotted:
+    return _grouped_bars(effects, "p_wilcoxon", "Wilcoxon p (two-sided)", out, [(ALPHA, "--")],
+                         f"signed-rank test against step 0; line at p = {ALPHA}")
+
+
+def trend_with_intervals(summary: pl.DataFrame, ylabel: str, out: Path) -> Plotted:
+    """Mean with its 95 % t-interval against pruning ratio, a line per model."""
+    data = (with_model(summary).select("model", "step", "prune_ratio", "n", "mean", "ci_low", "ci_high")
+            .sort("model", "step"))
+    fig, axes = _panels(1, width=5.5)
+    ax = axes[0, 0]
+    for (model,), part in data.partition_by("model", as_dict=True, maintain_order=True).items():
+        x = part["prune_ratio"] * 100
+        ax.plot(x, part["mean"], marker="o", ms=3, label=model)
+        ax.fill_between(x, part["ci_low"].fill_null(np.nan), part["ci_high"].fill_null(np.nan), alpha=0.25)
+    ax.set(xlabel="channels pruned (%)", ylabel=ylabel, title="mean and 95 % t-interval over runs")
+    ax.legend(fontsize="small")
+    return Plotted(_save(fig, out), data)
+
+
+def training_curves(epochs: pl.DataFrame, out: Path) -> Plotted:
+    """Loss and accuracy per epoch of the unpruned training (step 0), a line per run and phase."""
+    data = (epochs.filter(pl.col("step") == 0)
+            .select("stream", "run", "phase", "epoch", "loss", "accuracy").sort("stream", "run", "phase", "epoch"))
+    streams = data["stream"].unique(maintain_order=True).to_list()
+    fig, axes = _panels(2, rows=max(len(streams), 1), sharey=False)
+    for row, stream in zip(axes, streams):
+        part = data.filter(pl.col("stream") == stream)
+        for (run, phase), line in part.partition_by("run", "phase", as_dict=True).items():
+            style = "-" if phase == "train" else "--"
+            for ax, column in zip(row, ("loss", "accuracy")):
+                ax.plot(line["epoch"], line[column], style, label=f"run {run} {phase}")
+        for ax, column in zip(row, ("loss", "accuracy")):
+            ax.set(title=f"{stream}: {column}", xlabel="epoch", ylabel=column)
+        row[1].legend(fontsize="x-small")
+    return Plotted(_save(fig, out), data)
+
+
+def efficiency(accuracy: pl.DataFrame, out: Path) -> Plotted:
+    """Measured parameter / FLOP reduction and latency against the target ratio (mean over runs)."""
+    data = (accuracy.filter(pl.col("stream").is_in(SINGLE_STREAMS))
+            .group_by("stream", "step").agg(pl.col("prune_ratio", "params_removed", "flops_removed",
+                                                   "channels_removed", "latency_ms").mean())
+            .sort("stream", "step"))
+    fig, axes = _panels(2, width=4.5, sharey=False)
+    for colour, ((stream,), part) in enumerate(data.partition_by("stream", as_dict=True, maintain_order=True).items()):
+        x = part["prune_ratio"] * 100
+        for column, style in (("params_removed", "-o"), ("flops_removed", "--s"), ("channels_removed", ":^")):
+            axes[0, 0].plot(x, part[column] * 100, style, color=f"C{colour}", ms=3,
+                            label=f"{stream} {column.split('_')[0]}")
+        if part["latency_ms"].null_count() < part.height:
+            axes[0, 1].plot(x, part["latency_ms"], "-o", color=f"C{colour}", ms=3, label=stream)
+    axes[0, 0].set(xlabel="target channels pruned (%)", ylabel="removed (%)", title="parameters, FLOPs, channels")
+    axes[0, 0].legend(fontsize="x-small")
+    axes[0, 1].set(xlabel="target channels pruned (%)", ylabel="ms per clip", title="inference latency")
+    if data["latency_ms"].null_count() == data.height:
+        axes[0, 1].text(0.5, 0.5, "latency not measured", ha="center", va="center",
+                        transform=axes[0, 1].transAxes)
+    else:
+        axes[0, 1].legend(fontsize="small")
+    return Plotted(_save(fig, out), data)
+
+
+def _cell(mean: float, std: float | None, n: int) -> str:
+    return f"{mean:.2f} (n={n})" if std is None else f"{mean:.2f} ± {std:.2f} (n={n})"
+
+
+def fusion_table(summary: pl.DataFrame) -> pl.DataFrame:
+    """Video accuracy per model (streams and fusion methods) and pruning ratio: 'mean ± sd (n)'."""
+    long = with_model(summary).sort("step")
+    long = long.with_columns(
+        pl.Series("cell", [_cell(*r) for r in long.select("mean", "std", "n").iter_rows()], dtype=pl.String),
+        pl.format("{} %", (pl.col("prune_ratio") * 100).round(1)).alias("pruned"))
+    return long.pivot(on="pruned", index="model", values="cell", sort_columns=False).sort("model")
+
+
+def saliency_files(saliency_dir: Path, video: str) -> pl.DataFrame:
+    """Saved maps of one video: stream, run, step, clip, path (smallest run and clip first)."""
+    rows = []
+    for path in Path(saliency_dir).glob(f"*/run*/step*/{video}__*.npz"):
+        stream, run, step = path.parts[-4], path.parts[-3], path.parts[-2]
+        rows.append({"stream": stream, "run": int(run.removeprefix("run")), "step": int(step.removeprefix("step")),
+                     "clip": int(path.stem.rsplit("__", 1)[1]), "path": str(path)})
+    schema = {"stream": pl.String, "run": pl.Int64, "step": pl.Int64, "clip": pl.Int64, "path": pl.String}
+    return pl.DataFrame(rows, schema=schema).sort("run", "clip", "step", "stream")
+
+
+def _load(path: str) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as npz:
+        return dict(npz)
+
+
+def normalised(saliency: np.ndarray) -> np.ndarray:
+    """|map| / max |map|, so every panel shares the 0–1 colour scale."""
+    magnitude = np.abs(saliency.astype(np.float32))
+    peak = magnitude.max()
+    return magnitude / peak if peak > 0 else magnitude
+
+
+def overlay(saliency_dir: Path, video: str, out: Path, *, cmap="inferno", alpha=0.55) -> Plotted:
+    """For one video: a row per pruning ratio, columns RGB frame · spatial · temporal overlay.
+
+    Uses the lowest run and clip that has maps. Data: per row the step, ratio and the
+    normalised maps drawn (None where a stream has no map).
+    """
+    files = saliency_files(saliency_dir, video)
+    if files.is_empty():
+        raise FileNotFoundError(f"{saliency_dir}: no saliency maps for video {video!r}")
+    first = files.row(0, named=True)
+    files = files.filter((pl.col("run") == first["run"]) & (pl.col("clip") == first["clip"]))
+    rows = []
+    for (step,), part in files.partition_by("step", as_dict=True, maintain_order=True).items():
+        maps = {s: _load(p) for s, p in zip(part["stream"], part["path"])}
+        background = maps["spatial"] if "spatial" in maps else next(iter(maps.values()))
+        rows.append({"step": step, "prune_ratio": float(background["prune_ratio"]), "rgb": background["rgb"],
+                     **{s: normalised(maps[s]["saliency"]) if s in maps else None for s in SINGLE_STREAMS}})
+    fig = Figure(figsize=(7.5, 2.4 * len(rows) + 0.6), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(rows), 3, squeeze=False))
+    image = None
+    for ax_row, row in zip(axes, rows):
+        for ax, title, key in zip(ax_row, OVERLAY_COLUMNS, ("rgb", *SINGLE_STREAMS)):
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.imshow(row["rgb"])
+            if key != "rgb":
+                if row[key] is None:
+                    ax.text(0.5, 0.5, "no map", ha="center", va="center", color="white", transform=ax.transAxes)
+                else:
+                    image = ax.imshow(row[key], cmap=cmap, vmin=0, vmax=1, alpha=alpha)
+            if ax_row is axes[0]:
+                ax.set_title(title)
+        ax_row[0].set_ylabel(f"{row['prune_ratio'] * 100:.0f} % pruned")
+    if image is not None:
+        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="saliency (normalised per map)")
+    fig.suptitle(f"{video} (run {first['run']}, clip {first['clip']})")
+    return Plotted(_save(fig, out), rows)

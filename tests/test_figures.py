@@ -1,0 +1,165 @@
+"""Figures: each is written as a PNG and plots exactly the numbers of the tables."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+
+from analysis import figures, stats
+from analysis.results import read_table, write_rows
+
+STREAMS = ("spatial", "temporal")
+STEPS = (0, 1, 2, 3)
+RUNS = (1, 2, 3)
+FIGURE_VIDEO = "v_Archery_g01_c01"
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def build_experiment(root: Path, *, latency: bool = True, epochs: bool = True, irof: bool = True,
+                     maps: bool = True) -> Path:
+    """A small synthetic experiment written through the results store, with saved maps."""
+    rng = np.random.default_rng(0)
+    results = root / "results"
+    for stream in STREAMS + ("fusion",):
+        for run in RUNS:
+            for step in STEPS:
+                if stream == "temporal" and run == 3 and step == 3:
+                    continue  # a run that never finished: n drops to 2
+                fusions = ("mean", "svm_softmax") if stream == "fusion" else (None,)
+                rows = [dict(experiment="demo", stream=stream, fusion=f, run=run, seed=run, step=step,
+                             prune_ratio=0.04 * step, channels_removed=0.04 * step,
+                             params_removed=0.07 * step, flops_removed=0.05 * step, split=1,
+                             clip_accuracy=float(50 - step + rng.normal()),
+                             video_accuracy=float(60 - 2 * step + 2 * rng.normal()),
+                             video_top5=90.0, loss=1.0, n_videos=12,
+                             latency_ms=float(10 - step) if latency and f is None else None,
+                             finished_at=T0) for f in fusions]
+                write_rows(results, "accuracy", rows, partition=f"{stream}/run{run}/step{step}")
+                if irof and stream != "fusion":
+                    write_rows(results, "irof", [
+                        dict(experiment="demo", stream=stream, run=run, step=step, prune_ratio=0.04 * step,
+                             video=video, clip=0, label=0, target=0, predicted=0, method="vanilla_gradient",
+                             irof=float(0.5 - 0.02 * step + 0.05 * rng.normal()), n_segments=20, seconds=0.1)
+                        for video in (FIGURE_VIDEO, "v_Bowling_g02_c03")],
+                        partition=f"{stream}/run{run}/step{step}")
+    if epochs:
+        write_rows(results, "epochs", [
+            dict(experiment="demo", stream=stream, run=run, step=0, epoch=epoch, phase=phase,
+                 loss=2.0 / epoch, accuracy=20.0 * epoch, lr=0.01, seconds=1.0)
+            for stream in STREAMS for run in (1, 2) for epoch in (1, 2, 3) for phase in ("train", "val")],
+            partition="training")
+    if maps:
+        for stream in STREAMS:
+            for step in STEPS:
+                path = root / "saliency" / stream / "run1" / f"step{step}" / f"{FIGURE_VIDEO}__000.npz"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                extra = {"pairs": rng.random((10, 16, 16), dtype=np.float32)} if stream == "temporal" else {}
+                np.savez(path, rgb=rng.integers(0, 255, (16, 16, 3), dtype=np.uint8),
+                         saliency=rng.random((16, 16), dtype=np.float32) * (step + 1),
+                         prune_ratio=np.float64(0.04 * step), label=0, target=0, predicted=0, **extra)
+    (root / "experiment.json").write_text(json.dumps({
+        "config": {"experiment": {"name": "demo"}, "explain": {"figure_videos": [FIGURE_VIDEO]}},
+        "code_version": "0123abc", "started_at": T0.isoformat()}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory) -> Path:
+    return build_experiment(tmp_path_factory.mktemp("experiment"))
+
+
+def is_print_png(path: Path) -> bool:
+    with Image.open(path) as image:
+        dpi = image.info.get("dpi", (0, 0))
+        return image.format == "PNG" and round(dpi[0]) == figures.DPI and min(image.size) > 300
+
+
+def test_accuracy_figures_plot_the_tables(experiment, tmp_path):
+    accuracy = read_table(experiment / "results", "accuracy")
+    tables = stats.all_tables(accuracy, stats.ACCURACY_GROUPS, "video_accuracy")
+    per_run = figures.accuracy_per_run(accuracy, "video_accuracy", tmp_path / "per_run.png")
+    assert is_print_png(per_run.path)
+    assert per_run.data["stream"].unique().sort().to_list() == list(STREAMS)
+    assert per_run.data.height == 2 * 3 * 4 - 1  # the missing temporal run 3 at step 3
+    expected = accuracy.filter(pl.col("stream") != "fusion").sort("stream", "run", "step")
+    assert per_run.data["video_accuracy"].to_list() == expected["video_accuracy"].to_list()
+
+    mean_sd = figures.mean_sd(tables["summary"], "video accuracy (%)", tmp_path / "mean_sd.png")
+    assert is_print_png(mean_sd.path)
+    assert mean_sd.data["mean"].to_list() == tables["summary"]["mean"].to_list()
+    assert set(mean_sd.data["model"]) == {"spatial", "temporal", "fusion: mean", "fusion: svm_softmax"}
+
+    boxes = figures.boxplots(accuracy, "video_accuracy", "video accuracy (%)", tmp_path / "box.png")
+    assert is_print_png(boxes.path)
+    temporal_step3 = boxes.data.filter((pl.col("model") == "temporal") & (pl.col("step") == 3))
+    assert sorted(temporal_step3["values"][0]) == sorted(
+        accuracy.filter((pl.col("stream") == "temporal") & (pl.col("step") == 3))["video_accuracy"])
+
+    d = figures.cohens_d_bars(tables["effects"], tmp_path / "d.png")
+    p = figures.wilcoxon_p_bars(tables["effects"], tmp_path / "p.png")
+    assert is_print_png(d.path) and is_print_png(p.path)
+    by_key = ["model", "step"]
+    effects = figures.with_model(tables["effects"]).sort(by_key)
+    assert d.data.sort(by_key)["cohens_d"].to_list() == effects["cohens_d"].to_list()
+    assert p.data.sort(by_key)["p_wilcoxon"].to_list() == effects["p_wilcoxon"].to_list()
+    assert d.data.filter((pl.col("model") == "temporal") & (pl.col("step") == 3))["n"].to_list() == [2]
+
+
+def test_efficiency_figure_with_and_without_latency(experiment, tmp_path):
+    accuracy = read_table(experiment / "results", "accuracy")
+    plotted = figures.efficiency(accuracy, tmp_path / "efficiency.png")
+    assert is_print_png(plotted.path)
+    spatial = plotted.data.filter(pl.col("stream") == "spatial")
+    assert spatial["params_removed"].to_list() == pytest.approx([0.07 * s for s in STEPS])
+    assert spatial["latency_ms"].to_list() == pytest.approx([10.0 - s for s in STEPS])
+    without = figures.efficiency(accuracy.with_columns(pl.lit(None, pl.Float64).alias("latency_ms")),
+                                 tmp_path / "no_latency.png")
+    assert without.data["latency_ms"].null_count() == without.data.height and without.path.is_file()
+
+
+def test_irof_and_training_figures(experiment, tmp_path):
+    irof = read_table(experiment / "results", "irof")
+    tables = stats.all_tables(stats.irof_per_run(irof), stats.IROF_GROUPS, "irof")
+    boxes = figures.boxplots(irof, "irof", "IROF", tmp_path / "irof_box.png")
+    assert is_print_png(boxes.path)
+    assert boxes.data["values"].list.len().to_list() == [6] * 4 + [6, 6, 6, 4]  # 2 videos × runs
+    trend = figures.trend_with_intervals(tables["summary"], "IROF (per-run mean)", tmp_path / "trend.png")
+    assert is_print_png(trend.path)
+    summary = tables["summary"].sort("stream", "step")
+    assert trend.data["ci_low"].to_list() == summary["ci_low"].to_list()
+    assert trend.data["mean"].to_list() == summary["mean"].to_list()
+
+    epochs = read_table(experiment / "results", "epochs")
+    curves = figures.training_curves(epochs, tmp_path / "curves.png")
+    assert is_print_png(curves.path)
+    assert curves.data.height == epochs.height
+    assert curves.data.filter(pl.col("phase") == "val")["accuracy"].to_list() == [20.0, 40.0, 60.0] * 4
+
+
+def test_fusion_table_cells_come_from_the_summary(experiment):
+    accuracy = read_table(experiment / "results", "accuracy")
+    summary = stats.summary(accuracy, stats.ACCURACY_GROUPS, "video_accuracy")
+    table = figures.fusion_table(summary)
+    assert table["model"].to_list() == ["fusion: mean", "fusion: svm_softmax", "spatial", "temporal"]
+    assert table.columns[1:] == ["0.0 %", "4.0 %", "8.0 %", "12.0 %"]
+    row = summary.filter((pl.col("fusion") == "mean") & (pl.col("step") == 2)).row(0, named=True)
+    assert table.filter(pl.col("model") == "fusion: mean")["8.0 %"][0] == (
+        f"{row['mean']:.2f} ± {row['std']:.2f} (n=3)")
+    assert table.filter(pl.col("model") == "temporal")["12.0 %"][0].endswith("(n=2)")
+
+
+def test_overlay_rows_per_ratio_with_normalised_maps(experiment, tmp_path):
+    plotted = figures.overlay(experiment / "saliency", FIGURE_VIDEO, tmp_path / "overlay.png")
+    assert is_print_png(plotted.path)
+    assert [r["step"] for r in plotted.data] == list(STEPS)
+    assert [r["prune_ratio"] for r in plotted.data] == pytest.approx([0.04 * s for s in STEPS])
+    saved = np.load(experiment / "saliency" / "temporal" / "run1" / "step2" / f"{FIGURE_VIDEO}__000.npz")
+    np.testing.assert_allclose(plotted.data[2]["temporal"], saved["saliency"] / saved["saliency"].max())
+    assert all(r[s].max() == pytest.approx(1.0) for r in plotted.data for s in STREAMS)
+    with pytest.raises(FileNotFoundError, match="v_Missing"):
+        figures.overlay(experiment / "saliency", "v_Missing", tmp_path / "none.png")
