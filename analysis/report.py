@@ -1,0 +1,321 @@
+"""The experiment report: ``report/index.html`` (figures embedded) and ``report/report.md``.
+
+Built from the experiment folder alone: the results store (Parquet), the saved saliency
+maps and ``experiment.json`` (config and code version, written by the sweep). Statistics
+tables go to ``report/tables`` (Parquet + CSV), figures to ``report/figures`` (PNG). A part
+whose stage has not run yet says so instead of failing.
+
+``python -m analysis.report --experiment DIR [--metric video_accuracy]``
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+from tqdm import tqdm
+
+from . import figures, stats
+from .results import atomic_file, read_table
+
+
+POSTHOC_ROWS_SHOWN = 40  # longer post-hoc tables show only the significant pairs
+
+
+@dataclass
+class Block:
+    """One piece of the report: a heading, a paragraph, a figure or a table."""
+    kind: str  # heading | text | figure | table | code
+    text: str = ""
+    path: Path | None = None
+    table: pl.DataFrame | None = None
+
+
+@dataclass
+class Report:
+    """What was written, with the data behind every figure and table (for checks)."""
+    index: Path
+    markdown: Path
+    figures: dict[str, figures.Plotted] = field(default_factory=dict)
+    tables: dict[str, pl.DataFrame] = field(default_factory=dict)
+    not_run: list[str] = field(default_factory=list)
+
+
+def read_experiment_json(root: Path) -> dict:
+    path = root / "experiment.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from exc
+
+
+def _format(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+class ReportBuilder:
+    """Collects blocks section by section; each section checks its own inputs."""
+
+    def __init__(self, root: Path, metric: str, figure_videos: list[str] | None):
+        self.root, self.metric = Path(root), metric
+        self.out = self.root / "report"
+        self.meta = read_experiment_json(self.root)
+        if figure_videos is None:
+            figure_videos = self.meta.get("config", {}).get("explain", {}).get("figure_videos")
+        self.figure_videos = figure_videos
+        results = self.root / "results"
+        self.accuracy = read_table(results, "accuracy")
+        self.epochs = read_table(results, "epochs")
+        self.irof = read_table(results, "irof")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.stats = stats.compute_tables(results, metric)
+        self.warnings = list(dict.fromkeys(str(w.message) for w in caught))
+        self.blocks: list[Block] = []
+        self.report = Report(self.out / "index.html", self.out / "report.md", tables=dict(self.stats))
+
+    # building blocks
+    def heading(self, text: str) -> None:
+        self.blocks.append(Block("heading", text))
+
+    def text(self, text: str) -> None:
+        self.blocks.append(Block("text", text))
+
+    def not_run(self, part: str, why: str) -> None:
+        self.report.not_run.append(part)
+        self.text(f"Not available yet: {why}.")
+
+    def figure(self, name: str, caption: str, draw: Callable[[Path], figures.Plotted]) -> None:
+        plotted = draw(self.out / "figures" / f"{name}.png")
+        self.report.figures[name] = plotted
+        self.blocks.append(Block("figure", caption, path=plotted.path))
+
+    def table(self, caption: str, table: pl.DataFrame, name: str | None = None) -> None:
+        if name:
+            self.report.tables.setdefault(name, table)
+        self.blocks.append(Block("table", caption, table=table))
+
+    def stat_tables(self, prefix: str, what: str) -> None:
+        for kind, caption in (("summary", f"{what}: per step, n runs, mean, sd, 95 % t-interval"),
+                              ("effects", f"{what}: each step against step 0, runs paired"),
+                              ("anova", f"{what}: one-way ANOVA across steps"),
+                              ("posthoc", f"{what}: every pair of steps, Bonferroni-corrected")):
+            frame = self.stats[f"{prefix}_{kind}"].drop("experiment")
+            source = f"tables/{prefix}_{kind}.csv"
+            if kind == "posthoc" and frame.height > POSTHOC_ROWS_SHOWN:
+                significant = frame.filter(pl.col("p_bonf") < figures.ALPHA)
+                caption += (f"; {significant.height} of {frame.height} pairs with Bonferroni p < "
+                            f"{figures.ALPHA} shown, all in")
+                frame = significant
+            self.table(f"{caption} ({source})", frame)
+
+    # sections
+    def overview(self) -> None:
+        name = self.meta.get("config", {}).get("experiment", {}).get("name", self.root.name)
+        self.heading(f"Experiment {name}")
+        if not self.meta:
+            self.text(f"{self.root / 'experiment.json'} not found: config and code version unknown.")
+        else:
+            facts = {k: v for k, v in self.meta.items() if k != "config"}
+            self.table("Run information (experiment.json)",
+                       pl.DataFrame({"field": list(facts), "value": [_format(v) for v in facts.values()]}))
+            self.blocks.append(Block("code", json.dumps(self.meta.get("config", {}), indent=2)))
+        self.text(f"Report written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {self.root}.")
+
+    def accuracy_section(self) -> None:
+        label = self.metric.replace("_", " ")
+        self.heading(f"Accuracy under pruning ({label})")
+        singles = self.accuracy.filter(pl.col("stream").is_in(figures.SINGLE_STREAMS))
+        if singles.is_empty():
+            self.not_run("accuracy", "no spatial or temporal rows in the accuracy table (training has not run)")
+            return
+        if singles["step"].max() == 0:
+            self.text("Only unpruned models (step 0) so far: the pruning stage has not run yet.")
+        self.figure("accuracy_per_run", f"{label} against the pruned fraction, one line per run",
+                    lambda p: figures.accuracy_per_run(self.accuracy, self.metric, p))
+        self.figure("accuracy_mean_sd", f"{label}: mean ± sd over runs",
+                    lambda p: figures.mean_sd(self.stats[f"{self.metric}_summary"], f"{label} (%)", p))
+        self.figure("accuracy_boxplots", f"{label}: distribution over runs at each ratio",
+                    lambda p: figures.boxplots(self.accuracy, self.metric, f"{label} (%)", p))
+        effects = self.stats[f"{self.metric}_effects"]
+        if effects.is_empty():
+            self.text("No pruned step to compare with step 0 yet: no effect sizes or tests.")
+        else:
+            self.figure("accuracy_cohens_d", "paired Cohen's d_z of each step against step 0",
+                        lambda p: figures.cohens_d_bars(effects, p))
+            self.figure("accuracy_wilcoxon_p", "Wilcoxon signed-rank p of each step against step 0",
+                        lambda p: figures.wilcoxon_p_bars(effects, p))
+        self.stat_tables(self.metric, label)
+
+    def fusion_section(self) -> None:
+        self.heading("Fusion of the two streams")
+        if self.accuracy.filter(pl.col("stream") == "fusion").is_empty():
+            self.not_run("fusion", "no fusion rows in the accuracy table (the fuse stage has not run)")
+            return
+        summary = stats.summary(self.accuracy, stats.ACCURACY_GROUPS, "video_accuracy")
+        self.table("Video accuracy (%) per stream and fusion method: mean ± sd (n runs) by channels pruned",
+                   figures.fusion_table(summary), name="fusion_table")
+
+    def efficiency_section(self) -> None:
+        self.heading("Parameters, FLOPs and latency")
+        singles = self.accuracy.filter(pl.col("stream").is_in(figures.SINGLE_STREAMS))
+        if singles.is_empty():
+            self.not_run("efficiency", "no accuracy rows yet")
+            return
+        self.figure("efficiency", "measured fraction of parameters, FLOPs and channels removed; latency",
+                    lambda p: figures.efficiency(self.accuracy, p))
+        if singles["latency_ms"].null_count() == singles.height:
+            self.text("Latency was not measured (the accuracy table's latency_ms column is empty).")
+
+    def training_section(self) -> None:
+        self.heading("Training curves")
+        if self.epochs.filter(pl.col("step") == 0).is_empty():
+            self.not_run("training curves", "the epochs table has no step-0 rows (training has not run)")
+            return
+        self.figure("training_curves", "loss and accuracy per epoch of the unpruned models",
+                    lambda p: figures.training_curves(self.epochs, p))
+
+    def irof_section(self) -> None:
+        self.heading("Faithfulness of the explanations (IROF)")
+        if self.irof.is_empty():
+            self.not_run("IROF", "the irof table is empty (the explain stage has not run)")
+            return
+        self.figure("irof_boxplots", "IROF per explained clip at each ratio (higher = more faithful)",
+                    lambda p: figures.boxplots(self.irof, "irof", "IROF", p))
+        self.figure("irof_trend", "IROF per-run mean: mean and 95 % t-interval over runs",
+                    lambda p: figures.trend_with_intervals(self.stats["irof_summary"], "IROF (per-run mean)", p))
+        self.stat_tables("irof", "IROF (per-run mean)")
+
+    def saliency_section(self) -> None:
+        self.heading("Saliency maps under pruning")
+        saliency = self.root / "saliency"
+        videos = self.figure_videos or sorted(
+            {p.name.rsplit("__", 1)[0] for p in saliency.glob("*/run*/step*/*.npz")})
+        shown = [v for v in videos if not figures.saliency_files(saliency, v).is_empty()]
+        for video in set(videos) - set(shown):
+            self.text(f"No saved maps for {video}.")
+        if not shown:
+            self.not_run("saliency", f"no saliency maps under {saliency}")
+            return
+        for video in shown:
+            self.figure(f"overlay_{video}", f"{video}: RGB frame, spatial and temporal saliency per ratio",
+                        lambda p, v=video: figures.overlay(saliency, v, p))
+
+    def notes_section(self) -> None:
+        if self.warnings:
+            self.heading("Notes from the statistics")
+            self.text("\n".join(f"- {w}" for w in self.warnings))
+
+    def build(self) -> Report:
+        sections = [self.overview, self.accuracy_section, self.fusion_section, self.efficiency_section,
+                    self.training_section, self.irof_section, self.saliency_section, self.notes_section]
+        for section in tqdm(sections, desc="report", unit="section"):
+            section()
+        stats.write_tables(self.stats, self.out / "tables")
+        with atomic_file(self.report.index) as tmp:
+            tmp.write_text(render_html(self.blocks, self.out))
+        with atomic_file(self.report.markdown) as tmp:
+            tmp.write_text(render_markdown(self.blocks, self.out))
+        return self.report
+
+
+def _html_table(table: pl.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_format(v))}</td>" for v in row) + "</tr>"
+                   for row in table.iter_rows())
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _markdown_table(table: pl.DataFrame) -> str:
+    def line(cells):
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+    return "\n".join([line(table.columns), line(["---"] * table.width)]
+                     + [line([_format(v) for v in row]) for row in table.iter_rows()])
+
+
+STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}td,th{border:1px solid #ccc;
+padding:.2em .5em;text-align:right}th{background:#f0f0f0}img{max-width:100%}figure{margin:1em 0}
+figcaption,.caption{color:#555;font-size:.9em}pre{background:#f6f6f6;padding:1em;overflow:auto;
+max-height:20em}"""
+
+
+def render_html(blocks: list[Block], out: Path) -> str:
+    parts = []
+    for block in blocks:
+        text = html.escape(block.text)
+        if block.kind == "heading":
+            parts.append(f"<h2>{text}</h2>")
+        elif block.kind == "text":
+            parts.append("".join(f"<p>{html.escape(line)}</p>" for line in block.text.splitlines()))
+        elif block.kind == "code":
+            parts.append(f"<details><summary>Config</summary><pre>{text}</pre></details>")
+        elif block.kind == "figure":
+            data = base64.b64encode(block.path.read_bytes()).decode("ascii")
+            parts.append(f'<figure><img alt="{text}" src="data:image/png;base64,{data}">'
+                         f"<figcaption>{text} ({block.path.relative_to(out)})</figcaption></figure>")
+        else:
+            parts.append(f'<p class="caption">{text}</p>{_html_table(block.table)}')
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>Experiment report</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def render_markdown(blocks: list[Block], out: Path) -> str:
+    parts = []
+    for block in blocks:
+        if block.kind == "heading":
+            parts.append(f"## {block.text}")
+        elif block.kind == "text":
+            parts.append(block.text)
+        elif block.kind == "code":
+            parts.append(f"<details><summary>Config</summary>\n\n```json\n{block.text}\n```\n</details>")
+        elif block.kind == "figure":
+            parts.append(f"![{block.text}]({block.path.relative_to(out).as_posix()})\n\n*{block.text}*")
+        else:
+            parts.append(f"{block.text}\n\n{_markdown_table(block.table)}")
+    return "# Experiment report\n\n" + "\n\n".join(parts) + "\n"
+
+
+def build_report(root: Path, *, metric: str = "video_accuracy",
+                 figure_videos: list[str] | None = None) -> Report:
+    """Write the report of the experiment under ``root``; ``figure_videos`` defaults to the
+    config's ``explain.figure_videos``, else every video with saved maps."""
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"{root}: no such experiment folder")
+    return ReportBuilder(root, metric, figure_videos).build()
+
+
+def run_report_stage(cfg, ctx) -> Report:
+    """Sweep stage: the report of the configured experiment root."""
+    return build_report(cfg.paths.root, figure_videos=cfg.explain.figure_videos or None)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--experiment", type=Path, required=True, help="experiment root, e.g. runs/demo")
+    parser.add_argument("--metric", default="video_accuracy", choices=stats.METRICS)
+    args = parser.parse_args(argv)
+    if not args.experiment.is_dir():
+        parser.error(f"{args.experiment}: no such experiment folder")
+    report = build_report(args.experiment, metric=args.metric)
+    print(report.index)
+    print(report.markdown)
+    for part in report.not_run:
+        print(f"not run yet: {part}")
+
+
+if __name__ == "__main__":
+    main()
