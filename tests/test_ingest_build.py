@@ -1,0 +1,141 @@
+"""build_shards end to end on one UCF101-style folder: the three real clips, a textured
+object moving a known number of px/frame, a video shorter than a clip, and three bad files."""
+import shutil
+
+import numpy as np
+import polars as pl
+import pytest
+import ray
+
+from ingest.build_shards import IngestFailed, build_shards, main
+from ingest.synthetic import _write_avi
+from shards.format import STACK, decode_sample, quantisation_step
+from shards.tarfiles import iter_shard
+from tests.test_ingest_flow import SHIFT, interior_median, translating
+
+REAL = {"ApplyEyeMakeup": ("v_ApplyEyeMakeup_sample.avi", 164, 320, 240),
+        "ArmWrestling": ("armwrestling_340x256.mp4", 280, 340, 256),
+        "Basketball": ("basketball_426x240.mp4", 300, 426, 240)}
+CLASSES = [*REAL, "Translate", "Broken"]
+BAD = {"v_Broken_g02_c01.avi": "zero-byte", "v_Broken_g02_c02.avi": "truncated",
+       "v_Broken_g02_c03.avi": "text"}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One Ray for the module; build_shards reuses it (and leaves it running)."""
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ucf_folder(shared_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ucf")
+    videos, lists = root / "videos", root / "lists"
+    for name in CLASSES:
+        (videos / name).mkdir(parents=True)
+    test, train = [], []
+    for name, (src, *_rest) in REAL.items():
+        rel = f"{name}/v_{name}_g01_c01.avi"  # the mp4s keep their content; FFmpeg probes it
+        shutil.copy(shared_data / "real_videos" / src, videos / rel)
+        test.append(rel)
+    _write_avi(videos / "Translate/v_Translate_g02_c01.avi", translating(30, 96, 128), fps=25)
+    _write_avi(videos / "Translate/v_Translate_g02_c02.avi", translating(7, 96, 128), fps=25)
+    train += ["Translate/v_Translate_g02_c01.avi 4", "Translate/v_Translate_g02_c02.avi 4"]
+    real = (shared_data / "real_videos" / REAL["ApplyEyeMakeup"][0]).read_bytes()
+    (videos / "Broken" / "v_Broken_g02_c01.avi").write_bytes(b"")
+    (videos / "Broken" / "v_Broken_g02_c02.avi").write_bytes(real[: len(real) // 2])
+    (videos / "Broken" / "v_Broken_g02_c03.avi").write_text("not a video at all\n")
+    train += [f"Broken/{name} 5" for name in BAD]
+    lists.mkdir()
+    crlf = lambda lines: "".join(l + "\r\n" for l in lines).encode()
+    (lists / "classInd.txt").write_bytes(crlf(f"{i} {c}" for i, c in enumerate(CLASSES, 1)))
+    (lists / "trainlist01.txt").write_bytes(crlf(train))
+    (lists / "testlist01.txt").write_bytes(crlf(test))
+    return videos, lists
+
+
+@pytest.fixture(scope="module")
+def built(ucf_folder, local_ray, tmp_path_factory):
+    out = tmp_path_factory.mktemp("built") / "split1"
+    summary = build_shards(*ucf_folder, 1, out, clips_per_video=2, test_clips=5, short_side=64,
+                           shard_videos=2, progress=False)
+    return out, summary
+
+
+def samples(out):
+    return {s.key: s for tar in sorted(out.glob("*/shard-*.tar"))
+            for s in (decode_sample(raw, str(tar)) for raw in iter_shard(tar))}
+
+
+def test_bad_files_are_recorded_and_lose_nothing(built):
+    out, summary = built
+    assert (summary.ok, summary.failed, summary.samples) == (5, 3, 3 * 5 + 2 * 2)
+    manifest = pl.read_parquet(out / "manifest.parquet")
+    failed = manifest.filter(pl.col("status") == "failed")
+    assert sorted(failed["video"]) == sorted(n[:-4] for n in BAD)
+    for row in failed.iter_rows(named=True):
+        assert row["path"] in row["error"] and row["clips"] == 0 and row["shard"] is None
+    by_video = dict(zip(failed["video"], failed["error"]))
+    assert "truncated" in by_video["v_Broken_g02_c02"]
+    assert "Invalid data" in by_video["v_Broken_g02_c01"] and "Invalid data" in by_video["v_Broken_g02_c03"]
+    assert "3 failed" in str(summary) and "v_Broken_g02_c03.avi" in str(summary)
+
+
+def test_real_clips_source_metadata(built):
+    out, _ = built
+    manifest = pl.read_parquet(out / "manifest.parquet").filter(pl.col("subset") == "test")
+    got = {r["class_name"]: (r["frames"], r["width"], r["height"]) for r in manifest.iter_rows(named=True)}
+    assert got == {name: tuple(v[1:]) for name, v in REAL.items()}
+    assert manifest["fps"].to_list() == pytest.approx([25.0, 28.0, 30000 / 1001])
+    assert set(manifest["flow_method"]) == {"dis"} and set(manifest["flow_bound"]) == {20.0}
+    decoded = samples(out)
+    bb = [s for k, s in decoded.items() if k.startswith("v_Basketball")]
+    assert len(bb) == 5 and bb[0].rgb.shape == (64, 114, 3) and bb[0].flow_q.shape == (20, 64, 114)
+    assert [s.meta.frames[0] for s in bb] == [0, 72, 144, 217, 289]  # evenly spaced over 300 frames
+    assert bb[0].meta.width == 426 and bb[0].label == 2
+
+
+def test_flow_sign_and_magnitude_from_the_shard(built):
+    """The texture moves 3 px right and 2 px up per frame at 128x96; the shard holds 86x64."""
+    out, _ = built
+    decoded = samples(out)
+    for clip in (0, 1):
+        flow = decoded[f"v_Translate_g02_c01__{clip:03d}"].flow
+        fields = np.stack([flow[:STACK], flow[STACK:]], -1)
+        expected = np.array(SHIFT) * (86 / 128, 64 / 96)
+        assert np.abs(interior_median(fields) - expected).max() <= quantisation_step()
+
+
+def test_short_video_is_clamped(built):
+    out, _ = built
+    manifest = pl.read_parquet(out / "manifest.parquet")
+    row = manifest.filter(pl.col("video") == "v_Translate_g02_c02").row(0, named=True)
+    assert row["clamped"] and row["frames"] == 7 and row["clips"] == 2
+    sample = samples(out)["v_Translate_g02_c02__000"]
+    assert sample.meta.clamped and sample.meta.frames == [0, 1, 2, 3, 4, 5, 6, 6, 6, 6, 6]
+    assert np.abs(sample.flow[6:STACK]).max() <= quantisation_step()
+
+
+def test_strict_fails_after_writing_everything(built, ucf_folder):
+    out, _ = built
+    before = {p.name: p.read_bytes() for p in out.glob("*/shard-*.tar")}
+    with pytest.raises(IngestFailed, match="5 ok, 3 failed"):
+        build_shards(*ucf_folder, 1, out, clips_per_video=2, test_clips=5, short_side=64,
+                     shard_videos=2, strict=True, progress=False)
+    assert {p.name: p.read_bytes() for p in out.glob("*/shard-*.tar")} == before
+    args = ["--videos", str(ucf_folder[0]), "--splits", str(ucf_folder[1]), "--split", "1",
+            "--out", str(out), "--clips-per-video", "2", "--test-clips", "5", "--short-side", "64",
+            "--shard-videos", "2"]
+    assert main(args + ["--strict"]) == 1 and main(args) == 0
+
+
+def test_other_options_into_the_same_folder_are_refused(built, ucf_folder):
+    out, _ = built
+    with pytest.raises(ValueError, match="other options.*clips_per_video"):
+        build_shards(*ucf_folder, 1, out, clips_per_video=3, test_clips=5, short_side=64,
+                     shard_videos=2, progress=False)
