@@ -72,6 +72,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "irof": ("experiment", "stream", "run", "step", "video", "clip", "method"),
 }
 
+
 def _schema_of(table: str) -> pa.Schema:
     if table not in SCHEMAS:
         raise KeyError(f"unknown results table {table!r}; known: {sorted(SCHEMAS)}")
@@ -95,6 +96,8 @@ def to_arrow(table: str, rows: Sequence[dict] | pl.DataFrame, written_at: dateti
     schema = _schema_of(table)
     given = schema.remove(schema.get_field_index(WRITTEN_AT))
     rows = rows.to_dicts() if isinstance(rows, pl.DataFrame) else list(rows)
+    if not rows:
+        raise ResultsSchemaError(f"no rows to write to table {table!r}")
     names = set().union(*(r.keys() for r in rows))
     missing = [f.name for f in given if f.name not in names and not f.nullable]
     unknown = sorted(names - set(given.names))
@@ -132,6 +135,11 @@ def atomic_file(path: Path) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        folder = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
     finally:
         tmp.unlink(missing_ok=True)
 

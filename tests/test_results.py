@@ -100,6 +100,8 @@ def test_bad_rows_are_refused_and_nothing_is_written(tmp_path, row, message):
 def test_bad_table_or_partition_is_refused(tmp_path):
     with pytest.raises(KeyError, match="unknown results table"):
         write_rows(tmp_path, "speed", [], partition="x")
+    with pytest.raises(ResultsSchemaError, match="no rows"):
+        write_rows(tmp_path, "irof", [], partition="x")
     for partition in ("../escape", "/abs/path", ""):
         with pytest.raises(ValueError, match="relative path"):
             write_rows(tmp_path, "irof", irof_rows(1, 0, 1), partition=partition)
