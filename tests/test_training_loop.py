@@ -1,0 +1,114 @@
+"""The training loop on plain iterables of batch dicts: determinism, the after_backward hook,
+exact resume from a checkpoint, early stopping with the best weights restored."""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.config import TrainConfig
+from training.loop import TrainState, train
+from training.models import build_stream
+
+CLASSES = ["red", "green", "blue"]
+
+
+def colour_batches(n_batches=4, batch=6, size=32, seed=0, shuffle_labels=False):
+    """Images whose brightest channel is the class: learnable in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+    batches = []
+    for b in range(n_batches):
+        label = torch.randint(0, 3, (batch,), generator=g)
+        x = torch.rand(batch, 3, size, size, generator=g) * 0.5
+        x[torch.arange(batch), label] += 0.5
+        if shuffle_labels:
+            label = (label + 1) % 3
+        batches.append({"x": x, "label": label, "video": [f"v{b}_{i}" for i in range(batch)],
+                        "clip": torch.zeros(batch, dtype=torch.int64)})
+    return batches
+
+
+CFG = TrainConfig(epochs=3, batch_size=6, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=0.0,
+                  scheduler="cosine", device="cpu", channels_last=True, val_fraction=0.0)
+
+
+def trained(seed, cfg=CFG, **kwargs):
+    torch.manual_seed(seed)
+    model = build_stream("spatial", "resnet18", len(CLASSES))
+    return train(model, colour_batches(), colour_batches(2, seed=1), cfg, seed=seed, **kwargs)
+
+
+def test_deterministic_on_cpu_for_a_seed():
+    a, b, c = trained(0), trained(0), trained(1)
+    for (name, wa), wb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(wa, wb), name
+    assert not torch.equal(a.model.fc.weight, c.model.fc.weight)
+    rows = a.state.history
+    assert [(r["epoch"], r["phase"]) for r in rows] == [(1, "train"), (1, "val"), (2, "train"),
+                                                        (2, "val"), (3, "train"), (3, "val")]
+    assert rows[0]["lr"] == CFG.lr and rows[2]["lr"] < CFG.lr  # cosine schedule
+    assert rows[-2]["loss"] < rows[0]["loss"]  # it learns
+
+
+def test_after_backward_runs_between_backward_and_step():
+    calls = []
+
+    def zero_grads(model):
+        calls.append(1)
+        for p in model.parameters():
+            p.grad.zero_()
+
+    torch.manual_seed(0)
+    model = build_stream("spatial", "resnet18", 3)
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    train(model, colour_batches(), None, dataclasses.replace(CFG, epochs=1), after_backward=zero_grads)
+    assert len(calls) == 4
+    for name, p in model.named_parameters():
+        assert torch.equal(p, before[name]), name  # zero gradients, no decay: nothing moved
+
+
+def test_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path):
+    full = trained(0)
+    saved = {}
+
+    def checkpoint_after_first_epoch(state, model, optimizer):
+        if state.epoch == 1:
+            saved["path"] = save_checkpoint(tmp_path / "ck.pt", model, epoch=state.epoch, config={},
+                                            classes=CLASSES, optimizer=optimizer,
+                                            extra={"train_state": state.to_dict()})
+            raise KeyboardInterrupt  # the "crash"
+
+    try:
+        trained(0, on_epoch=checkpoint_after_first_epoch)
+    except KeyboardInterrupt:
+        pass
+    ck = load_checkpoint(saved["path"], classes=CLASSES)
+    resumed = train(ck.model, colour_batches(), colour_batches(2, seed=1), CFG,
+                    state=TrainState.from_dict(ck.extra["train_state"]),
+                    optimizer_state=ck.optimizer_state)
+    for (name, wa), wb in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(wa, wb), name
+    untimed = [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.state.history]
+    assert untimed == [{k: v for k, v in r.items() if k != "seconds"} for r in full.state.history]
+
+
+def test_early_stopping_restores_the_best_weights():
+    weights = {}
+
+    def remember(state, model, optimizer):
+        weights[state.epoch] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    cfg = dataclasses.replace(CFG, epochs=6, early_stopping_patience=1, scheduler="none", lr=0.1)
+    torch.manual_seed(0)
+    model = build_stream("spatial", "resnet18", 3)
+    # val labels are shifted by one class: the better it learns, the worse the val loss gets
+    result = train(model, colour_batches(), colour_batches(2, seed=1, shuffle_labels=True), cfg,
+                   seed=0, on_epoch=remember)
+    state = result.state
+    assert state.stopped_early and state.epoch < 6
+    assert state.epoch == state.best_epoch + 1
+    val = {r["epoch"]: r["loss"] for r in state.history if r["phase"] == "val"}
+    assert val[state.best_epoch] == min(val.values())
+    for name, w in result.model.state_dict().items():
+        assert torch.equal(w, weights[state.best_epoch][name]), name
