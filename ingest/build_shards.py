@@ -220,6 +220,8 @@ def build_shards(videos, splits, split: int, out, *, flow: str = "dis", workers:
                              allow_missing=allow_missing)
         jobs += plan_shards(entries, subset, opts.clips(subset), shard_videos)
     _check_options(out, opts)
+    for stale in [*out.glob("*/shard-*.tmp-*"), *out.glob(f"{PARTS_DIRNAME}/*.tmp-*")]:
+        stale.unlink()  # left by a killed run (one build per folder at a time)
     finished = {job.name: _finished_rows(job, out) for job in jobs}
     todo = [job for job in jobs if finished[job.name] is None]
     with tqdm(total=sum(len(j.entries) for j in jobs), unit="video", desc=f"split {split} shards",
