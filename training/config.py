@@ -169,6 +169,10 @@ class ExperimentPaths:
     def checkpoint(self, stream: str, run: int, step: int = 0) -> Path:
         return self.checkpoints / stream / f"run{run}" / f"step{step}.pt"
 
+    def scores(self, stream: str, run: int, step: int = 0, subset: str = "test") -> Path:
+        """Per-video scores and features of one model on one subset (fusion reads these)."""
+        return self.root / "scores" / stream / f"run{run}" / f"step{step}_{subset}.npz"
+
 
 @dataclass
 class ExperimentConfig:
@@ -188,6 +192,10 @@ class ExperimentConfig:
     def paths(self) -> ExperimentPaths:
         root = self.experiment.root or f"runs/{self.experiment.name}"
         return ExperimentPaths(Path(root).expanduser().resolve(), self.data.split)
+
+    def run_seed(self, run: int) -> int:
+        """The seed of repeat ``run`` (1-based), shared by both streams of that run."""
+        return self.experiment.seed + run
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ExperimentConfig":

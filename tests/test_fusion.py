@@ -1,0 +1,70 @@
+"""Late fusion on scores shaped like the synthetic set: the spatial stream knows only a
+video's appearance, the temporal stream only its motion; fusion must beat both."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from training.fusion import FusionError, VideoScores, fuse, load_scores, save_scores
+
+APPEARANCES, MOTIONS = 2, 4
+K = APPEARANCES * MOTIONS  # class = appearance * MOTIONS + motion, as in ingest.synthetic
+
+
+def stream_scores(videos_per_class: int, seed: int, prefix: str) -> tuple[VideoScores, VideoScores]:
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(K), videos_per_class)
+    videos = [f"{prefix}{i:03d}" for i in range(len(labels))]
+    appearance, motion = labels // MOTIONS, labels % MOTIONS
+    classes = np.arange(K)
+    spatial = (classes // MOTIONS == appearance[:, None]) / MOTIONS  # 1/4 on the 4 same-appearance classes
+    temporal = (classes % MOTIONS == motion[:, None]) / APPEARANCES  # 1/2 on the 2 same-motion classes
+
+    def noisy(p):
+        p = p + rng.uniform(0, 0.05, p.shape)
+        return p / p.sum(1, keepdims=True)
+
+    feats = lambda s: np.hstack([s, rng.normal(0, 0.01, (len(s), 4))])  # noqa: E731
+    s, t = noisy(spatial), noisy(temporal)
+    return (VideoScores(videos, labels, s, feats(s)), VideoScores(videos, labels, t, feats(t)))
+
+
+def test_fusion_beats_each_stream():
+    train = stream_scores(6, 0, "train")
+    test = stream_scores(4, 1, "test")
+    results = fuse(*test, *train)
+    spatial_acc = 100 * np.mean(test[0].scores.argmax(1) == test[0].labels)
+    temporal_acc = 100 * np.mean(test[1].scores.argmax(1) == test[1].labels)
+    assert spatial_acc < 50 and temporal_acc < 75  # each stream is confused by design
+    for method in ("mean", "svm_softmax", "svm_features"):
+        r = results[method]
+        assert r.video_accuracy == 100.0, method
+        assert r.video_accuracy > max(spatial_acc, temporal_acc) + 25
+        assert math.isnan(r.clip_accuracy) and r.n_videos == 4 * K
+    assert results["mean"].loss > 0 and math.isnan(results["svm_softmax"].loss)
+
+
+def test_mean_fusion_known_answer():
+    a = VideoScores(["v1", "v2"], np.array([0, 1]), np.array([[0.6, 0.4], [0.9, 0.1]]), None)
+    b = VideoScores(["v1", "v2"], np.array([0, 1]), np.array([[0.2, 0.8], [0.0, 1.0]]), None)
+    r = fuse(a, b, None, None, ["mean"])["mean"]
+    np.testing.assert_allclose(r.video_scores, [[0.4, 0.6], [0.45, 0.55]])
+    assert r.video_accuracy == 50.0  # v1 fused to class 1 (wrong), v2 to class 1 (right)
+    assert r.loss == pytest.approx(-np.mean(np.log([0.4, 0.55])))
+
+
+def test_scores_round_trip_and_misaligned_streams(tmp_path):
+    s, t = stream_scores(2, 0, "v")
+    back = load_scores(save_scores(tmp_path / "spatial" / "step0_test.npz", s))
+    assert back.videos == s.videos and np.array_equal(back.scores, s.scores)
+    assert np.array_equal(back.features, s.features) and np.array_equal(back.labels, s.labels)
+    assert [p.name for p in (tmp_path / "spatial").iterdir()] == ["step0_test.npz"]
+    other = VideoScores(t.videos[1:], t.labels[1:], t.scores[1:], None)
+    with pytest.raises(FusionError, match="test: the streams scored different videos"):
+        fuse(s, other, None, None, ["mean"])
+    with pytest.raises(FusionError, match="svm_softmax needs the train split"):
+        fuse(s, t, None, None, ["svm_softmax"])
+    with pytest.raises(FusionError, match="no scores"):
+        load_scores(tmp_path / "missing.npz")
