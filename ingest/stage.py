@@ -1,0 +1,29 @@
+"""The sweep's ``data`` stage: (synthetic videos if asked) → shards of the configured split."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import synthetic
+from .build_shards import Summary, build_shards
+
+
+def run_data_stage(cfg, ctx=None) -> Summary:
+    """Reads ``cfg.data`` (see docs/ARCHITECTURE.md, "Experiment config") and ``cfg.ray.address``;
+    writes ``cfg.paths.shards``. With ``data.synthetic`` the set is generated into
+    ``data.videos`` (default ``<root>/videos``) unless it is already there. Resumable."""
+    data = cfg.data
+    videos, splits = data.videos, data.splits
+    if data.synthetic is not None:
+        videos = Path(videos) if videos else cfg.paths.root / "videos"
+        if not synthetic.is_complete(videos, **data.synthetic):
+            synthetic.generate(videos, **data.synthetic)
+        splits = splits or videos / synthetic.SPLITS_DIRNAME
+    if videos is None or splits is None:
+        raise ValueError("config data: set `videos` and `splits`, or `synthetic`")
+    summary = build_shards(videos, splits, data.split, cfg.paths.shards, flow=data.flow,
+                           flow_bound=data.flow_bound, workers=data.workers,
+                           clips_per_video=data.clips_per_video, test_clips=data.test_clips,
+                           short_side=data.short_side, classes=data.classes,
+                           allow_missing=data.allow_missing, address=cfg.ray.address)
+    print(summary)
+    return summary
