@@ -27,16 +27,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali.pipeline import DataNode
 from nvidia.dali import math as dmath
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
-from .format import CHANNELS, DEFAULT_FLOW_BOUND, SampleMeta, ShardFormatError, check_meta
-from .tarfiles import index_path, is_complete, read_index
+from .format import (CHANNELS, DEFAULT_FLOW_BOUND, SampleMeta, ShardFormatError, check_meta,
+                     decode_sample)
+from .tarfiles import index_path, is_complete, iter_shard, read_index
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 STREAMS = {"spatial": "rgb.jpg", "temporal": "flow.jpg"}
-CROP_MODES = ("corner", "random_resized")
+CROP_MODES = ("corner", "random_resized", "random")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Ten-crop positions (x, y) relative to the free space: 4 corners, then the centre.
 FIVE_POSITIONS = ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (0.5, 0.5))
@@ -49,10 +51,11 @@ class LoaderConfig:
     train: bool = False
     batch_size: int = 32
     input_size: int = 224
-    # Train crop window. corner: multi-scale corner crop of two-stream practice, each side a
-    # fraction (from crop_scales, neighbouring scales only) of the short side, placed at a
-    # corner or the centre. random_resized: area fraction in [min², max²] of crop_scales,
-    # aspect ratio in [3/4, 4/3], anywhere.
+    # Train crop window, resized to input_size. corner: multi-scale corner crop of two-stream
+    # practice, each side a fraction (from crop_scales, neighbouring scales only) of the short
+    # side, placed at a corner or the centre. random_resized: area fraction in [min², max²] of
+    # crop_scales, aspect ratio in [3/4, 4/3], anywhere. random: an input_size crop anywhere,
+    # no resize (Simonyan & Zisserman; by far the fastest on the CPU).
     crop_mode: str = "corner"
     crop_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
     ten_crop: bool = False  # eval only: x is (N, 10, C, S, S)
@@ -132,6 +135,17 @@ def check_shard(tar_path: Path, flow_bound: float) -> int:
     return len(entries)
 
 
+def find_corrupt_sample(paths: list[Path]) -> ShardFormatError | None:
+    """The first sample that does not decode, as an error naming its shard and key."""
+    for path in paths:
+        try:
+            for raw in iter_shard(path):
+                decode_sample(raw, source=str(path))
+        except ShardFormatError as exc:
+            return exc
+    return None
+
+
 # --- pipeline pieces ----------------------------------------------------------------------
 
 def _crop_window(cfg: LoaderConfig, height, width):
@@ -167,18 +181,22 @@ def _resized_crop(image, cfg: LoaderConfig, height, width):
     return image, size / crop_h, size / crop_w
 
 
-def _flow_factors(flip, scale_y, scale_x):
-    """(20, 1, 1) per-channel multiplier: x fields × scale_x × (−1 if flipped), y fields × scale_y."""
-    is_x = types.Constant(np.repeat([1.0, 0.0], CHANNELS // 2).astype(np.float32).reshape(CHANNELS, 1, 1))
-    sign_x = 1.0 - 2.0 * fn.cast(flip, dtype=types.FLOAT)
-    return is_x * (sign_x * scale_x) + (1.0 - is_x) * scale_y
+def _normalise(image, cfg: LoaderConfig, flip, scale_y=1.0, scale_x=1.0, **crop):
+    """crop_mirror_normalize: (x − mean) / std → float CHW, mirrored where ``flip``.
 
-
-def _normalise_args(cfg: LoaderConfig) -> dict:
-    """crop_mirror_normalize's (x − mean) / std: ImageNet for RGB, dequantisation for flow."""
+    RGB: ImageNet mean/std. Flow: dequantisation, (q − 127.5) · B / 127.5, with the per-sample
+    sign and resize factor of each field folded into its std: x fields × scale_x, negated
+    when flipped (a mirrored video moves the other way), y fields × scale_y. One pass, no copy.
+    """
     if cfg.stream == "spatial":
-        return {"mean": [255 * m for m in IMAGENET_MEAN], "std": [255 * s for s in IMAGENET_STD]}
-    return {"mean": 127.5, "std": 127.5 / cfg.flow_bound}
+        mean, std = [255 * m for m in IMAGENET_MEAN], [255 * s for s in IMAGENET_STD]
+    else:
+        is_x = types.Constant(np.repeat([1.0, 0.0], CHANNELS // 2).astype(np.float32))
+        sign_x = 1.0 - 2.0 * (fn.cast(flip, dtype=types.FLOAT) if isinstance(flip, DataNode) else flip)
+        mean = 127.5
+        std = (127.5 / cfg.flow_bound) / (is_x * (sign_x * scale_x) + (1.0 - is_x) * scale_y)
+    return fn.crop_mirror_normalize(image, mirror=flip, mean=mean, std=std, dtype=types.FLOAT,
+                                    output_layout="CHW", **crop)
 
 
 def _decode(encoded, cfg: LoaderConfig, gpu: bool):
@@ -194,34 +212,24 @@ def _decode(encoded, cfg: LoaderConfig, gpu: bool):
     return planes, height, shape[1]
 
 
-def _train_transform(image, cfg: LoaderConfig, height, width, gpu: bool):
-    image, scale_y, scale_x = _resized_crop(image, cfg, height, width)
+def _train_transform(image, cfg: LoaderConfig, height, width):
     flip = fn.random.coin_flip()
-    x = fn.crop_mirror_normalize(image, mirror=flip, dtype=types.FLOAT, output_layout="CHW",
-                                 **_normalise_args(cfg))
-    if cfg.stream == "temporal":
-        factors = _flow_factors(flip, scale_y, scale_x)
-        x = x * (factors.gpu() if gpu else factors)
-    return x
+    if cfg.crop_mode == "random":  # no resize: cheapest on the CPU, flow needs no rescaling
+        size = cfg.input_size
+        return _normalise(image, cfg, flip, crop=(size, size), crop_pos_x=fn.random.uniform(range=[0.0, 1.0]),
+                          crop_pos_y=fn.random.uniform(range=[0.0, 1.0]))
+    image, scale_y, scale_x = _resized_crop(image, cfg, height, width)
+    return _normalise(image, cfg, flip, scale_y, scale_x)
 
 
-def _eval_crop(image, cfg: LoaderConfig, pos_x: float, pos_y: float, mirror: bool, gpu: bool):
+def _eval_transform(image, cfg: LoaderConfig):
     size = cfg.input_size
-    x = fn.crop_mirror_normalize(image, crop=(size, size), crop_pos_x=pos_x, crop_pos_y=pos_y,
-                                 mirror=int(mirror), dtype=types.FLOAT, output_layout="CHW",
-                                 **_normalise_args(cfg))
-    if cfg.stream == "temporal" and mirror:
-        sign = np.repeat([-1.0, 1.0], CHANNELS // 2).astype(np.float32).reshape(CHANNELS, 1, 1)
-        x = x * types.Constant(sign, device="gpu" if gpu else "cpu")
-    return x
 
-
-def _eval_transform(image, cfg: LoaderConfig, gpu: bool):
+    def crop(pos_x: float, pos_y: float, mirror: bool):
+        return _normalise(image, cfg, int(mirror), crop=(size, size), crop_pos_x=pos_x, crop_pos_y=pos_y)
     if not cfg.ten_crop:
-        return _eval_crop(image, cfg, 0.5, 0.5, False, gpu)
-    crops = [_eval_crop(image, cfg, px, py, mirror, gpu)
-             for mirror in (False, True) for px, py in FIVE_POSITIONS]
-    return fn.stack(*crops)  # (10, C, S, S)
+        return crop(0.5, 0.5, False)
+    return fn.stack(*[crop(px, py, mirror) for mirror in (False, True) for px, py in FIVE_POSITIONS])
 
 
 def _subtract_mean_displacement(x, cfg: LoaderConfig):
@@ -239,10 +247,7 @@ def _shard_pipeline(paths: list[str], cfg: LoaderConfig, gpu: bool):
         pad_last_batch=not cfg.train, name=READER,
         **({"shuffle_after_epoch": True, "shuffle_after_epoch_seed": cfg.seed} if cfg.train else {}))
     image, height, width = _decode(encoded, cfg, gpu)
-    if cfg.train:
-        x = _train_transform(image, cfg, height, width, gpu)
-    else:
-        x = _eval_transform(image, cfg, gpu)
+    x = _train_transform(image, cfg, height, width) if cfg.train else _eval_transform(image, cfg)
     if cfg.stream == "temporal" and cfg.mean_subtraction:
         x = _subtract_mean_displacement(x, cfg)
     # Variable-length byte strings, zero-padded to the batch's longest so they form a tensor.
@@ -284,6 +289,15 @@ class ShardLoader:
         return len(self._iterator)
 
     def __iter__(self):
+        try:
+            yield from self._batches()
+        except RuntimeError as exc:  # DALI names the operator, not the shard or sample
+            culprit = find_corrupt_sample(self.paths)
+            if culprit is None:
+                raise
+            raise culprit from exc
+
+    def _batches(self):
         dtype = DTYPES[self.cfg.dtype]
         for (out,) in self._iterator:
             metas = [json.loads(raw) for raw in _strings(out["json"])]

@@ -9,7 +9,7 @@ from shards.dali import LoaderConfig, make_loader
 from shards.format import (STACK, SampleMeta, ShardFormatError, dequantise_flow, encode_sample,
                            quantise_flow, tile_flow)
 from shards.reference import flip, reference_loader
-from shards.tarfiles import write_shard
+from shards.tarfiles import iter_shard, write_shard
 
 CLASSES = 3
 
@@ -105,12 +105,14 @@ def test_ten_crop_flips_negate_flow_x(odd_shards):
     np.testing.assert_allclose(x[:, 5:, 10:], x[:, :5, 10:, :, ::-1], atol=1e-5)
 
 
+@pytest.mark.parametrize("crop_mode", ["corner", "random"])
 @pytest.mark.parametrize("stream", ["spatial", "temporal"])
-def test_train_flip_equals_flipping_by_hand(square_shards, stream):
-    """Scale-1 crops of a square image are the whole image: each train sample is the eval
+def test_train_flip_equals_flipping_by_hand(square_shards, stream, crop_mode):
+    """Full-size crops of a square image are the whole image: each train sample is the eval
     sample or its hand-made flip (frames mirrored, every x field negated), and both occur."""
     common = dict(stream=stream, batch_size=6, input_size=32)
-    train = by_key(make_loader(square_shards, LoaderConfig(train=True, crop_scales=(1.0,), **common)))
+    train_cfg = LoaderConfig(train=True, crop_mode=crop_mode, crop_scales=(1.0,), **common)
+    train = by_key(make_loader(square_shards, train_cfg))
     plain = by_key(make_loader(square_shards, LoaderConfig(**common)))
     assert train.keys() == plain.keys()
     flips = 0
@@ -125,7 +127,7 @@ def test_train_flip_equals_flipping_by_hand(square_shards, stream):
     assert 0 < flips < len(train)
 
 
-@pytest.mark.parametrize("crop_mode", ["corner", "random_resized"])
+@pytest.mark.parametrize("crop_mode", ["corner", "random_resized", "random"])
 def test_temporal_train_crop_is_shared_by_all_channels(pattern_shards, crop_mode):
     """Identical input fields stay identical after the crop, flip and resize, and x/y is the
     known resize-factor ratio (crop height / crop width), negated when flipped."""
@@ -142,6 +144,9 @@ def test_temporal_train_crop_is_shared_by_all_channels(pattern_shards, crop_mode
             torch.testing.assert_close(x[0], ratio * x[10], rtol=1e-4, atol=1e-3)
             ratios.append(ratio)
     assert any(r < 0 for r in ratios) and any(r > 0 for r in ratios)
+    if crop_mode == "random":  # no resize: displacements keep their size
+        assert all(abs(abs(r) - 1) < 1e-4 for r in ratios)
+        return
     assert len({round(abs(r), 3) for r in ratios}) > 1  # non-square crops scale x and y apart
     if crop_mode == "corner":
         assert all(min(abs(abs(r) - a) for a in allowed) < 1e-4 for r in ratios)
@@ -254,3 +259,15 @@ def test_gpu_matches_cpu(odd_shards, stream):
     train = make_loader(odd_shards, LoaderConfig(device="gpu", train=True, **common))
     batch = next(iter(train))
     assert batch["x"].is_cuda and batch["x"].shape == (5, 3 if stream == "spatial" else 20, 32, 32)
+
+
+def test_corrupt_jpeg_is_named_by_shard_and_key(tmp_path):
+    write_shards(tmp_path, 1, 4, 1, noise(32, 32))
+    shard = tmp_path / "shard-000000.tar"
+    samples = [dict(s) for s in iter_shard(shard)]
+    samples[2]["flow.jpg"] = samples[2]["flow.jpg"][:60]  # truncated mid-header
+    write_shard(shard, [{k: v for k, v in s.items() if k != "__shard__"} for s in samples])
+    loader = make_loader(tmp_path, LoaderConfig(stream="temporal", batch_size=2, input_size=16))
+    with pytest.raises(ShardFormatError, match="v02__000") as err:
+        list(loader)
+    assert str(shard) in str(err.value)
