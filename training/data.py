@@ -1,0 +1,146 @@
+"""From a split folder of shards to the loaders of one stream: train, val, test, train-eval.
+
+The validation set is carved out of the train list by group (UCF101's ``gXX``, the actor
+and scene): whole groups go to validation, so train and val never share one. Shards mix
+groups, so the loaders read every shard that holds a wanted video and :class:`VideoSubset`
+keeps only the wanted rows of each batch.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import polars as pl
+import torch
+
+from shards.dali import LoaderConfig, make_loader
+from shards.format import MANIFEST_NAME
+
+from .config import ExperimentConfig
+
+
+class DataError(ValueError):
+    """Shards or a manifest that cannot be trained on."""
+
+
+def read_manifest(split_dir: Path) -> pl.DataFrame:
+    """The manifest's videos that were sharded successfully."""
+    path = Path(split_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise DataError(f"{path}: no manifest; build the shards first (the `data` stage)")
+    manifest = pl.read_parquet(path).filter(pl.col("status") == "ok")
+    if manifest.is_empty():
+        raise DataError(f"{path}: no video was sharded successfully")
+    return manifest
+
+
+def class_names(manifest: pl.DataFrame) -> list[str]:
+    """Class names in label order (labels must be 0..K-1)."""
+    pairs = manifest.select("label", "class_name").unique().sort("label")
+    labels = pairs["label"].to_list()
+    if labels != list(range(len(labels))) or pairs["class_name"].n_unique() != len(labels):
+        raise DataError(f"manifest labels are not one class name per label 0..K-1: {pairs.rows()[:5]}")
+    return pairs["class_name"].to_list()
+
+
+def val_groups(manifest: pl.DataFrame, fraction: float, seed: int) -> set[int]:
+    """``fraction`` of the train list's groups (at least one if fraction > 0), drawn by ``seed``."""
+    groups = sorted(manifest.filter(pl.col("subset") == "train")["group"].unique().to_list())
+    if fraction <= 0:
+        return set()
+    if len(groups) < 2:
+        raise DataError(f"val_fraction {fraction} needs at least two train groups, found {groups}")
+    n = min(len(groups) - 1, max(1, round(fraction * len(groups))))
+    return {int(g) for g in np.random.default_rng(seed).choice(groups, n, replace=False)}
+
+
+class VideoSubset:
+    """The batches of ``loader`` restricted to rows whose video is (or, ``keep=False``, is not)
+    in ``videos``; empty batches are skipped."""
+
+    def __init__(self, loader: Iterable[dict], videos: set[str], keep: bool = True):
+        self.loader, self.videos, self.keep = loader, set(videos), keep
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[dict]:
+        for batch in self.loader:
+            rows = [i for i, v in enumerate(batch["video"]) if (v in self.videos) == self.keep]
+            if len(rows) == len(batch["video"]):
+                yield batch
+            elif rows:
+                yield _select(batch, rows)
+
+
+def _select(batch: dict, rows: list[int]) -> dict:
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            out[key] = value[torch.as_tensor(rows, device=value.device)]
+        else:
+            out[key] = [value[i] for i in rows]
+    return out
+
+
+@dataclass
+class StreamData:
+    """What one (stream, run) trial reads."""
+    split_dir: Path
+    classes: list[str]
+    train_videos: set[str]
+    val_videos: set[str]
+    train_shards: list[Path]  # shards with train (not val) videos
+    val_shards: list[Path]  # shards with val videos
+    all_train_shards: list[Path]
+    test_shards: list[Path]
+
+
+def stream_data(cfg: ExperimentConfig, seed: int, split_dir: Path | None = None) -> StreamData:
+    split_dir = Path(split_dir or cfg.paths.shards)
+    manifest = read_manifest(split_dir)
+    held_out = val_groups(manifest, cfg.train.val_fraction, seed)
+    train = manifest.filter(pl.col("subset") == "train")
+    test = manifest.filter(pl.col("subset") == "test")
+    if train.is_empty() or test.is_empty():
+        raise DataError(f"{split_dir / MANIFEST_NAME}: needs both train and test videos")
+    is_val = pl.col("group").is_in(sorted(held_out))
+
+    def shards(rows: pl.DataFrame) -> list[Path]:
+        return [split_dir / s for s in sorted(rows["shard"].unique().to_list())]
+
+    return StreamData(
+        split_dir=split_dir, classes=class_names(manifest),
+        train_videos=set(train.filter(~is_val)["video"]), val_videos=set(train.filter(is_val)["video"]),
+        train_shards=shards(train.filter(~is_val)), val_shards=shards(train.filter(is_val)),
+        all_train_shards=shards(train), test_shards=shards(test))
+
+
+def loader_config(cfg: ExperimentConfig, stream: str, *, train: bool, seed: int = 0) -> LoaderConfig:
+    """A ``shards.dali.LoaderConfig`` for one stream from the experiment config."""
+    section = dataclasses.asdict(cfg.loader)
+    section["crop_scales"] = tuple(section["crop_scales"])
+    return LoaderConfig(stream=stream, train=train, input_size=cfg.model.input_size,
+                        batch_size=cfg.train.batch_size if train else (cfg.eval.batch_size or cfg.train.batch_size),
+                        ten_crop=cfg.eval.ten_crop and not train, flow_bound=cfg.data.flow_bound,
+                        seed=seed, **section)
+
+
+def make_loaders(cfg: ExperimentConfig, stream: str, data: StreamData, seed: int) -> dict:
+    """``train`` (augmented, without val videos), ``val`` (or None) and ``test`` loaders."""
+    train = make_loader(data.train_shards, loader_config(cfg, stream, train=True, seed=seed))
+    loaders = {"train": VideoSubset(train, data.val_videos, keep=False) if data.val_videos else train,
+               "val": None,
+               "test": make_loader(data.test_shards, loader_config(cfg, stream, train=False))}
+    if data.val_videos:
+        val = make_loader(data.val_shards, loader_config(cfg, stream, train=False))
+        loaders["val"] = VideoSubset(val, data.val_videos)
+    return loaders
+
+
+def train_eval_loader(cfg: ExperimentConfig, stream: str, data: StreamData):
+    """Every train-list clip with the eval transform (fusion fits its SVMs on these scores)."""
+    return make_loader(data.all_train_shards, loader_config(cfg, stream, train=False))

@@ -1,0 +1,146 @@
+"""The whole experiment as one command (what ``ray job submit`` runs on a cluster).
+
+    python -m training.sweep --config ray_configs/demo.yaml [--address ADDR] [--resume]
+                             [--stages train fuse]
+
+Reads the typed config, connects to a Ray cluster (``--address``, ``ray.address``, or the
+``RAY_ADDRESS`` a Ray job sets) or starts an embedded local Ray, writes
+``<root>/experiment.json`` (config, git commit, start time), runs the configured stages in
+order, and prints where the results are and the accuracy table. Stages from folders that
+build on ``training`` are imported by name; one whose module does not exist yet is
+reported as not available and skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+
+import polars as pl
+import ray
+
+from analysis.results import atomic_file, read_table
+
+from .config import ConfigError, ExperimentConfig, ExperimentPaths
+from .stages import STAGES, StageUnavailable, load_stage
+
+
+@dataclass
+class SweepContext:
+    """What every stage gets besides the config."""
+    config: ExperimentConfig
+    paths: ExperimentPaths
+    resume: bool = False
+
+    @cached_property
+    def classes(self) -> list[str]:
+        """Class names in label order, from the shards' manifest (after the data stage)."""
+        from .data import class_names, read_manifest
+        return class_names(read_manifest(self.paths.shards))
+
+
+def git_commit() -> str | None:
+    """The code version: this checkout's commit (with ``-dirty`` for local changes), if any."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None  # e.g. a `ray job submit` working dir without .git
+    return commit + ("-dirty" if dirty else "")
+
+
+def write_experiment_record(cfg: ExperimentConfig, stages: list[str], resume: bool) -> Path:
+    path = cfg.paths.root / "experiment.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"config": cfg.to_dict(), "git_commit": git_commit(), "stages": stages, "resume": resume,
+              "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "command": sys.argv}
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
+    return path
+
+
+def accuracy_table(results: Path) -> pl.DataFrame:
+    """Video accuracy per stream / fusion method and pruning step, over runs."""
+    table = read_table(results, "accuracy")
+    return (table.group_by("stream", "fusion", "step", maintain_order=True)
+            .agg(pl.len().alias("runs"), pl.col("prune_ratio").first(),
+                 pl.col("video_accuracy").mean().round(2).alias("video_acc_mean"),
+                 pl.col("video_accuracy").std().round(2).alias("video_acc_std"),
+                 pl.col("clip_accuracy").mean().round(2).alias("clip_acc_mean"))
+            .sort("step", "stream", "fusion", nulls_last=False))
+
+
+def connect_ray(cfg: ExperimentConfig, address: str | None) -> bool:
+    """Connect to a cluster or start a local Ray; True if this call started or joined one."""
+    if ray.is_initialized():
+        return False
+    address = address or cfg.ray.address
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address)  # None: the RAY_ADDRESS of a submitted job
+    else:
+        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False)
+    return True
+
+
+def run_sweep(cfg: ExperimentConfig, *, stages: list[str] | None = None, resume: bool = False,
+              address: str | None = None) -> SweepContext:
+    stages = list(stages or cfg.stages)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"unknown stages {unknown}; known: {list(STAGES)}")
+    # trials run in other working directories: give them an absolute root
+    cfg.experiment.root = str(cfg.paths.root)
+    ctx = SweepContext(config=cfg, paths=cfg.paths, resume=resume)
+    record = write_experiment_record(cfg, stages, resume)
+    print(f"experiment {cfg.experiment.name}: {record}")
+    started_ray = connect_ray(cfg, address)
+    try:
+        for stage in stages:
+            try:
+                fn = load_stage(STAGES[stage])
+            except StageUnavailable as exc:
+                print(f"stage {stage}: not available ({exc}), skipped")
+                continue
+            print(f"stage {stage}: running")
+            t0 = time.perf_counter()
+            fn(cfg, ctx)
+            print(f"stage {stage}: done in {time.perf_counter() - t0:.0f} s")
+    finally:
+        if started_ray:
+            ray.shutdown()
+    return ctx
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, type=Path, help="ray_configs/<name>.yaml")
+    parser.add_argument("--address", help="Ray cluster address (default: ray.address, RAY_ADDRESS, "
+                                          "else an embedded local Ray)")
+    parser.add_argument("--resume", action="store_true", help="restore an interrupted experiment")
+    parser.add_argument("--stages", nargs="+", metavar="STAGE", choices=list(STAGES),
+                        help="run only these stages (default: the config's `stages`)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = ExperimentConfig.from_yaml(args.config)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    ctx = run_sweep(cfg, stages=args.stages, resume=args.resume, address=args.address)
+    print(f"results: {ctx.paths.results}")
+    with pl.Config(tbl_rows=100, tbl_cols=20, tbl_hide_dataframe_shape=True):
+        print(accuracy_table(ctx.paths.results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Ray Tune: one function trial per (stream, run) trains, evaluates and records one model.
+
+A trial checkpoints every epoch through ``tune.report(..., checkpoint=...)`` and, when
+Tune retries it after a failure (``FailureConfig.max_failures``), resumes from
+``tune.get_checkpoint()``. Its results (final checkpoint, per-video scores, ``accuracy``
+and ``epochs`` rows) are written once, at the end, each atomically under a name fixed by
+(stream, run): a retried trial replaces them, never duplicates them. ``--resume`` restores
+an interrupted experiment with ``Tuner.restore``: finished trials are not run again.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import ray
+import torch
+from ray import tune
+
+from analysis.results import write_rows
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import STREAMS, ExperimentConfig
+from .data import make_loaders, stream_data, train_eval_loader
+from .evaluate import evaluate
+from .fusion import VideoScores, save_scores
+from .loop import TrainState, train
+from .models import build_stream
+from .stages import load_stage
+
+TRIAL_CHECKPOINT = "model.pt"
+SPARSITY_HOOK = "pruning.slimming:bn_l1_subgradient"
+
+
+def _sparsity_hook(cfg: ExperimentConfig) -> Callable | None:
+    """BN-L1 during baseline training (Network Slimming), from the pruning folder, by name."""
+    if cfg.train.sparsity <= 0:
+        return None
+    subgradient = load_stage(SPARSITY_HOOK)
+    return lambda model: subgradient(model, cfg.train.sparsity)
+
+
+def run_trial(cfg: ExperimentConfig, stream: str, run: int,
+              after_checkpoint: Callable[[TrainState], None] | None = None) -> dict:
+    """Train, evaluate and record one (stream, run); ``after_checkpoint`` runs after each
+    epoch's checkpoint has been reported (a place to observe or interrupt a trial)."""
+    torch.set_num_threads(max(1, int(cfg.ray.cpus_per_trial)))
+    seed, paths = cfg.run_seed(run), cfg.paths
+    data = stream_data(cfg, seed)
+    loaders = make_loaders(cfg, stream, data, seed)
+    model = build_stream(stream, cfg.model.arch, len(data.classes), weights=cfg.model.weights,
+                         dropout=cfg.model.dropout, freeze_backbone=cfg.model.freeze_backbone)
+    state, optimizer_state = None, None
+    restored = tune.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as folder:
+            ck = load_checkpoint(Path(folder) / TRIAL_CHECKPOINT, classes=data.classes)
+        model, optimizer_state = ck.model, ck.optimizer_state
+        state = TrainState.from_dict(ck.extra["train_state"])
+    resumed_from = state.epoch if state else 0
+
+    def on_epoch(state: TrainState, model, optimizer) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            save_checkpoint(Path(folder) / TRIAL_CHECKPOINT, model, epoch=state.epoch, config=cfg,
+                            classes=data.classes, optimizer=optimizer,
+                            extra={"train_state": state.to_dict()})
+            last = state.history[-1]
+            tune.report({"epoch": state.epoch, "resumed_from": resumed_from, f"{last['phase']}_loss": last["loss"]},
+                        checkpoint=tune.Checkpoint.from_directory(folder))
+        if after_checkpoint is not None:
+            after_checkpoint(state)
+
+    result = train(model, loaders["train"], loaders["val"], cfg.train, after_backward=_sparsity_hook(cfg),
+                   on_epoch=on_epoch, state=state, optimizer_state=optimizer_state,
+                   seed=None if state else seed)
+    model, state = result.model, result.state
+    checkpoint = save_checkpoint(paths.checkpoint(stream, run, 0), model, epoch=state.epoch, config=cfg,
+                                 classes=data.classes, extra={"train_state": {**state.to_dict(), "best_state": None}})
+    amp = cfg.train.amp
+    test = evaluate(model, loaders["test"], len(data.classes), features=True, amp=amp, desc="test")
+    save_scores(paths.scores(stream, run, 0, "test"), VideoScores.of(test))
+    if any(m.startswith("svm") for m in cfg.fusion.methods) and "fuse" in cfg.stages:
+        train_scores = evaluate(model, train_eval_loader(cfg, stream, data), len(data.classes),
+                                features=True, amp=amp, desc="train scores")
+        save_scores(paths.scores(stream, run, 0, "train"), VideoScores.of(train_scores))
+    keys = dict(experiment=cfg.experiment.name, stream=stream, run=run)
+    partition = f"{stream}/run{run}/step0"
+    write_rows(paths.results, "epochs", [{**keys, "step": 0, **row} for row in state.history],
+               partition=partition)
+    write_rows(paths.results, "accuracy", [test.accuracy_row(**keys, seed=seed, split=cfg.data.split,
+                                                             checkpoint=str(checkpoint))],
+               partition=partition)
+    return {"epoch": state.epoch, "resumed_from": resumed_from, "video_accuracy": test.video_accuracy,
+            "clip_accuracy": test.clip_accuracy, "done": True}
+
+
+def train_trial(params: dict, experiment: dict) -> None:
+    """The Tune function trainable: ``params`` = {stream, run}; ``experiment`` the config dict."""
+    cfg = ExperimentConfig.from_dict(experiment)
+    tune.report(run_trial(cfg, params["stream"], params["run"]))
+
+
+def trial_resources(cfg: ExperimentConfig) -> dict:
+    """1 GPU per trial where the cluster has GPUs (unless configured), CPUs otherwise."""
+    gpus = cfg.ray.gpus_per_trial
+    if gpus is None:
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+    return {"cpu": cfg.ray.cpus_per_trial, "gpu": gpus}
+
+
+def make_tuner(cfg: ExperimentConfig, *, resume: bool = False, trainable: Callable = train_trial,
+               name: str = "train") -> tune.Tuner:
+    """A new Tuner over stream x run, or the interrupted one restored (``resume``)."""
+    storage = Path(cfg.ray.storage_path or cfg.paths.ray).resolve()
+    fn = tune.with_resources(tune.with_parameters(trainable, experiment=cfg.to_dict()), trial_resources(cfg))
+    path = storage / name
+    if resume and tune.Tuner.can_restore(str(path)):
+        return tune.Tuner.restore(str(path), trainable=fn, resume_unfinished=True, resume_errored=True)
+    return tune.Tuner(
+        fn,
+        param_space={"stream": tune.grid_search(list(STREAMS)),
+                     "run": tune.grid_search(list(range(1, cfg.train.runs + 1)))},
+        tune_config=tune.TuneConfig(max_concurrent_trials=None, reuse_actors=False),
+        run_config=tune.RunConfig(
+            name=name, storage_path=str(storage), verbose=1,
+            failure_config=tune.FailureConfig(max_failures=cfg.ray.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+
+
+def run_train_stage(cfg: ExperimentConfig, ctx) -> None:
+    """Train every (stream, run) on Ray Tune; raise if any trial failed for good."""
+    results = make_tuner(cfg, resume=ctx.resume).fit()
+    failed = [(r.path, r.error) for r in results if r.error is not None]
+    if failed:
+        raise RuntimeError(f"{len(failed)} training trial(s) failed: " +
+                           "; ".join(f"{path}: {error}" for path, error in failed))
