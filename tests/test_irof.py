@@ -1,0 +1,170 @@
+import numpy as np
+import pytest
+import quantus
+import torch
+from quantus.functions.perturb_func import baseline_replacement_by_mask
+
+from analysis.irof import irof, slic_segments
+
+
+def broadcast_mask_replacement(arr, mask, **kwargs):
+    """Quantus 0.6.0's IROF builds a 1-channel segment mask and then asserts it has the input's
+    shape: broadcast it over the channels so multi-channel inputs work."""
+    return baseline_replacement_by_mask(arr, np.broadcast_to(mask, arr.shape), **kwargs)
+
+
+def quantus_irof(model, x, attributions, labels):
+    metric = quantus.IROF(perturb_func=broadcast_mask_replacement, return_aggregate=False,
+                          disable_warnings=True)
+    return np.asarray(metric(model=model, x_batch=x, y_batch=labels, a_batch=attributions,
+                             channel_first=True, softmax=True, device="cpu", batch_size=len(x)))
+
+
+def float64_cnn(channels, classes=5, seed=0):
+    """A small random CNN computing in float64 (Quantus hands the model float32 tensors), so
+    float32 rounding, which differs between batch sizes, can neither hide nor fake a
+    difference: agreement to 1e-5 then means the same computation."""
+    torch.manual_seed(seed)
+    body = torch.nn.Sequential(
+        torch.nn.Conv2d(channels, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(128, classes))
+    with torch.no_grad():
+        body[-1].weight.mul_(3.0)  # outputs far from uniform, curves far from flat
+    return torch.nn.Sequential(AsFloat64(), body.double()).eval()
+
+
+class AsFloat64(torch.nn.Module):
+    def forward(self, x):
+        return x.double()
+
+
+def smooth_images(n, channels, size, seed):
+    """Blocky random images of varying block size and contrast (so SLIC gives 3-channel
+    samples different numbers of segments), plus a little noise."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for i in range(n):
+        block, contrast = ((8, 3.0), (4, 1.0), (16, 10.0))[i % 3]
+        coarse = rng.normal(size=(channels, size // block, size // block)) * contrast
+        images.append(np.repeat(np.repeat(coarse, block, axis=1), block, axis=2))
+    x = np.stack(images) + 0.1 * rng.normal(size=(n, channels, size, size))
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("channels", [3, 20])
+@pytest.mark.parametrize("batch", [1, 2, 5])
+def test_equals_quantus_irof(channels, batch):
+    model = float64_cnn(channels, seed=batch)
+    x = smooth_images(batch, channels, 32, seed=channels + batch).astype(np.float64)
+    rng = np.random.default_rng(batch)
+    attributions = rng.random((batch, 32, 32))
+    labels = rng.integers(0, 5, batch)
+    expected = quantus_irof(model, x, attributions[:, None], labels)
+    ours = irof(model, torch.from_numpy(x), attributions, labels, baseline="quantus", batch_size=64)
+    np.testing.assert_allclose(ours.score, expected, rtol=0, atol=1e-5)
+    if channels == 3 and batch > 1:  # (SLIC splits these 20-channel inputs into 121 segments each)
+        assert len(set(ours.n_segments)) > 1, "the batch mixes segment counts"
+    assert max(np.ptp(c) for c in ours.curves) > 0.05, "the curves are not trivially flat"
+    np.testing.assert_allclose(ours.normalised, ours.score / ours.n_segments)
+    assert [len(c) for c in ours.curves] == ours.n_segments.tolist()
+
+
+def test_per_image_mean_does_not_depend_on_the_batch(random_resnet18):
+    model = random_resnet18(20, seed=7)
+    x = torch.from_numpy(smooth_images(4, 20, 32, seed=1))
+    attributions = torch.rand(4, 20, 32, 32)
+    labels = torch.tensor([0, 1, 2, 3])
+    together = irof(model, x, attributions, labels, batch_size=7)
+    for i in range(4):
+        alone = irof(model, x[i:i + 1], attributions[i:i + 1], labels[i:i + 1], batch_size=5)
+        np.testing.assert_allclose(alone.score, together.score[i:i + 1], rtol=1e-5)
+    quantus_mode = irof(model, x, attributions, labels, baseline="quantus")
+    assert not np.allclose(quantus_mode.score, together.score), "the two baselines differ"
+
+
+class InputIgnoringModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.tensor([0.3, -1.0, 2.0]))
+
+    def forward(self, x):
+        return self.logits.expand(len(x), -1) + 0 * x.sum()
+
+
+def test_model_that_ignores_its_input_gives_the_flat_curve_value():
+    x = torch.from_numpy(smooth_images(3, 3, 32, seed=4))
+    result = irof(InputIgnoringModel(), x, torch.rand(3, 32, 32), [0, 1, 2])
+    for curve in result.curves:
+        np.testing.assert_allclose(curve, 1.0)
+    # n - trapz(ones(n)) = n - (n - 1)
+    np.testing.assert_allclose(result.score, 1.0)
+    np.testing.assert_allclose(result.normalised, 1.0 / result.n_segments)
+
+
+class DecisiveRegionModel(torch.nn.Module):
+    """Class 1's score grows with the mean of the top-left 8x8 block, nothing else matters."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(4.0))
+
+    def forward(self, x):
+        evidence = self.scale * x[:, :, :8, :8].mean(dim=(1, 2, 3))
+        return torch.stack([torch.zeros_like(evidence), evidence], dim=1)
+
+
+def grid_segments(n, size=32, cell=8):
+    rows = np.arange(size) // cell
+    grid = rows[:, None] * (size // cell) + rows[None, :]
+    return np.broadcast_to(grid, (n, size, size)).copy()
+
+
+def test_decisive_region_first_scores_higher_than_random():
+    x = torch.zeros(4, 3, 32, 32)
+    x[:, :, :8, :8] = 2.0  # the evidence: removing it (fill = image mean 0.125) flips class 1
+    segments = grid_segments(4)
+    decisive = torch.zeros(4, 32, 32)
+    decisive[:, :8, :8] = 1.0
+    random = torch.rand(4, 32, 32)
+    random[:, :8, :8] = 0.0  # the decisive block is never first at random
+    model, labels = DecisiveRegionModel(), [1, 1, 1, 1]
+    good = irof(model, x, decisive, labels, segments=segments)
+    bad = irof(model, x, random, labels, segments=segments)
+    assert np.all(good.score > bad.score)
+    # known answer: p1 = sigmoid(4 * mean of block) is sigmoid(8) before removal and
+    # sigmoid(0.5) after, at every step from the first on for the decisive ranking
+    ratio = torch.sigmoid(torch.tensor(0.5)).item() / torch.sigmoid(torch.tensor(8.0)).item()
+    np.testing.assert_allclose(good.curves[0], ratio, rtol=1e-6)
+    np.testing.assert_allclose(good.score, 16 - 15 * ratio, rtol=1e-6)
+
+
+def test_given_segments_equal_computed_slic(random_resnet18):
+    model = random_resnet18(3, seed=2)
+    x = smooth_images(2, 3, 32, seed=9)
+    a, labels = np.random.default_rng(0).random((2, 3, 32, 32)), [1, 4]
+    computed = irof(model, x, a, labels)
+    given = irof(model, x, a, labels, segments=slic_segments(x))
+    np.testing.assert_array_equal(computed.score, given.score)
+
+
+def test_bad_input_is_named():
+    model, x = InputIgnoringModel(), torch.zeros(2, 3, 16, 16)
+    with pytest.raises(ValueError, match="attributions of shape"):
+        irof(model, x, torch.zeros(2, 16, 15), [0, 1])
+    with pytest.raises(ValueError, match="sample 0 has 1 segment"):
+        irof(model, x, torch.zeros(2, 16, 16), [0, 1], segments=np.zeros((2, 16, 16), int))
+    with pytest.raises(ValueError, match="baseline"):
+        irof(model, x, torch.zeros(2, 16, 16), [0, 1], baseline="black")
+    with pytest.raises(ValueError, match="3 targets for 2 inputs"):
+        irof(model, x, torch.zeros(2, 16, 16), [0, 1, 2])
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu(random_resnet18):
+    model = random_resnet18(20, seed=5)
+    x = torch.from_numpy(smooth_images(3, 20, 32, seed=3))
+    a, labels = torch.rand(3, 32, 32), torch.tensor([0, 2, 4])
+    cpu = irof(model, x, a, labels)
+    gpu = irof(model.cuda(), x.cuda(), a.cuda(), labels.cuda())
+    np.testing.assert_allclose(gpu.score, cpu.score, atol=1e-3)
