@@ -1,0 +1,68 @@
+"""Stream data: validation carved out by whole groups, batch filtering by video, real loaders."""
+from __future__ import annotations
+
+import polars as pl
+import pytest
+import torch
+
+from training.config import ExperimentConfig
+from training.data import DataError, VideoSubset, class_names, make_loaders, read_manifest, stream_data, val_groups
+
+
+def manifest(groups=(1, 2, 3, 4, 5)):
+    rows = [dict(subset="train", video=f"v_C{c}_g{g:02d}", group=g, label=c, class_name=f"C{c}",
+                 shard=f"train/shard-{g:06d}.tar", status="ok") for g in groups for c in range(3)]
+    return pl.DataFrame(rows)
+
+
+def test_val_groups_are_whole_groups_drawn_by_seed():
+    m = manifest()
+    assert val_groups(m, 0.0, 0) == set()
+    picked = val_groups(m, 0.4, 0)
+    assert len(picked) == 2 and picked <= {1, 2, 3, 4, 5}
+    assert val_groups(m, 0.4, 0) == picked  # same seed, same groups
+    assert any(val_groups(m, 0.4, s) != picked for s in range(1, 10))
+    assert len(val_groups(m, 0.01, 0)) == 1 and len(val_groups(m, 0.99, 0)) == 4  # never all
+    with pytest.raises(DataError, match="at least two train groups"):
+        val_groups(manifest(groups=(7,)), 0.2, 0)
+
+
+def test_class_names_in_label_order():
+    assert class_names(manifest()) == ["C0", "C1", "C2"]
+    broken = manifest().with_columns(pl.when(pl.col("label") == 1).then(5).otherwise(pl.col("label")).alias("label"))
+    with pytest.raises(DataError, match="one class name per label"):
+        class_names(broken)
+
+
+def test_video_subset_keeps_or_drops_rows():
+    batches = [{"x": torch.arange(4.0)[:, None], "label": torch.tensor([0, 1, 2, 3]),
+                "video": ["a", "b", "a", "c"], "clip": torch.tensor([0, 0, 1, 0])},
+               {"x": torch.zeros(1, 1), "label": torch.tensor([9]), "video": ["c"], "clip": torch.tensor([0])}]
+    kept = list(VideoSubset(batches, {"a"}))
+    assert len(kept) == 1 and kept[0]["video"] == ["a", "a"]
+    assert kept[0]["x"].flatten().tolist() == [0.0, 2.0] and kept[0]["clip"].tolist() == [0, 1]
+    dropped = list(VideoSubset(batches, {"a"}, keep=False))
+    assert [b["video"] for b in dropped] == [["b", "c"], ["c"]]
+    assert dropped[1] is batches[1]  # untouched batches pass through as they are
+
+
+def test_missing_manifest_names_the_folder(tmp_path):
+    with pytest.raises(DataError, match="no manifest; build the shards first"):
+        read_manifest(tmp_path)
+
+
+def test_loaders_on_synthetic_shards_never_mix_train_and_val_groups(synthetic_shards):
+    cfg = ExperimentConfig.from_dict({"model": {"input_size": 32}, "train": {"batch_size": 16, "val_fraction": 0.5},
+                                      "eval": {"batch_size": 32}, "loader": {"threads": 1, "device": "cpu"}})
+    data = stream_data(cfg, seed=1, split_dir=synthetic_shards)
+    m = read_manifest(synthetic_shards)
+    group = dict(zip(m["video"], m["group"]))
+    assert data.train_videos and data.val_videos and not data.train_videos & data.val_videos
+    assert not {group[v] for v in data.train_videos} & {group[v] for v in data.val_videos}
+    assert len(data.classes) == 8
+    loaders = make_loaders(cfg, "temporal", data, seed=1)
+    train_seen = {v for batch in loaders["train"] for v in batch["video"]}
+    val_seen = {v for batch in loaders["val"] for v in batch["video"]}
+    test_batch = next(iter(loaders["test"]))
+    assert train_seen <= data.train_videos and val_seen == data.val_videos
+    assert test_batch["x"].shape[1:] == (20, 32, 32)
