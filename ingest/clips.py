@@ -11,7 +11,7 @@ import zlib
 
 import numpy as np
 
-from shards.format import STACK, SampleMeta, encode_sample, tile_flow
+from shards.format import STACK, SampleMeta, encode_sample, quantise_flow
 
 from .decode import Video
 from .ucf101 import VideoEntry
@@ -35,20 +35,27 @@ def clip_frames(n_frames: int, n_clips: int, *, spacing: str = "even", seed: int
     return [[min(int(s) + j, n_frames - 1) for j in range(STACK + 1)] for s in starts]
 
 
+def tile_quantised(fields_q: list[np.ndarray]) -> np.ndarray:
+    """STACK quantised (H, W, 2) fields → the (2*STACK*H, W) tile of ``shards.format.tile_flow``
+    (quantisation is per element, so quantising each pair once and tiling gives the same)."""
+    return np.concatenate([q[..., 0] for q in fields_q] + [q[..., 1] for q in fields_q], axis=0)
+
+
 def video_samples(video: Video, entry: VideoEntry, clips: list[list[int]], backend,
                   bound: float) -> list[dict]:
     """The encoded WebDataset samples of one video, clip by clip."""
     needed = sorted({a for frames in clips for a, b in zip(frames, frames[1:]) if a != b})
-    flow = dict(zip(needed, backend.pairs(video.frames, needed))) if needed else {}
-    zero = np.zeros((*video.frames.shape[1:3], 2), np.float32)
+    flow = backend.pairs(video.frames, needed) if needed else []
+    quantised = {a: quantise_flow(f, bound) for a, f in zip(needed, flow)}  # once per pair
+    still = quantise_flow(np.zeros((*video.frames.shape[1:3], 2), np.float32), bound)
     samples = []
     for clip, frames in enumerate(clips):
-        fields = np.stack([flow[a] if a != b else zero for a, b in zip(frames, frames[1:])])
+        fields = [quantised[a] if a != b else still for a, b in zip(frames, frames[1:])]
         centre = frames[STACK // 2]
         meta = SampleMeta(video=entry.video_id, clip=clip, label=entry.label,
                           class_name=entry.class_name, frames=frames, centre_frame=centre,
                           fps=video.fps, width=video.width, height=video.height,
                           flow_method=backend.name, flow_bound=bound,
                           clamped=len(video.frames) < STACK + 1)
-        samples.append(encode_sample(video.frames[centre], tile_flow(fields, bound), meta))
+        samples.append(encode_sample(video.frames[centre], tile_quantised(fields), meta))
     return samples

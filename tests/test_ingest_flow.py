@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from ingest.clips import clip_frames, video_samples
+from ingest.clips import clip_frames, tile_quantised, video_samples
 from ingest.decode import Video
 from ingest.flow import FlowUnavailable, get_backend
 from ingest.ucf101 import VideoEntry
-from shards.format import STACK, decode_sample
+from shards.format import STACK, decode_sample, quantise_flow, tile_flow
 
 SHIFT = (3, -2)  # px per frame: right and up
 
@@ -123,3 +123,8 @@ def test_overlapping_clips_compute_each_pair_once_and_short_videos_are_clamped()
     flow = sample.flow
     assert np.allclose(interior_median(np.stack([flow[:5], flow[STACK:STACK + 5]], -1)), SHIFT, atol=0.2)
     assert np.abs(flow[5:STACK]).max() < 0.1 and np.abs(flow[STACK + 5:]).max() < 0.1
+
+
+def test_tiling_quantised_pairs_equals_the_format_tiling():
+    fields = np.random.default_rng(0).normal(0, 8, (STACK, 5, 7, 2)).astype(np.float32)
+    assert np.array_equal(tile_quantised([quantise_flow(f, 12.0) for f in fields]), tile_flow(fields, 12.0))

@@ -1,0 +1,179 @@
+"""How fast is the ingest? Videos/s and frame pairs/s against a bound and a baseline, one run.
+
+The three real clips of ../shared/data/real_videos (320x240, 340x256, 426x240), linked
+``--repeat`` times each into a UCF101-style folder, all in the test list (25 evenly spaced
+clips per video). The ingest computes each pair its clips need once (e.g. 250 of the 299
+pairs of the 300-frame clip); the baseline computes every pair, so pairs/s is the fair speed
+comparison. On ``--workers`` processes, with the same DIS preset and flow bound:
+
+- ingest: ``build_shards`` on an already started local Ray (Ray's start-up is printed
+  apart): decode, flow, JPEG encode, tar + index + manifest;
+- bound: only the same flow calls, on frames already decoded in memory;
+- baseline, laid out the way common two-stream repositories do it: decode to one JPEG file
+  per frame in per-video folders, then read those files back and write one JPEG file per x
+  and per y flow field (quantised with the same fixed bound).
+
+Goals (issue 2): ingest >= 85 % of the bound, >= 1.5x the baseline, far fewer files, no more bytes.
+
+    python -m benchmarks.ingest                  # 60 copies of each clip: 180 videos
+    python -m benchmarks.ingest --repeat 4 --short-side 128
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ingest.build_shards import build_shards
+from ingest.clips import clip_frames
+from ingest.decode import decode_video
+from ingest.flow import DIS_PRESETS, get_backend
+from shards.format import DEFAULT_FLOW_BOUND, DEFAULT_TEST_CLIPS, encode_jpeg, quantise_flow
+
+REAL_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_videos"
+CLIPS = {"ApplyEyeMakeup": "v_ApplyEyeMakeup_sample.avi", "ArmWrestling": "armwrestling_340x256.mp4",
+         "Basketball": "basketball_426x240.mp4"}
+
+
+def make_folder(root: Path, repeat: int) -> tuple[Path, Path, list[Path]]:
+    """Symlinks ``Class/v_Class_gGG_cCC.avi`` → the real clips; lists with every video in test."""
+    videos, lists = root / "videos", root / "lists"
+    lists.mkdir(parents=True)
+    paths, test = [], []
+    for name, src in CLIPS.items():
+        (videos / name).mkdir(parents=True)
+        for i in range(repeat):
+            rel = f"{name}/v_{name}_g{i // 7 + 1:02d}_c{i % 7 + 1:02d}.avi"
+            (videos / rel).symlink_to(REAL_VIDEOS / src)
+            paths.append(videos / rel)
+            test.append(rel)
+    crlf = lambda lines: "".join(line + "\r\n" for line in lines).encode()
+    (lists / "classInd.txt").write_bytes(crlf(f"{i} {c}" for i, c in enumerate(CLIPS, 1)))
+    (lists / "trainlist01.txt").write_bytes(b"")
+    (lists / "testlist01.txt").write_bytes(crlf(test))
+    return videos, lists, paths
+
+
+def needed_pairs(n_frames: int) -> list[int]:
+    clips = clip_frames(n_frames, DEFAULT_TEST_CLIPS)
+    return sorted({a for c in clips for a, b in zip(c, c[1:]) if a != b})
+
+
+# --- the bound: flow calls only, frames in memory (one copy per worker, decoded untimed) ---
+_FRAMES: dict = {}
+
+
+def _load(paths: list[str], short_side: int | None) -> None:
+    cv2.setNumThreads(1)
+    for p in paths:
+        _FRAMES[p] = decode_video(p, short_side=short_side).frames
+
+
+def _ready(_) -> int:
+    time.sleep(0.2)
+    return len(_FRAMES)
+
+
+def _flow_only(path: str) -> int:
+    frames = _FRAMES[path]
+    starts = needed_pairs(len(frames))
+    get_backend("dis").pairs(frames, starts)
+    return len(starts)
+
+
+# --- the baseline: one JPEG file per frame, then one per x/y flow field ---
+def _per_file(args: tuple[str, str, int | None]) -> int:
+    src, out, short_side = args
+    cv2.setNumThreads(1)
+    folder = Path(out)
+    folder.mkdir(parents=True)
+    frames = decode_video(src, short_side=short_side, threads=1).frames
+    for i, frame in enumerate(frames, 1):
+        (folder / f"img_{i:05d}.jpg").write_bytes(encode_jpeg(frame, 90))
+    dis = cv2.DISOpticalFlow_create(DIS_PRESETS["fast"])
+    prev = cv2.imread(str(folder / "img_00001.jpg"), cv2.IMREAD_GRAYSCALE)
+    for i in range(2, len(frames) + 1):
+        cur = cv2.imread(str(folder / f"img_{i:05d}.jpg"), cv2.IMREAD_GRAYSCALE)
+        flow = dis.calc(prev, cur, None)
+        for axis, name in ((0, "x"), (1, "y")):
+            (folder / f"flow_{name}_{i - 1:05d}.jpg").write_bytes(
+                encode_jpeg(quantise_flow(flow[..., axis], DEFAULT_FLOW_BOUND), 95))
+        prev = cur
+    return len(frames) - 1
+
+
+def tree_size(root: Path) -> tuple[int, int]:
+    files = [p for p in root.rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--repeat", type=int, default=60, help="copies of each of the 3 clips")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--short-side", type=int, default=None)
+    p.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs")
+    a = p.parse_args(argv)
+    import ray
+
+    root = Path(a.keep or tempfile.mkdtemp(prefix="bench-ingest-"))
+    try:
+        videos, lists, paths = make_folder(root / "data", a.repeat)
+        n_frames = {src: len(decode_video(REAL_VIDEOS / src, short_side=a.short_side).frames)
+                    for src in CLIPS.values()}
+        pairs = a.repeat * sum(len(needed_pairs(n)) for n in n_frames.values())
+        n = len(paths)
+        print(f"{n} videos ({a.repeat} x {list(n_frames.values())} frames), {pairs} frame pairs, "
+              f"{a.workers} workers, DIS fast, short side {a.short_side or 'source'}")
+
+        t = time.perf_counter()
+        ray.init(num_cpus=a.workers, include_dashboard=False, log_to_driver=False)
+        print(f"Ray start-up (not counted): {time.perf_counter() - t:.1f} s")
+        try:
+            t = time.perf_counter()
+            summary = build_shards(videos, lists, 1, root / "shards", workers=a.workers,
+                                   short_side=a.short_side, progress=False)
+            ingest_s = time.perf_counter() - t
+        finally:
+            ray.shutdown()
+        assert summary.failed == 0 and summary.ok == n, summary
+
+        srcs = [str(REAL_VIDEOS / s) for s in CLIPS.values()]
+        with Pool(a.workers, initializer=_load, initargs=(srcs, a.short_side)) as pool:
+            pool.map(_ready, range(4 * a.workers), chunksize=1)  # workers up, frames decoded
+            t = time.perf_counter()
+            assert sum(pool.map(_flow_only, [str(p.resolve()) for p in paths], chunksize=1)) == pairs
+            bound_s = time.perf_counter() - t
+
+        base = root / "per_file"
+        jobs = [(str(path), str(base / path.parent.name / path.stem), a.short_side) for path in paths]
+        with Pool(a.workers) as pool:
+            t = time.perf_counter()
+            base_pairs = sum(pool.map(_per_file, jobs, chunksize=1))
+            base_s = time.perf_counter() - t
+
+        shard_files, shard_bytes = tree_size(root / "shards")
+        base_files, base_bytes = tree_size(base)
+        rows = [("ingest (shards, Ray)", ingest_s, pairs), ("bound (flow only, in memory)", bound_s, pairs),
+                ("baseline (JPEG per frame/field)", base_s, base_pairs)]
+        print(f"\n{'method':34s} {'seconds':>8s} {'videos/s':>9s} {'pairs':>7s} {'pairs/s':>8s}")
+        for name, s, k in rows:
+            print(f"{name:34s} {s:8.1f} {n / s:9.2f} {k:7d} {k / s:8.0f}")
+        print(f"\ningest / bound speed:    {bound_s / ingest_s:6.1%}   (goal >= 85 %)")
+        print(f"ingest / baseline speed: {base_s / ingest_s:6.2f}x  (goal >= 1.5x)")
+        print(f"files: shards {shard_files}, baseline {base_files} ({base_files / shard_files:.0f}x more)")
+        print(f"bytes: shards {shard_bytes / 2**20:.1f} MiB, baseline {base_bytes / 2**20:.1f} MiB "
+              f"(shards / baseline {shard_bytes / base_bytes:.2f})")
+    finally:
+        if a.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
