@@ -20,7 +20,8 @@ on the rest, so train and test never share a group in any split.
 ``python -m ingest.synthetic --out DIR`` writes ``DIR/<Class>/v_<Class>_gGG_cCC.avi`` and
 ``DIR/ucfTrainTestlist/{classInd,trainlist0N,testlist0N}.txt`` (CRLF, 1-based labels, test
 lists without labels). ``DIR/synthetic.json`` (the arguments) is written last and marks a
-complete set. Deterministic for a seed.
+complete set; an interrupted run resumes, a run with other arguments into the same folder is
+refused. Deterministic for a seed.
 """
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ import numpy as np
 from tqdm import tqdm
 
 SPLITS_DIRNAME = "ucfTrainTestlist"
-DONE_NAME = "synthetic.json"
+DONE_NAME = "synthetic.json"  # the arguments, written when the set is complete
+PARTIAL_NAME = "synthetic.partial.json"  # the arguments while it is being written
 LUMA = np.array([0.299, 0.587, 0.114])
 # base hues; each is rescaled to the same luma so grayscale cannot tell them apart
 HUES = {"Red": (1.0, 0.15, 0.15), "Blue": (0.2, 0.4, 1.0), "Green": (0.1, 1.0, 0.1),
@@ -154,7 +156,15 @@ def generate(out, *, classes: int = 8, groups: int = 8, clips: int = 2, frames: 
     if groups < 3:
         raise ValueError("groups must be at least 3 so that every split has test groups")
     names = class_names(classes, appearances)
-    (out / DONE_NAME).unlink(missing_ok=True)
+    partial = out / PARTIAL_NAME
+    for marker in (out / DONE_NAME, partial):
+        if marker.is_file() and json.loads(marker.read_text()) != args:
+            raise ValueError(f"{out} holds a synthetic set made with other arguments ({marker}); "
+                             f"use another --out or delete it")
+    if (out / DONE_NAME).is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    partial.write_text(json.dumps(args))
     jobs = [(label, name, g, c) for label, name in enumerate(names)
             for g in range(1, groups + 1) for c in range(1, clips + 1)]
     for label, name, g, c in tqdm(jobs, desc="synthetic videos", disable=not progress):
@@ -173,6 +183,7 @@ def generate(out, *, classes: int = 8, groups: int = 8, clips: int = 2, frames: 
         _write_avi(path, _render(rng, bg, appearance, direction, frames, width, height), fps)
     write_split_lists(out, names, groups, clips)
     (out / DONE_NAME).write_text(json.dumps(args))
+    partial.unlink()
     return out
 
 

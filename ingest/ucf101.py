@@ -79,7 +79,8 @@ def read_split(splits_dir: Path, split: int, subset: str, *, videos: Path | None
     for n, line in _lines(path):
         where = f"{path}:{n}"
         fields = line.split()
-        if len(fields) != (2 if subset == "train" else 1) or "/" not in fields[0]:
+        if len(fields) != (2 if subset == "train" else 1) or "/" not in fields[0] \
+                or (subset == "train" and not fields[1].isdigit()):
             raise SplitListError(f"{where}: malformed line {line!r}")
         rel = fields[0]
         class_name, _, filename = rel.partition("/")

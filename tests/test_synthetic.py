@@ -2,6 +2,7 @@
 deterministic, and a class design where one frame cannot tell motion and flow cannot tell
 appearance."""
 import hashlib
+import shutil
 
 import av
 import numpy as np
@@ -50,6 +51,23 @@ def test_deterministic_for_a_seed(tmp_path):
                         for p in sorted(out.rglob("*.avi"))})
     assert digests[0] == digests[1]
     assert digests[0].keys() == digests[2].keys() and digests[0] != digests[2]
+    with pytest.raises(ValueError, match="other arguments"):
+        generate(tmp_path / "a", seed=0, **{**small, "frames": 13})
+
+
+def test_interrupted_generation_resumes(tmp_path):
+    small = dict(classes=2, groups=3, clips=1, frames=12, width=64, height=48, progress=False)
+    out = generate(tmp_path / "full", **small)
+    partial = tmp_path / "partial"
+    shutil.copytree(out, partial)
+    (partial / "synthetic.json").unlink()  # as if killed before the end
+    (partial / "BlueLeft" / "v_BlueLeft_g03_c01.avi").unlink()
+    (partial / "synthetic.partial.json").write_text((out / "synthetic.json").read_text())
+    generate(partial, **small)
+    assert (partial / "BlueLeft" / "v_BlueLeft_g03_c01.avi").read_bytes() == \
+        (out / "BlueLeft" / "v_BlueLeft_g03_c01.avi").read_bytes()
+    assert is_complete(partial, **{k: v for k, v in small.items() if k != "progress"})
+    assert not (partial / "synthetic.partial.json").exists()
 
 
 def test_appearances_share_luma_so_flow_cannot_tell_them():
