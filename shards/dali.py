@@ -176,8 +176,10 @@ def _resized_crop(image, cfg: LoaderConfig, height, width):
     """Random crop window resized to the input size; returns the image and the (y, x) scale."""
     y0, x0, crop_h, crop_w = _crop_window(cfg, height, width)
     size = cfg.input_size
+    # Crops are at most a few tenths larger than the input, so aliasing is negligible; without
+    # the antialiasing filter DALI's CPU resize is about a third faster.
     image = fn.resize(image, size=[size, size], roi_start=fn.stack(y0, x0),
-                      roi_end=fn.stack(y0 + crop_h, x0 + crop_w))
+                      roi_end=fn.stack(y0 + crop_h, x0 + crop_w), antialias=False)
     return image, size / crop_h, size / crop_w
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
@@ -271,3 +272,26 @@ def test_corrupt_jpeg_is_named_by_shard_and_key(tmp_path):
     with pytest.raises(ShardFormatError, match="v02__000") as err:
         list(loader)
     assert str(shard) in str(err.value)
+
+
+@pytest.mark.slow  # builds the shared synthetic shards (session fixture) if no other test did
+def test_synthetic_shards_both_streams_match_reference_and_manifest(synthetic_shards):
+    manifest = pl.read_parquet(synthetic_shards / "manifest.parquet").filter(pl.col("status") == "ok")
+    labels = dict(zip(manifest["video"], manifest["label"]))
+    for subset in ("test", "train"):
+        rows = manifest.filter(pl.col("subset") == subset)
+        expected = {(v, c) for v, n in zip(rows["video"], rows["clips"]) for c in range(n)}
+        for stream in ("spatial", "temporal"):
+            cfg = LoaderConfig(stream=stream, batch_size=16, input_size=56)
+            dali = by_key(make_loader(synthetic_shards / subset, cfg))
+            assert dali.keys() == expected
+            assert all(label == labels[video] for (video, _), (_, label) in dali.items())
+            if subset == "test":
+                reference = by_key(reference_loader(synthetic_shards / subset, cfg, workers=0))
+                for key, (x, _) in dali.items():
+                    torch.testing.assert_close(x, reference[key][0], rtol=0, atol=1e-4)
+            train = make_loader(synthetic_shards / subset, LoaderConfig(stream=stream, train=True, batch_size=16,
+                                                                        input_size=56))
+            batch = next(iter(train))
+            assert batch["x"].shape == (16, cfg.channels, 56, 56) and torch.isfinite(batch["x"]).all()
+            assert batch["label"].tolist() == [labels[v] for v in batch["video"]]

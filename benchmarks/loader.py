@@ -1,0 +1,191 @@
+"""How fast do the DALI loaders turn shards into batches? Samples/s against three baselines.
+
+In one run, on the same shards, for each stream:
+
+- DALI CPU pipeline (``--threads`` threads): train transforms ``random`` (a fixed-size crop
+  anywhere + flip, no resize) and ``random_resized`` (crop window resized to the input size +
+  flip), and the eval transform (centre crop);
+- (a) the reference reader (tar + PIL + numpy, eval transform) in a ``--workers`` DataLoader;
+- (b) the layout of common two-stream repositories: one JPEG file per RGB frame and 20 per
+  flow stack on disk, PIL + the same train transforms in torchvision (RandomCrop or
+  RandomResizedCrop, flip) in a ``--workers`` DataLoader;
+- (c) the bound: plain PIL JPEG decoding of the same bytes in a tight loop on ``--threads``
+  threads (nothing else: no reading, cropping, normalising or batching).
+
+Goals (issue 3): DALI temporal train ≥ 3× (b), spatial ≥ 1.5× (b), both ≥ 80 % of (c).
+On the CPU the resize dominates ``random_resized`` (DALI's CPU resize is slow on 20 planes);
+on a GPU it is cheap.
+The first batch of each loader (worker start-up, pipeline build) is not timed.
+
+    python -m benchmarks.loader                       # synthetic 320×240 shards, built once under runs/
+    python -m benchmarks.loader --shards runs/exp/shards/split1/train --epochs 1
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import json
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from shards.dali import IMAGENET_MEAN, IMAGENET_STD, STREAMS, LoaderConfig, make_loader, shard_paths
+from shards.format import CHANNELS, decode_sample, encode_jpeg
+from shards.reference import reference_loader
+from shards.tarfiles import iter_shard
+
+DEFAULT_ROOT = Path("runs/bench-loader")
+TRAIN_MODES = ("random", "random_resized")
+SYNTHETIC = dict(classes=8, groups=4, clips=2, frames=48, width=320, height=240)  # UCF101's size
+
+
+def synthetic_shards(root: Path) -> list[Path]:
+    """Build (or reuse) synthetic 320×240 shards with the project's own ingest (train + test)."""
+    from ingest.build_shards import build_shards
+    from ingest.synthetic import generate
+    videos = generate(root / "videos", **SYNTHETIC)
+    build_shards(videos, videos / "ucfTrainTestlist", 1, root / "split1", clips_per_video=5,
+                 test_clips=5, workers=2)
+    return shard_paths(root / "split1" / "train") + shard_paths(root / "split1" / "test")
+
+
+def export_frames(paths: list[Path], out: Path) -> list[Path]:
+    """One folder per sample: rgb.jpg (the shard's bytes) and 20 flow JPEGs (x_00.. then y_00..)."""
+    done = out / "done.json"
+    sources = [str(p.resolve()) for p in paths]
+    if done.is_file() and json.loads(done.read_text())["shards"] == sources:
+        return [out / key for key in json.loads(done.read_text())["keys"]]
+    keys = []
+    for path in tqdm(paths, desc="per-frame JPEG files", unit="shard"):
+        for raw in iter_shard(path):
+            sample = decode_sample(raw, source=str(path))
+            folder = out / sample.key
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "rgb.jpg").write_bytes(raw["rgb.jpg"])
+            for c, plane in enumerate(sample.flow_q):
+                name = f"{'xy'[c // 10]}_{c % 10:02d}.jpg"
+                (folder / name).write_bytes(encode_jpeg(plane, quality=95))
+            keys.append(sample.key)
+    done.write_text(json.dumps({"shards": sources, "keys": keys}))
+    return [out / key for key in keys]
+
+
+class PerFrameFiles(Dataset):
+    """Baseline (b): PIL opens each frame file, torchvision transforms (train), like common repos."""
+
+    def __init__(self, folders: list[Path], cfg: LoaderConfig):
+        self.folders, self.cfg = folders, cfg
+        if cfg.crop_mode == "random":
+            self.crop = v2.RandomCrop(cfg.input_size)
+        else:
+            scale = (min(cfg.crop_scales) ** 2, max(cfg.crop_scales) ** 2)
+            self.crop = v2.RandomResizedCrop(cfg.input_size, scale=scale, antialias=True)
+        self.rgb = v2.Compose([self.crop, v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True),
+                               v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+    def __len__(self) -> int:
+        return len(self.folders)
+
+    def __getitem__(self, index: int) -> dict:
+        folder = self.folders[index]
+        if self.cfg.stream == "spatial":
+            x = self.rgb(v2.functional.pil_to_tensor(Image.open(folder / "rgb.jpg").convert("RGB")))
+        else:
+            planes = [np.asarray(Image.open(folder / f"{'xy'[c // 10]}_{c % 10:02d}.jpg").convert("L"))
+                      for c in range(CHANNELS)]
+            x = self.crop(torch.from_numpy(np.stack(planes))).float()
+            x = (x - 127.5) * (self.cfg.flow_bound / 127.5)
+            if random.random() < 0.5:
+                x = x.flip(-1)
+                x[: CHANNELS // 2] *= -1
+        return {"x": x, "label": 0}
+
+
+def decode_bound(encoded: list[bytes], mode: str, threads: int, epochs: int) -> float:
+    """Baseline (c): samples/s of PIL decoding alone over the same JPEG bytes."""
+    def decode(data: bytes) -> np.ndarray:
+        return np.asarray(Image.open(io.BytesIO(data)).convert(mode))
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(decode, encoded[:threads]))  # warm-up
+        start = time.perf_counter()
+        for _ in range(epochs):
+            for _ in pool.map(decode, encoded):
+                pass
+    return epochs * len(encoded) / (time.perf_counter() - start)
+
+
+def batches_per_second(make_epoch, epochs: int) -> float:
+    """Samples/s over ``epochs`` epochs, not counting the first batch (start-up)."""
+    batches = itertools.chain.from_iterable(make_epoch() for _ in range(epochs))
+    next(batches)
+    start, samples = time.perf_counter(), 0
+    for batch in batches:
+        samples += len(batch["label"])
+    return samples / (time.perf_counter() - start)
+
+
+def measure_stream(stream: str, paths: list[Path], folders: list[Path], args) -> dict:
+    common = dict(stream=stream, batch_size=args.batch_size, input_size=args.input_size,
+                  threads=args.threads, device="cpu")
+    eval_cfg = LoaderConfig(**common)
+    reference = reference_loader(paths, eval_cfg, workers=args.workers)
+    evaluate = make_loader(paths, eval_cfg)
+    rates = {"DALI eval": batches_per_second(lambda: iter(evaluate), args.epochs),
+             "(a) reference eval": batches_per_second(lambda: iter(reference), args.epochs)}
+    for mode in TRAIN_MODES:
+        cfg = LoaderConfig(train=True, crop_mode=mode, **common)
+        train = make_loader(paths, cfg)
+        per_frame = DataLoader(PerFrameFiles(folders, cfg), batch_size=args.batch_size, shuffle=True,
+                               num_workers=args.workers, persistent_workers=True)
+        rates[f"DALI train {mode}"] = batches_per_second(lambda: iter(train), args.epochs)
+        rates[f"(b) per-frame train {mode}"] = batches_per_second(lambda: iter(per_frame), args.epochs)
+    encoded = [raw[STREAMS[stream]] for p in paths for raw in iter_shard(p)]
+    mode = "RGB" if stream == "spatial" else "L"
+    rates["(c) decode bound"] = decode_bound(encoded, mode, args.threads, args.epochs)
+    return rates
+
+
+def report(stream: str, rates: dict) -> str:
+    goal = {"spatial": 1.5, "temporal": 3.0}[stream]
+    lines = [f"{stream} (samples/s):"] + [f"  {name:<32} {rate:8.0f}" for name, rate in rates.items()]
+    for mode in TRAIN_MODES:
+        lines.append(f"  DALI train {mode} / (b) = {rates[f'DALI train {mode}'] / rates[f'(b) per-frame train {mode}']:.2f}x"
+                     f" (goal >= {goal}x); / (c) = {rates[f'DALI train {mode}'] / rates['(c) decode bound']:.0%}"
+                     f" (goal >= 80%)")
+    lines.append(f"  DALI eval / (a) = {rates['DALI eval'] / rates['(a) reference eval']:.2f}x; "
+                 f"/ (c) = {rates['DALI eval'] / rates['(c) decode bound']:.0%}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--shards", type=Path, default=None,
+                   help="a split subset folder (default: synthetic 320x240 shards under --root)")
+    p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="where generated data is kept")
+    p.add_argument("--streams", nargs="+", default=list(STREAMS), choices=list(STREAMS))
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--threads", type=int, default=2, help="DALI threads and decode-bound threads")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the baselines")
+    p.add_argument("--epochs", type=int, default=2)
+    args = p.parse_args(argv)
+    paths = shard_paths(args.shards) if args.shards else synthetic_shards(args.root)
+    folders = export_frames(paths, args.root / "frames")
+    print(f"{len(folders)} samples in {len(paths)} shards, batch {args.batch_size}, "
+          f"{args.input_size} px, {args.threads} DALI threads, {args.workers} DataLoader workers, "
+          f"{args.epochs} epochs, torch {torch.__version__}")
+    for stream in args.streams:
+        print(report(stream, measure_stream(stream, paths, folders, args)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
