@@ -58,6 +58,17 @@ def test_raft_needs_real_weights(tmp_path, monkeypatch):
         get_backend("raft_small", weights=tmp_path / "nothing.pth")
 
 
+def test_raft_from_torchvisions_cache(tmp_path, monkeypatch):
+    from torchvision.models.optical_flow import Raft_Small_Weights, raft_small
+    hub = tmp_path / "hub"
+    (hub / "checkpoints").mkdir(parents=True)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    state = raft_small(weights=None).state_dict()
+    torch.save(state, hub / "checkpoints" / Raft_Small_Weights.DEFAULT.url.rsplit("/", 1)[1])
+    backend = get_backend("raft_small", device="cpu")
+    assert all(torch.equal(v, state[k]) for k, v in backend.model.state_dict().items())
+
+
 def test_raft_from_a_local_state_dict_batches_consistently(tmp_path):
     from torchvision.models.optical_flow import raft_small
     torch.manual_seed(0)

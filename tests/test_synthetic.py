@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ingest.decode import decode_video
-from ingest.synthetic import HUES, LUMA, _colour, class_names, generate, is_complete
+from ingest.synthetic import HUES, LUMA, _colour, class_names, generate, is_complete, main
 from ingest.ucf101 import read_classes, read_split
 from tests.conftest import SYNTHETIC_TEST_SET
 
@@ -79,3 +79,11 @@ def test_appearances_share_luma_so_flow_cannot_tell_them():
 def test_bad_class_count():
     with pytest.raises(ValueError, match="appearances"):
         class_names(7)
+
+
+def test_command_line(tmp_path, capsys):
+    main(["--out", str(tmp_path / "cli"), "--classes", "4", "--groups", "3", "--clips", "1",
+          "--frames", "11", "--width", "48", "--height", "32"])
+    assert "ucfTrainTestlist" in capsys.readouterr().out
+    assert read_classes(tmp_path / "cli" / "ucfTrainTestlist") == ["RedLeft", "RedRight", "BlueLeft", "BlueRight"]
+    assert decode_video(tmp_path / "cli" / "BlueRight" / "v_BlueRight_g03_c01.avi").frames.shape == (11, 32, 48, 3)
