@@ -1,0 +1,106 @@
+"""The iterative pruning schedule: grid ratios, rows and checkpoints per step, resume at step k."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from analysis.results import read_table
+from pruning.accounting import count_params
+from pruning.groups import count_prunable_channels
+from pruning.schedule import ChainLoaders, first_unfinished_step, run_chain, step_ratio
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.config import ExperimentConfig
+from training.models import build_stream
+
+CLASSES = ["red", "green", "blue"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster, and far faster when other jobs share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def colour_batches(n_batches, seed, batch=6, size=32):
+    """Images whose brightest channel is the class: learnable in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+    batches = []
+    for b in range(n_batches):
+        label = torch.randint(0, 3, (batch,), generator=g)
+        x = torch.rand(batch, 3, size, size, generator=g) * 0.5
+        x[torch.arange(batch), label] += 0.5
+        batches.append({"x": x, "label": label, "video": [f"s{seed}_v{b}_{i}" for i in range(batch)],
+                        "clip": torch.zeros(batch, dtype=torch.int64)})
+    return batches
+
+
+class CrashOnEvaluation:
+    """A test loader that fails on its ``n``-th pass, as if the trial were killed there."""
+
+    def __init__(self, batches, n):
+        self.batches, self.n, self.passes = batches, n, 0
+
+    def __iter__(self):
+        self.passes += 1
+        if self.passes == self.n:
+            raise RuntimeError("simulated crash")
+        return iter(self.batches)
+
+
+def experiment(root) -> ExperimentConfig:
+    cfg = ExperimentConfig.from_dict({
+        "experiment": {"name": "t", "root": str(root), "seed": 3},
+        "model": {"arch": "resnet18", "input_size": 32},
+        "train": {"batch_size": 6, "optimizer": "sgd", "lr": 0.05, "weight_decay": 0.0, "device": "cpu",
+                  "channels_last": False, "amp": False, "val_fraction": 0.0},
+        "prune": {"steps": 2, "step_fraction": 0.04, "finetune_epochs": 1, "lr": 0.01, "sparsity": 1e-4,
+                  "residual": True, "round_to": 1},
+    })
+    torch.manual_seed(0)
+    model = build_stream("spatial", "resnet18", len(CLASSES))
+    save_checkpoint(cfg.paths.checkpoint("spatial", 1, 0), model, epoch=0, config=cfg, classes=CLASSES)
+    return cfg
+
+
+def test_step_ratios_follow_the_grid():
+    assert [round(100 * step_ratio(k, 0.04), 2) for k in (1, 2, 3, 6, 7, 14, 17)] == [
+        4.0, 7.84, 11.53, 21.72, 24.86, 43.53, 50.04]
+
+
+def test_interrupted_chain_resumes_at_step_k_and_matches_an_uninterrupted_one(tmp_path):
+    train, test = colour_batches(3, seed=0), colour_batches(2, seed=1)
+    full = experiment(tmp_path / "full")
+    rows = run_chain(full, "spatial", 1, ChainLoaders(train, None, test))
+    assert [r["step"] for r in rows] == [1, 2]
+
+    cut = experiment(tmp_path / "cut")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_chain(cut, "spatial", 1, ChainLoaders(train, None, CrashOnEvaluation(test, n=2)))
+    assert first_unfinished_step(cut, "spatial", 1) == 2
+    resumed = run_chain(cut, "spatial", 1, ChainLoaders(train, None, test))
+    assert [r["step"] for r in resumed] == [2]
+    assert run_chain(cut, "spatial", 1, ChainLoaders(train, None, test)) == []  # finished: nothing redone
+
+    baseline = load_checkpoint(full.paths.checkpoint("spatial", 1, 0)).model
+    for step in (1, 2):
+        a = load_checkpoint(full.paths.checkpoint("spatial", 1, step), classes=CLASSES)
+        b = load_checkpoint(cut.paths.checkpoint("spatial", 1, step), classes=CLASSES)
+        for (name, wa), (_, wb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+            torch.testing.assert_close(wa, wb, rtol=0, atol=1e-6, msg=f"step {step} {name}")
+        remaining = count_prunable_channels(a.model, residual=True)
+        assert remaining == round(0.96 ** step * count_prunable_channels(baseline, residual=True))
+        assert count_params(a.model) < count_params(baseline)
+        assert a.extra["step"] == step
+
+    table = read_table(cut.paths.results, "accuracy").sort("step")
+    assert table["step"].to_list() == [1, 2]
+    assert table["prune_ratio"].to_list() == pytest.approx([step_ratio(k, 0.04) for k in (1, 2)])
+    assert table["channels_removed"].to_list() == pytest.approx(table["prune_ratio"].to_list(), abs=1e-3)
+    assert all(0 < f < 1 for f in table["flops_removed"])
+    reference = read_table(full.paths.results, "accuracy").sort("step")
+    assert table["video_accuracy"].to_list() == reference["video_accuracy"].to_list()
+    epochs = read_table(cut.paths.results, "epochs")
+    assert sorted(epochs["step"].to_list()) == [1, 2]
