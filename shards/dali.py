@@ -4,13 +4,14 @@ One pipeline per (stream, train/eval). JPEG decoding runs on the GPU (``device="
 when CUDA is there and on the CPU (``device_id=None``) otherwise; every later op follows
 its input's device, so both modes run the same graph.
 
-- spatial: decode ``rgb.jpg`` → (train) random crop window, resized to the input size,
-  random horizontal flip → ImageNet normalisation → float CHW.
+- spatial: decode ``rgb.jpg`` → (train) random crop window, resized to the input size
+  (``crop_mode="random"``: an input-size crop, no resize), random horizontal flip →
+  ImageNet normalisation → float CHW.
 - temporal: decode ``flow.jpg`` as one grayscale image (20·H, W, 1) → reshape (a view) to
   (20, H, W) → (train) one crop window and one flip for all 20 channels → dequantise with the
   flow bound → negate the x fields (channels 0–9) of flipped samples → scale displacements
   by the resize factor, so flow stays in pixels of the model's input → optional per-field
-  mean-displacement subtraction.
+  mean-displacement subtraction. Dequantisation, sign and scale are one crop_mirror_normalize.
 - eval: centre crop of the input size from the stored frame, no resize (ten-crop optional:
   4 corners + centre, each also flipped). Every sample exactly once, partial last batch kept.
 
@@ -209,8 +210,8 @@ def _decode(encoded, cfg: LoaderConfig, gpu: bool):
         return fn.decoders.image(encoded, device=decoder, output_type=types.RGB), shape[0], shape[1]
     tiled = fn.decoders.image(encoded, device=decoder, output_type=types.GRAY)  # (20·H, W, 1)
     height = shape[0] / CHANNELS
-    planes = fn.reshape(tiled, shape=fn.cast(fn.stack(CHANNELS + 0 * height, height, shape[1]), dtype=types.INT64),
-                        layout="CHW")  # a view: no copy
+    chw = fn.stack(types.Constant(np.float32(CHANNELS)), height, shape[1])
+    planes = fn.reshape(tiled, shape=fn.cast(chw, dtype=types.INT64), layout="CHW")  # a view: no copy
     return planes, height, shape[1]
 
 
@@ -234,11 +235,6 @@ def _eval_transform(image, cfg: LoaderConfig):
     return fn.stack(*[crop(px, py, mirror) for mirror in (False, True) for px, py in FIVE_POSITIONS])
 
 
-def _subtract_mean_displacement(x, cfg: LoaderConfig):
-    axes = [-2, -1]  # per field (channel), over the image plane
-    return x - fn.reductions.mean(x, axes=axes, keep_dims=True)
-
-
 @pipeline_def
 def _shard_pipeline(paths: list[str], cfg: LoaderConfig, gpu: bool):
     encoded, cls, meta = fn.readers.webdataset(
@@ -250,8 +246,8 @@ def _shard_pipeline(paths: list[str], cfg: LoaderConfig, gpu: bool):
         **({"shuffle_after_epoch": True, "shuffle_after_epoch_seed": cfg.seed} if cfg.train else {}))
     image, height, width = _decode(encoded, cfg, gpu)
     x = _train_transform(image, cfg, height, width) if cfg.train else _eval_transform(image, cfg)
-    if cfg.stream == "temporal" and cfg.mean_subtraction:
-        x = _subtract_mean_displacement(x, cfg)
+    if cfg.stream == "temporal" and cfg.mean_subtraction:  # each field's mean displacement
+        x = x - fn.reductions.mean(x, axes=[-2, -1], keep_dims=True)
     # Variable-length byte strings, zero-padded to the batch's longest so they form a tensor.
     return x, fn.pad(cls, fill_value=0), fn.pad(meta, fill_value=0)
 
