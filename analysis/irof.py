@@ -171,3 +171,20 @@ def forward_all_steps(model, x, ranks, fill_maps, target, n_segments, *, softmax
             probs = torch.softmax(logits, dim=1) if softmax else logits
             out[start:start + len(idx)] = probs.gather(1, target_dev[idx][:, None])[:, 0]
     return out.cpu().numpy()
+
+
+def quantus_irof(model: torch.nn.Module, x: np.ndarray, attributions: np.ndarray, target: np.ndarray,
+                 *, batch_size: int, softmax: bool = True) -> np.ndarray:
+    """``quantus.IROF`` scores (the reference, for tests and benchmarks): SLIC, mean baseline,
+    softmax, its mask-shape bug worked around by broadcasting the 1-channel segment mask over
+    the input's channels. ``model`` must be in eval mode; x (N, C, H, W) numpy."""
+    import quantus
+    from quantus.functions.perturb_func import baseline_replacement_by_mask
+
+    def replace_broadcast_mask(arr, mask, **kwargs):
+        return baseline_replacement_by_mask(arr, np.broadcast_to(mask, arr.shape), **kwargs)
+
+    metric = quantus.IROF(perturb_func=replace_broadcast_mask, return_aggregate=False, disable_warnings=True)
+    device = str(next(model.parameters()).device)
+    return np.asarray(metric(model=model, x_batch=x, y_batch=target, a_batch=attributions, channel_first=True,
+                             softmax=softmax, device=device, batch_size=batch_size))
