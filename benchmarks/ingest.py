@@ -15,7 +15,7 @@ comparison. On ``--workers`` processes, with the same DIS preset and flow bound:
 
 Goals (issue 2): ingest >= 85 % of the bound, >= 1.5x the baseline, far fewer files, no more bytes.
 
-    python -m benchmarks.ingest                  # 60 copies of each clip: 180 videos
+    python -m benchmarks.ingest                  # 70 copies of each clip: 210 videos
     python -m benchmarks.ingest --repeat 4 --short-side 128
 """
 from __future__ import annotations
@@ -115,7 +115,7 @@ def tree_size(root: Path) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--repeat", type=int, default=60, help="copies of each of the 3 clips")
+    p.add_argument("--repeat", type=int, default=70, help="copies of each of the 3 clips")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--short-side", type=int, default=None)
     p.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs")
