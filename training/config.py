@@ -122,9 +122,10 @@ class ExplainConfig:
     clips_per_video: int = 1
     max_videos: int | None = None  # null = every test video
     figure_videos: list[str] = field(default_factory=list)  # video ids whose maps are kept
-    reduce: Literal["max", "abs_sum", "sum"] = "max"
-    baseline: str = "per_image_mean"
-    batch_size: int = 8
+    reduce: Literal["max", "mean", "sum"] = "max"  # over channels of |gradient| (analysis.saliency)
+    baseline: Literal["per_image_mean", "quantus"] = "per_image_mean"  # IROF fill (analysis.irof)
+    batch_size: int = 8  # clips per saliency + IROF call
+    forward_batch: int = 256  # IROF inputs per forward pass
 
 
 @dataclass
