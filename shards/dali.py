@@ -267,26 +267,35 @@ class ShardLoader:
 
     Batches: ``{"x": float (N, C, S, S) or (N, 10, C, S, S) with ten_crop, "label": int64 (N,),
     "video": list[str], "clip": int64 (N,)}``; x and label on the loader's device, clip on the CPU.
-    Leaving an epoch early and iterating again continues that epoch.
+    An epoch left early is continued by the next iteration in train, and started over in eval
+    (so an eval pass always sees every sample once).
     """
 
     def __init__(self, paths: list[Path], cfg: LoaderConfig):
         self.cfg, self.paths = cfg, paths
         self.samples = sum(check_shard(p, cfg.flow_bound) for p in paths)
-        gpu = _use_gpu(cfg.device)
-        device_id = torch.cuda.current_device() if gpu else None
-        self.device = torch.device("cuda", device_id) if gpu else torch.device("cpu")
-        pipe = _shard_pipeline([str(p) for p in paths], cfg, gpu, batch_size=cfg.batch_size,
-                               num_threads=cfg.threads, device_id=device_id, seed=cfg.seed,
+        self._gpu = _use_gpu(cfg.device)
+        device_id = torch.cuda.current_device() if self._gpu else None
+        self.device = torch.device("cuda", device_id) if self._gpu else torch.device("cpu")
+        self._build()
+
+    def _build(self):
+        cfg = self.cfg
+        pipe = _shard_pipeline([str(p) for p in self.paths], cfg, self._gpu, batch_size=cfg.batch_size,
+                               num_threads=cfg.threads, device_id=self.device.index, seed=cfg.seed,
                                prefetch_queue_depth=2)
         policy = LastBatchPolicy.FILL if cfg.train else LastBatchPolicy.PARTIAL
         self._iterator = DALIGenericIterator(pipe, ["x", "cls", "json"], reader_name=READER,
                                              last_batch_policy=policy, auto_reset=True)
+        self._unfinished = False
 
     def __len__(self) -> int:
         return len(self._iterator)
 
     def __iter__(self):
+        if self._unfinished and not self.cfg.train:
+            self._build()
+        self._unfinished = True
         try:
             yield from self._batches()
         except RuntimeError as exc:  # DALI names the operator, not the shard or sample
@@ -294,6 +303,7 @@ class ShardLoader:
             if culprit is None:
                 raise
             raise culprit from exc
+        self._unfinished = False
 
     def _batches(self):
         dtype = DTYPES[self.cfg.dtype]

@@ -295,3 +295,14 @@ def test_synthetic_shards_both_streams_match_reference_and_manifest(synthetic_sh
             batch = next(iter(train))
             assert batch["x"].shape == (16, cfg.channels, 56, 56) and torch.isfinite(batch["x"]).all()
             assert batch["label"].tolist() == [labels[v] for v in batch["video"]]
+
+
+def test_epoch_left_early_restarts_in_eval_and_continues_in_train(odd_shards):
+    evaluate = make_loader(odd_shards, LoaderConfig(batch_size=5, input_size=16))
+    first = next(iter(evaluate))
+    assert len(keys_of(evaluate)) == 36  # the whole epoch again, from its first sample
+    assert keys_of([next(iter(evaluate))]) == keys_of([first])
+    train = make_loader(odd_shards, LoaderConfig(train=True, batch_size=6, input_size=16))
+    started = keys_of([next(iter(train))])
+    rest = keys_of(train)
+    assert len(rest) == 30 and sorted(started + rest) == sorted(keys_of(evaluate))
