@@ -7,13 +7,22 @@ so rounding never drifts), fine-tunes with the BN-L1 subgradient, evaluates on t
 videos exactly like the baseline and writes ``checkpoints/<stream>/run<r>/step<k>.pt``.
 The rows of a step are written before its checkpoint, and a step counts as done once its
 checkpoint exists: a chain interrupted anywhere resumes at the first unfinished step.
+
+On Ray Tune (``run_prune_stage``, the sweep's ``prune`` stage) one function trial runs the
+chain of one (stream, run), reporting after every step. A trial that Tune retries after a
+failure, or any trial of a ``--resume``d sweep, resumes its chain from the step checkpoints
+on disk; a fresh sweep starts every chain at step 1 again (its baselines may be new).
 """
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from dataclasses import dataclass
-from typing import Iterable
+from pathlib import Path
+from typing import Callable, Iterable
 
+import torch
+from ray import tune
 from torch import nn
 from tqdm import tqdm
 
@@ -24,8 +33,10 @@ from pruning.groups import count_prunable_channels
 from pruning.slimming import bn_l1_subgradient
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import ExperimentConfig, PruneConfig
+from training.data import make_loaders, stream_data
 from training.evaluate import evaluate
 from training.loop import train
+from training.tune import make_tuner
 
 
 @dataclass
@@ -59,10 +70,12 @@ def first_unfinished_step(cfg: ExperimentConfig, stream: str, run: int) -> int:
     return cfg.prune.steps + 1
 
 
-def run_chain(cfg: ExperimentConfig, stream: str, run: int, loaders: ChainLoaders) -> list[dict]:
-    """Run (or resume) the chain of one (stream, run); returns the `accuracy` rows it wrote."""
+def run_chain(cfg: ExperimentConfig, stream: str, run: int, loaders: ChainLoaders, *, resume: bool = True,
+              on_step: Callable[[dict], None] | None = None) -> list[dict]:
+    """Run the chain of one (stream, run) from its first unfinished step (``resume``) or from
+    step 1; ``on_step(row)`` runs after each finished step. Returns the `accuracy` rows written."""
     paths, prune = cfg.paths, cfg.prune
-    start = first_unfinished_step(cfg, stream, run)
+    start = first_unfinished_step(cfg, stream, run) if resume else 1
     if start > prune.steps:
         return []
     baseline = load_checkpoint(paths.checkpoint(stream, run, 0))
@@ -95,4 +108,43 @@ def run_chain(cfg: ExperimentConfig, stream: str, run: int, loaders: ChainLoader
         save_checkpoint(checkpoint, model, epoch=prune.finetune_epochs, config=cfg, classes=classes,
                         extra={"step": step, "prune_ratio": row["prune_ratio"], **stats})
         rows.append(row)
+        if on_step is not None:
+            on_step(row)
     return rows
+
+
+def prune_trial(params: dict, experiment: dict, resume: bool = False) -> None:
+    """The Tune function trainable: ``params`` = {stream, run}; ``experiment`` the config dict."""
+    cfg = ExperimentConfig.from_dict(experiment)
+    stream, run = params["stream"], params["run"]
+    torch.set_num_threads(max(1, int(cfg.ray.cpus_per_trial)))
+    resume = resume or tune.get_checkpoint() is not None  # a retried trial has its marker checkpoint
+    if resume and first_unfinished_step(cfg, stream, run) > cfg.prune.steps:
+        tune.report({"step": cfg.prune.steps, "done": True, "skipped": True})
+        return
+    seed = cfg.run_seed(run)
+    data = stream_data(cfg, seed)
+    loaders = make_loaders(cfg, stream, data, seed)
+
+    def report(row: dict) -> None:
+        # a marker checkpoint: a retried trial sees it and resumes from the step files
+        with tempfile.TemporaryDirectory() as folder:
+            Path(folder, "step.txt").write_text(str(row["step"]))
+            tune.report({"step": row["step"], "video_accuracy": row["video_accuracy"],
+                         "flops_removed": row["flops_removed"], "done": row["step"] == cfg.prune.steps},
+                        checkpoint=tune.Checkpoint.from_directory(folder))
+
+    run_chain(cfg, stream, run, ChainLoaders(loaders["train"], loaders["val"], loaders["test"]),
+              resume=resume, on_step=report)
+
+
+def run_prune_stage(cfg: ExperimentConfig, ctx) -> None:
+    """Prune every (stream, run) chain on Ray Tune; raise if any trial failed for good."""
+    if not cfg.prune.enabled:
+        print("prune: disabled in the config (prune.enabled: false)")
+        return
+    results = make_tuner(cfg, resume=ctx.resume, trainable=prune_trial, name="prune").fit()
+    failed = [(r.path, r.error) for r in results if r.error is not None]
+    if failed:
+        raise RuntimeError(f"{len(failed)} pruning trial(s) failed: " +
+                           "; ".join(f"{path}: {error}" for path, error in failed))
