@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
@@ -29,6 +30,8 @@ from shards.format import (DEFAULT_FLOW_BOUND, DEFAULT_TEST_CLIPS, FORMAT_VERSIO
                            MANIFEST_SCHEMA)
 from shards.tarfiles import is_complete, write_shard
 
+from .clips import clip_frames, video_samples
+from .decode import decode_video
 from .flow import BACKENDS, get_backend
 from .ucf101 import SUBSETS, VideoEntry, read_split
 
@@ -111,10 +114,6 @@ def _row(entry: VideoEntry, job: ShardJob, opts: Options, **values) -> dict:
 
 def build_shard(job: ShardJob, videos: Path, out: Path, opts: Options) -> list[dict]:
     """Decode, flow and encode one shard's videos; write the tar and then the manifest part."""
-    import cv2
-
-    from .clips import clip_frames, video_samples
-    from .decode import decode_video
     cv2.setNumThreads(1)  # parallelism comes from the tasks
     backend = get_backend(opts.flow, **opts.flow_options)
     samples, rows = [], []
