@@ -13,11 +13,12 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+import polars as pl
 import ray
 import torch
 from ray import tune
 
-from analysis.results import write_rows
+from analysis.results import table_path, write_rows
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import STREAMS, ExperimentConfig
@@ -94,10 +95,29 @@ def run_trial(cfg: ExperimentConfig, stream: str, run: int,
             "clip_accuracy": test.clip_accuracy, "done": True}
 
 
-def train_trial(params: dict, experiment: dict) -> None:
-    """The Tune function trainable: ``params`` = {stream, run}; ``experiment`` the config dict."""
+def finished_metrics(cfg: ExperimentConfig, stream: str, run: int) -> dict | None:
+    """The recorded result of a (stream, run) whose outputs are all written, else None.
+
+    The accuracy row is written last, so its file marks a finished trial.
+    """
+    row_file = table_path(cfg.paths.results, "accuracy", f"{stream}/run{run}/step0")
+    if not (row_file.is_file() and cfg.paths.checkpoint(stream, run, 0).is_file()):
+        return None
+    row = pl.read_parquet(row_file).row(0, named=True)
+    return {"video_accuracy": row["video_accuracy"], "clip_accuracy": row["clip_accuracy"],
+            "done": True, "skipped": True}
+
+
+def train_trial(params: dict, experiment: dict, resume: bool = False) -> None:
+    """The Tune function trainable: ``params`` = {stream, run}; ``experiment`` the config dict.
+
+    When resuming an experiment, a (stream, run) whose results are already written is not
+    trained again (even if Tune's own state missed its completion before an interruption).
+    """
     cfg = ExperimentConfig.from_dict(experiment)
-    tune.report(run_trial(cfg, params["stream"], params["run"]))
+    stream, run = params["stream"], params["run"]
+    done = finished_metrics(cfg, stream, run) if resume else None
+    tune.report(done or run_trial(cfg, stream, run))
 
 
 def trial_resources(cfg: ExperimentConfig) -> dict:
@@ -110,9 +130,13 @@ def trial_resources(cfg: ExperimentConfig) -> dict:
 
 def make_tuner(cfg: ExperimentConfig, *, resume: bool = False, trainable: Callable = train_trial,
                name: str = "train") -> tune.Tuner:
-    """A new Tuner over stream x run, or the interrupted one restored (``resume``)."""
+    """A new Tuner over stream x run, or the interrupted one restored (``resume``).
+
+    ``trainable(params, experiment, resume)`` is ``train_trial`` or a wrapper around it.
+    """
     storage = Path(cfg.ray.storage_path or cfg.paths.ray).resolve()
-    fn = tune.with_resources(tune.with_parameters(trainable, experiment=cfg.to_dict()), trial_resources(cfg))
+    fn = tune.with_resources(tune.with_parameters(trainable, experiment=cfg.to_dict(), resume=resume),
+                             trial_resources(cfg))
     path = storage / name
     if resume and tune.Tuner.can_restore(str(path)):
         return tune.Tuner.restore(str(path), trainable=fn, resume_unfinished=True, resume_errored=True)
