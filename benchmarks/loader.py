@@ -58,13 +58,14 @@ def synthetic_shards(root: Path) -> list[Path]:
     return shard_paths(root / "split1" / "train") + shard_paths(root / "split1" / "test")
 
 
-def export_frames(paths: list[Path], out: Path) -> list[Path]:
-    """One folder per sample: rgb.jpg (the shard's bytes) and 20 flow JPEGs (x_00.. then y_00..)."""
+def export_frames(paths: list[Path], out: Path) -> list[tuple[Path, int]]:
+    """One folder per sample: rgb.jpg (the shard's bytes) and 20 flow JPEGs (x_00.. then y_00..);
+    returns (folder, label) pairs, the list file such repositories keep."""
     done = out / "done.json"
     sources = [str(p.resolve()) for p in paths]
     if done.is_file() and json.loads(done.read_text())["shards"] == sources:
-        return [out / key for key in json.loads(done.read_text())["keys"]]
-    keys = []
+        return [(out / key, label) for key, label in json.loads(done.read_text())["samples"]]
+    samples = []
     for path in tqdm(paths, desc="per-frame JPEG files", unit="shard"):
         for raw in iter_shard(path):
             sample = decode_sample(raw, source=str(path))
@@ -74,16 +75,16 @@ def export_frames(paths: list[Path], out: Path) -> list[Path]:
             for c, plane in enumerate(sample.flow_q):
                 name = f"{'xy'[c // 10]}_{c % 10:02d}.jpg"
                 (folder / name).write_bytes(encode_jpeg(plane, quality=95))
-            keys.append(sample.key)
-    done.write_text(json.dumps({"shards": sources, "keys": keys}))
-    return [out / key for key in keys]
+            samples.append((sample.key, sample.label))
+    done.write_text(json.dumps({"shards": sources, "samples": samples}))
+    return [(out / key, label) for key, label in samples]
 
 
 class PerFrameFiles(Dataset):
     """Baseline (b): PIL opens each frame file, torchvision transforms (train), like common repos."""
 
-    def __init__(self, folders: list[Path], cfg: LoaderConfig):
-        self.folders, self.cfg = folders, cfg
+    def __init__(self, samples: list[tuple[Path, int]], cfg: LoaderConfig):
+        self.samples, self.cfg = samples, cfg
         if cfg.crop_mode == "random":
             self.crop = v2.RandomCrop(cfg.input_size)
         else:
@@ -93,10 +94,10 @@ class PerFrameFiles(Dataset):
                                v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
     def __len__(self) -> int:
-        return len(self.folders)
+        return len(self.samples)
 
     def __getitem__(self, index: int) -> dict:
-        folder = self.folders[index]
+        folder, label = self.samples[index]
         if self.cfg.stream == "spatial":
             x = self.rgb(v2.functional.pil_to_tensor(Image.open(folder / "rgb.jpg").convert("RGB")))
         else:
@@ -107,7 +108,7 @@ class PerFrameFiles(Dataset):
             if random.random() < 0.5:
                 x = x.flip(-1)
                 x[: CHANNELS // 2] *= -1
-        return {"x": x, "label": 0}
+        return {"x": x, "label": label}
 
 
 def decode_rate(pool: ThreadPoolExecutor, encoded: list[bytes], mode: str) -> float:
@@ -130,7 +131,7 @@ def epoch_rate(loader) -> float:
     return samples / (time.perf_counter() - start)
 
 
-def measure_stream(stream: str, paths: list[Path], folders: list[Path], args) -> dict:
+def measure_stream(stream: str, paths: list[Path], samples: list[tuple[Path, int]], args) -> dict:
     """Best of ``--rounds`` rounds, each timing every contender once in turn, so a change in
     the machine's load during the run does not favour whichever ran at a quiet moment."""
     common = dict(stream=stream, batch_size=args.batch_size, input_size=args.input_size,
@@ -142,7 +143,7 @@ def measure_stream(stream: str, paths: list[Path], folders: list[Path], args) ->
         cfg = LoaderConfig(train=True, crop_mode=mode, **common)
         loaders[f"DALI train {mode}"] = make_loader(paths, cfg)
         loaders[f"(b) per-frame train {mode}"] = DataLoader(
-            PerFrameFiles(folders, cfg), batch_size=args.batch_size, shuffle=True,
+            PerFrameFiles(samples, cfg), batch_size=args.batch_size, shuffle=True,
             num_workers=args.workers, persistent_workers=True)
     encoded = [raw[STREAMS[stream]] for p in paths for raw in iter_shard(p)]
     mode = "RGB" if stream == "spatial" else "L"
@@ -180,12 +181,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=3, help="each contender is timed once per round; best kept")
     args = p.parse_args(argv)
     paths = shard_paths(args.shards) if args.shards else synthetic_shards(args.root)
-    folders = export_frames(paths, args.root / "frames")
-    print(f"{len(folders)} samples in {len(paths)} shards, batch {args.batch_size}, "
+    samples = export_frames(paths, args.root / "frames")
+    print(f"{len(samples)} samples in {len(paths)} shards, batch {args.batch_size}, "
           f"{args.input_size} px, {args.threads} DALI threads, {args.workers} DataLoader workers, "
           f"best of {args.rounds} rounds of one epoch, torch {torch.__version__}")
     for stream in args.streams:
-        print(report(stream, measure_stream(stream, paths, folders, args)), flush=True)
+        print(report(stream, measure_stream(stream, paths, samples, args)), flush=True)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ on the host per batch.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import DataNode
 from nvidia.dali import math as dmath
@@ -116,23 +118,32 @@ def shard_paths(shards: str | Path | list) -> list[Path]:
     return paths
 
 
-def check_shard(tar_path: Path, flow_bound: float) -> int:
-    """Refuse a shard of another format version or flow bound; returns its sample count.
-
-    Ingest writes one version and one bound per shard, so its first sample speaks for it.
-    """
-    entries = read_index(tar_path)
-    if not entries or "json" not in entries[0]:
-        raise ShardFormatError(f"{tar_path}: index lists no samples with a json component")
-    offset, size = entries[0]["json"]
+def _read_member(tar_path: Path, entry: dict, ext: str) -> bytes:
+    offset, size = entry[ext]
     with open(tar_path, "rb") as f:
         f.seek(offset)
-        raw = f.read(size)
+        return f.read(size)
+
+
+def check_shard(tar_path: Path, cfg: "LoaderConfig") -> int:
+    """Refuse a shard of another format version or flow bound, or with frames smaller than an
+    unresized crop (eval, crop_mode="random") would take; returns its sample count.
+
+    Ingest writes one version, bound and frame size per shard, so its first sample speaks for it.
+    """
+    entries = read_index(tar_path)
+    if not entries or not {"json", "rgb.jpg"} <= entries[0].keys():
+        raise ShardFormatError(f"{tar_path}: index lists no samples with json and rgb.jpg components")
     try:
-        meta = SampleMeta.from_json(raw)
-    except (ValueError, TypeError) as exc:
-        raise ShardFormatError(f"{tar_path}: unreadable sample metadata: {exc}") from exc
-    check_meta(meta, source=str(tar_path), flow_bound=flow_bound)
+        meta = SampleMeta.from_json(_read_member(tar_path, entries[0], "json"))
+        with Image.open(io.BytesIO(_read_member(tar_path, entries[0], "rgb.jpg"))) as image:
+            width, height = image.size  # reads the header only
+    except (ValueError, TypeError, OSError) as exc:
+        raise ShardFormatError(f"{tar_path}: unreadable first sample: {exc}") from exc
+    check_meta(meta, source=str(tar_path), flow_bound=cfg.flow_bound)
+    if (not cfg.train or cfg.crop_mode == "random") and min(width, height) < cfg.input_size:
+        raise ValueError(f"{tar_path}: frames are {width}x{height}, smaller than input_size "
+                         f"{cfg.input_size} (eval and crop_mode='random' crop without resizing)")
     return len(entries)
 
 
@@ -273,7 +284,7 @@ class ShardLoader:
 
     def __init__(self, paths: list[Path], cfg: LoaderConfig):
         self.cfg, self.paths = cfg, paths
-        self.samples = sum(check_shard(p, cfg.flow_bound) for p in paths)
+        self.samples = sum(check_shard(p, cfg) for p in paths)
         self._gpu = _use_gpu(cfg.device)
         device_id = torch.cuda.current_device() if self._gpu else None
         self.device = torch.device("cuda", device_id) if self._gpu else torch.device("cpu")

@@ -232,8 +232,16 @@ def test_refuses_shard_of_other_bound_or_version(tmp_path, odd_shards, overrides
     bad = tmp_path / "shard-000000.tar"
     good = sorted(odd_shards.glob("*.tar"))
     with pytest.raises(ShardFormatError, match=problem) as err:
-        make_loader(good + [bad], LoaderConfig(stream="temporal"))
+        make_loader(good + [bad], LoaderConfig(stream="temporal", input_size=32))
     assert str(bad) in str(err.value)
+
+
+def test_frames_smaller_than_an_unresized_crop_are_refused(odd_shards):
+    with pytest.raises(ValueError, match=r"shard-000000.tar: frames are 61x45, smaller than input_size 48"):
+        make_loader(odd_shards, LoaderConfig(input_size=48))
+    with pytest.raises(ValueError, match="smaller than input_size 48"):
+        make_loader(odd_shards, LoaderConfig(input_size=48, train=True, crop_mode="random"))
+    assert len(make_loader(odd_shards, LoaderConfig(input_size=48, train=True, batch_size=4))) == 9
 
 
 def test_bad_config_and_missing_shards_are_named(tmp_path):
