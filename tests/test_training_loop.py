@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+import pytest
 import torch
 
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import TrainConfig
+from training.evaluate import evaluate
 from training.loop import TrainState, train
 from training.models import build_stream
 
@@ -112,3 +115,18 @@ def test_early_stopping_restores_the_best_weights():
     assert val[state.best_epoch] == min(val.values())
     for name, w in result.model.state_dict().items():
         assert torch.equal(w, weights[state.best_epoch][name]), name
+
+
+@pytest.mark.cuda
+def test_bf16_autocast_channels_last_and_compile_on_cuda():
+    cfg = dataclasses.replace(CFG, device="cuda", amp=True, channels_last=True, compile=True)
+    result = trained(0, cfg)
+    model = result.model
+    assert next(model.parameters()).is_cuda
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    train_loss = [r["loss"] for r in result.state.history if r["phase"] == "train"]
+    assert train_loss[-1] < train_loss[0]
+    batches = colour_batches(2, seed=1)
+    on_gpu = evaluate(model, batches, 3, device="cuda")
+    on_cpu = evaluate(model.cpu().float(), batches, 3, device="cpu", amp=False)
+    np.testing.assert_allclose(on_gpu.video_scores, on_cpu.video_scores, atol=0.05)  # bf16 vs fp32
