@@ -1,9 +1,10 @@
 """Synthetic mini-UCF101: real MPEG-4 part 2 (XviD) AVI files plus official-format split lists.
 
 Classes are a factorial of appearance x motion: ``<Appearance><Motion>`` (e.g. ``RedLeft``,
-``BlueUpRight``). Every video shows one textured square moving at 2.5-3.5 px/frame over a
-textured background that drifts slowly (at most 0.5 px/frame). The square's position wraps
-around the frame edges (a torus) and starts at a uniformly random place, so its position in
+``BlueUpRight``). Every video shows one textured square moving at 4-6 px/frame over a
+textured background that drifts slowly (at most 0.5 px/frame; speeds are for 320 px wide
+frames and scale with the width). The square's position wraps around the frame edges (a
+torus) and starts at a uniformly random place, so its position in
 any single frame is uniform and says nothing about its direction. All appearances share the
 same luminance (same luma, same texture pattern); they differ only in hue. Hence:
 
@@ -76,7 +77,7 @@ def _render(rng_video: np.random.Generator, background: np.ndarray, appearance: 
     size = max(8, round(0.15 * width))
     pattern = 1.0 + 0.35 * np.clip(_smooth_noise(rng_video, size, size, 2.0), -1.5, 1.5)
     patch = np.clip(pattern[..., None] * _colour(appearance), 0, 255).astype(np.uint8)
-    speed = rng_video.uniform(2.5, 3.5) * width / 320
+    speed = rng_video.uniform(4.0, 6.0) * width / 320
     velocity = np.array(direction, float) / np.hypot(*direction) * speed
     start = rng_video.uniform((0, 0), (width, height))
     drift = rng_video.uniform(-0.5, 0.5, size=2) * width / 320
@@ -89,8 +90,9 @@ def _render(rng_video: np.random.Generator, background: np.ndarray, appearance: 
     mask = np.zeros((height, width), bool)
     mask[:size, :size] = True
     for t in range(frames):
-        bx, by = np.rint(bg_start + drift * t).astype(int)
-        frame = background[by:by + height, bx:bx + width].copy()
+        # sub-pixel window (bilinear), so the background drifts smoothly, not in 1 px jumps
+        centre = bg_start + drift * t + (np.array([width, height]) - 1) / 2
+        frame = cv2.getRectSubPix(background, (width, height), tuple(centre.astype(np.float32)))
         ox, oy = np.rint(start + velocity * t).astype(int) % (width, height)
         rolled = np.roll(mask, (oy, ox), axis=(0, 1))  # wraps around the edges
         frame[rolled] = np.roll(layer, (oy, ox), axis=(0, 1))[rolled]

@@ -87,3 +87,38 @@ def test_command_line(tmp_path, capsys):
     assert "ucfTrainTestlist" in capsys.readouterr().out
     assert read_classes(tmp_path / "cli" / "ucfTrainTestlist") == ["RedLeft", "RedRight", "BlueLeft", "BlueRight"]
     assert decode_video(tmp_path / "cli" / "BlueRight" / "v_BlueRight_g03_c01.avi").frames.shape == (11, 32, 48, 3)
+
+
+def stream_features(split_dir, subset):
+    """Per sample: the object's colour (strongest red and blue excess over grey in the RGB
+    frame) and its motion (mean flow of the pixels moving against the background)."""
+    from shards.format import STACK, decode_sample
+    from shards.tarfiles import iter_shard
+    colour, motion, labels = [], [], []
+    for tar in sorted((split_dir / subset).glob("shard-*.tar")):
+        for raw in iter_shard(tar):
+            s = decode_sample(raw)
+            rgb = s.rgb.astype(np.float32)
+            excess = rgb - rgb.mean(axis=2, keepdims=True)
+            colour.append([excess[..., 0].max(), excess[..., 2].max()])
+            u, v = (s.flow[:STACK] - np.median(s.flow[:STACK]), s.flow[STACK:] - np.median(s.flow[STACK:]))
+            moving = np.hypot(u, v) > 0.5
+            motion.append([u[moving].mean(), v[moving].mean()] if moving.any() else [0.0, 0.0])
+            labels.append(s.label)
+    return np.array(colour), np.array(motion), np.array(labels)
+
+
+def test_one_stream_is_capped_and_both_together_are_not(synthetic_shards):
+    """The documented caps: one frame ~1/n_motions (25 %), flow ~1/n_appearances (50 %)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    train, test = stream_features(synthetic_shards, "train"), stream_features(synthetic_shards, "test")
+
+    def accuracy(columns):
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
+        model.fit(np.hstack([train[c] for c in columns]), train[2])
+        return (model.predict(np.hstack([test[c] for c in columns])) == test[2]).mean()
+
+    spatial, temporal, both = accuracy([0]), accuracy([1]), accuracy([0, 1])
+    assert spatial <= 0.4 and temporal <= 0.65 and both >= 0.9, (spatial, temporal, both)
