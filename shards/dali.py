@@ -252,9 +252,10 @@ def _shard_pipeline(paths: list[str], cfg: LoaderConfig, gpu: bool):
         paths=paths, index_paths=[str(index_path(p)) for p in paths],
         ext=[STREAMS[cfg.stream], "cls", "json"], missing_component_behavior="error",
         shard_id=cfg.shard_id, num_shards=cfg.num_shards, seed=cfg.seed,
-        random_shuffle=cfg.train, initial_fill=cfg.shuffle_buffer,
-        pad_last_batch=not cfg.train, name=READER,
-        **({"shuffle_after_epoch": True, "shuffle_after_epoch_seed": cfg.seed} if cfg.train else {}))
+        random_shuffle=cfg.train, initial_fill=cfg.shuffle_buffer, pad_last_batch=not cfg.train, name=READER,
+        # train: a new global shard order each epoch; eval: each worker always reads the same part
+        **({"shuffle_after_epoch": True, "shuffle_after_epoch_seed": cfg.seed} if cfg.train
+           else {"stick_to_shard": True}))
     image, height, width = _decode(encoded, cfg, gpu)
     x = _train_transform(image, cfg, height, width) if cfg.train else _eval_transform(image, cfg)
     if cfg.stream == "temporal" and cfg.mean_subtraction:  # each field's mean displacement
@@ -278,13 +279,22 @@ class ShardLoader:
 
     Batches: ``{"x": float (N, C, S, S) or (N, 10, C, S, S) with ten_crop, "label": int64 (N,),
     "video": list[str], "clip": int64 (N,)}``; x and label on the loader's device, clip on the CPU.
-    An epoch left early is continued by the next iteration in train, and started over in eval
-    (so an eval pass always sees every sample once).
+    Train epochs give ``len(self)`` full batches (the partial last one is dropped), the same
+    count on every worker; eval epochs give every sample of the worker's part once, the last
+    batch partial. An epoch left early is continued by the next iteration in train, and
+    started over in eval (so an eval pass always sees every sample once).
     """
 
     def __init__(self, paths: list[Path], cfg: LoaderConfig):
         self.cfg, self.paths = cfg, paths
         self.samples = sum(check_shard(p, cfg) for p in paths)
+        # DALI gives worker i the samples [⌊iN/k⌋, ⌊(i+1)N/k⌋) of the N in all shards
+        self.worker_samples = ((cfg.shard_id + 1) * self.samples // cfg.num_shards
+                               - cfg.shard_id * self.samples // cfg.num_shards)
+        if cfg.train and self.worker_samples < cfg.batch_size:
+            raise ValueError(f"batch_size {cfg.batch_size} is more than the {self.worker_samples} samples "
+                             f"worker {cfg.shard_id}/{cfg.num_shards} reads from {len(paths)} shards "
+                             f"(train drops the partial last batch)")
         self._gpu = _use_gpu(cfg.device)
         device_id = torch.cuda.current_device() if self._gpu else None
         self.device = torch.device("cuda", device_id) if self._gpu else torch.device("cpu")
@@ -295,13 +305,16 @@ class ShardLoader:
         pipe = _shard_pipeline([str(p) for p in self.paths], cfg, self._gpu, batch_size=cfg.batch_size,
                                num_threads=cfg.threads, device_id=self.device.index, seed=cfg.seed,
                                prefetch_queue_depth=2)
-        policy = LastBatchPolicy.FILL if cfg.train else LastBatchPolicy.PARTIAL
+        # train: full batches only, the same count on every worker (DDP steps in lockstep)
+        policy = LastBatchPolicy.DROP if cfg.train else LastBatchPolicy.PARTIAL
         self._iterator = DALIGenericIterator(pipe, ["x", "cls", "json"], reader_name=READER,
                                              last_batch_policy=policy, auto_reset=True)
         self._unfinished = False
 
     def __len__(self) -> int:
-        return len(self._iterator)
+        if self.cfg.train:
+            return len(self._iterator)
+        return -(-self.worker_samples // self.cfg.batch_size)
 
     def __iter__(self):
         if self._unfinished and not self.cfg.train:
@@ -319,6 +332,8 @@ class ShardLoader:
     def _batches(self):
         dtype = DTYPES[self.cfg.dtype]
         for (out,) in self._iterator:
+            if not len(out["cls"]):  # eval: DALI pads the smaller parts with an empty batch
+                continue
             metas = [json.loads(raw) for raw in _strings(out["json"])]
             yield {
                 "x": out["x"].to(dtype),

@@ -200,14 +200,21 @@ def test_workers_read_disjoint_covering_parts_every_epoch(odd_shards, train):
         assert len(set(everything)) == 36
 
 
-def test_eval_partial_last_batch_with_uneven_workers(odd_shards):
+def test_uneven_workers_eval_everything_and_train_in_lockstep(odd_shards):
     seen = []
-    for i in range(5):  # 36 samples over 5 workers: 7 or 8 each, batches of 3
-        loader = make_loader(odd_shards, LoaderConfig(batch_size=3, input_size=16, shard_id=i, num_shards=5))
-        keys = keys_of(loader)
-        assert len(loader) == -(-len(keys) // 3)
-        seen += keys
+    for i in range(5):  # 36 samples over 5 workers: 7 or 8 each, batches of 3 (or 4 in train)
+        evaluate = make_loader(odd_shards, LoaderConfig(batch_size=3, input_size=16, shard_id=i, num_shards=5))
+        for _ in range(2):  # the same part every epoch, no empty batch
+            batches = list(evaluate)
+            assert len(batches) == len(evaluate) == -(-evaluate.worker_samples // 3)
+            assert all(len(b["video"]) > 0 for b in batches)
+        seen += keys_of(batches)
+        train = make_loader(odd_shards, LoaderConfig(batch_size=4, input_size=16, train=True, shard_id=i,
+                                                     num_shards=5))
+        assert len(train) == 1 and [len(b["video"]) for b in train] == [4]
     assert len(seen) == len(set(seen)) == 36
+    with pytest.raises(ValueError, match="batch_size 9 is more than the 7 samples worker 0/5"):
+        make_loader(odd_shards, LoaderConfig(batch_size=9, input_size=16, train=True, num_shards=5))
 
 
 def test_same_seed_same_order_and_each_epoch_reshuffled(odd_shards):
