@@ -1,0 +1,141 @@
+"""The sweep entry point: stages by name, CLI errors, and the whole path through a real
+Ray head node with `ray job submit` (two GPU trials at once on logical GPUs)."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from tests.test_tune import assert_each_trial_once, kill_session, tiny_experiment
+from training.stages import StageUnavailable, load_stage
+from training.sweep import main
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def test_stages_load_by_name_and_missing_ones_are_unavailable(tmp_path, monkeypatch):
+    assert load_stage("training.fusion:run_fusion_stage").__name__ == "run_fusion_stage"
+    with pytest.raises(StageUnavailable, match="module no_such_package does not exist"):
+        load_stage("no_such_package.stage:run")
+    with pytest.raises(StageUnavailable, match="training.fusion has no run_nothing"):
+        load_stage("training.fusion:run_nothing")
+    # a stage module that exists but is broken inside is a bug to see, not "unavailable"
+    (tmp_path / "broken_stage.py").write_text("import not_installed_anywhere\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModuleNotFoundError, match="not_installed_anywhere"):
+        load_stage("broken_stage:run")
+
+
+def test_cli_names_config_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experiment: {name: x}\ntrain: {epoch: 3}\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(bad)])
+    assert exit_info.value.code == 2
+    assert "bad.yaml: train: unknown keys ['epoch']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--config", str(bad), "--stages", "bake"])
+    assert "invalid choice: 'bake'" in capsys.readouterr().err
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@contextmanager
+def head_node(env: dict):
+    """A real Ray head node (2 CPUs, 2 logical GPUs) in its own session and temp dir; stops
+    exactly the processes it started. Yields the dashboard (job API) address."""
+    temp = Path(tempfile.mkdtemp(prefix="rayjob-", dir="/tmp"))  # short: Ray's socket paths
+    (gcs, dashboard, client, agent, agent_grpc, env_agent, metrics, node_mgr, obj_mgr,
+     worker_lo) = free_ports(10)
+    command = [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "2",
+               "--dashboard-host", "127.0.0.1", "--port", str(gcs), "--dashboard-port", str(dashboard),
+               "--ray-client-server-port", str(client), "--dashboard-agent-listen-port", str(agent),
+               "--dashboard-agent-grpc-port", str(agent_grpc), "--runtime-env-agent-port", str(env_agent),
+               "--metrics-export-port", str(metrics), "--node-manager-port", str(node_mgr),
+               "--object-manager-port", str(obj_mgr), "--min-worker-port", str(worker_lo),
+               "--max-worker-port", str(worker_lo + 40), "--temp-dir", str(temp), "--disable-usage-stats"]
+    log = open(temp / "head.log", "w")
+    head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            probe = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address], env=env,
+                                   capture_output=True, text=True)
+            if probe.returncode == 0:
+                break
+            assert head.poll() is None and time.time() < deadline, (temp / "head.log").read_text()[-3000:]
+            time.sleep(2)
+        yield address
+    finally:
+        head.send_signal(signal.SIGTERM)  # `ray start --block` stops its own processes
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        kill_session(head.pid)  # and whatever is left of its session, by pid
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def trial_intervals(storage: Path) -> list[tuple[float, float]]:
+    """(start, end) wall times of each Tune trial from its result.json."""
+    spans = []
+    for result in storage.glob("*/result.json"):
+        rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        spans.append((rows[0]["timestamp"] - rows[0]["time_this_iter_s"], rows[-1]["timestamp"]))
+    return spans
+
+
+@pytest.mark.slow
+def test_ray_job_submit_runs_the_sweep_on_a_head_node(tmp_path, synthetic_shards):
+    cfg = tiny_experiment(tmp_path / "exp", synthetic_shards, stages=["train", "fuse"])
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    # Ray 2.60 turns token auth on for local clusters; give head and client one explicit token
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("RAY_ADDRESS", None)
+    with head_node(env) as address:
+        submitted = subprocess.run(
+            [str(BIN / "ray"), "job", "submit", "--address", address, "--submission-id", "sweep-test",
+             "--working-dir", ".", "--", "python", "-m", "training.sweep", "--config", str(config)],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=480)
+        status = subprocess.run([str(BIN / "ray"), "job", "status", "--address", address, "sweep-test"],
+                                env=env, capture_output=True, text=True)
+        # without the token the job API refuses
+        refused = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address],
+                                 env={**env, "RAY_AUTH_TOKEN": "wrong"}, capture_output=True, text=True)
+    logs = submitted.stdout[-4000:] + submitted.stderr[-2000:]
+    assert "job 'sweep-test' succeeded" in (status.stdout + status.stderr).lower(), logs
+    assert refused.returncode != 0
+    spans = trial_intervals(cfg.paths.ray / "train")
+    assert len(spans) == 2
+    assert max(s for s, _ in spans) < min(e for _, e in spans), f"trials did not overlap: {spans}"
+    assert_each_trial_once(cfg)
+    record = json.loads((cfg.paths.root / "experiment.json").read_text())
+    assert record["config"]["train"]["runs"] == 1 and record["started_at"]
+    assert "video_acc_mean" in logs  # the job printed the accuracy table
+    assert pl.read_parquet(cfg.paths.results / "accuracy" / "fusion" / "run1" / "step0.parquet").height == 1
