@@ -113,29 +113,37 @@ def run_chain(cfg: ExperimentConfig, stream: str, run: int, loaders: ChainLoader
     return rows
 
 
-def prune_trial(params: dict, experiment: dict, resume: bool = False) -> None:
-    """The Tune function trainable: ``params`` = {stream, run}; ``experiment`` the config dict."""
-    cfg = ExperimentConfig.from_dict(experiment)
-    stream, run = params["stream"], params["run"]
+def run_prune_trial(cfg: ExperimentConfig, stream: str, run: int, *, resume: bool = False,
+                    after_step: Callable[[dict], None] | None = None) -> dict:
+    """The chain of one (stream, run) inside a Tune trial, reporting after every step;
+    ``after_step(row)`` runs after a step's report (a place to observe or interrupt a trial)."""
     torch.set_num_threads(max(1, int(cfg.ray.cpus_per_trial)))
     resume = resume or tune.get_checkpoint() is not None  # a retried trial has its marker checkpoint
-    if resume and first_unfinished_step(cfg, stream, run) > cfg.prune.steps:
-        tune.report({"step": cfg.prune.steps, "done": True, "skipped": True})
-        return
+    start = first_unfinished_step(cfg, stream, run) if resume else 1
+    if start > cfg.prune.steps:
+        return {"step": cfg.prune.steps, "started_at_step": start, "done": True, "skipped": True}
     seed = cfg.run_seed(run)
     data = stream_data(cfg, seed)
     loaders = make_loaders(cfg, stream, data, seed)
 
     def report(row: dict) -> None:
-        # a marker checkpoint: a retried trial sees it and resumes from the step files
-        with tempfile.TemporaryDirectory() as folder:
+        with tempfile.TemporaryDirectory() as folder:  # the marker that tells a retry to resume
             Path(folder, "step.txt").write_text(str(row["step"]))
-            tune.report({"step": row["step"], "video_accuracy": row["video_accuracy"],
-                         "flops_removed": row["flops_removed"], "done": row["step"] == cfg.prune.steps},
-                        checkpoint=tune.Checkpoint.from_directory(folder))
+            tune.report({"step": row["step"], "started_at_step": start, "video_accuracy": row["video_accuracy"],
+                         "flops_removed": row["flops_removed"]}, checkpoint=tune.Checkpoint.from_directory(folder))
+        if after_step is not None:
+            after_step(row)
 
-    run_chain(cfg, stream, run, ChainLoaders(loaders["train"], loaders["val"], loaders["test"]),
-              resume=resume, on_step=report)
+    rows = run_chain(cfg, stream, run, ChainLoaders(loaders["train"], loaders["val"], loaders["test"]),
+                     resume=resume, on_step=report)
+    return {"step": rows[-1]["step"], "started_at_step": start, "video_accuracy": rows[-1]["video_accuracy"],
+            "flops_removed": rows[-1]["flops_removed"], "done": True}
+
+
+def prune_trial(params: dict, experiment: dict, resume: bool = False) -> None:
+    """The Tune function trainable: ``params`` = {stream, run}; ``experiment`` the config dict."""
+    cfg = ExperimentConfig.from_dict(experiment)
+    tune.report(run_prune_trial(cfg, params["stream"], params["run"], resume=resume))
 
 
 def run_prune_stage(cfg: ExperimentConfig, ctx) -> None:
