@@ -32,7 +32,7 @@ from shards.tarfiles import is_complete, write_shard
 
 from .clips import clip_frames, video_samples
 from .decode import decode_video
-from .flow import BACKENDS, get_backend
+from .flow import BACKENDS, DIS_PRESETS, get_backend
 from .ucf101 import SUBSETS, VideoEntry, read_split
 
 PARTS_DIRNAME = ".parts"
@@ -247,6 +247,14 @@ class IngestFailed(RuntimeError):
         self.summary = summary
 
 
+def flow_options(flow: str, dis_preset: str | None, raft_weights: str | None) -> dict:
+    """Backend options from the command line; an option for another backend is an error."""
+    if dis_preset and flow != "dis" or raft_weights and not flow.startswith("raft"):
+        raise SystemExit(f"--dis-preset is for --flow dis, --raft-weights for raft_*; got --flow {flow}")
+    options = {"preset": dis_preset} if dis_preset else {}
+    return options | ({"weights": str(Path(raft_weights).resolve())} if raft_weights else {})
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--videos", required=True, type=Path, help="folder of Class/v_*.avi")
@@ -254,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", required=True, type=int, choices=(1, 2, 3))
     p.add_argument("--out", required=True, type=Path, help="the split's shard folder")
     p.add_argument("--flow", default="dis", choices=BACKENDS)
+    p.add_argument("--dis-preset", default=None, choices=sorted(DIS_PRESETS),
+                   help="DIS speed/quality preset (default fast)")
+    p.add_argument("--raft-weights", default=None, help="state_dict file for raft_small/raft_large")
     p.add_argument("--flow-bound", type=float, default=DEFAULT_FLOW_BOUND)
     p.add_argument("--workers", type=int, default=2, help="parallel shard tasks")
     p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
@@ -270,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                                clips_per_video=a.clips_per_video, test_clips=a.test_clips,
                                short_side=a.short_side, classes=a.classes,
                                allow_missing=a.allow_missing, strict=a.strict, address=a.address,
-                               shard_videos=a.shard_videos, flow_bound=a.flow_bound)
+                               shard_videos=a.shard_videos, flow_bound=a.flow_bound,
+                               flow_options=flow_options(a.flow, a.dis_preset, a.raft_weights))
     except IngestFailed as exc:
         print(exc, file=sys.stderr)
         return 1

@@ -1,5 +1,6 @@
 """build_shards end to end on one UCF101-style folder: the three real clips, a textured
 object moving a known number of px/frame, a video shorter than a clip, and three bad files."""
+import json
 import shutil
 
 import numpy as np
@@ -139,3 +140,15 @@ def test_other_options_into_the_same_folder_are_refused(built, ucf_folder):
     with pytest.raises(ValueError, match="other options.*clips_per_video"):
         build_shards(*ucf_folder, 1, out, clips_per_video=3, test_clips=5, short_side=64,
                      shard_videos=2, progress=False)
+
+
+def test_flow_options_from_the_command_line(ucf_folder, local_ray, tmp_path):
+    out = tmp_path / "split1"
+    args = ["--videos", str(ucf_folder[0]), "--splits", str(ucf_folder[1]), "--split", "1",
+            "--out", str(out), "--classes", "Translate", "--clips-per-video", "1",
+            "--short-side", "48", "--dis-preset", "ultrafast"]
+    assert main(args) == 0
+    assert json.loads((out / ".parts" / "options.json").read_text())["flow_options"] == {"preset": "ultrafast"}
+    assert pl.read_parquet(out / "manifest.parquet")["status"].to_list() == ["ok", "ok"]
+    with pytest.raises(SystemExit, match="--dis-preset is for --flow dis"):
+        main(args + ["--flow", "farneback"])
