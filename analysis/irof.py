@@ -19,10 +19,10 @@ Baselines:
   make a sample's score depend on which samples share its batch (``batch_size`` in Quantus);
   here "the batch" is everything passed to one :func:`irof` call.
 
-Speed: every (sample, removal step) input is built on the model's device from the original
-batch, a rank map and a fill map, and all of them (originals included, ``n_segments + 1`` per
-sample, never padded) run as large forward batches; the scores stay on the device until one
-copy at the end.
+Speed: every (sample, removal step) input is built on the model's device from its image, a
+rank map and a fill map, and all of them (originals included, ``n_segments + 1`` per sample,
+never padded) run as large forward batches; the scores stay on the device until one copy at
+the end.
 """
 from __future__ import annotations
 
@@ -151,25 +151,47 @@ def irof(model: torch.nn.Module, x, attributions, target, *, segments=None,
     return IrofResult(score=score, normalised=score / n_segments, curves=curves, n_segments=n_segments)
 
 
+def chunk_plan(n_segments: np.ndarray, batch_size: int) -> list[list[tuple[int, int, int]]]:
+    """The forward batches: each a list of runs (sample, first step, count) of consecutive
+    removal steps of one sample, at most ``batch_size`` inputs in all; steps 0..n_segments."""
+    chunks, current, room = [], [], batch_size
+    for sample, n in enumerate(n_segments.tolist()):
+        step = 0
+        while step <= n:
+            count = min(room, n + 1 - step)
+            current.append((sample, step, count))
+            step, room = step + count, room - count
+            if room == 0:
+                chunks.append(current)
+                current, room = [], batch_size
+    return chunks + [current] if current else chunks
+
+
 def forward_all_steps(model, x, ranks, fill_maps, target, n_segments, *, softmax, batch_size) -> np.ndarray:
     """Target scores of every (sample, k segments removed) input, k = 0..n_segments, flattened
-    sample by sample. Inputs are built on the model's device chunk by chunk; one copy back."""
+    sample by sample. Each input is written once, straight into a reused batch buffer on the
+    model's device, from its sample's image, rank map and fill map (broadcast, no gathers);
+    the plan is host-side, so nothing waits for the device until the one copy at the end."""
     device = next(model.parameters()).device
     x_dev = torch.from_numpy(x).to(device)
-    ranks_dev = torch.from_numpy(ranks).to(device)
+    ranks_dev = torch.from_numpy(ranks.astype(np.int32)).to(device)
     fill_dev = torch.from_numpy(fill_maps).to(device)
-    target_dev = torch.from_numpy(target).to(device)
-    sample = torch.from_numpy(np.repeat(np.arange(len(x)), n_segments + 1)).to(device)
-    step = torch.from_numpy(np.concatenate([np.arange(k + 1) for k in n_segments])).to(device)
-    out = torch.empty(len(sample), device=device, dtype=x_dev.dtype)
+    steps_dev = torch.arange(int(n_segments.max()) + 1, device=device, dtype=torch.int32)
+    targets = torch.from_numpy(np.repeat(target, n_segments + 1)).to(device)
+    out = torch.empty(len(targets), device=device, dtype=x_dev.dtype)
+    buffer = torch.empty((min(batch_size, len(targets)), *x.shape[1:]), device=device, dtype=x_dev.dtype)
+    start = 0
     with eval_mode(model), torch.inference_mode():
-        for start in range(0, len(sample), batch_size):
-            idx, k = sample[start:start + batch_size], step[start:start + batch_size]
-            removed = (ranks_dev[idx] < k[:, None, None])[:, None]
-            inputs = torch.where(removed, fill_dev[idx][:, None], x_dev[idx])
-            logits = model(inputs)
+        for chunk in chunk_plan(n_segments, batch_size):
+            filled = 0
+            for sample, step, count in chunk:
+                removed = (ranks_dev[sample] < steps_dev[step:step + count, None, None])[:, None]
+                torch.where(removed, fill_dev[sample], x_dev[sample], out=buffer[filled:filled + count])
+                filled += count
+            logits = model(buffer[:filled])
             probs = torch.softmax(logits, dim=1) if softmax else logits
-            out[start:start + len(idx)] = probs.gather(1, target_dev[idx][:, None])[:, 0]
+            out[start:start + filled] = probs.gather(1, targets[start:start + filled, None])[:, 0]
+            start += filled
     return out.cpu().numpy()
 
 

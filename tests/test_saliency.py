@@ -96,7 +96,8 @@ def test_bad_arguments_are_named():
 
 
 @pytest.mark.cuda
-def test_cuda_matches_cpu(random_resnet18):
+def test_cuda_matches_cpu(random_resnet18, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # full float32 convolutions
     model = random_resnet18(20, seed=4)
     x = torch.randn(3, 20, 32, 32)
     labels = torch.tensor([1, 2, 0])
