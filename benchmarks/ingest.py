@@ -18,7 +18,7 @@ Each is reported on wall time and on CPU seconds (all processes involved, Ray's 
 on a machine shared with other jobs, only the CPU figures are comparable between phases.
 
     python -m benchmarks.ingest                  # 70 copies of each clip: 210 videos
-    python -m benchmarks.ingest --repeat 4 --short-side 128
+    python -m benchmarks.ingest --repeat 4 --short-side 128 --preset medium
 """
 from __future__ import annotations
 
@@ -70,10 +70,12 @@ def needed_pairs(n_frames: int) -> list[int]:
 
 # --- the bound: flow calls only, frames in memory (one copy per worker, decoded untimed) ---
 _FRAMES: dict = {}
+_PRESET = ["fast"]
 
 
-def _load(paths: list[str], short_side: int | None) -> None:
+def _load(paths: list[str], short_side: int | None, preset: str) -> None:
     cv2.setNumThreads(1)
+    _PRESET[0] = preset
     for p in paths:
         _FRAMES[p] = decode_video(p, short_side=short_side).frames
 
@@ -86,20 +88,20 @@ def _ready(_) -> int:
 def _flow_only(path: str) -> int:
     frames = _FRAMES[path]
     starts = needed_pairs(len(frames))
-    get_backend("dis").pairs(frames, starts)
+    get_backend("dis", preset=_PRESET[0]).pairs(frames, starts)
     return len(starts)
 
 
 # --- the baseline: one JPEG file per frame, then one per x/y flow field ---
-def _per_file(args: tuple[str, str, int | None]) -> int:
-    src, out, short_side = args
+def _per_file(args: tuple[str, str, int | None, str]) -> int:
+    src, out, short_side, preset = args
     cv2.setNumThreads(1)
     folder = Path(out)
     folder.mkdir(parents=True)
     frames = decode_video(src, short_side=short_side, threads=1).frames
     for i, frame in enumerate(frames, 1):
         (folder / f"img_{i:05d}.jpg").write_bytes(encode_jpeg(frame, 90))
-    dis = cv2.DISOpticalFlow_create(DIS_PRESETS["fast"])
+    dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
     prev = cv2.imread(str(folder / "img_00001.jpg"), cv2.IMREAD_GRAYSCALE)
     for i in range(2, len(frames) + 1):
         cur = cv2.imread(str(folder / f"img_{i:05d}.jpg"), cv2.IMREAD_GRAYSCALE)
@@ -140,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeat", type=int, default=70, help="copies of each of the 3 clips")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--short-side", type=int, default=None)
+    p.add_argument("--preset", default="fast", choices=sorted(DIS_PRESETS), help="DIS preset")
     p.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs")
     a = p.parse_args(argv)
     import ray
@@ -152,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         pairs = a.repeat * sum(len(needed_pairs(n)) for n in n_frames.values())
         n = len(paths)
         print(f"{n} videos ({a.repeat} x {list(n_frames.values())} frames), {pairs} frame pairs, "
-              f"{a.workers} workers, DIS fast, short side {a.short_side or 'source'}")
+              f"{a.workers} workers, DIS {a.preset}, short side {a.short_side or 'source'}")
 
         t = time.perf_counter()
         ray.init(num_cpus=a.workers, include_dashboard=False, log_to_driver=False)
@@ -160,21 +163,23 @@ def main(argv: list[str] | None = None) -> None:
         try:
             t, c = time.perf_counter(), tree_cpu_seconds()
             summary = build_shards(videos, lists, 1, root / "shards", workers=a.workers,
-                                   short_side=a.short_side, progress=False)
+                                   short_side=a.short_side, flow_options={"preset": a.preset},
+                                   progress=False)
             ingest_s, ingest_cpu = time.perf_counter() - t, tree_cpu_seconds() - c
         finally:
             ray.shutdown()
         assert summary.failed == 0 and summary.ok == n, summary
 
         srcs = [str(REAL_VIDEOS / s) for s in CLIPS.values()]
-        with Pool(a.workers, initializer=_load, initargs=(srcs, a.short_side)) as pool:
+        with Pool(a.workers, initializer=_load, initargs=(srcs, a.short_side, a.preset)) as pool:
             pool.map(_ready, range(4 * a.workers), chunksize=1)  # workers up, frames decoded
             t, c = time.perf_counter(), tree_cpu_seconds()
             assert sum(pool.map(_flow_only, [str(p.resolve()) for p in paths], chunksize=1)) == pairs
             bound_s, bound_cpu = time.perf_counter() - t, tree_cpu_seconds() - c
 
         base = root / "per_file"
-        jobs = [(str(path), str(base / path.parent.name / path.stem), a.short_side) for path in paths]
+        jobs = [(str(path), str(base / path.parent.name / path.stem), a.short_side, a.preset)
+                for path in paths]
         with Pool(a.workers) as pool:
             t, c = time.perf_counter(), tree_cpu_seconds()
             base_pairs = sum(pool.map(_per_file, jobs, chunksize=1))
