@@ -17,7 +17,7 @@ from training.models import build_stream
 CLASSES = ["red", "green", "blue"]
 
 
-def colour_batches(n_batches=4, batch=6, size=32, seed=0, shuffle_labels=False):
+def colour_batches(n_batches=3, batch=6, size=32, seed=0, shuffle_labels=False):
     """Images whose brightest channel is the class: learnable in a few steps."""
     g = torch.Generator().manual_seed(seed)
     batches = []
@@ -32,7 +32,7 @@ def colour_batches(n_batches=4, batch=6, size=32, seed=0, shuffle_labels=False):
     return batches
 
 
-CFG = TrainConfig(epochs=3, batch_size=6, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=0.0,
+CFG = TrainConfig(epochs=2, batch_size=6, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=0.0,
                   scheduler="cosine", device="cpu", channels_last=True, val_fraction=0.0)
 
 
@@ -48,8 +48,7 @@ def test_deterministic_on_cpu_for_a_seed():
         assert torch.equal(wa, wb), name
     assert not torch.equal(a.model.fc.weight, c.model.fc.weight)
     rows = a.state.history
-    assert [(r["epoch"], r["phase"]) for r in rows] == [(1, "train"), (1, "val"), (2, "train"),
-                                                        (2, "val"), (3, "train"), (3, "val")]
+    assert [(r["epoch"], r["phase"]) for r in rows] == [(1, "train"), (1, "val"), (2, "train"), (2, "val")]
     assert rows[0]["lr"] == CFG.lr and rows[2]["lr"] < CFG.lr  # cosine schedule
     assert rows[-2]["loss"] < rows[0]["loss"]  # it learns
 
@@ -66,7 +65,7 @@ def test_after_backward_runs_between_backward_and_step():
     model = build_stream("spatial", "resnet18", 3)
     before = {k: v.clone() for k, v in model.named_parameters()}
     train(model, colour_batches(), None, dataclasses.replace(CFG, epochs=1), after_backward=zero_grads)
-    assert len(calls) == 4
+    assert len(calls) == 3
     for name, p in model.named_parameters():
         assert torch.equal(p, before[name]), name  # zero gradients, no decay: nothing moved
 
