@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable, Iterable
 
 import numpy as np
@@ -35,7 +35,8 @@ class TrainState:
     best_state: dict | None = None  # weights of the best val epoch (CPU tensors)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain data for a checkpoint (shallow: the weights in ``best_state`` are not copied)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainState":
