@@ -43,11 +43,11 @@ def test_fine_tuning_recovers_accuracy_after_heavy_pruning(synthetic_shards, tmp
     cfg = ExperimentConfig.from_dict({
         "experiment": {"name": "finetune", "root": str(tmp_path), "seed": 0},
         "model": {"arch": "resnet18", "input_size": 64},  # a 48 px crop often misses the square
-        "train": {"epochs": 5, "batch_size": 16, "optimizer": "sgd", "lr": 0.01, "weight_decay": 0.0,
+        "train": {"epochs": 6, "batch_size": 16, "optimizer": "adamw", "lr": 0.002, "weight_decay": 0.0,
                   "device": "cpu", "channels_last": False, "amp": False, "val_fraction": 0.0},
         "loader": {"threads": 1},
         # one step removing half of all prunable channels, residual ones included
-        "prune": {"steps": 1, "step_fraction": 0.5, "finetune_epochs": 2, "lr": 0.005, "sparsity": 1e-4,
+        "prune": {"steps": 1, "step_fraction": 0.5, "finetune_epochs": 2, "lr": 0.001, "sparsity": 1e-4,
                   "residual": True, "round_to": 8},
     })
     data = stream_data(cfg, seed=1, split_dir=synthetic_shards)
@@ -64,7 +64,7 @@ def test_fine_tuning_recovers_accuracy_after_heavy_pruning(synthetic_shards, tmp
                      after_backward=lambda m: bn_l1_subgradient(m, 1e-4)).model
     baseline_accuracy = evaluate(baseline, loaders.test, len(appearances), amp=False).video_accuracy
     assert baseline_accuracy >= 70, "the baseline did not learn: the test would show nothing"
-    save_checkpoint(cfg.paths.checkpoint("spatial", 1, 0), baseline, epoch=5, config=cfg, classes=appearances)
+    save_checkpoint(cfg.paths.checkpoint("spatial", 1, 0), baseline, epoch=6, config=cfg, classes=appearances)
 
     channels = count_prunable_channels(baseline, residual=True)
     pruned = prune_step(baseline, channels, 1, cfg.prune)
