@@ -148,12 +148,12 @@ def explain_model(cfg: ExperimentConfig, stream: str, run: int, step: int, *,
         maps = reduce_channels(grad, ex.reduce)
         scores = irof(model, x, maps, target, baseline=ex.baseline, batch_size=ex.forward_batch)
         seconds = (time.perf_counter() - start) / len(keep)
-        predicted = logits.argmax(1).tolist()
+        label_list, target_list, predicted = labels.tolist(), target.tolist(), logits.argmax(1).tolist()
         for i, row in enumerate(keep):
             video, clip = batch["video"][row], int(batch["clip"][row])
             rows.append(dict(experiment=cfg.experiment.name, stream=stream, run=run, step=step,
                              prune_ratio=float(prune_ratio), video=video, clip=clip,
-                             label=int(labels[i]), target=int(target[i]), predicted=predicted[i],
+                             label=label_list[i], target=target_list[i], predicted=predicted[i],
                              method=method_name(ex.reduce), irof=float(scores.score[i]),
                              n_segments=int(scores.n_segments[i]), seconds=seconds))
             if (video, clip) in figure_keys:
@@ -161,8 +161,8 @@ def explain_model(cfg: ExperimentConfig, stream: str, run: int, step: int, *,
                     if stream == "temporal" else {}
                 save_maps(paths.saliency / partition(stream, run, step) / f"{sample_key(video, clip)}.npz",
                           rgb=frames[(video, clip)], saliency=maps[i].cpu().numpy().astype(np.float32),
-                          prune_ratio=np.float64(prune_ratio), label=np.int64(labels[i]),
-                          target=np.int64(target[i]), predicted=np.int64(predicted[i]), **extra)
+                          prune_ratio=np.float64(prune_ratio), label=np.int64(label_list[i]),
+                          target=np.int64(target_list[i]), predicted=np.int64(predicted[i]), **extra)
     missing = sum(len(c) for c in wanted.values()) - len(rows)
     if missing:
         raise ExplainError(f"{paths.shards}: {missing} chosen test clips were not in the shards")

@@ -113,7 +113,8 @@ def test_stage_writes_irof_rows_and_figure_maps_and_resumes(experiment, local_ra
         assert row["n_segments"] == expected.n_segments[0]
         assert row["irof"] == pytest.approx(expected.score[0], rel=1e-4)
 
-        maps = np.load(cfg.paths.saliency / stream / "run1" / f"step{step}" / f"{sample_key(figure_video, row['clip'])}.npz")
+        key = sample_key(figure_video, row["clip"])
+        maps = np.load(cfg.paths.saliency / stream / "run1" / f"step{step}" / f"{key}.npz")
         np.testing.assert_allclose(maps["saliency"], saliency[0].numpy(), rtol=1e-4, atol=1e-8)
         assert maps["saliency"].dtype == np.float32 and float(maps["prune_ratio"]) == row["prune_ratio"]
         assert int(maps["label"]) == row["label"] and int(maps["predicted"]) == row["predicted"]
@@ -125,8 +126,7 @@ def test_stage_writes_irof_rows_and_figure_maps_and_resumes(experiment, local_ra
         # the centre frame, cropped as the model saw it
         shard = cfg.paths.shards / read_manifest(cfg.paths.shards).filter(
             pl.col("video") == figure_video)["shard"][0]
-        sample = next(decode_sample(s) for s in iter_shard(shard)
-                      if s["__key__"] == sample_key(figure_video, row["clip"]))
+        sample = next(decode_sample(s) for s in iter_shard(shard) if s["__key__"] == key)
         expected_rgb = crop(sample.rgb.transpose(2, 0, 1), SIZE, 0.5, 0.5).transpose(1, 2, 0)
         assert maps["rgb"].dtype == np.uint8 and maps["rgb"].shape == (SIZE, SIZE, 3)
         assert np.abs(maps["rgb"].astype(int) - expected_rgb).max() <= 1
