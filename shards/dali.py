@@ -61,6 +61,9 @@ class LoaderConfig:
     # no resize (Simonyan & Zisserman; by far the fastest on the CPU).
     crop_mode: str = "corner"
     crop_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
+    # Train: random horizontal flip (x fields negated). Turn off only for data whose classes
+    # are not mirror-symmetric (e.g. "moves left" vs "moves right").
+    flip: bool = True
     ten_crop: bool = False  # eval only: x is (N, 10, C, S, S)
     mean_subtraction: bool = False  # temporal: subtract each field's mean displacement
     flow_bound: float = DEFAULT_FLOW_BOUND
@@ -227,7 +230,7 @@ def _decode(encoded, cfg: LoaderConfig, gpu: bool):
 
 
 def _train_transform(image, cfg: LoaderConfig, height, width):
-    flip = fn.random.coin_flip()
+    flip = fn.random.coin_flip() if cfg.flip else 0
     if cfg.crop_mode == "random":  # no resize: cheapest on the CPU, flow needs no rescaling
         size = cfg.input_size
         return _normalise(image, cfg, flip, crop=(size, size), crop_pos_x=fn.random.uniform(range=[0.0, 1.0]),

@@ -128,6 +128,17 @@ def test_train_flip_equals_flipping_by_hand(square_shards, stream, crop_mode):
     assert 0 < flips < len(train)
 
 
+@pytest.mark.parametrize("stream", ["spatial", "temporal"])
+def test_train_without_flip_never_mirrors(square_shards, stream):
+    """flip=False (classes that are not mirror-symmetric): full-size train crops equal eval samples."""
+    common = dict(stream=stream, batch_size=6, input_size=32)
+    train = by_key(make_loader(square_shards, LoaderConfig(train=True, crop_mode="random", flip=False, **common)))
+    plain = by_key(make_loader(square_shards, LoaderConfig(**common)))
+    assert train.keys() == plain.keys()
+    for key, (x, label) in train.items():
+        torch.testing.assert_close(x, plain[key][0], rtol=0, atol=1e-4)
+
+
 @pytest.mark.parametrize("crop_mode", ["corner", "random_resized", "random"])
 def test_temporal_train_crop_is_shared_by_all_channels(pattern_shards, crop_mode):
     """Identical input fields stay identical after the crop, flip and resize, and x/y is the

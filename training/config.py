@@ -80,8 +80,9 @@ class TrainConfig:
 @dataclass
 class LoaderSection:
     """The shards.dali.LoaderConfig fields that are the same for every loader of a run."""
-    crop_mode: Literal["corner", "random_resized"] = "corner"
+    crop_mode: Literal["corner", "random_resized", "random"] = "corner"
     crop_scales: list[float] = field(default_factory=lambda: [1.0, 0.875, 0.75, 0.66])
+    flip: bool = True  # train-time horizontal flip (x flow negated)
     mean_subtraction: bool = False  # temporal: subtract each field's mean displacement
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     threads: int = 2
