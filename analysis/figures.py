@@ -239,7 +239,7 @@ def overlay(saliency_dir: Path, video: str, out: Path, *, cmap="inferno", alpha=
     fig = Figure(figsize=(7.5, 2.4 * len(rows) + 0.6), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(rows), 3, squeeze=False))
     image = None
-    for ax_row, row in zip(axes, rows):
+    for i, (ax_row, row) in enumerate(zip(axes, rows)):
         for ax, title, key in zip(ax_row, OVERLAY_COLUMNS, ("rgb", *SINGLE_STREAMS)):
             ax.set_xticks([]), ax.set_yticks([])
             ax.imshow(row["rgb"])
@@ -248,7 +248,7 @@ def overlay(saliency_dir: Path, video: str, out: Path, *, cmap="inferno", alpha=
                     ax.text(0.5, 0.5, "no map", ha="center", va="center", color="white", transform=ax.transAxes)
                 else:
                     image = ax.imshow(row[key], cmap=cmap, vmin=0, vmax=1, alpha=alpha)
-            if ax_row is axes[0]:
+            if i == 0:  # column titles on the first row only
                 ax.set_title(title)
         ax_row[0].set_ylabel(f"{row['prune_ratio'] * 100:.0f} % pruned")
     if image is not None:
