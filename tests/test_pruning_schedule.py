@@ -12,7 +12,7 @@ from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import ExperimentConfig
 from training.models import build_stream
 
-CLASSES = ["red", "green", "blue"]
+from batches import CLASSES, colour_batches
 
 
 @pytest.fixture(autouse=True)
@@ -22,19 +22,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def colour_batches(n_batches, seed, batch=6, size=32):
-    """Images whose brightest channel is the class: learnable in a few steps."""
-    g = torch.Generator().manual_seed(seed)
-    batches = []
-    for b in range(n_batches):
-        label = torch.randint(0, 3, (batch,), generator=g)
-        x = torch.rand(batch, 3, size, size, generator=g) * 0.5
-        x[torch.arange(batch), label] += 0.5
-        batches.append({"x": x, "label": label, "video": [f"s{seed}_v{b}_{i}" for i in range(batch)],
-                        "clip": torch.zeros(batch, dtype=torch.int64)})
-    return batches
 
 
 class CrashOnEvaluation:

@@ -14,22 +14,7 @@ from training.evaluate import evaluate
 from training.loop import TrainState, train
 from training.models import build_stream
 
-CLASSES = ["red", "green", "blue"]
-
-
-def colour_batches(n_batches=3, batch=6, size=32, seed=0, shuffle_labels=False):
-    """Images whose brightest channel is the class: learnable in a few steps."""
-    g = torch.Generator().manual_seed(seed)
-    batches = []
-    for b in range(n_batches):
-        label = torch.randint(0, 3, (batch,), generator=g)
-        x = torch.rand(batch, 3, size, size, generator=g) * 0.5
-        x[torch.arange(batch), label] += 0.5
-        if shuffle_labels:
-            label = (label + 1) % 3
-        batches.append({"x": x, "label": label, "video": [f"v{b}_{i}" for i in range(batch)],
-                        "clip": torch.zeros(batch, dtype=torch.int64)})
-    return batches
+from batches import CLASSES, colour_batches
 
 
 CFG = TrainConfig(epochs=2, batch_size=6, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=0.0,
