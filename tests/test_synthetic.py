@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ingest.decode import decode_video
-from ingest.synthetic import HUES, LUMA, _colour, class_names, generate, is_complete, main
+from ingest.synthetic import HUES, LUMA, _colour, class_names, class_specs, generate, is_complete, main
 from ingest.ucf101 import read_classes, read_split
 from tests.conftest import SYNTHETIC_TEST_SET
 
@@ -79,6 +79,34 @@ def test_appearances_share_luma_so_flow_cannot_tell_them():
 def test_bad_class_count():
     with pytest.raises(ValueError, match="appearances"):
         class_names(7)
+    with pytest.raises(ValueError, match="ring"):
+        class_names(8, appearances=3, design="ring")
+    with pytest.raises(ValueError, match="design"):
+        class_names(8, design="grid")
+
+
+def test_ring_design_puts_each_appearance_and_motion_in_two_classes():
+    """The demo's design: one frame or the flow alone narrows 8 classes to 2 (cap 50 %)."""
+    specs = class_specs(8, appearances=4, design="ring")
+    assert [name for name, _, _ in specs] == ["RedLeft", "RedRight", "BlueRight", "BlueUp",
+                                              "GreenUp", "GreenDown", "PurpleDown", "PurpleLeft"]
+    for column in (1, 2):
+        values = [spec[column] for spec in specs]
+        assert len(set(values)) == 4 and all(values.count(v) == 2 for v in values)
+    assert len({(a, m) for _, a, m in specs}) == 8  # appearance and motion together decide the class
+
+
+def test_ring_set_from_the_command_line(tmp_path):
+    out = tmp_path / "ring"
+    main(["--out", str(out), "--classes", "6", "--appearances", "3", "--design", "ring", "--groups", "3",
+          "--clips", "1", "--frames", "11", "--width", "48", "--height", "32"])
+    assert read_classes(out / "ucfTrainTestlist") == class_names(6, 3, "ring")
+    assert is_complete(out, classes=6, appearances=3, design="ring", groups=3, clips=1, frames=11,
+                       width=48, height=32)
+    assert not is_complete(out, classes=6, appearances=3, groups=3, clips=1, frames=11, width=48, height=32)
+    frame = decode_video(out / "GreenLeft" / "v_GreenLeft_g02_c01.avi").frames[5].astype(float)
+    excess = frame - frame.mean(axis=2, keepdims=True)
+    assert excess[..., 1].max() > 40  # the square is green
 
 
 def test_command_line(tmp_path, capsys):
