@@ -25,7 +25,7 @@ from .config import STREAMS, ExperimentConfig
 from .data import make_loaders, stream_data, train_eval_loader
 from .evaluate import evaluate
 from .fusion import VideoScores, save_scores
-from .loop import TrainState, train
+from .loop import TrainState, seed_everything, train
 from .models import build_stream
 from .stages import load_stage
 
@@ -49,6 +49,7 @@ def run_trial(cfg: ExperimentConfig, stream: str, run: int,
     seed, paths = cfg.run_seed(run), cfg.paths
     data = stream_data(cfg, seed)
     loaders = make_loaders(cfg, stream, data, seed)
+    seed_everything(seed)  # the initial weights too: a (stream, run) trains the same way every time
     model = build_stream(stream, cfg.model.arch, len(data.classes), weights=cfg.model.weights,
                          dropout=cfg.model.dropout, freeze_backbone=cfg.model.freeze_backbone)
     state, optimizer_state = None, None
