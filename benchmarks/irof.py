@@ -6,14 +6,21 @@ One run, one model, the same inputs and SLIC segments for all three:
   the inputs itself, as it always does),
 - ours: ``analysis.irof.irof`` with the segments given, at the bound's best batch size
   (and once more computing SLIC itself),
-- bound: only the ``n_segments + 1`` forward passes per sample that IROF needs, on
-  preallocated inputs, at the best of several batch sizes.
+- bound: only the ``n_segments + 1`` forward passes per sample that IROF needs, on the very
+  inputs IROF builds (recorded once, replayed), at the best of several batch sizes (chosen on
+  random inputs).
 
-    python benchmarks/irof.py --stream temporal --size 64 --samples 8
+Contenders are timed in interleaved rounds (order rotated every round); ``ours / bound`` is the
+median of the per-round ratios, with their range, since CPU timings here vary by ~10-20 %
+from one call to the next.
+
+    python -m benchmarks.irof --stream temporal --size 64 --samples 8 --batch-sizes 128,256 --repeats 7
 """
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 import numpy as np
@@ -21,6 +28,20 @@ import torch
 import torchvision
 
 from analysis.irof import irof, quantus_irof, slic_segments
+
+
+# glibc: keep freed blocks instead of returning them to the kernel. Large activations are
+# otherwise mmap'ed and unmapped on every forward pass; those page faults cost ~10-30 % of the
+# CPU time here (as sys time) and vary with the host, which made the ratios swing. mallopt()
+# at run time caps the threshold at 32 MiB, so the benchmark re-executes itself with the
+# environment set (the same for every contender).
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 32), "MALLOC_TRIM_THRESHOLD_": str(1 << 36)}
+
+
+def keep_freed_memory() -> None:
+    if os.environ.get("CROSSROADS_BENCH_MALLOC") == "0" or all(k in os.environ for k in MALLOC_ENV):
+        return
+    os.execve(sys.executable, [sys.executable, "-m", "benchmarks.irof", *sys.argv[1:]], {**os.environ, **MALLOC_ENV})
 
 
 def build_model(channels: int, classes: int, device: str) -> torch.nn.Module:
@@ -62,6 +83,28 @@ def forward_passes(model, passes: int, shape: tuple, batch_size: int, device: st
     return run
 
 
+class InputRecorder(torch.nn.Module):
+    """The model, keeping a copy of every input batch it is called with."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model, self.batches = model, []
+
+    def forward(self, x):
+        self.batches.append(x.clone())
+        return self.model(x)
+
+
+def replay(model, batches: list[torch.Tensor], device: str):
+    """A function running the forward passes on exactly these batches (the bound)."""
+    def run():
+        with torch.inference_mode():
+            for x in batches:
+                model(x)
+        sync(device)
+    return run
+
+
 class ForwardTimer(torch.nn.Module):
     """The model, adding the wall time of its forward passes to ``seconds`` (device synced)."""
 
@@ -85,9 +128,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--classes", type=int, default=101)
     parser.add_argument("--batch-sizes", default="32,64,128,256")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    keep_freed_memory()
+    kept = all(k in os.environ for k in MALLOC_ENV)
 
     channels = 3 if args.stream == "spatial" else 20
     model = build_model(channels, args.classes, args.device)
@@ -98,7 +143,8 @@ def main() -> None:
     segments = slic_segments(x)
     passes = int(sum(len(np.unique(s)) + 1 for s in segments))
     print(f"{args.stream} stream, {channels}x{args.size}x{args.size}, {args.samples} samples, "
-          f"{passes} forward passes, device {args.device}, {torch.get_num_threads()} threads")
+          f"{passes} forward passes, device {args.device}, {torch.get_num_threads()} threads, "
+          f"freed memory kept: {kept}")
 
     bound_runs = {bs: forward_passes(model, passes, x.shape[1:], bs, args.device)
                   for bs in map(int, args.batch_sizes.split(","))}
@@ -116,17 +162,29 @@ def main() -> None:
     def reference():
         quantus_irof(model, x, attributions[:, None], target, batch_size=args.samples)
 
-    # interleaved rounds, best of each: load from other processes hits all alike
+    # The bound proper: the very inputs IROF feeds the model at that batch size, materialised
+    # beforehand, so only the forward passes are timed.
+    recorder = InputRecorder(model).eval()
+    irof(recorder, x, attributions, target, segments=segments, batch_size=best_bs)
+    assert sum(len(b) for b in recorder.batches) == passes
+
+    # Interleaved rounds: each round times every contender once, in a rotated order. Per-round
+    # ratios pair ours with the bound of the same round, so slow drifts (clock, memory, other
+    # processes) cancel; the median over rounds and its range are reported.
     ours(segments)  # warm-up
     runs = {"quantus.IROF": reference, "ours (segments given)": lambda: ours(segments),
-            "ours (computing SLIC)": lambda: ours(None), "bound (forward passes)": bound_runs[best_bs]}
+            "ours (computing SLIC)": lambda: ours(None),
+            "bound (forward passes)": replay(model, recorder.batches, args.device)}
     times = {name: [] for name in runs}
-    for _ in range(args.repeats):
-        for name, run in runs.items():
-            times[name].append(timed(run))
+    for round_ in range(args.repeats):
+        names = list(runs)
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            times[name].append(timed(runs[name]))
     best = {name: min(t) for name, t in times.items()}
     bound_s, ours_s, ours_slic_s, quantus_s = (best[k] for k in (
         "bound (forward passes)", "ours (segments given)", "ours (computing SLIC)", "quantus.IROF"))
+    paired = np.array(times["bound (forward passes)"]) / np.array(times["ours (segments given)"])
+    vs_quantus = np.array(times["quantus.IROF"]) / np.array(times["ours (segments given)"])
 
     # robust to load from other processes: within one call, the share spent in forward passes
     timer = ForwardTimer(model, args.device).eval()
@@ -134,8 +192,10 @@ def main() -> None:
 
     for name, seconds in best.items():
         print(f"{name:26s}{args.samples / seconds:8.2f} samples/s")
-    print(f"ours / bound              {bound_s / ours_s:8.3f}   (batch {best_bs})")
-    print(f"ours / quantus            {quantus_s / ours_s:8.2f}x  (with SLIC: {quantus_s / ours_slic_s:.2f}x)")
+    print(f"ours / bound              {np.median(paired):8.3f}   median of {len(paired)} paired rounds "
+          f"(range {paired.min():.3f}-{paired.max():.3f}; best-of times: {bound_s / ours_s:.3f}), batch {best_bs}")
+    print(f"ours / quantus            {np.median(vs_quantus):8.2f}x  median of paired rounds "
+          f"(best-of times: {quantus_s / ours_s:.2f}x; computing SLIC: {quantus_s / ours_slic_s:.2f}x)")
     print(f"ours: share of its time in forward passes {timer.seconds / total:.3f}")
 
 
