@@ -15,8 +15,8 @@ In one run, on the same shards, for each stream:
 Goals (issue 3): DALI temporal train ≥ 3× (b), spatial ≥ 1.5× (b), both ≥ 80 % of (c).
 On the CPU the resize dominates ``random_resized`` (DALI's CPU resize is slow on 20 planes);
 on a GPU it is cheap.
-Each contender is timed over one epoch (its first batch, start-up and prefetch, not timed)
-once per round; the best of ``--rounds`` rounds is kept.
+Each contender is timed over ``--epochs`` consecutive epochs (its first batch, start-up and
+prefetch, not timed) once per round; the best of ``--rounds`` rounds is kept.
 
     python -m benchmarks.loader                       # synthetic 320×240 shards, built once under runs/
     python -m benchmarks.loader --shards runs/exp/shards/split1/train --rounds 1
@@ -24,6 +24,7 @@ once per round; the best of ``--rounds`` rounds is kept.
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import json
 import random
@@ -112,7 +113,8 @@ class PerFrameFiles(Dataset):
 
 
 def decode_rate(pool: ThreadPoolExecutor, encoded: list[bytes], mode: str) -> float:
-    """Baseline (c): samples/s of PIL decoding alone over the same JPEG bytes."""
+    """Baseline (c): samples/s of PIL decoding alone over the same JPEG bytes (pass them
+    ``--epochs`` times, as many as the loaders are timed on)."""
     def decode(data: bytes) -> np.ndarray:
         return np.asarray(Image.open(io.BytesIO(data)).convert(mode))
     start = time.perf_counter()
@@ -121,13 +123,17 @@ def decode_rate(pool: ThreadPoolExecutor, encoded: list[bytes], mode: str) -> fl
     return len(encoded) / (time.perf_counter() - start)
 
 
-def epoch_rate(loader) -> float:
-    """Samples/s over one epoch, not counting its first batch (start-up, prefetch)."""
-    batches = iter(loader)
-    next(batches)
-    start, samples = time.perf_counter(), 0
-    for batch in batches:
-        samples += len(batch["label"])
+def epochs_rate(loader, epochs: int) -> float:
+    """Samples/s over ``epochs`` consecutive epochs, as training reads them, not counting the
+    first batch of the first (start-up, prefetch). One short epoch alone (320 samples here)
+    is mostly the pipeline filling and draining at its ends."""
+    samples, start = 0, None
+    for _ in range(epochs):
+        for batch in loader:
+            if start is None:
+                start = time.perf_counter()
+                continue
+            samples += len(batch["label"])
     return samples / (time.perf_counter() - start)
 
 
@@ -137,12 +143,14 @@ def measure_stream(stream: str, paths: list[Path], samples: list[tuple[Path, int
     common = dict(stream=stream, batch_size=args.batch_size, input_size=args.input_size,
                   threads=args.threads, device="cpu")
     eval_cfg = LoaderConfig(**common)
-    loaders = {"DALI eval": make_loader(paths, eval_cfg),
-               "(a) reference eval": reference_loader(paths, eval_cfg, workers=args.workers)}
+    # Factories: each contender is built, timed and dropped in turn, so no pipeline or worker
+    # of another contender prefetches in the background while one is timed.
+    loaders = {"DALI eval": lambda: make_loader(paths, eval_cfg),
+               "(a) reference eval": lambda: reference_loader(paths, eval_cfg, workers=args.workers)}
     for mode in TRAIN_MODES:
         cfg = LoaderConfig(train=True, crop_mode=mode, **common)
-        loaders[f"DALI train {mode}"] = make_loader(paths, cfg)
-        loaders[f"(b) per-frame train {mode}"] = DataLoader(
+        loaders[f"DALI train {mode}"] = lambda cfg=cfg: make_loader(paths, cfg)
+        loaders[f"(b) per-frame train {mode}"] = lambda cfg=cfg: DataLoader(
             PerFrameFiles(samples, cfg), batch_size=args.batch_size, shuffle=True,
             num_workers=args.workers, persistent_workers=True)
     encoded = [raw[STREAMS[stream]] for p in paths for raw in iter_shard(p)]
@@ -150,9 +158,12 @@ def measure_stream(stream: str, paths: list[Path], samples: list[tuple[Path, int
     best = dict.fromkeys([*loaders, "(c) decode bound"], 0.0)
     with ThreadPoolExecutor(args.threads) as pool:
         for _ in tqdm(range(args.rounds), desc=stream, unit="round"):
-            for name, loader in loaders.items():
-                best[name] = max(best[name], epoch_rate(loader))
-            best["(c) decode bound"] = max(best["(c) decode bound"], decode_rate(pool, encoded, mode))
+            for name, build in loaders.items():
+                loader = build()
+                best[name] = max(best[name], epochs_rate(loader, args.epochs))
+                del loader
+                gc.collect()
+            best["(c) decode bound"] = max(best["(c) decode bound"], decode_rate(pool, encoded * args.epochs, mode))
     return best
 
 
@@ -179,12 +190,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2, help="DALI threads and decode-bound threads")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the baselines")
     p.add_argument("--rounds", type=int, default=3, help="each contender is timed once per round; best kept")
+    p.add_argument("--epochs", type=int, default=3, help="consecutive epochs timed per contender and round")
     args = p.parse_args(argv)
     paths = shard_paths(args.shards) if args.shards else synthetic_shards(args.root)
     samples = export_frames(paths, args.root / "frames")
     print(f"{len(samples)} samples in {len(paths)} shards, batch {args.batch_size}, "
           f"{args.input_size} px, {args.threads} DALI threads, {args.workers} DataLoader workers, "
-          f"best of {args.rounds} rounds of one epoch, torch {torch.__version__}")
+          f"best of {args.rounds} rounds of {args.epochs} epochs, torch {torch.__version__}")
     for stream in args.streams:
         print(report(stream, measure_stream(stream, paths, samples, args)), flush=True)
 
