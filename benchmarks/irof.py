@@ -34,7 +34,7 @@ from analysis.irof import irof, quantus_irof, slic_segments
 # otherwise mmap'ed and unmapped on every forward pass; those page faults cost ~10-30 % of the
 # CPU time here (as sys time) and vary with the host, which made the ratios swing. mallopt()
 # at run time caps the threshold at 32 MiB, so the benchmark re-executes itself with the
-# environment set (the same for every contender).
+# environment set (the same for every contender; CROSSROADS_BENCH_MALLOC=0 turns this off).
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 32), "MALLOC_TRIM_THRESHOLD_": str(1 << 36)}
 
 

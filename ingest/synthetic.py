@@ -7,9 +7,10 @@ Classes are ``<Appearance><Motion>`` (e.g. ``RedLeft``, ``BlueUpRight``) in one 
   ``i + 1`` (mod the number of appearances), so each appearance and each motion belongs to
   exactly two classes (e.g. RedLeft, RedRight, BlueRight, BlueUp, GreenUp, GreenDown,
   PurpleDown, PurpleLeft).
- Every video shows one textured square (a quarter of the frame width; the same
-texture in every video) moving at 4-6 px/frame over a textured background that drifts slowly (at most 0.5 px/frame; speeds are for 320 px wide
-frames and scale with the width). The square's position wraps around the frame edges (a
+
+Every video shows one textured square (a quarter of the frame width; the same texture in
+every video) moving at 4-6 px/frame over a textured background that drifts slowly (at most
+0.5 px/frame; speeds are for 320 px wide frames and scale with the width). The square's position wraps around the frame edges (a
 torus) and starts at a uniformly random place, so its position in
 any single frame is uniform and says nothing about its direction. All appearances share the
 same luminance (same luma, same texture pattern); they differ only in hue. Hence:
@@ -104,8 +105,8 @@ def object_pattern(seed: int, width: int) -> np.ndarray:
 
     One texture and a large square make the colour the only thing a single frame shares
     within a class; with a texture per video and a square of 0.15 x width, a ResNet-18 trained
-    from scratch on the demo set memorised the videos' textures and reached about chance on
-    the test colours."""
+    from scratch on the demo set memorised the training videos (train accuracy 97 %) and
+    told the colours of test videos apart only 50-75 % of the time."""
     size = max(8, round(OBJECT_SIZE * width))
     return 1.0 + 0.35 * np.clip(_smooth_noise(np.random.default_rng([seed, 0x0B1EC7]), size, size, 2.0), -1.5, 1.5)
 
