@@ -10,9 +10,9 @@ Classes are ``<Appearance><Motion>`` (e.g. ``RedLeft``, ``BlueUpRight``) in one 
 
 Every video shows one textured square (a quarter of the frame width; the same texture in
 every video) moving at 4-6 px/frame over a textured background that drifts slowly (at most
-0.5 px/frame; speeds are for 320 px wide frames and scale with the width). The square's position wraps around the frame edges (a
-torus) and starts at a uniformly random place, so its position in
-any single frame is uniform and says nothing about its direction. All appearances share the
+0.5 px/frame; speeds are for 320 px wide frames and scale with the width). The square's
+position wraps around the frame edges (a torus) and starts at a uniformly random place, so its
+position in any single frame is uniform and says nothing about its direction. All appearances share the
 same luminance (same luma, same texture pattern); they differ only in hue. Hence:
 
 - a spatial-only model (one RGB frame) sees the appearance but not the motion: accuracy is
