@@ -1,4 +1,4 @@
-"""Ray Tune faults on real local Ray and real shards: a trial that crashes mid-training is
+"""Ray Tune on real local Ray and real shards: a run trains the same way every time; a trial that crashes mid-training is
 retried and resumes from its last checkpoint; a killed experiment rerun with --resume does
 not retrain finished trials; the results tables hold each (stream, run) exactly once."""
 from __future__ import annotations
@@ -148,3 +148,19 @@ def test_killed_sweep_resumes_without_retraining_finished_trials(tmp_path, synth
         assert f.stat().st_mtime_ns == stamp, f"{f} was rewritten: a finished trial was trained again"
     assert_each_trial_once(cfg)
     assert "video_acc_mean" in rerun.stdout  # the accuracy table
+
+
+@pytest.mark.slow
+def test_a_run_trains_the_same_way_every_time(tmp_path, synthetic_shards):
+    """Same config and seed → the same weights from the first step (the model is built after
+    seeding) → identical test loss and accuracy; the two streams of a run share that seed."""
+    configs = [tiny_experiment(tmp_path / name, synthetic_shards, stages=["train"]) for name in ("a", "b")]
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        for cfg in configs:
+            assert all(r.error is None for r in make_tuner(cfg).fit())
+    finally:
+        ray.shutdown()
+    a, b = (raw_rows(cfg, "accuracy").sort("stream").select("stream", "seed", "loss", "clip_accuracy")
+            for cfg in configs)
+    assert a.height == 2 and a.equals(b), (a, b)
