@@ -1,6 +1,7 @@
-"""Ray Tune on real local Ray and real shards: a run trains the same way every time; a trial that crashes mid-training is
-retried and resumes from its last checkpoint; a killed experiment rerun with --resume does
-not retrain finished trials; the results tables hold each (stream, run) exactly once."""
+"""Ray Tune on real local Ray and real shards: a run trains the same way every time; a trial
+that crashes mid-training is retried and resumes from its last checkpoint; a killed experiment
+rerun with --resume does not retrain finished trials; the results tables hold each (stream,
+run) exactly once."""
 from __future__ import annotations
 
 import os
