@@ -4,7 +4,8 @@ Step k of a (stream, run) chain starts from step k − 1's checkpoint (step 0 is
 baseline), removes 4 % of the prunable channels that remain (so 1 − 0.96^k of the
 baseline's are gone after step k: the target is recomputed against the baseline each step,
 so rounding never drifts), fine-tunes with the BN-L1 subgradient, evaluates on the test
-videos exactly like the baseline and writes ``checkpoints/<stream>/run<r>/step<k>.pt``.
+videos exactly like the baseline (saving its per-video scores for the ``fuse`` stage) and writes
+``checkpoints/<stream>/run<r>/step<k>.pt``.
 The rows of a step are written before its checkpoint, and a step counts as done once its
 checkpoint exists: a chain interrupted anywhere resumes at the first unfinished step.
 
@@ -33,8 +34,9 @@ from pruning.groups import count_prunable_channels
 from pruning.slimming import bn_l1_subgradient
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import ExperimentConfig, PruneConfig
-from training.data import make_loaders, stream_data
+from training.data import make_loaders, stream_data, train_eval_loader
 from training.evaluate import evaluate
+from training.fusion import VideoScores, save_scores
 from training.loop import train
 from training.tune import make_tuner
 
@@ -45,6 +47,7 @@ class ChainLoaders:
     train: Iterable[dict]
     val: Iterable[dict] | None
     test: Iterable[dict]
+    train_eval: Iterable[dict] | None = None  # train clips, eval transform: scores for SVM fusion
 
 
 def step_ratio(step: int, step_fraction: float) -> float:
@@ -92,7 +95,12 @@ def run_chain(cfg: ExperimentConfig, stream: str, run: int, loaders: ChainLoader
         result = train(model, loaders.train, loaders.val, finetune, seed=seed + step,
                        after_backward=lambda m: bn_l1_subgradient(m, prune.sparsity, residual=prune.residual))
         model = result.model
-        evaluation = evaluate(model, loaders.test, len(classes), amp=cfg.train.amp)
+        evaluation = evaluate(model, loaders.test, len(classes), features=True, amp=cfg.train.amp)
+        # per-video scores, so the fuse stage can fuse the streams at this step too
+        save_scores(paths.scores(stream, run, step, "test"), VideoScores.of(evaluation))
+        if loaders.train_eval is not None:
+            train_scores = evaluate(model, loaders.train_eval, len(classes), features=True, amp=cfg.train.amp)
+            save_scores(paths.scores(stream, run, step, "train"), VideoScores.of(train_scores))
         stats = pruning_stats(baseline.model, model, residual=prune.residual, input_size=cfg.model.input_size)
         checkpoint = paths.checkpoint(stream, run, step)
         partition = f"{stream}/run{run}/step{step}"
@@ -134,7 +142,9 @@ def run_prune_trial(cfg: ExperimentConfig, stream: str, run: int, *, resume: boo
         if after_step is not None:
             after_step(row)
 
-    rows = run_chain(cfg, stream, run, ChainLoaders(loaders["train"], loaders["val"], loaders["test"]),
+    svm = any(m.startswith("svm") for m in cfg.fusion.methods) and "fuse" in cfg.stages
+    train_eval = train_eval_loader(cfg, stream, data) if svm else None
+    rows = run_chain(cfg, stream, run, ChainLoaders(loaders["train"], loaders["val"], loaders["test"], train_eval),
                      resume=resume, on_step=report)
     return {"step": rows[-1]["step"], "started_at_step": start, "video_accuracy": rows[-1]["video_accuracy"],
             "flops_removed": rows[-1]["flops_removed"], "done": True}

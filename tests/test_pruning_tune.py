@@ -1,5 +1,6 @@
 """The prune stage on real local Ray Tune and real shards: both streams' chains run, a trial
-that crashes after step 1 is retried and resumes at step 2, a --resume rerun redoes nothing."""
+that crashes after step 1 is retried and resumes at step 2, a --resume rerun redoes nothing;
+every step saves per-video scores that the fuse stage fuses step by step."""
 from __future__ import annotations
 
 import os
@@ -16,6 +17,7 @@ from pruning.schedule import run_prune_stage, run_prune_trial
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import ExperimentConfig
 from training.data import class_names, read_manifest
+from training.fusion import load_scores, run_fusion_stage
 from training.models import build_stream
 from training.sweep import SweepContext
 from training.tune import make_tuner
@@ -77,3 +79,19 @@ def test_prune_stage_retries_a_crashed_chain_from_its_last_step(tmp_path, synthe
         model = load_checkpoint(cfg.paths.checkpoint(stream, 1, 2), classes=classes).model.eval()
         assert model.conv1.in_channels == in_channels
         assert model(torch.zeros(1, in_channels, 32, 32)).shape == (1, len(classes))
+
+    # every step saved its scores (train too: SVM fusion is configured), so fuse fuses each step
+    for stream in ("spatial", "temporal"):
+        for step in (1, 2):
+            test = load_scores(cfg.paths.scores(stream, 1, step, "test"))
+            assert len(test.videos) == rows.filter(pl.col("stream") == stream)["n_videos"][0]
+            assert cfg.paths.scores(stream, 1, step, "train").is_file()
+    run_fusion_stage(cfg, None)
+    fused = pl.concat([pl.read_parquet(f) for f in table_files(cfg.paths.results, "accuracy")]).filter(
+        pl.col("stream") == "fusion")
+    assert sorted(fused.select("fusion", "step").rows()) == sorted(
+        (m, k) for m in ("mean", "svm_features", "svm_softmax") for k in (1, 2))
+    for step in (1, 2):
+        streams = rows.filter(pl.col("step") == step)
+        assert fused.filter(pl.col("step") == step)["prune_ratio"].to_list() == pytest.approx(
+            [streams["prune_ratio"][0]] * 3)

@@ -16,7 +16,7 @@ from typing import Any, Literal, Union
 import yaml
 
 STREAMS = ("spatial", "temporal")
-DEFAULT_STAGES = ["data", "train", "fuse", "prune", "explain", "report"]
+DEFAULT_STAGES = ["data", "train", "prune", "fuse", "explain", "report"]
 
 
 class ConfigError(ValueError):

@@ -5,8 +5,9 @@
 - ``svm_features``: a linear SVM on the concatenated penultimate features,
 
 the SVMs fitted on the train split's videos (scored by the trained streams, as in the
-original study) and applied to the test videos. Each train trial saves its per-video
-scores with :func:`save_scores`; the fusion stage only reads them.
+original study) and applied to the test videos. Each train trial, and each pruning step,
+saves its per-video scores with :func:`save_scores`; the fusion stage only reads them, and
+fuses every step whose scores both streams saved.
 """
 from __future__ import annotations
 
@@ -15,15 +16,17 @@ import math
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from analysis.results import write_rows
+from analysis.results import read_table, write_rows
 
 from .evaluate import EvalResult, summarise
 
 METHODS = ("mean", "svm_softmax", "svm_features")
+STREAMS = ("spatial", "temporal")
 
 
 class FusionError(ValueError):
@@ -124,17 +127,39 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 def run_fusion_stage(cfg, ctx) -> None:
-    """Fuse both streams of every run from their saved scores; rows go to ``accuracy``."""
+    """Fuse both streams of every run at every step (0 = unpruned) whose test scores both
+    streams saved (the pruning steps too when ``fuse`` comes after ``prune`` in the stages);
+    rows go to ``accuracy``, a pruned step's with the streams' prune ratio and the mean of
+    their removed channel, parameter and FLOP fractions."""
     paths = cfg.paths
+    needs_train = any(m.startswith("svm") for m in cfg.fusion.methods)
     for run in range(1, cfg.train.runs + 1):
-        test = [load_scores(paths.scores(s, run, 0, "test")) for s in ("spatial", "temporal")]
-        needs_train = any(m.startswith("svm") for m in cfg.fusion.methods)
-        train = [load_scores(paths.scores(s, run, 0, "train")) for s in ("spatial", "temporal")] \
-            if needs_train else [None, None]
-        results = fuse(*test, *train, cfg.fusion.methods, svm_c=cfg.fusion.svm_c,
-                       seed=cfg.run_seed(run))
-        rows = [r.accuracy_row(experiment=cfg.experiment.name, stream="fusion", fusion=method, run=run,
-                               seed=cfg.run_seed(run), split=cfg.data.split)
-                for method, r in results.items()]
-        write_rows(paths.results, "accuracy", rows, partition=f"fusion/run{run}/step0")
-        print(f"fusion run {run}: " + ", ".join(f"{m} {r.video_accuracy:.1f} %" for m, r in results.items()))
+        steps = [k for k in range(cfg.prune.steps + 1)
+                 if all(paths.scores(s, run, k, "test").is_file() for s in STREAMS)]
+        if not steps:
+            raise FusionError(f"run {run}: no step with test scores of both streams under "
+                              f"{paths.root / 'scores'}; run the `train` stage first")
+        for step in steps:
+            test = [load_scores(paths.scores(s, run, step, "test")) for s in STREAMS]
+            train = [load_scores(paths.scores(s, run, step, "train")) for s in STREAMS] \
+                if needs_train else [None, None]
+            results = fuse(*test, *train, cfg.fusion.methods, svm_c=cfg.fusion.svm_c,
+                           seed=cfg.run_seed(run))
+            pruning = _pruning_fields(paths.results, run, step) if step else {}
+            rows = [r.accuracy_row(experiment=cfg.experiment.name, stream="fusion", fusion=method, run=run,
+                                   seed=cfg.run_seed(run), split=cfg.data.split, step=step, **pruning)
+                    for method, r in results.items()]
+            write_rows(paths.results, "accuracy", rows, partition=f"fusion/run{run}/step{step}")
+            print(f"fusion run {run} step {step}: " + ", ".join(f"{m} {r.video_accuracy:.1f} %"
+                                                                for m, r in results.items()))
+
+
+def _pruning_fields(results: Path, run: int, step: int) -> dict:
+    """The two streams' prune ratio (equal by the schedule) and mean removed fractions at a step."""
+    fields = ("prune_ratio", "channels_removed", "params_removed", "flops_removed")
+    rows = read_table(results, "accuracy").filter(
+        pl.col("stream").is_in(STREAMS) & (pl.col("run") == run) & (pl.col("step") == step))
+    if rows.height != len(STREAMS):
+        raise FusionError(f"{results}: accuracy rows of run {run} step {step}: expected one per stream, "
+                          f"found {rows.height}")
+    return {f: float(rows[f].mean()) for f in fields}
