@@ -36,7 +36,7 @@ from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import ExperimentConfig, PruneConfig
 from training.data import make_loaders, stream_data, train_eval_loader
 from training.evaluate import evaluate
-from training.fusion import VideoScores, save_scores
+from training.fusion import VideoScores, save_scores, wants_train_scores
 from training.loop import train
 from training.tune import make_tuner
 
@@ -142,8 +142,7 @@ def run_prune_trial(cfg: ExperimentConfig, stream: str, run: int, *, resume: boo
         if after_step is not None:
             after_step(row)
 
-    svm = any(m.startswith("svm") for m in cfg.fusion.methods) and "fuse" in cfg.stages
-    train_eval = train_eval_loader(cfg, stream, data) if svm else None
+    train_eval = train_eval_loader(cfg, stream, data) if wants_train_scores(cfg) else None
     rows = run_chain(cfg, stream, run, ChainLoaders(loaders["train"], loaders["val"], loaders["test"], train_eval),
                      resume=resume, on_step=report)
     return {"step": rows[-1]["step"], "started_at_step": start, "video_accuracy": rows[-1]["video_accuracy"],

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from analysis.results import read_table
-from test_tune import kill_session
+from tests.test_tune import kill_session
 
 REPO = Path(__file__).resolve().parents[1]
 CHANCE = 100 / 8

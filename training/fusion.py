@@ -23,10 +23,15 @@ from sklearn.svm import LinearSVC
 
 from analysis.results import read_table, write_rows
 
+from .config import STREAMS
 from .evaluate import EvalResult, summarise
 
 METHODS = ("mean", "svm_softmax", "svm_features")
-STREAMS = ("spatial", "temporal")
+
+
+def wants_train_scores(cfg) -> bool:
+    """Whether the models must also score the train clips: the ``fuse`` stage fits an SVM."""
+    return "fuse" in cfg.stages and any(m.startswith("svm") for m in cfg.fusion.methods)
 
 
 class FusionError(ValueError):
@@ -133,6 +138,7 @@ def run_fusion_stage(cfg, ctx) -> None:
     their removed channel, parameter and FLOP fractions."""
     paths = cfg.paths
     needs_train = any(m.startswith("svm") for m in cfg.fusion.methods)
+    stream_rows = None  # the streams' accuracy rows, read once if a pruned step is fused
     for run in range(1, cfg.train.runs + 1):
         steps = [k for k in range(cfg.prune.steps + 1)
                  if all(paths.scores(s, run, k, "test").is_file() for s in STREAMS)]
@@ -145,7 +151,9 @@ def run_fusion_stage(cfg, ctx) -> None:
                 if needs_train else [None, None]
             results = fuse(*test, *train, cfg.fusion.methods, svm_c=cfg.fusion.svm_c,
                            seed=cfg.run_seed(run))
-            pruning = _pruning_fields(paths.results, run, step) if step else {}
+            if step and stream_rows is None:
+                stream_rows = read_table(paths.results, "accuracy").filter(pl.col("stream").is_in(STREAMS))
+            pruning = _pruning_fields(stream_rows, run, step) if step else {}
             rows = [r.accuracy_row(experiment=cfg.experiment.name, stream="fusion", fusion=method, run=run,
                                    seed=cfg.run_seed(run), split=cfg.data.split, step=step, **pruning)
                     for method, r in results.items()]
@@ -154,12 +162,10 @@ def run_fusion_stage(cfg, ctx) -> None:
                                                                 for m, r in results.items()))
 
 
-def _pruning_fields(results: Path, run: int, step: int) -> dict:
+def _pruning_fields(stream_rows: pl.DataFrame, run: int, step: int) -> dict:
     """The two streams' prune ratio (equal by the schedule) and mean removed fractions at a step."""
     fields = ("prune_ratio", "channels_removed", "params_removed", "flops_removed")
-    rows = read_table(results, "accuracy").filter(
-        pl.col("stream").is_in(STREAMS) & (pl.col("run") == run) & (pl.col("step") == step))
+    rows = stream_rows.filter((pl.col("run") == run) & (pl.col("step") == step))
     if rows.height != len(STREAMS):
-        raise FusionError(f"{results}: accuracy rows of run {run} step {step}: expected one per stream, "
-                          f"found {rows.height}")
+        raise FusionError(f"accuracy rows of run {run} step {step}: expected one per stream, found {rows.height}")
     return {f: float(rows[f].mean()) for f in fields}

@@ -24,7 +24,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import STREAMS, ExperimentConfig
 from .data import make_loaders, stream_data, train_eval_loader
 from .evaluate import evaluate
-from .fusion import VideoScores, save_scores
+from .fusion import VideoScores, save_scores, wants_train_scores
 from .loop import TrainState, seed_everything, train
 from .models import build_stream
 from .stages import load_stage
@@ -81,7 +81,7 @@ def run_trial(cfg: ExperimentConfig, stream: str, run: int,
     amp = cfg.train.amp
     test = evaluate(model, loaders["test"], len(data.classes), features=True, amp=amp, desc="test")
     save_scores(paths.scores(stream, run, 0, "test"), VideoScores.of(test))
-    if any(m.startswith("svm") for m in cfg.fusion.methods) and "fuse" in cfg.stages:
+    if wants_train_scores(cfg):
         train_scores = evaluate(model, train_eval_loader(cfg, stream, data), len(data.classes),
                                 features=True, amp=amp, desc="train scores")
         save_scores(paths.scores(stream, run, 0, "train"), VideoScores.of(train_scores))
