@@ -8,7 +8,7 @@ comparison. On ``--workers`` processes, with the same DIS preset and flow bound:
 
 - ingest: ``build_shards`` on an already started local Ray (Ray's start-up is printed
   apart): decode, flow, JPEG encode, tar + index + manifest;
-- bound: only the same flow calls, on frames already decoded in memory;
+- bound: only the same flow calls, on grayscale frames already decoded in memory;
 - baseline, laid out the way common two-stream repositories do it: decode to one JPEG file
   per frame in per-video folders, then read those files back and write one JPEG file per x
   and per y flow field (quantised with the same fixed bound).
@@ -19,6 +19,7 @@ on a machine shared with other jobs, only the CPU figures are comparable between
 
     python -m benchmarks.ingest                  # 70 copies of each clip: 210 videos
     python -m benchmarks.ingest --repeat 4 --short-side 128 --preset medium
+    python -m benchmarks.ingest --clips ApplyEyeMakeup   # the real UCF101 clip (XviD) alone
 """
 from __future__ import annotations
 
@@ -44,12 +45,15 @@ CLIPS = {"ApplyEyeMakeup": "v_ApplyEyeMakeup_sample.avi", "ArmWrestling": "armwr
          "Basketball": "basketball_426x240.mp4"}
 
 
-def make_folder(root: Path, repeat: int) -> tuple[Path, Path, list[Path]]:
-    """Symlinks ``Class/v_Class_gGG_cCC.avi`` → the real clips; lists with every video in test."""
+def make_folder(root: Path, repeat: int, clips: list[str] | None = None) -> tuple[Path, Path, list[Path]]:
+    """Symlinks ``Class/v_Class_gGG_cCC.avi`` → the real clips (all, or the classes named in
+    ``clips``); lists with every video in test."""
     videos, lists = root / "videos", root / "lists"
     lists.mkdir(parents=True)
     paths, test = [], []
     for name, src in CLIPS.items():
+        if clips and name not in clips:
+            continue
         (videos / name).mkdir(parents=True)
         for i in range(repeat):
             rel = f"{name}/v_{name}_g{i // 7 + 1:02d}_c{i % 7 + 1:02d}.avi"
@@ -77,7 +81,7 @@ def _load(paths: list[str], short_side: int | None, preset: str) -> None:
     cv2.setNumThreads(1)
     _PRESET[0] = preset
     for p in paths:
-        _FRAMES[p] = decode_video(p, short_side=short_side).frames
+        _FRAMES[p] = decode_video(p, short_side=short_side).gray  # what the ingest's DIS compares
 
 
 def _ready(_) -> int:
@@ -88,7 +92,8 @@ def _ready(_) -> int:
 def _flow_only(path: str) -> int:
     frames = _FRAMES[path]
     starts = needed_pairs(len(frames))
-    get_backend("dis", preset=_PRESET[0]).pairs(frames, starts)
+    for _ in get_backend("dis", preset=_PRESET[0]).fields(frames, starts):
+        pass
     return len(starts)
 
 
@@ -143,15 +148,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--short-side", type=int, default=None)
     p.add_argument("--preset", default="fast", choices=sorted(DIS_PRESETS), help="DIS preset")
+    p.add_argument("--clips", nargs="+", choices=list(CLIPS), default=None,
+                   help="only these clips (ApplyEyeMakeup is the real UCF101 one: XviD, 320x240)")
     p.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs")
     a = p.parse_args(argv)
     import ray
 
     root = Path(a.keep or tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
-        videos, lists, paths = make_folder(root / "data", a.repeat)
-        n_frames = {src: len(decode_video(REAL_VIDEOS / src, short_side=a.short_side).frames)
-                    for src in CLIPS.values()}
+        videos, lists, paths = make_folder(root / "data", a.repeat, a.clips)
+        sources = [src for name, src in CLIPS.items() if not a.clips or name in a.clips]
+        n_frames = {src: len(decode_video(REAL_VIDEOS / src, short_side=a.short_side))
+                    for src in sources}
         pairs = a.repeat * sum(len(needed_pairs(n)) for n in n_frames.values())
         n = len(paths)
         print(f"{n} videos ({a.repeat} x {list(n_frames.values())} frames), {pairs} frame pairs, "
@@ -170,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
             ray.shutdown()
         assert summary.failed == 0 and summary.ok == n, summary
 
-        srcs = [str(REAL_VIDEOS / s) for s in CLIPS.values()]
+        srcs = [str(REAL_VIDEOS / s) for s in sources]
         with Pool(a.workers, initializer=_load, initargs=(srcs, a.short_side, a.preset)) as pool:
             pool.map(_ready, range(4 * a.workers), chunksize=1)  # workers up, frames decoded
             t, c = time.perf_counter(), tree_cpu_seconds()

@@ -121,7 +121,7 @@ def build_shard(job: ShardJob, videos: Path, out: Path, opts: Options) -> list[d
         start = time.perf_counter()
         try:
             video = decode_video(videos / entry.path, short_side=opts.short_side, threads=1)
-            frames = clip_frames(len(video.frames), opts.clips(job.subset),
+            frames = clip_frames(len(video), opts.clips(job.subset),
                                  spacing="even" if job.subset == "test" else opts.train_spacing,
                                  seed=opts.seed, video_id=entry.video_id)
             new = video_samples(video, entry, frames, backend, opts.flow_bound)
@@ -130,9 +130,9 @@ def build_shard(job: ShardJob, videos: Path, out: Path, opts: Options) -> list[d
                              seconds=time.perf_counter() - start))
             continue
         samples += new
-        rows.append(_row(entry, job, opts, frames=len(video.frames), fps=video.fps,
+        rows.append(_row(entry, job, opts, frames=len(video), fps=video.fps,
                          width=video.width, height=video.height, clips=len(new),
-                         clamped=len(video.frames) < len(frames[0]), shard=job.name,
+                         clamped=len(video) < len(frames[0]), shard=job.name,
                          seconds=time.perf_counter() - start))
     if samples:
         write_shard(out / job.name, samples)

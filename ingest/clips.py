@@ -43,11 +43,12 @@ def tile_quantised(fields_q: list[np.ndarray]) -> np.ndarray:
 
 def video_samples(video: Video, entry: VideoEntry, clips: list[list[int]], backend,
                   bound: float) -> list[dict]:
-    """The encoded WebDataset samples of one video, clip by clip."""
+    """The encoded WebDataset samples of one video, clip by clip. Each needed pair's flow is
+    quantised as soon as it is computed (a video's float fields are never all held at once)."""
     needed = sorted({a for frames in clips for a, b in zip(frames, frames[1:]) if a != b})
-    flow = backend.pairs(video.frames, needed) if needed else []
-    quantised = {a: quantise_flow(f, bound) for a, f in zip(needed, flow)}  # once per pair
-    still = quantise_flow(np.zeros((*video.frames.shape[1:3], 2), np.float32), bound)
+    frames = video.gray if backend.luma else video.frames
+    quantised = {a: quantise_flow(f, bound) for a, f in zip(needed, backend.fields(frames, needed))}
+    still = quantise_flow(np.zeros((*video.gray.shape[1:3], 2), np.float32), bound)
     samples = []
     for clip, frames in enumerate(clips):
         fields = [quantised[a] if a != b else still for a, b in zip(frames, frames[1:])]
@@ -56,6 +57,6 @@ def video_samples(video: Video, entry: VideoEntry, clips: list[list[int]], backe
                           class_name=entry.class_name, frames=frames, centre_frame=centre,
                           fps=video.fps, width=video.width, height=video.height,
                           flow_method=backend.name, flow_bound=bound,
-                          clamped=len(video.frames) < STACK + 1)
-        samples.append(encode_sample(video.frames[centre], tile_quantised(fields), meta))
+                          clamped=len(video) < STACK + 1)
+        samples.append(encode_sample(video.rgb(centre), tile_quantised(fields), meta))
     return samples

@@ -1,8 +1,10 @@
 """Optical flow between consecutive frames, several backends behind one interface.
 
-``get_backend(name, **options)`` returns an object with ``name`` and
-``pairs(frames, starts) -> float32 (len(starts), H, W, 2)``: the flow from ``frames[i]`` to
-``frames[i + 1]`` for each ``i`` in ``starts`` (x then y, pixels per frame, positive = right/down).
+``get_backend(name, **options)`` returns an object with ``name``, ``luma`` (True: it compares
+grayscale frames, so ``(T, H, W)`` luma is all it needs; RGB ``(T, H, W, 3)`` works too) and
+``fields(frames, starts)``, which yields the float32 (H, W, 2) flow from ``frames[i]`` to
+``frames[i + 1]`` for each ``i`` in ``starts`` in turn (x then y, pixels per frame, positive =
+right/down); ``pairs(frames, starts)`` stacks them into (len(starts), H, W, 2).
 
 - ``dis`` (default): OpenCV DIS (preset ``fast`` unless told), CPU;
 - ``farneback``: OpenCV Farnebäck, CPU;
@@ -13,7 +15,7 @@
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -30,25 +32,36 @@ class FlowUnavailable(RuntimeError):
     """The backend cannot run here (missing package or weights); the message says what to do."""
 
 
-class _GrayBackend:
-    """CPU backends that compare grayscale images; each frame is converted once."""
+class _Backend:
     name = ""
+    luma = True
+
+    def fields(self, frames: np.ndarray, starts: Sequence[int]) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+    def pairs(self, frames: np.ndarray, starts: Sequence[int]) -> np.ndarray:
+        out = np.empty((len(starts), *frames.shape[1:3], 2), np.float32)
+        for n, field in enumerate(self.fields(frames, starts)):
+            out[n] = field
+        return out
+
+
+class _GrayBackend(_Backend):
+    """CPU backends that compare grayscale images; RGB frames are converted once each."""
 
     def _calc(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def pairs(self, frames: np.ndarray, starts: Sequence[int]) -> np.ndarray:
+    def fields(self, frames: np.ndarray, starts: Sequence[int]) -> Iterator[np.ndarray]:
         gray: dict[int, np.ndarray] = {}
 
         def grey(i: int) -> np.ndarray:
             if i not in gray:
-                gray[i] = cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY)
+                gray[i] = frames[i] if frames.ndim == 3 else cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY)
             return gray[i]
 
-        out = np.empty((len(starts), *frames.shape[1:3], 2), np.float32)
-        for n, i in enumerate(starts):
-            out[n] = self._calc(grey(i), grey(i + 1))
-        return out
+        for i in starts:
+            yield self._calc(grey(i), grey(i + 1))
 
 
 class DisFlow(_GrayBackend):
@@ -86,9 +99,10 @@ class Tvl1Flow(_GrayBackend):
         return self._tvl1.calc(a, b, None)
 
 
-class RaftFlow:
-    """torchvision RAFT; frames are padded (edge pixels repeated) to a multiple of 8 and at
-    least RAFT_MIN_SIZE, and the flow is cropped back."""
+class RaftFlow(_Backend):
+    """torchvision RAFT on RGB frames; frames are padded (edge pixels repeated) to a multiple
+    of 8 and at least RAFT_MIN_SIZE, and the flow is cropped back."""
+    luma = False
 
     def __init__(self, name: str = "raft_small", *, weights: str | Path | None = None,
                  device: str | None = None, batch_size: int = 8, updates: int = 12):
@@ -101,13 +115,12 @@ class RaftFlow:
         model.load_state_dict(_raft_state_dict(name, weights))
         self.model = model.eval().to(self.device)
 
-    def pairs(self, frames: np.ndarray, starts: Sequence[int]) -> np.ndarray:
+    def fields(self, frames: np.ndarray, starts: Sequence[int]) -> Iterator[np.ndarray]:
         import torch
         import torch.nn.functional as F
 
         h, w = frames.shape[1:3]
         pad = (0, max(RAFT_MIN_SIZE, w + -w % 8) - w, 0, max(RAFT_MIN_SIZE, h + -h % 8) - h)
-        out = np.empty((len(starts), h, w, 2), np.float32)
         for lo in range(0, len(starts), self.batch_size):
             idx = np.asarray(starts[lo:lo + self.batch_size])
 
@@ -117,8 +130,7 @@ class RaftFlow:
 
             with torch.inference_mode():
                 flow = self.model(batch(idx), batch(idx + 1), num_flow_updates=self.updates)[-1]
-            out[lo:lo + len(idx)] = flow[:, :, :h, :w].permute(0, 2, 3, 1).cpu().numpy()
-        return out
+            yield from flow[:, :, :h, :w].permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _raft_state_dict(name: str, weights: str | Path | None) -> dict:

@@ -51,9 +51,14 @@ def parse_key(key: str) -> tuple[str, int]:
 # --- flow quantisation -------------------------------------------------------------------
 
 def quantise_flow(flow: np.ndarray, bound: float = DEFAULT_FLOW_BOUND) -> np.ndarray:
-    """q = round(clip(f, -B, B) * 127.5 / B + 127.5) as uint8. Never per-image min-max."""
-    scaled = np.clip(np.asarray(flow, dtype=np.float32), -bound, bound) * (127.5 / bound) + 127.5
-    return np.rint(scaled).astype(np.uint8)
+    """q = round(clip(f, -B, B) * 127.5 / B + 127.5) as uint8. Never per-image min-max.
+
+    Computed as clip(f * 127.5 / B + 127.5, 0, 255) in float32, in place: the same bytes,
+    one temporary instead of four (ingest quantises every field it computes)."""
+    scaled = np.multiply(flow, np.float32(127.5 / bound), dtype=np.float32)
+    scaled += np.float32(127.5)
+    np.clip(scaled, 0, 255, out=scaled)
+    return np.rint(scaled, out=scaled).astype(np.uint8)
 
 
 def dequantise_flow(q: np.ndarray, bound: float = DEFAULT_FLOW_BOUND) -> np.ndarray:

@@ -107,27 +107,27 @@ def test_clip_positions():
 
 class CountingDis:
     """The real DIS backend, recording which pairs it was asked for."""
-    name = "dis"
+    name, luma = "dis", True
 
     def __init__(self):
         self.dis, self.asked = get_backend("dis"), []
 
-    def pairs(self, frames, starts):
+    def fields(self, frames, starts):
         self.asked += list(starts)
-        return self.dis.pairs(frames, starts)
+        return self.dis.fields(frames, starts)
 
 
 def test_overlapping_clips_compute_each_pair_once_and_short_videos_are_clamped():
     entry = VideoEntry("Move/v_Move_g01_c01.avi", "Move", 0, 1, 1)
     backend = CountingDis()
-    video = Video(translating(20), fps=25.0, width=80, height=64)
+    video = Video.from_rgb(translating(20), fps=25.0, width=80, height=64)
     samples = video_samples(video, entry, clip_frames(20, 3), backend, 20.0)
     assert sorted(backend.asked) == list(range(19))  # clips 0-10, 4-14, 9-19 share pairs
     decoded = [decode_sample(s) for s in samples]
     assert [d.meta.centre_frame for d in decoded] == [5, 9, 14] and not decoded[0].meta.clamped
     assert np.array_equal(decoded[1].rgb.shape, (64, 80, 3))
 
-    short = Video(translating(6), fps=25.0, width=80, height=64)
+    short = Video.from_rgb(translating(6), fps=25.0, width=80, height=64)
     backend = CountingDis()
     [sample] = [decode_sample(s) for s in video_samples(short, entry, clip_frames(6, 1), backend, 20.0)]
     assert backend.asked == [0, 1, 2, 3, 4] and sample.meta.clamped

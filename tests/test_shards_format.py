@@ -15,6 +15,17 @@ def test_quantisation_round_trip_within_half_a_step():
     assert quantise_flow(np.array([0.0, 1.0, -20.0, 20.0])).tolist() == [128, 134, 0, 255]
 
 
+def test_quantisation_equals_its_definition_exactly_ties_and_clipping_included():
+    """The in-place computation gives the bytes of round(clip(f, -B, B) * 127.5 / B + 127.5)."""
+    for bound in (DEFAULT_FLOW_BOUND, 7.3):
+        dense = np.linspace(-1.2 * bound, 1.2 * bound, 400_001, dtype=np.float32)
+        ties = (np.arange(-255, 256, dtype=np.float32) / 2) * np.float32(bound / 127.5)  # half steps
+        for f in (dense, ties, np.array([np.inf, -np.inf, 1e9, -1e9], np.float32)):
+            k = np.float32(127.5 / bound)
+            expected = np.rint(np.clip(f, -bound, bound).astype(np.float32) * k + np.float32(127.5))
+            assert np.array_equal(quantise_flow(f, bound), expected.astype(np.uint8))
+
+
 def test_tiling_keeps_fields_in_order():
     rng = np.random.default_rng(1)
     fields = rng.uniform(-5, 5, (STACK, 4, 6, 2)).astype(np.float32)
