@@ -10,7 +10,7 @@ In one run, on the same shards, for each stream:
   flow stack on disk, PIL + the same train transforms in torchvision (RandomCrop or
   RandomResizedCrop, flip) in a ``--workers`` DataLoader;
 - (c) the bound: plain PIL JPEG decoding of the same bytes in a tight loop on ``--threads``
-  threads (nothing else: no reading, cropping, normalising or batching).
+  threads (nothing else: no reading, conversion, copy, cropping, normalising or batching).
 
 Goals (issue 3): DALI temporal train ≥ 3× (b), spatial ≥ 1.5× (b), both ≥ 80 % of (c).
 On the CPU the resize dominates ``random_resized`` (DALI's CPU resize is slow on 20 planes);
@@ -115,8 +115,12 @@ class PerFrameFiles(Dataset):
 def decode_rate(pool: ThreadPoolExecutor, encoded: list[bytes], mode: str) -> float:
     """Baseline (c): samples/s of PIL decoding alone over the same JPEG bytes (pass them
     ``--epochs`` times, as many as the loaders are timed on)."""
-    def decode(data: bytes) -> np.ndarray:
-        return np.asarray(Image.open(io.BytesIO(data)).convert(mode))
+    def decode(data: bytes) -> tuple[int, int]:
+        with Image.open(io.BytesIO(data)) as image:  # decoding only: no conversion, no copy
+            if image.mode != mode:
+                raise ValueError(f"expected a {mode} JPEG, got {image.mode}")
+            image.load()
+            return image.size
     start = time.perf_counter()
     for _ in pool.map(decode, encoded):
         pass

@@ -7,7 +7,8 @@ its input's device, so both modes run the same graph.
 - spatial: decode ``rgb.jpg`` → (train) random crop window, resized to the input size
   (``crop_mode="random"``: an input-size crop, no resize), random horizontal flip →
   ImageNet normalisation → float CHW.
-- temporal: decode ``flow.jpg`` as one grayscale image (20·H, W, 1) → reshape (a view) to
+- temporal: decode ``flow.jpg`` as one grayscale image (20·H, W, 1) (only the crop's columns
+  when the crop is not resized) → reshape (a view) to
   (20, H, W) → (train) one crop window and one flip for all 20 channels → dequantise with the
   flow bound → negate the x fields (channels 0–9) of flipped samples → scale displacements
   by the resize factor, so flow stays in pixels of the model's input → optional per-field
@@ -216,24 +217,43 @@ def _normalise(image, cfg: LoaderConfig, flip, scale_y=1.0, scale_x=1.0, **crop)
                                     output_layout="CHW", **crop)
 
 
-def _decode(encoded, cfg: LoaderConfig, gpu: bool):
-    """Decoded uint8 image and its (height, width) as float nodes; flow reshaped to CHW."""
+def _decode(encoded, cfg: LoaderConfig, gpu: bool, crop_pos_x=None):
+    """Decoded uint8 image and its (height, width) as float nodes; flow reshaped to CHW.
+
+    With ``crop_pos_x`` (flow cropped to input_size columns without resizing: eval, or train
+    ``crop_mode="random"``) only those columns of the tile are decoded: all 20 fields share
+    them, and ROI decoding skips the rest of every row (~15-25 % of the decoding on a CPU).
+    """
     decoder = "mixed" if gpu else "cpu"
     shape = fn.cast(fn.peek_image_shape(encoded), dtype=types.FLOAT)  # (H, W, C) of the JPEG
     if cfg.stream == "spatial":
         return fn.decoders.image(encoded, device=decoder, output_type=types.RGB), shape[0], shape[1]
-    tiled = fn.decoders.image(encoded, device=decoder, output_type=types.GRAY)  # (20·H, W, 1)
+    if crop_pos_x is None:
+        tiled = fn.decoders.image(encoded, device=decoder, output_type=types.GRAY)  # (20·H, W, 1)
+        width = shape[1]
+    else:
+        width = types.Constant(np.float32(cfg.input_size))
+        tiled = fn.decoders.image_crop(encoded, device=decoder, output_type=types.GRAY, crop_h=shape[0],
+                                       crop_w=width, crop_pos_x=crop_pos_x)  # (20·H, input_size, 1)
     height = shape[0] / CHANNELS
-    chw = fn.stack(types.Constant(np.float32(CHANNELS)), height, shape[1])
+    chw = fn.stack(types.Constant(np.float32(CHANNELS)), height, width)
     planes = fn.reshape(tiled, shape=fn.cast(chw, dtype=types.INT64), layout="CHW")  # a view: no copy
-    return planes, height, shape[1]
+    return planes, height, width
 
 
-def _train_transform(image, cfg: LoaderConfig, height, width):
+def _unresized_crop_x(cfg: LoaderConfig):
+    """Where an input-size crop without resizing takes its columns (None: crops need the whole
+    frame), as ``crop_pos_x``: random in train ``crop_mode="random"``, the centre in eval."""
+    if cfg.train:
+        return fn.random.uniform(range=[0.0, 1.0]) if cfg.crop_mode == "random" else None
+    return None if cfg.ten_crop else 0.5
+
+
+def _train_transform(image, cfg: LoaderConfig, height, width, crop_pos_x):
     flip = fn.random.coin_flip() if cfg.flip else 0
     if cfg.crop_mode == "random":  # no resize: cheapest on the CPU, flow needs no rescaling
         size = cfg.input_size
-        return _normalise(image, cfg, flip, crop=(size, size), crop_pos_x=fn.random.uniform(range=[0.0, 1.0]),
+        return _normalise(image, cfg, flip, crop=(size, size), crop_pos_x=crop_pos_x,
                           crop_pos_y=fn.random.uniform(range=[0.0, 1.0]))
     image, scale_y, scale_x = _resized_crop(image, cfg, height, width)
     return _normalise(image, cfg, flip, scale_y, scale_x)
@@ -259,8 +279,9 @@ def _shard_pipeline(paths: list[str], cfg: LoaderConfig, gpu: bool):
         # train: a new global shard order each epoch; eval: each worker always reads the same part
         **({"shuffle_after_epoch": True, "shuffle_after_epoch_seed": cfg.seed} if cfg.train
            else {"stick_to_shard": True}))
-    image, height, width = _decode(encoded, cfg, gpu)
-    x = _train_transform(image, cfg, height, width) if cfg.train else _eval_transform(image, cfg)
+    crop_pos_x = _unresized_crop_x(cfg)
+    image, height, width = _decode(encoded, cfg, gpu, crop_pos_x if cfg.stream == "temporal" else None)
+    x = _train_transform(image, cfg, height, width, crop_pos_x) if cfg.train else _eval_transform(image, cfg)
     if cfg.stream == "temporal" and cfg.mean_subtraction:  # each field's mean displacement
         x = x - fn.reductions.mean(x, axes=[-2, -1], keep_dims=True)
     # Variable-length byte strings, zero-padded to the batch's longest so they form a tensor.

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from shards.dali import LoaderConfig, make_loader
-from shards.format import (STACK, SampleMeta, ShardFormatError, dequantise_flow, encode_sample,
-                           quantise_flow, tile_flow)
-from shards.reference import flip, reference_loader
+from shards.format import (STACK, SampleMeta, ShardFormatError, decode_sample, dequantise_flow,
+                           encode_sample, quantise_flow, tile_flow)
+from shards.reference import flip, normalised_planes, reference_loader
 from shards.tarfiles import iter_shard, write_shard
 
 CLASSES = 3
@@ -126,6 +126,28 @@ def test_train_flip_equals_flipping_by_hand(square_shards, stream, crop_mode):
         torch.testing.assert_close(x, flipped, rtol=0, atol=1e-4)
         flips += 1
     assert 0 < flips < len(train)
+
+
+@pytest.mark.parametrize("stream", ["spatial", "temporal"])
+def test_unresized_train_crops_are_windows_of_the_stored_frame(odd_shards, stream):
+    """crop_mode="random": each sample is exactly an input-size window of the stored frame (the
+    temporal one decoded from the crop's columns only), mirrored with x negated or not, and the
+    windows move over the whole frame."""
+    cfg = LoaderConfig(stream=stream, train=True, crop_mode="random", batch_size=4, input_size=32)
+    frames = {(s.meta.video, s.meta.clip): normalised_planes(s, cfg)
+              for path in sorted(odd_shards.glob("*.tar")) for s in map(decode_sample, iter_shard(path))}
+    lefts, flips = set(), 0
+    for key, (x, _) in by_key(make_loader(odd_shards, cfg)).items():
+        planes, x = frames[key], x.numpy()
+        h, w = planes.shape[1:]
+        found = [(top, left, mirrored) for mirrored in (False, True) for top in range(h - 31)
+                 for left in range(w - 31)
+                 if np.allclose(flip(x, stream) if mirrored else x, planes[:, top:top + 32, left:left + 32],
+                                rtol=0, atol=1e-4)]
+        assert len(found) == 1, (key, found)
+        lefts.add(found[0][1])
+        flips += found[0][2]
+    assert len(lefts) > 5 and 0 < flips < len(frames)
 
 
 @pytest.mark.parametrize("stream", ["spatial", "temporal"])
