@@ -9,6 +9,7 @@ an interrupted experiment with ``Tuner.restore``: finished trials are not run ag
 """
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -135,6 +136,10 @@ def make_tuner(cfg: ExperimentConfig, *, resume: bool = False, trainable: Callab
 
     ``trainable(params, experiment, resume)`` is ``train_trial`` or a wrapper around it.
     """
+    # Trials checkpoint every epoch and keep one, so Tune snapshots the experiment state each
+    # time; with short epochs it logs a "may become a bottleneck" warning per epoch. The
+    # snapshot is small; keep the log readable (a user's own setting wins).
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     storage = Path(cfg.ray.storage_path or cfg.paths.ray).resolve()
     fn = tune.with_resources(tune.with_parameters(trainable, experiment=cfg.to_dict(), resume=resume),
                              trial_resources(cfg))
