@@ -17,6 +17,9 @@ def test_luma_of_the_real_clips_is_the_grayscale_of_their_rgb(shared_data, short
         video = decode_video(path, short_side=short_side, threads=1)
         assert video.gray.dtype == np.uint8 and video.gray.shape == video.frames.shape[:3]
         assert len(video) == len(video.frames) and np.array_equal(video.rgb(3), video.frames[3])
+        if short_side:  # pictures are kept resized, never at source size
+            assert min(video.gray.shape[1:]) == short_side == min(video._pictures[0].height,
+                                                                  video._pictures[0].width)
         diff = np.abs(video.gray.astype(int) - gray_of_rgb(video))
         # the same luma up to the YUV -> RGB conversion's rounding (saturated colours clip)
         assert diff.mean() < 2.0 and np.percentile(diff, 99) <= 6, (path.name, diff.mean())
