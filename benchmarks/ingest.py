@@ -20,6 +20,7 @@ on a machine shared with other jobs, only the CPU figures are comparable between
     python -m benchmarks.ingest                  # 70 copies of each clip: 210 videos
     python -m benchmarks.ingest --repeat 4 --short-side 128 --preset medium
     python -m benchmarks.ingest --clips ApplyEyeMakeup   # the real UCF101 clip (XviD) alone
+    python -m benchmarks.ingest --profile --clips ApplyEyeMakeup --repeat 4   # where a shard's time goes
 """
 from __future__ import annotations
 
@@ -118,6 +119,30 @@ def _per_file(args: tuple[str, str, int | None, str]) -> int:
     return len(frames) - 1
 
 
+def profile_shard(videos: Path, lists: Path, out: Path, short_side: int | None, preset: str) -> None:
+    """cProfile of ``build_shard`` on all the videos in one shard, in this process (after an
+    untimed warm-up pass); prints the functions that took the most time, as shares."""
+    import cProfile
+    import pstats
+
+    from ingest.build_shards import Options, build_shard, plan_shards
+    from ingest.ucf101 import read_split
+    entries = read_split(lists, 1, "test", videos=videos)
+    [job] = plan_shards(entries, "test", DEFAULT_TEST_CLIPS, shard_videos=len(entries))
+    opts = Options(split=1, short_side=short_side, flow_options={"preset": preset})
+    cv2.setNumThreads(1)
+    build_shard(job, videos, out / "warm-up", opts)
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.runcall(build_shard, job, videos, out / "profiled", opts)
+    total = time.perf_counter() - start
+    print(f"build_shard of {len(entries)} videos in one process: {total:.2f} s "
+          f"({total / len(entries) * 1e3:.0f} ms per video); own time per function:")
+    stats = pstats.Stats(profiler).stats  # {(file, line, name): (calls, _, own s, cumulative s, _)}
+    for (file, line, name), (calls, _, own, _, _) in sorted(stats.items(), key=lambda kv: -kv[1][2])[:10]:
+        print(f"  {own / total:6.1%}  {own:6.2f} s  {calls:6d} calls  {name} ({Path(file).name}:{line})")
+
+
 def tree_cpu_seconds() -> float:
     """User + system CPU seconds of this process's live descendants (and of the children they
     reaped), from Linux /proc. Unlike wall time, this barely moves when other jobs share the cores."""
@@ -150,6 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--preset", default="fast", choices=sorted(DIS_PRESETS), help="DIS preset")
     p.add_argument("--clips", nargs="+", choices=list(CLIPS), default=None,
                    help="only these clips (ApplyEyeMakeup is the real UCF101 one: XviD, 320x240)")
+    p.add_argument("--profile", action="store_true",
+                   help="only profile build_shard in one process (no Ray, bound or baseline)")
     p.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs")
     a = p.parse_args(argv)
     import ray
@@ -157,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     root = Path(a.keep or tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
         videos, lists, paths = make_folder(root / "data", a.repeat, a.clips)
+        if a.profile:
+            return profile_shard(videos, lists, root, a.short_side, a.preset)
         sources = [src for name, src in CLIPS.items() if not a.clips or name in a.clips]
         n_frames = {src: len(decode_video(REAL_VIDEOS / src, short_side=a.short_side))
                     for src in sources}

@@ -35,8 +35,7 @@ from pruning.slimming import bn_l1_subgradient
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import ExperimentConfig, PruneConfig
 from training.data import make_loaders, stream_data, train_eval_loader
-from training.evaluate import evaluate
-from training.fusion import VideoScores, save_scores, wants_train_scores
+from training.fusion import score_and_save, wants_train_scores
 from training.loop import train
 from training.tune import make_tuner
 
@@ -95,12 +94,12 @@ def run_chain(cfg: ExperimentConfig, stream: str, run: int, loaders: ChainLoader
         result = train(model, loaders.train, loaders.val, finetune, seed=seed + step,
                        after_backward=lambda m: bn_l1_subgradient(m, prune.sparsity, residual=prune.residual))
         model = result.model
-        evaluation = evaluate(model, loaders.test, len(classes), features=True, amp=cfg.train.amp)
         # per-video scores, so the fuse stage can fuse the streams at this step too
-        save_scores(paths.scores(stream, run, step, "test"), VideoScores.of(evaluation))
+        evaluation = score_and_save(model, loaders.test, len(classes), paths.scores(stream, run, step, "test"),
+                                    amp=cfg.train.amp)
         if loaders.train_eval is not None:
-            train_scores = evaluate(model, loaders.train_eval, len(classes), features=True, amp=cfg.train.amp)
-            save_scores(paths.scores(stream, run, step, "train"), VideoScores.of(train_scores))
+            score_and_save(model, loaders.train_eval, len(classes), paths.scores(stream, run, step, "train"),
+                           amp=cfg.train.amp)
         stats = pruning_stats(baseline.model, model, residual=prune.residual, input_size=cfg.model.input_size)
         checkpoint = paths.checkpoint(stream, run, step)
         partition = f"{stream}/run{run}/step{step}"

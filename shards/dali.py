@@ -222,7 +222,7 @@ def _decode(encoded, cfg: LoaderConfig, gpu: bool, crop_pos_x=None):
 
     With ``crop_pos_x`` (flow cropped to input_size columns without resizing: eval, or train
     ``crop_mode="random"``) only those columns of the tile are decoded: all 20 fields share
-    them, and ROI decoding skips the rest of every row (~15-25 % of the decoding on a CPU).
+    them, and ROI decoding skips the rest of every row (see ``benchmarks.loader_stages``).
     """
     decoder = "mixed" if gpu else "cpu"
     shape = fn.cast(fn.peek_image_shape(encoded), dtype=types.FLOAT)  # (H, W, C) of the JPEG

@@ -24,14 +24,19 @@ from sklearn.svm import LinearSVC
 from analysis.results import read_table, write_rows
 
 from .config import STREAMS
-from .evaluate import EvalResult, summarise
+from .evaluate import EvalResult, evaluate, summarise
 
 METHODS = ("mean", "svm_softmax", "svm_features")
 
 
+def uses_svm(methods) -> bool:
+    """Whether any of the fusion methods fits an SVM (on the train videos' scores)."""
+    return any(m.startswith("svm") for m in methods)
+
+
 def wants_train_scores(cfg) -> bool:
     """Whether the models must also score the train clips: the ``fuse`` stage fits an SVM."""
-    return "fuse" in cfg.stages and any(m.startswith("svm") for m in cfg.fusion.methods)
+    return "fuse" in cfg.stages and uses_svm(cfg.fusion.methods)
 
 
 class FusionError(ValueError):
@@ -49,6 +54,14 @@ class VideoScores:
     @classmethod
     def of(cls, result: EvalResult) -> "VideoScores":
         return cls(result.videos, result.video_labels, result.video_scores, result.video_features)
+
+
+def score_and_save(model, loader, num_classes: int, path: Path, *, amp: bool,
+                   desc: str = "evaluate") -> EvalResult:
+    """Evaluate (with penultimate features) and save the per-video scores the fuse stage reads."""
+    result = evaluate(model, loader, num_classes, features=True, amp=amp, desc=desc)
+    save_scores(path, VideoScores.of(result))
+    return result
 
 
 def save_scores(path: Path, scores: VideoScores) -> Path:
@@ -137,7 +150,7 @@ def run_fusion_stage(cfg, ctx) -> None:
     rows go to ``accuracy``, a pruned step's with the streams' prune ratio and the mean of
     their removed channel, parameter and FLOP fractions."""
     paths = cfg.paths
-    needs_train = any(m.startswith("svm") for m in cfg.fusion.methods)
+    needs_train = uses_svm(cfg.fusion.methods)
     stream_rows = None  # the streams' accuracy rows, read once if a pruned step is fused
     for run in range(1, cfg.train.runs + 1):
         steps = [k for k in range(cfg.prune.steps + 1)

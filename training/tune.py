@@ -24,8 +24,7 @@ from analysis.results import table_path, write_rows
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import STREAMS, ExperimentConfig
 from .data import make_loaders, stream_data, train_eval_loader
-from .evaluate import evaluate
-from .fusion import VideoScores, save_scores, wants_train_scores
+from .fusion import score_and_save, wants_train_scores
 from .loop import TrainState, seed_everything, train
 from .models import build_stream
 from .stages import load_stage
@@ -80,12 +79,11 @@ def run_trial(cfg: ExperimentConfig, stream: str, run: int,
     checkpoint = save_checkpoint(paths.checkpoint(stream, run, 0), model, epoch=state.epoch, config=cfg,
                                  classes=data.classes, extra={"train_state": {**state.to_dict(), "best_state": None}})
     amp = cfg.train.amp
-    test = evaluate(model, loaders["test"], len(data.classes), features=True, amp=amp, desc="test")
-    save_scores(paths.scores(stream, run, 0, "test"), VideoScores.of(test))
+    test = score_and_save(model, loaders["test"], len(data.classes), paths.scores(stream, run, 0, "test"),
+                          amp=amp, desc="test")
     if wants_train_scores(cfg):
-        train_scores = evaluate(model, train_eval_loader(cfg, stream, data), len(data.classes),
-                                features=True, amp=amp, desc="train scores")
-        save_scores(paths.scores(stream, run, 0, "train"), VideoScores.of(train_scores))
+        score_and_save(model, train_eval_loader(cfg, stream, data), len(data.classes),
+                       paths.scores(stream, run, 0, "train"), amp=amp, desc="train scores")
     keys = dict(experiment=cfg.experiment.name, stream=stream, run=run)
     partition = f"{stream}/run{run}/step0"
     write_rows(paths.results, "epochs", [{**keys, "step": 0, **row} for row in state.history],
