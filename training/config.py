@@ -264,12 +264,31 @@ def _check(value: Any, hint: Any, where: str) -> Any:
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _looks_like_float(value):
+            raise ConfigError(f"{where}: {value!r} was read by YAML as a string, not a number; "
+                              f"write it with a decimal point, e.g. {_yaml_float(value)}")
     elif hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif isinstance(value, origin or hint):
         return value
     raise ConfigError(f"{where}: expected {_describe(hint)}, got {value!r}")
+
+
+def _looks_like_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _yaml_float(text: str) -> str:
+    """``1e-3`` -> ``1.0e-3`` (YAML 1.1 needs a '.' in a float's mantissa)."""
+    mantissa, _, exponent = text.lower().partition("e")
+    if "." not in mantissa:
+        mantissa += ".0"
+    return mantissa + ("e" + exponent if exponent else "")
 
 
 def _describe(hint: Any) -> str:

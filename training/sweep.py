@@ -30,6 +30,7 @@ from analysis.results import atomic_file, read_table
 
 from .config import ConfigError, ExperimentConfig, ExperimentPaths
 from .stages import STAGES, StageUnavailable, load_stage
+from .validation import validate
 
 
 @dataclass
@@ -99,6 +100,7 @@ def run_sweep(cfg: ExperimentConfig, *, stages: list[str] | None = None, resume:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ConfigError(f"unknown stages {unknown}; known: {list(STAGES)}")
+    validate(cfg)  # every value range-checked before anything is written or Ray starts
     # trials run in other working directories: give them an absolute root
     cfg.experiment.root = str(cfg.paths.root)
     ctx = SweepContext(config=cfg, paths=cfg.paths, resume=resume)
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only these stages (default: the config's `stages`)")
     args = parser.parse_args(argv)
     try:
-        cfg = ExperimentConfig.from_yaml(args.config)
+        cfg = validate(ExperimentConfig.from_yaml(args.config))
     except ConfigError as exc:
         parser.error(str(exc))
     ctx = run_sweep(cfg, stages=args.stages, resume=args.resume, address=args.address)

@@ -1,0 +1,76 @@
+"""Issue #15 point 7: every config value range-checked before Ray starts; one message per
+problem naming key, value and what is allowed; exit 2 without a traceback."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from training.config import ConfigError, ExperimentConfig
+from training.validation import config_problems, validate
+
+REPO = Path(__file__).resolve().parents[1]
+GOOD = {"experiment": {"name": "ok"}, "data": {"synthetic": {"classes": 3}}}
+
+
+def problems(**sections) -> list[str]:
+    data = {k: dict(v) for k, v in GOOD.items()}
+    for section, values in sections.items():
+        data.setdefault(section, {}).update(values)
+    return config_problems(ExperimentConfig.from_dict(data))
+
+
+def test_good_config_and_demo_have_no_problems():
+    assert problems() == []
+    assert config_problems(ExperimentConfig.from_yaml(REPO / "ray_configs" / "demo.yaml")) == []
+
+
+@pytest.mark.parametrize("section, values, message", [
+    ("data", {"flow_bound": 0}, "data.flow_bound: 0.0 is not allowed (must be > 0)"),
+    ("data", {"workers": 0}, "data.workers: 0 is not allowed (must be > 0)"),
+    ("ray", {"max_failures": -1}, "ray.max_failures: -1 is not allowed (must be >= 0)"),
+    ("data", {"split": 7}, "data.split: 7 is not allowed (UCF101 has splits 1, 2, 3)"),
+    ("prune", {"step_fraction": 1.5}, "prune.step_fraction: 1.5 is not allowed (must be in (0, 1))"),
+    ("train", {"runs": 0}, "train.runs: 0 is not allowed (must be > 0)"),
+    ("train", {"lr": -1}, "train.lr: -1.0 is not allowed (must be > 0)"),
+    ("explain", {"steps": [0, 18]}, "explain.steps: [18] outside 0..prune.steps (17)"),
+    ("model", {"weights": "/nonexistent/w.pt"}, "model.weights: '/nonexistent/w.pt' is not 'none', 'imagenet' or an existing file"),
+    ("experiment", {"name": "../../x"}, "experiment.name: '../../x' is not a plain name"),
+    ("experiment", {"name": "/abs"}, "experiment.name: '/abs' is not a plain name"),
+    ("experiment", {"name": ""}, "experiment.name: '' is not a plain name"),
+    ("data", {"synthetic": None, "videos": "/nonexistent/v"}, "data.videos: '/nonexistent/v' is not a readable folder"),
+])
+def test_each_bad_value_is_named(section, values, message):
+    found = problems(**{section: values})
+    assert len(found) >= 1 and any(p.startswith(message) for p in found), found
+
+
+def test_every_problem_is_reported_once():
+    found = problems(data={"workers": 0, "flow_bound": -2}, train={"runs": 0})
+    assert len(found) == 3
+    with pytest.raises(ConfigError) as err:
+        validate(ExperimentConfig.from_dict({**GOOD, "train": {"runs": 0, "epochs": 0}}))
+    assert str(err.value).splitlines() == ["train.runs: 0 is not allowed (must be > 0)",
+                                           "train.epochs: 0 is not allowed (must be > 0)"]
+
+
+def test_yaml_string_float_suggests_decimal_point(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {lr: 1e-3}\n")  # YAML 1.1 reads this as the string '1e-3'
+    with pytest.raises(ConfigError, match=r"train\.lr: '1e-3' was read by YAML as a string.*1\.0e-3"):
+        ExperimentConfig.from_yaml(path)
+
+
+def test_sweep_exits_2_without_traceback_before_ray(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"experiment: {{name: bad, root: {tmp_path / 'exp'}}}\n"
+                    "data: {synthetic: {classes: 3}, workers: 0, split: 7}\nray: {max_failures: -1}\n")
+    done = subprocess.run([sys.executable, "-m", "training.sweep", "--config", str(path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    for key in ("data.workers: 0", "data.split: 7", "ray.max_failures: -1"):
+        assert key in done.stderr
+    assert not (tmp_path / "exp").exists()  # nothing written, Ray never started

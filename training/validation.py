@@ -1,0 +1,114 @@
+"""Range and value checks of an ExperimentConfig, run before any work (and before Ray) starts.
+
+``config_problems(cfg)`` lists every problem, one message each naming the key, the value and
+what is allowed; ``validate(cfg)`` raises one ConfigError carrying all of them. The type checks
+live in training.config (they run while the config is built); these are the checks a type
+cannot express. Any ExperimentConfig - from YAML, a dict or command-line overrides - goes
+through here.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .config import ConfigError, ExperimentConfig
+
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+WEIGHT_KEYWORDS = ("none", "imagenet")
+
+
+def _positive(problems: list[str], key: str, value, *, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        allowed = ">= 0" if allow_zero else "> 0"
+        problems.append(f"{key}: {value!r} is not allowed (must be {allowed})")
+
+
+def _fraction(problems: list[str], key: str, value, *, low_open: bool = True, high_open: bool = True) -> None:
+    ok_low = value > 0 if low_open else value >= 0
+    ok_high = value < 1 if high_open else value <= 1
+    if not (ok_low and ok_high):
+        interval = ("(" if low_open else "[") + "0, 1" + (")" if high_open else "]")
+        problems.append(f"{key}: {value!r} is not allowed (must be in {interval})")
+
+
+def config_problems(cfg: ExperimentConfig) -> list[str]:
+    p: list[str] = []
+    name = cfg.experiment.name
+    if not PLAIN_NAME.match(name or "") or name in (".", ".."):
+        p.append(f"experiment.name: {name!r} is not a plain name (letters, digits, '.', '_', '-', "
+                 "starting with a letter or digit; no '/' or '..')")
+    _positive(p, "experiment.seed", cfg.experiment.seed, allow_zero=True)
+
+    d = cfg.data
+    if d.split not in (1, 2, 3):
+        p.append(f"data.split: {d.split!r} is not allowed (UCF101 has splits 1, 2, 3)")
+    if d.synthetic is None:
+        for key in ("videos", "splits"):
+            value = getattr(d, key)
+            if value is None:
+                p.append(f"data.{key}: null is only allowed with data.synthetic")
+            elif not Path(value).expanduser().is_dir():
+                p.append(f"data.{key}: {value!r} is not a readable folder")
+    if d.classes is not None and len(d.classes) < 2:
+        p.append(f"data.classes: {d.classes!r} must name at least 2 classes (or be null for all)")
+    _positive(p, "data.flow_bound", d.flow_bound)
+    _positive(p, "data.clips_per_video", d.clips_per_video)
+    _positive(p, "data.test_clips", d.test_clips)
+    _positive(p, "data.short_side", d.short_side)
+    _positive(p, "data.workers", d.workers)
+
+    m = cfg.model
+    if m.weights not in WEIGHT_KEYWORDS and not Path(m.weights).expanduser().is_file():
+        p.append(f"model.weights: {m.weights!r} is not 'none', 'imagenet' or an existing file")
+    _positive(p, "model.input_size", m.input_size)
+    _fraction(p, "model.dropout", m.dropout, low_open=False)
+
+    t = cfg.train
+    for key in ("runs", "epochs", "batch_size", "lr", "step_size"):
+        _positive(p, f"train.{key}", getattr(t, key))
+    for key in ("weight_decay", "early_stopping_patience", "grad_clip", "sparsity"):
+        _positive(p, f"train.{key}", getattr(t, key), allow_zero=True)
+    _fraction(p, "train.momentum", t.momentum, low_open=False)
+    _fraction(p, "train.gamma", t.gamma, high_open=False)
+    _fraction(p, "train.val_fraction", t.val_fraction, low_open=False)
+
+    lo = cfg.loader
+    if not lo.crop_scales or any(not 0 < s <= 1 for s in lo.crop_scales):
+        p.append(f"loader.crop_scales: {lo.crop_scales!r} must be a non-empty list of values in (0, 1]")
+    _positive(p, "loader.threads", lo.threads)
+    _positive(p, "loader.shuffle_buffer", lo.shuffle_buffer)
+
+    _positive(p, "eval.batch_size", cfg.eval.batch_size)
+    _positive(p, "fusion.svm_c", cfg.fusion.svm_c)
+
+    pr = cfg.prune
+    _fraction(p, "prune.step_fraction", pr.step_fraction)
+    for key in ("steps", "min_channels", "round_to", "lr"):
+        _positive(p, f"prune.{key}", getattr(pr, key))
+    for key in ("finetune_epochs", "sparsity"):
+        _positive(p, f"prune.{key}", getattr(pr, key), allow_zero=True)
+
+    e = cfg.explain
+    if isinstance(e.steps, list):
+        bad = [s for s in e.steps if not 0 <= s <= pr.steps]
+        if bad:
+            p.append(f"explain.steps: {bad!r} outside 0..prune.steps ({pr.steps})")
+    for key in ("clips_per_video", "max_videos", "batch_size", "forward_batch"):
+        _positive(p, f"explain.{key}", getattr(e, key))
+
+    r = cfg.ray
+    _positive(p, "ray.num_cpus", r.num_cpus)
+    _positive(p, "ray.gpus_per_trial", r.gpus_per_trial, allow_zero=True)
+    _positive(p, "ray.cpus_per_trial", r.cpus_per_trial)
+    _positive(p, "ray.max_failures", r.max_failures, allow_zero=True)
+    return p
+
+
+def validate(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Return ``cfg`` if it has no problems, else raise one ConfigError listing each."""
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return cfg
