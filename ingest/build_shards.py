@@ -255,6 +255,18 @@ def flow_options(flow: str, dis_preset: str | None, raft_weights: str | None) ->
     return options | ({"weights": str(Path(raft_weights).resolve())} if raft_weights else {})
 
 
+def input_problem(videos: Path, splits: Path) -> str | None:
+    """One line naming a missing or unreadable input folder, else None (checked before any work)."""
+    for option, folder in (("--videos", videos), ("--splits", splits)):
+        if not folder.exists():
+            return f"{option} {folder}: no such folder"
+        if not folder.is_dir():
+            return f"{option} {folder}: not a folder"
+        if not os.access(folder, os.R_OK | os.X_OK):
+            return f"{option} {folder}: not readable (permission denied)"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--videos", required=True, type=Path, help="folder of Class/v_*.avi")
@@ -276,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--allow-missing", action="store_true")
     p.add_argument("--strict", action="store_true", help="exit 1 if any video failed")
     a = p.parse_args(argv)
+    problem = input_problem(a.videos, a.splits)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         summary = build_shards(a.videos, a.splits, a.split, a.out, flow=a.flow, workers=a.workers,
                                clips_per_video=a.clips_per_video, test_clips=a.test_clips,
@@ -286,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     except IngestFailed as exc:
         print(exc, file=sys.stderr)
         return 1
+    except OSError as exc:  # a split list or folder that vanished or cannot be read
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print(summary)
     return 0
 

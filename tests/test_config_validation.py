@@ -74,3 +74,25 @@ def test_sweep_exits_2_without_traceback_before_ray(tmp_path):
     for key in ("data.workers: 0", "data.split: 7", "ray.max_failures: -1"):
         assert key in done.stderr
     assert not (tmp_path / "exp").exists()  # nothing written, Ray never started
+
+
+def test_ingest_with_missing_or_unreadable_path_exits_2_with_one_line(tmp_path):
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o000)
+    cases = [(tmp_path / "missing", splits, "--videos"), (splits, tmp_path / "nope.txt", "--splits")]
+    import os
+    if os.geteuid() != 0:  # root reads anything
+        cases.append((locked, splits, "--videos"))
+    try:
+        for videos, split_dir, option in cases:
+            done = subprocess.run([sys.executable, "-m", "ingest.build_shards", "--videos", str(videos),
+                                   "--splits", str(split_dir), "--split", "1", "--out", str(tmp_path / "out")],
+                                  cwd=REPO, capture_output=True, text=True, timeout=120)
+            lines = done.stderr.strip().splitlines()
+            assert done.returncode == 2 and len(lines) == 1, done.stderr
+            assert lines[0].startswith(f"error: {option} ") and "Traceback" not in done.stderr
+            assert not (tmp_path / "out").exists()
+    finally:
+        locked.chmod(0o700)
