@@ -73,8 +73,7 @@ def run_trial(cfg: ExperimentConfig, stream: str, run: int,
             after_checkpoint(state)
 
     result = train(model, loaders["train"], loaders["val"], cfg.train, after_backward=_sparsity_hook(cfg),
-                   on_epoch=on_epoch, state=state, optimizer_state=optimizer_state,
-                   seed=None if state else seed)
+                   on_epoch=on_epoch, state=state, optimizer_state=optimizer_state, seed=seed)
     model, state = result.model, result.state
     checkpoint = save_checkpoint(paths.checkpoint(stream, run, 0), model, epoch=state.epoch, config=cfg,
                                  classes=data.classes, extra={"train_state": {**state.to_dict(), "best_state": None}})
