@@ -4,7 +4,6 @@ submitted with `ray job submit`, the experiment root on one folder every node us
 tasks and trials run on several nodes, and every row says where it ran."""
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import polars as pl
@@ -94,3 +93,4 @@ def test_sweep_runs_across_the_nodes_of_a_multi_node_cluster(tmp_path):
             assert cfg.paths.checkpoint(stream, 1, step).is_file()
             assert cfg.paths.scores(stream, 1, step, "test").is_file()
     assert (root / "ray" / "train").is_dir() and (root / "ray" / "prune").is_dir()
+
