@@ -20,7 +20,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shards.node import node_info
+
 WRITTEN_AT = "written_at"
+WHERE = ("host", "node_id")  # also stamped by the writer (shards.node.node_info)
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 
@@ -29,9 +32,11 @@ class ResultsSchemaError(ValueError):
 
 
 def _schema(*fields: tuple[str, pa.DataType, bool]) -> pa.Schema:
-    """(name, type, nullable) fields plus the writer's ``written_at`` stamp."""
+    """(name, type, nullable) fields plus the writer's stamps: ``written_at``, and ``host``
+    and ``node_id`` (where the row was written; node_id null outside Ray)."""
     return pa.schema([pa.field(n, t, nullable=null) for n, t, null in fields]
-                     + [pa.field(WRITTEN_AT, TIMESTAMP, nullable=False)])
+                     + [pa.field(WRITTEN_AT, TIMESTAMP, nullable=False)]
+                     + [pa.field(name, pa.string(), nullable=True) for name in WHERE])
 
 
 STR, INT, FLOAT = pa.string(), pa.int64(), pa.float64()
@@ -94,7 +99,7 @@ def to_arrow(table: str, rows: Sequence[dict] | pl.DataFrame, written_at: dateti
     Nullable columns may be left out (written as null); ``written_at`` is the writer's stamp.
     """
     schema = _schema_of(table)
-    given = schema.remove(schema.get_field_index(WRITTEN_AT))
+    given = pa.schema([f for f in schema if f.name not in (WRITTEN_AT, *WHERE)])
     rows = rows.to_dicts() if isinstance(rows, pl.DataFrame) else list(rows)
     if not rows:
         raise ResultsSchemaError(f"no rows to write to table {table!r}")
@@ -116,8 +121,11 @@ def to_arrow(table: str, rows: Sequence[dict] | pl.DataFrame, written_at: dateti
         if not field.nullable and arrow.column(field.name).null_count:
             raise ResultsSchemaError(f"rows for table {table!r}: column {field.name!r} has "
                                      f"{arrow.column(field.name).null_count} null value(s)")
-    stamp = pa.array([written_at] * arrow.num_rows, type=TIMESTAMP)
-    return arrow.append_column(schema.field(WRITTEN_AT), stamp)
+    arrow = arrow.append_column(schema.field(WRITTEN_AT),
+                                pa.array([written_at] * arrow.num_rows, type=TIMESTAMP))
+    for name, value in node_info().items():
+        arrow = arrow.append_column(schema.field(name), pa.array([value] * arrow.num_rows, pa.string()))
+    return arrow
 
 
 @contextmanager

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from shards.format import (DEFAULT_FLOW_BOUND, DEFAULT_TEST_CLIPS, FORMAT_VERSION, MANIFEST_NAME,
                            MANIFEST_SCHEMA)
+from shards.node import node_info
 from shards.tarfiles import is_complete, write_shard
 
 from .clips import clip_frames, video_samples
@@ -136,6 +137,8 @@ def build_shard(job: ShardJob, videos: Path, out: Path, opts: Options) -> list[d
                          seconds=time.perf_counter() - start))
     if samples:
         write_shard(out / job.name, samples)
+    where = node_info()
+    rows = [{**row, **where} for row in rows]
     _write_parquet(out / PARTS_DIRNAME / job.part_name, rows)
     return rows
 
@@ -183,7 +186,7 @@ def _run_on_ray(jobs: list[ShardJob], videos: Path, out: Path, opts: Options, wo
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-    task = ray.remote(num_cpus=1)(build_shard)
+    task = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(build_shard)  # over all nodes
     results, waiting, running = {}, list(jobs), {}
     try:
         while waiting or running:

@@ -92,6 +92,7 @@ def run_chain(cfg: ExperimentConfig, stream: str, run: int, loaders: ChainLoader
     for step in tqdm(range(start, prune.steps + 1), desc=f"prune {stream} run{run}", unit="step", disable=None):
         model = prune_step(model, baseline_channels, step, prune)
         result = train(model, loaders.train, loaders.val, finetune, seed=seed + step,
+                       loader_epoch_offset=(step - 1) * prune.finetune_epochs,  # a resumed chain reads the same
                        after_backward=lambda m: bn_l1_subgradient(m, prune.sparsity, residual=prune.residual))
         model = result.model
         # per-video scores, so the fuse stage can fuse the streams at this step too

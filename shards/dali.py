@@ -22,6 +22,7 @@ on the host per batch.
 from __future__ import annotations
 
 import io
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -322,11 +323,26 @@ class ShardLoader:
         self._gpu = _use_gpu(cfg.device)
         device_id = torch.cuda.current_device() if self._gpu else None
         self.device = torch.device("cuda", device_id) if self._gpu else torch.device("cpu")
+        self._epoch = None  # train: the epoch set_epoch built a pipeline for, until it is read
         self._build()
 
-    def _build(self):
-        cfg = self.cfg
-        pipe = _shard_pipeline([str(p) for p in self.paths], cfg, self._gpu, batch_size=cfg.batch_size,
+    def set_epoch(self, epoch: int) -> None:
+        """Train: make the next iteration give epoch ``epoch`` of this loader's sequence, whatever
+        came before, so a run resumed at epoch k reads exactly what an uninterrupted one read.
+
+        Each epoch gets its own pipeline, seeded by (seed, epoch), over the shards in an order
+        drawn from the same pair (the same on every DDP worker). Eval loaders ignore it.
+        """
+        if not self.cfg.train or epoch == self._epoch:
+            return
+        order = np.random.default_rng([self.cfg.seed, epoch]).permutation(len(self.paths))
+        self._build(paths=[self.paths[i] for i in order],
+                    seed=int(np.random.default_rng([self.cfg.seed, epoch, 1]).integers(2**31)))
+        self._epoch = epoch
+
+    def _build(self, paths: list[Path] | None = None, seed: int | None = None):
+        cfg = self.cfg if seed is None else dataclasses.replace(self.cfg, seed=seed)
+        pipe = _shard_pipeline([str(p) for p in paths or self.paths], cfg, self._gpu, batch_size=cfg.batch_size,
                                num_threads=cfg.threads, device_id=self.device.index, seed=cfg.seed,
                                prefetch_queue_depth=2)
         # train: full batches only, the same count on every worker (DDP steps in lockstep)
@@ -343,6 +359,7 @@ class ShardLoader:
     def __iter__(self):
         if self._unfinished and not self.cfg.train:
             self._build()
+        self._epoch = None  # consumed: set_epoch builds again, even for the same epoch
         self._unfinished = True
         try:
             yield from self._batches()

@@ -223,4 +223,6 @@ MANIFEST_SCHEMA = pa.schema([
     ("flow_bound", pa.float32()),
     ("seconds", pa.float32()),
     ("format_version", pa.int32()),
+    ("host", pa.string()),  # where the video was ingested (shards.node.node_info)
+    ("node_id", pa.string()),  # its Ray node id
 ])

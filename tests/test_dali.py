@@ -354,3 +354,22 @@ def test_epoch_left_early_restarts_in_eval_and_continues_in_train(odd_shards):
     started = keys_of([next(iter(train))])
     rest = keys_of(train)
     assert len(rest) == 30 and sorted(started + rest) == sorted(keys_of(evaluate))
+
+
+def test_set_epoch_gives_that_epoch_whatever_came_before(odd_shards):
+    """A run resumed at epoch k (a fresh loader, set_epoch(k)) reads exactly what an
+    uninterrupted run read in its epoch k: the same samples, order, crops and flips."""
+    cfg = LoaderConfig(stream="temporal", train=True, batch_size=6, input_size=16, seed=3, num_shards=2)
+
+    def epoch(loader, k):
+        loader.set_epoch(k)
+        return [(keys_of([b]), b["x"]) for b in loader]
+    straight = make_loader(odd_shards, cfg)
+    epochs = [epoch(straight, k) for k in range(3)]
+    resumed = epoch(make_loader(odd_shards, cfg), 2)
+    assert [keys for keys, _ in resumed] == [keys for keys, _ in epochs[2]]
+    for (_, x_a), (_, x_b) in zip(resumed, epochs[2]):
+        torch.testing.assert_close(x_a, x_b, rtol=0, atol=0)
+    orders = [[k for keys, _ in e for k in keys] for e in epochs]
+    assert orders[0] != orders[1] != orders[2]  # still a new order every epoch
+    assert epoch(straight, 2)[0][0] == epochs[2][0][0]  # the same epoch again, on demand

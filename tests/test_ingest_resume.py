@@ -19,7 +19,7 @@ def shard_files(split_dir):
 
 
 def manifest(split_dir):
-    return pl.read_parquet(split_dir / "manifest.parquet").drop("seconds")
+    return pl.read_parquet(split_dir / "manifest.parquet").drop("seconds", "host", "node_id")  # run facts
 
 
 @pytest.mark.slow

@@ -3,28 +3,19 @@ Ray head node with `ray job submit` (two GPU trials at once on logical GPUs)."""
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import shutil
-import signal
-import socket
 import subprocess
-import sys
-import tempfile
-import time
-from contextlib import closing, contextmanager
 from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
 
-from tests.test_tune import assert_each_trial_once, kill_session, tiny_experiment
+from tests.raycluster import BIN, ray_cluster
+from tests.test_tune import assert_each_trial_once, tiny_experiment
 from training.stages import StageUnavailable, load_stage
 from training.sweep import main
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 
 def test_stages_load_by_name_and_missing_ones_are_unavailable(tmp_path, monkeypatch):
@@ -52,54 +43,6 @@ def test_cli_names_config_errors(tmp_path, capsys):
     assert "invalid choice: 'bake'" in capsys.readouterr().err
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-@contextmanager
-def head_node(env: dict):
-    """A real Ray head node (2 CPUs, 2 logical GPUs) in its own session and temp dir; stops
-    exactly the processes it started. Yields the dashboard (job API) address."""
-    temp = Path(tempfile.mkdtemp(prefix="rayjob-", dir="/tmp"))  # short: Ray's socket paths
-    (gcs, dashboard, client, agent, agent_grpc, env_agent, metrics, node_mgr, obj_mgr,
-     worker_lo) = free_ports(10)
-    command = [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "2",
-               "--dashboard-host", "127.0.0.1", "--port", str(gcs), "--dashboard-port", str(dashboard),
-               "--ray-client-server-port", str(client), "--dashboard-agent-listen-port", str(agent),
-               "--dashboard-agent-grpc-port", str(agent_grpc), "--runtime-env-agent-port", str(env_agent),
-               "--metrics-export-port", str(metrics), "--node-manager-port", str(node_mgr),
-               "--object-manager-port", str(obj_mgr), "--min-worker-port", str(worker_lo),
-               "--max-worker-port", str(worker_lo + 40), "--temp-dir", str(temp), "--disable-usage-stats"]
-    log = open(temp / "head.log", "w")
-    head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    address = f"http://127.0.0.1:{dashboard}"
-    try:
-        deadline = time.time() + 180
-        while True:
-            probe = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address], env=env,
-                                   capture_output=True, text=True)
-            if probe.returncode == 0:
-                break
-            assert head.poll() is None and time.time() < deadline, (temp / "head.log").read_text()[-3000:]
-            time.sleep(2)
-        yield address
-    finally:
-        head.send_signal(signal.SIGTERM)  # `ray start --block` stops its own processes
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-        kill_session(head.pid)  # and whatever is left of its session, by pid
-        log.close()
-        shutil.rmtree(temp, ignore_errors=True)
-
-
 def trial_intervals(storage: Path) -> list[tuple[float, float]]:
     """(start, end) wall times of each Tune trial from its result.json."""
     spans = []
@@ -114,11 +57,8 @@ def test_ray_job_submit_runs_the_sweep_on_a_head_node(tmp_path, synthetic_shards
     cfg = tiny_experiment(tmp_path / "exp", synthetic_shards, stages=["train", "fuse"])
     config = tmp_path / "job.yaml"
     config.write_text(yaml.safe_dump(cfg.to_dict()))
-    # Ray 2.60 turns token auth on for local clusters; give head and client one explicit token
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("RAY_ADDRESS", None)
-    with head_node(env) as address:
+    with ray_cluster(head_cpus=2, head_gpus=2) as cluster:
+        env, address = cluster.env, cluster.dashboard
         submitted = subprocess.run(
             [str(BIN / "ray"), "job", "submit", "--address", address, "--submission-id", "sweep-test",
              "--working-dir", ".", "--", "python", "-m", "training.sweep", "--config", str(config)],

@@ -73,14 +73,20 @@ def crash_once_after_epoch_1(params, experiment, resume=False):
 
 
 @pytest.mark.slow
-def test_crashed_trial_is_retried_from_its_last_checkpoint(tmp_path, synthetic_shards, monkeypatch):
-    cfg = tiny_experiment(tmp_path / "exp", synthetic_shards, epochs=2)
+def test_crashed_trial_resumes_from_its_checkpoint_to_the_uninterrupted_result(tmp_path, synthetic_shards,
+                                                                               monkeypatch):
+    """Two runs of one config and seed: one uninterrupted, one whose trials crash right after
+    checkpointing epoch 1 and are retried from that checkpoint. Every row is equal: a run
+    trains the same way every time (the model is built after seeding), and a resumed one
+    reads and computes what the uninterrupted one did (each epoch depends on seed and epoch)."""
+    straight, crashed = (tiny_experiment(tmp_path / name, synthetic_shards, epochs=2) for name in ("a", "b"))
     # Ray workers import this module (by the name pytest gave it) to run its trainable
     here = str(Path(__file__).parent)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
     ray.init(num_cpus=2, include_dashboard=False)
     try:
-        results = make_tuner(cfg, trainable=crash_once_after_epoch_1).fit()
+        assert all(r.error is None for r in make_tuner(straight).fit())
+        results = make_tuner(crashed, trainable=crash_once_after_epoch_1).fit()
     finally:
         ray.shutdown()
     assert len(results) == 2
@@ -88,9 +94,16 @@ def test_crashed_trial_is_retried_from_its_last_checkpoint(tmp_path, synthetic_s
         assert result.error is None
         # the retry restored epoch 1's checkpoint and trained only epoch 2
         assert result.metrics["resumed_from"] == 1 and result.metrics["epoch"] == 2
-    assert_each_trial_once(cfg)
-    run_fusion_stage(cfg, None)
-    assert raw_rows(cfg, "accuracy").filter(pl.col("stream") == "fusion").height == 1
+    for cfg in (straight, crashed):
+        assert_each_trial_once(cfg)
+    a, b = (raw_rows(cfg, "accuracy").sort("stream").select("stream", "seed", "loss", "clip_accuracy",
+                                                             "video_accuracy") for cfg in (straight, crashed))
+    assert a.height == 2 and a.equals(b), (a, b)
+    a, b = (raw_rows(cfg, "epochs").sort("stream", "epoch", "phase").select("stream", "epoch", "phase", "loss",
+                                                                            "accuracy") for cfg in (straight, crashed))
+    assert a.equals(b), (a, b)
+    run_fusion_stage(crashed, None)
+    assert raw_rows(crashed, "accuracy").filter(pl.col("stream") == "fusion").height == 1
 
 
 def session_pids(sid: int) -> list[int]:
@@ -149,19 +162,3 @@ def test_killed_sweep_resumes_without_retraining_finished_trials(tmp_path, synth
         assert f.stat().st_mtime_ns == stamp, f"{f} was rewritten: a finished trial was trained again"
     assert_each_trial_once(cfg)
     assert "video_acc_mean" in rerun.stdout  # the accuracy table
-
-
-@pytest.mark.slow
-def test_a_run_trains_the_same_way_every_time(tmp_path, synthetic_shards):
-    """Same config and seed → the same weights from the first step (the model is built after
-    seeding) → identical test loss and accuracy; the two streams of a run share that seed."""
-    configs = [tiny_experiment(tmp_path / name, synthetic_shards, stages=["train"]) for name in ("a", "b")]
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        for cfg in configs:
-            assert all(r.error is None for r in make_tuner(cfg).fit())
-    finally:
-        ray.shutdown()
-    a, b = (raw_rows(cfg, "accuracy").sort("stream").select("stream", "seed", "loss", "clip_accuracy")
-            for cfg in configs)
-    assert a.height == 2 and a.equals(b), (a, b)

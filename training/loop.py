@@ -76,14 +76,19 @@ def train(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[d
           cfg: TrainConfig, *, after_backward: Callable[[nn.Module], None] | None = None,
           on_epoch: Callable[[TrainState, nn.Module, torch.optim.Optimizer], None] | None = None,
           start_epoch: int = 0, state: TrainState | None = None, optimizer_state: dict | None = None,
-          seed: int | None = None) -> TrainResult:
+          seed: int | None = None, loader_epoch_offset: int = 0) -> TrainResult:
     """Train ``model`` in place for epochs ``start_epoch .. cfg.epochs - 1``.
 
     ``on_epoch(state, model, optimizer)`` runs after every epoch (checkpointing, reporting).
-    To resume, pass the checkpointed ``state`` (it carries the epoch) and ``optimizer_state``.
+    To resume, pass the checkpointed ``state`` (it carries the epoch), ``optimizer_state`` and
+    the same ``seed``: each epoch's randomness depends only on (seed, epoch), so a resumed run
+    equals an uninterrupted one. The Python/NumPy/torch RNGs are seeded per epoch, and a
+    train loader with ``set_epoch`` (``shards.dali.ShardLoader``) is set to epoch
+    ``loader_epoch_offset + epoch`` (loaders shared by successive calls, as in a pruning
+    chain, pass how many epochs they have already given).
     Returns the model with the best val-loss weights when early stopping is on.
     """
-    if seed is not None:
+    if seed is not None and state is None:
         seed_everything(seed)
     device = resolve_device(cfg.device)
     amp = cfg.amp and device.type == "cuda"
@@ -101,6 +106,10 @@ def train(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[d
         lr = lr_at(cfg, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        if seed is not None:
+            seed_everything(seed * 1000 + epoch)
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(loader_epoch_offset + epoch)
         model.train()
         started, total_loss, correct, seen = time.perf_counter(), 0.0, 0, 0
         for batch in tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None):

@@ -82,6 +82,34 @@ def accuracy_table(results: Path) -> pl.DataFrame:
             .sort("step", "stream", "fusion", nulls_last=False))
 
 
+class ClusterError(RuntimeError):
+    """A Ray cluster this sweep cannot run on safely (the message says how to fix it)."""
+
+
+def check_node_temp_dirs() -> None:
+    """Refuse a cluster whose nodes on one host share a Ray temp dir.
+
+    Such nodes share one session folder, and with it the unpacked ``working_dir`` of a job
+    (``ray job submit --working-dir``): a node setting the package up for its first task
+    deletes and unpacks it again under the driver and the other nodes' workers. The driver
+    then lost its working directory (Intel oneMKL, initialised by ``import torch``, died with
+    "Cannot load libtorch_cpu.so") or imported modules from elsewhere. Separate machines never
+    share a temp dir; several nodes on one machine need ``ray start --temp-dir`` each.
+    """
+    sessions: dict[tuple[str, Path], list[str]] = {}
+    for node in ray.nodes():
+        if node["Alive"]:
+            session = Path(node["RayletSocketName"]).parent.parent  # <temp>/session_*/sockets/raylet
+            sessions.setdefault((node["NodeManagerAddress"], session), []).append(node["NodeID"][:12])
+    shared = [(host, session, ids) for (host, session), ids in sessions.items() if len(ids) > 1]
+    if shared:
+        host, session, ids = shared[0]
+        raise ClusterError(f"Ray nodes {ids} on host {host} share the temp dir {session.parent}: a job's "
+                           f"working_dir is unpacked there once for all of them and replaced under "
+                           f"running processes. Start each node on one host with its own "
+                           f"`ray start --temp-dir DIR`.")
+
+
 def connect_ray(cfg: ExperimentConfig, address: str | None) -> bool:
     """Connect to a cluster or start a local Ray; True if this call started or joined one."""
     if ray.is_initialized():
@@ -89,6 +117,7 @@ def connect_ray(cfg: ExperimentConfig, address: str | None) -> bool:
     address = address or cfg.ray.address
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address)  # None: the RAY_ADDRESS of a submitted job
+        check_node_temp_dirs()
     else:
         ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False)
     return True
@@ -137,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = validate(ExperimentConfig.from_yaml(args.config))
     except ConfigError as exc:
         parser.error(str(exc))
-    ctx = run_sweep(cfg, stages=args.stages, resume=args.resume, address=args.address)
+    try:
+        ctx = run_sweep(cfg, stages=args.stages, resume=args.resume, address=args.address)
+    except ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"results: {ctx.paths.results}")
     with pl.Config(tbl_rows=100, tbl_cols=20, tbl_hide_dataframe_shape=True):
         print(accuracy_table(ctx.paths.results))

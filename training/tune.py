@@ -73,8 +73,7 @@ def run_trial(cfg: ExperimentConfig, stream: str, run: int,
             after_checkpoint(state)
 
     result = train(model, loaders["train"], loaders["val"], cfg.train, after_backward=_sparsity_hook(cfg),
-                   on_epoch=on_epoch, state=state, optimizer_state=optimizer_state,
-                   seed=None if state else seed)
+                   on_epoch=on_epoch, state=state, optimizer_state=optimizer_state, seed=seed)
     model, state = result.model, result.state
     checkpoint = save_checkpoint(paths.checkpoint(stream, run, 0), model, epoch=state.epoch, config=cfg,
                                  classes=data.classes, extra={"train_state": {**state.to_dict(), "best_state": None}})
@@ -128,6 +127,16 @@ def trial_resources(cfg: ExperimentConfig) -> dict:
     return {"cpu": cfg.ray.cpus_per_trial, "gpu": gpus}
 
 
+def storage_uri(cfg: ExperimentConfig) -> str:
+    """Where Tune keeps experiment state and trial checkpoints: ``ray.storage_path`` as given
+    when it is a URI (``s3://…``, ``gs://…``, ``file://…``: any pyarrow filesystem), else that
+    folder (default ``<root>/ray``) as an absolute path."""
+    given = cfg.ray.storage_path
+    if given and "://" in given:
+        return given.rstrip("/")
+    return str(Path(given or cfg.paths.ray).resolve())
+
+
 def make_tuner(cfg: ExperimentConfig, *, resume: bool = False, trainable: Callable = train_trial,
                name: str = "train") -> tune.Tuner:
     """A new Tuner over stream x run, or the interrupted one restored (``resume``).
@@ -138,19 +147,19 @@ def make_tuner(cfg: ExperimentConfig, *, resume: bool = False, trainable: Callab
     # time; with short epochs it logs a "may become a bottleneck" warning per epoch. The
     # snapshot is small; keep the log readable (a user's own setting wins).
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    storage = Path(cfg.ray.storage_path or cfg.paths.ray).resolve()
+    storage = storage_uri(cfg)
     fn = tune.with_resources(tune.with_parameters(trainable, experiment=cfg.to_dict(), resume=resume),
                              trial_resources(cfg))
-    path = storage / name
-    if resume and tune.Tuner.can_restore(str(path)):
-        return tune.Tuner.restore(str(path), trainable=fn, resume_unfinished=True, resume_errored=True)
+    path = f"{storage}/{name}"
+    if resume and tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable=fn, resume_unfinished=True, resume_errored=True)
     return tune.Tuner(
         fn,
         param_space={"stream": tune.grid_search(list(STREAMS)),
                      "run": tune.grid_search(list(range(1, cfg.train.runs + 1)))},
         tune_config=tune.TuneConfig(max_concurrent_trials=None, reuse_actors=False),
         run_config=tune.RunConfig(
-            name=name, storage_path=str(storage), verbose=1,
+            name=name, storage_path=storage, verbose=1,
             failure_config=tune.FailureConfig(max_failures=cfg.ray.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
 
