@@ -47,6 +47,15 @@ def test_each_bad_value_is_named(section, values, message):
     assert len(found) >= 1 and any(p.startswith(message) for p in found), found
 
 
+def test_videos_and_splits_are_needed_only_by_the_data_stage():
+    without = {**GOOD, "data": {"synthetic": None, "videos": None, "splits": None}}
+    cfg = ExperimentConfig.from_dict({**without, "stages": ["data", "train"]})
+    assert config_problems(cfg) == ["data.videos: null is only allowed with data.synthetic",
+                                    "data.splits: null is only allowed with data.synthetic"]
+    assert config_problems(cfg, ["train", "fuse"]) == []  # later stages read the shards already built
+    assert config_problems(ExperimentConfig.from_dict({**without, "stages": ["train"]})) == []
+
+
 def test_every_problem_is_reported_once():
     found = problems(data={"workers": 0, "flow_bound": -2}, train={"runs": 0})
     assert len(found) == 3

@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only these stages (default: the config's `stages`)")
     args = parser.parse_args(argv)
     try:
-        cfg = validate(ExperimentConfig.from_yaml(args.config))
+        cfg = validate(ExperimentConfig.from_yaml(args.config), args.stages)
     except ConfigError as exc:
         parser.error(str(exc))
     try:

@@ -33,8 +33,10 @@ def _fraction(problems: list[str], key: str, value, *, low_open: bool = True, hi
         problems.append(f"{key}: {value!r} is not allowed (must be in {interval})")
 
 
-def config_problems(cfg: ExperimentConfig) -> list[str]:
+def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> list[str]:
+    """Every problem of ``cfg`` for running ``stages`` (default: the config's own)."""
     p: list[str] = []
+    stages = list(stages or cfg.stages)
     name = cfg.experiment.name
     if not PLAIN_NAME.match(name or "") or name in (".", ".."):
         p.append(f"experiment.name: {name!r} is not a plain name (letters, digits, '.', '_', '-', "
@@ -44,7 +46,7 @@ def config_problems(cfg: ExperimentConfig) -> list[str]:
     d = cfg.data
     if d.split not in (1, 2, 3):
         p.append(f"data.split: {d.split!r} is not allowed (UCF101 has splits 1, 2, 3)")
-    if d.synthetic is None:
+    if d.synthetic is None and "data" in stages:  # later stages read the shards, not the videos
         for key in ("videos", "splits"):
             value = getattr(d, key)
             if value is None:
@@ -106,9 +108,9 @@ def config_problems(cfg: ExperimentConfig) -> list[str]:
     return p
 
 
-def validate(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Return ``cfg`` if it has no problems, else raise one ConfigError listing each."""
-    problems = config_problems(cfg)
+def validate(cfg: ExperimentConfig, stages: list[str] | None = None) -> ExperimentConfig:
+    """Return ``cfg`` if it has no problems for ``stages``, else raise one ConfigError listing each."""
+    problems = config_problems(cfg, stages)
     if problems:
         raise ConfigError("\n".join(problems))
     return cfg
