@@ -52,7 +52,8 @@ case ${1:-} in
         [[ -d $parts ]] || die "PARTS_DIR $parts is not a folder"
         mkdir -p "$store"
         shopt -s nullglob
-        moved=("$parts"/*.whl "$parts"/*.part[0-9][0-9] "$parts"/SHA256SUMS)
+        moved=("$parts"/*.whl "$parts"/*.part[0-9][0-9])
+        [[ ! -f $parts/SHA256SUMS ]] || moved+=("$parts/SHA256SUMS")
         (( ${#moved[@]} )) || die "no wheels, parts or SHA256SUMS in $parts"
         mv -f "${moved[@]}" "$store"/
         check_parts "$store" || exit 1
