@@ -186,16 +186,14 @@ def step_irof(dry: bool, work: Path) -> list[dict]:
 
 def step_pruning(dry: bool, work: Path) -> list[dict]:
     """benchmarks/pruning.py at 21.72/24.86/43.53 % (steps 6, 7, 14): latency speedup vs FLOPs speedup."""
-    import torch
     from benchmarks.pruning import benchmark
     device = _device(dry)
-    if device == "cuda":
-        torch.set_default_device("cuda")  # the benchmark builds models and inputs on the default device
     batch = 2 if dry else 64
     args = argparse.Namespace(archs=["resnet18"] if dry else ["resnet50"], streams=["spatial"] if dry else
                               ["spatial", "temporal"], steps=[14] if dry else [6, 7, 14], batch_sizes=[batch],
                               input_size=32 if dry else 224, repeats=1 if dry else 10, residual=True,
-                              min_channels=8, round_to=8, channels_last=True, threads=None, seed=0, csv=None)
+                              min_channels=8, round_to=8, channels_last=True, threads=None, seed=0, csv=None,
+                              device=device, amp=device == "cuda")
     table = benchmark(args)
     out = []
     for row in table.iter_rows(named=True):
