@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,7 @@ STEPS = {
     "cuda_tests": (90, 60),
     "loader": (60, 60),
     "boundness": (90, 60),
-    "irof": (45, 60),
+    "irof": (45, 90),
     "pruning": (45, 60),
     "flow": (30, 60),
     "sweep": (120, 120),
@@ -74,11 +75,15 @@ def step_cuda_tests(dry: bool, work: Path) -> list[dict]:
 
 
 def _shards(work: Path, dry: bool) -> list[Path]:
+    """Synthetic shards, built once per kit run (``work`` is the driver's folder, shared by steps)."""
     from benchmarks import loader as bench
+    from shards.dali import shard_paths
+    work = work.parent / "data"
+    if dry and (work / "split1" / "train").is_dir():
+        return shard_paths(work / "split1" / "train")
     if dry:  # a smaller synthetic set than the benchmark's
         from ingest.build_shards import build_shards
         from ingest.synthetic import generate
-        from shards.dali import shard_paths
         videos = generate(work / "videos", classes=2, groups=3, clips=1, frames=12, width=80, height=60)
         build_shards(videos, videos / "ucfTrainTestlist", 1, work / "split1", clips_per_video=2,
                      test_clips=2, workers=1)
@@ -174,8 +179,8 @@ def _run_bench(module: str, args: list[str]) -> str:
 
 def step_irof(dry: bool, work: Path) -> list[dict]:
     """benchmarks/irof.py on the device: ours vs its forward-pass bound and vs quantus.IROF."""
-    args = ["--stream", "temporal", "--size", "16" if dry else "64", "--samples", "2" if dry else "64",
-            "--batch-sizes", "8" if dry else "64,128,256", "--repeats", "1" if dry else "3",
+    args = ["--stream", "temporal", "--size", "16" if dry else "64", "--samples", "1" if dry else "64",
+            "--batch-sizes", "64" if dry else "64,128,256", "--repeats", "1" if dry else "3",
             "--device", _device(dry)]
     text = _run_bench("benchmarks.irof", args)
     bound = float(re.search(r"ours / bound\s+([\d.]+)", text).group(1))
@@ -272,10 +277,15 @@ def run_step(name: str, dry: bool, cap: float, work: Path) -> list[dict]:
         cmd.append("--dry-run")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
+    # its own process group, so that a step over its cap is stopped with everything it started
+    child = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
     try:
-        run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=cap)
-        error = None if run.returncode == 0 else (run.stderr.strip().splitlines() or [f"exit {run.returncode}"])[-1]
+        _, stderr = child.communicate(timeout=cap)
+        error = None if child.returncode == 0 else (stderr.strip().splitlines() or [f"exit {child.returncode}"])[-1]
     except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
         error = f"time cap of {cap:.0f} s exceeded"
     seconds = round(time.perf_counter() - start, 1)
     if error is None and result.exists():
@@ -306,8 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.step:  # child: run one step, write its measures
-        with tempfile.TemporaryDirectory(prefix=f"gpu_check_{args.step}_") as work:
-            rows = STEP_FUNCTIONS[args.step](args.dry_run, Path(work))
+        work = args.result.parent / args.step  # beside the other steps' folders: shared data in ../data
+        work.mkdir(exist_ok=True)
+        rows = STEP_FUNCTIONS[args.step](args.dry_run, work)
         args.result.write_text(json.dumps(rows))
         return 0
     rows = []
