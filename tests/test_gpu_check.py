@@ -119,4 +119,4 @@ def test_dry_run_writes_summary_even_when_a_step_fails(tmp_path):
         assert expected in names
     table = (out / "gpu_check.md").read_text()
     assert "| name | value | unit | goal | met | error |" in table
-    assert "deliberate failure" in table and table.count("\n| ") == len(rows) + 1
+    assert "deliberate failure" in table and table.count("\n| ") == len(rows) + 2  # header, rule, rows
