@@ -31,15 +31,18 @@ GOAL_STEP = 14  # 1 − 0.96^14 = 43.53 %
 
 
 def paired_latency(base: nn.Module, pruned: nn.Module, x: torch.Tensor, repeats: int,
-                   warmup: int = 2) -> tuple[float, float]:
+                   warmup: int = 2, amp: bool = False) -> tuple[float, float]:
     """Median seconds per forward of ``base`` and ``pruned``, timed alternately so that both see
-    the same machine load."""
+    the same machine load. On a GPU each forward is synchronised; ``amp``: bf16 autocast."""
     times = {id(base): [], id(pruned): []}
-    with torch.inference_mode():
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         for index in range(warmup + repeats):
             for model in (base, pruned):
+                sync()
                 start = time.perf_counter()
                 model(x)
+                sync()
                 if index >= warmup:
                     times[id(model)].append(time.perf_counter() - start)
     return statistics.median(times[id(base)]), statistics.median(times[id(pruned)])
@@ -64,10 +67,12 @@ def benchmark(args) -> pl.DataFrame:
     progress = tqdm(total=len(jobs) * len(args.steps), desc="models", unit="model")
     for arch, stream in jobs:
         base = random_gammas(build_stream(stream, arch, 101), args.seed)
-        inputs = {b: torch.randn(b, base.conv1.in_channels, args.input_size, args.input_size) for b in args.batch_sizes}
+        device, amp = getattr(args, "device", "cpu"), getattr(args, "amp", False)
+        inputs = {b: torch.randn(b, base.conv1.in_channels, args.input_size, args.input_size, device=device)
+                  for b in args.batch_sizes}
         if args.channels_last:
             inputs = {b: x.to(memory_format=torch.channels_last) for b, x in inputs.items()}
-        timed_base = prepare(copy.deepcopy(base), args.channels_last)
+        timed_base = prepare(copy.deepcopy(base).to(device), args.channels_last)
         for k in args.steps:
             ratio = 1 - 0.96 ** k
             pruned = prune_model(base, ratio, residual=args.residual, min_channels=args.min_channels,
@@ -76,9 +81,9 @@ def benchmark(args) -> pl.DataFrame:
             row = {"arch": arch, "stream": stream, "step": k, "prune_ratio": round(100 * ratio, 2),
                    **{key: round(100 * value, 2) for key, value in stats.items()},
                    "flops_speedup": round(1 / (1 - stats["flops_removed"]), 3)}
-            pruned = prepare(pruned, args.channels_last)
+            pruned = prepare(pruned.to(device), args.channels_last)
             for b, x in inputs.items():
-                base_seconds, pruned_seconds = paired_latency(timed_base, pruned, x, args.repeats)
+                base_seconds, pruned_seconds = paired_latency(timed_base, pruned, x, args.repeats, amp=amp)
                 speedup = base_seconds / pruned_seconds
                 row[f"latency_speedup_b{b}"] = round(speedup, 3)
                 row[f"efficiency_b{b}"] = round(speedup / row["flops_speedup"], 3)
@@ -102,6 +107,8 @@ def main(argv=None) -> None:
     parser.add_argument("--min-channels", type=int, default=8)
     parser.add_argument("--round-to", type=int, default=8)
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast (the GPU goal is at batch 64 with AMP)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--csv", help="also write the table here")
