@@ -66,6 +66,10 @@ def _format(value) -> str:
     return str(value)
 
 
+PAIRED_LIMITS = ("Paired analysis: the same runs are measured at every step, so the steps are compared "
+                 "within runs. With 5 runs the exact two-sided Wilcoxon p cannot fall below 0.0625; "
+                 "the repeated-measures ANOVA uses only runs present at every step.")
+
 class ReportBuilder:
     """Collects blocks section by section; each section checks its own inputs."""
 
@@ -108,7 +112,24 @@ class ReportBuilder:
             self.report.tables.setdefault(name, table)
         self.blocks.append(Block("table", caption, table=table))
 
+    def paired_tables(self, prefix: str, what: str) -> None:
+        """The paired analysis (runs as the repeated measure), shown before the original study's."""
+        self.text(PAIRED_LIMITS)
+        for kind, caption in (("anova_rm", f"{what}: repeated-measures ANOVA over steps, runs as subjects, "
+                                           "Greenhouse-Geisser corrected p_gg"),
+                              ("posthoc_paired", f"{what}: each step against step 0, runs paired, "
+                                                 "paired t and exact Wilcoxon, Holm-adjusted")):
+            frame = self.stats[f"{prefix}_{kind}"].drop("experiment")
+            self.table(f"{caption} (tables/{prefix}_{kind}.csv)", frame)
+        few = self.stats[f"{prefix}_summary"].filter(pl.col("n") < 3)
+        if few.height:
+            self.text(f"{few.height} step(s) of {what} have fewer than 3 runs: their intervals and "
+                      "tests rest on too few runs to be trusted.")
+        self.text("The tables below reproduce the original study's analysis (steps as independent "
+                  "groups, seed-comparable with it).")
+
     def stat_tables(self, prefix: str, what: str) -> None:
+        self.paired_tables(prefix, what)
         for kind, caption in (("summary", f"{what}: per step, n runs, mean, sd, 95 % t-interval"),
                               ("effects", f"{what}: each step against step 0, runs paired"),
                               ("anova", f"{what}: one-way ANOVA across steps"),

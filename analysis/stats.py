@@ -15,6 +15,19 @@ paired by their ``run`` index. Tables (each written as Parquet and CSV):
 - ``posthoc``: every pair of steps A < B, two-sample Student t-test of B against A
   (T, dof, p uncorrected, Bonferroni p capped at 1) and Hedges' g (B − A).
 
+Paired analysis (runs are the repeated measure; the report leads with it):
+
+- ``anova_rm``: one-way repeated-measures ANOVA over steps on the runs present at every
+  step (F, df_num, df_den, p) and the Greenhouse–Geisser epsilon (double-centred step
+  covariance) with its corrected p ``p_gg``; equal to statsmodels' ``AnovaRM``.
+- ``posthoc_paired``: each step > 0 against step 0, runs paired: paired t (scipy) and exact
+  Wilcoxon signed-rank (permutation test when differences tie or are zero), each
+  Holm-adjusted over the group's steps (statsmodels ``multipletests``). With n = 5 the
+  exact two-sided Wilcoxon p is at least 0.0625.
+
+``summary``/``effects``/``anova``/``posthoc`` above reproduce the original study's
+analysis (seed-comparable, steps treated as independent groups in ``anova``/``posthoc``).
+
 Fewer than 2 observations leave the descriptive columns and no tests, with a warning.
 
 ``python -m analysis.stats --results DIR --out DIR [--metric video_accuracy]``
@@ -36,7 +49,7 @@ from .results import atomic_file, read_table
 ACCURACY_GROUPS = ("experiment", "stream", "fusion", "split")
 IROF_GROUPS = ("experiment", "stream", "method")
 METRICS = ("video_accuracy", "clip_accuracy", "video_top5", "loss")
-TABLES = ("summary", "effects", "anova", "posthoc")
+TABLES = ("summary", "effects", "anova", "posthoc", "anova_rm", "posthoc_paired")
 
 
 def _number(x) -> float | None:
@@ -191,6 +204,114 @@ def posthoc(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.DataFra
         "hedges_g": pl.Float64})
 
 
+def _complete_runs(part: pl.DataFrame, value: str) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """(steps, runs, runs × steps matrix) over the runs that have a value at every step."""
+    steps = _steps(part, value)
+    runs = None
+    for _, r, _ in steps.values():
+        runs = set(r.tolist()) if runs is None else runs & set(r.tolist())
+    runs = sorted(runs or ())
+    matrix = np.array([[dict(zip(r.tolist(), x.tolist()))[run] for _, r, x in steps.values()]
+                       for run in runs], dtype=float).reshape(len(runs), len(steps))
+    return sorted(steps), np.array(runs), matrix
+
+
+def greenhouse_geisser(matrix: np.ndarray) -> float:
+    """Greenhouse–Geisser epsilon from the double-centred step covariance (runs × steps)."""
+    k = matrix.shape[1]
+    centre = np.eye(k) - np.ones((k, k)) / k
+    s = centre @ np.cov(matrix, rowvar=False) @ centre
+    return float(np.trace(s) ** 2 / ((k - 1) * np.trace(s @ s)))
+
+
+def anova_rm(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.DataFrame:
+    """One-way repeated-measures ANOVA over steps, runs as subjects (runs complete at every step),
+    with the Greenhouse–Geisser corrected p; equal to statsmodels' ``AnovaRM`` on those rows."""
+    rows = []
+    for group, part in _by_group(df, groups):
+        _, runs, m = _complete_runs(part, value)
+        n, k = m.shape
+        if n < 2 or k < 2:
+            warnings.warn(f"{_group_label(group)}: {n} complete run(s) over {k} step(s): "
+                          "no repeated-measures ANOVA", stacklevel=2)
+            continue
+        grand = m.mean()
+        ss_step = n * ((m.mean(axis=0) - grand) ** 2).sum()
+        ss_run = k * ((m.mean(axis=1) - grand) ** 2).sum()
+        ss_error = ((m - grand) ** 2).sum() - ss_step - ss_run
+        df_num, df_den = k - 1, (k - 1) * (n - 1)
+        f = (ss_step / df_num) / (ss_error / df_den) if ss_error > 0 else math.nan
+        eps = greenhouse_geisser(m) if ss_error > 0 else math.nan
+        rows.append({**group, "n": n, "F": _number(f), "df_num": df_num, "df_den": df_den,
+                     "p": _number(stats.f.sf(f, df_num, df_den)), "epsilon_gg": _number(eps),
+                     "p_gg": _number(stats.f.sf(f, eps * df_num, eps * df_den))})
+    return _frame(rows, _group_schema(df, groups) | {
+        "n": pl.Int64, "F": pl.Float64, "df_num": pl.Int64, "df_den": pl.Int64, "p": pl.Float64,
+        "epsilon_gg": pl.Float64, "p_gg": pl.Float64})
+
+
+def holm(p_values: list[float | None]) -> list[float | None]:
+    """Holm step-down adjusted p (statsmodels ``multipletests``) over the non-null values."""
+    from statsmodels.stats.multitest import multipletests
+
+    present = [i for i, p in enumerate(p_values) if p is not None]
+    out: list[float | None] = [None] * len(p_values)
+    if present:
+        adjusted = multipletests([p_values[i] for i in present], method="holm")[1]
+        for i, p in zip(present, adjusted):
+            out[i] = float(p)
+    return out
+
+
+def _wilcoxon_exact(x: np.ndarray, base: np.ndarray) -> tuple[float | None, float | None]:
+    """Exact signed-rank test; with zero or tied differences scipy's exact null does not apply,
+    so the sign-flip permutation test (``method="auto"``) is used instead."""
+    diff = x - base
+    if not np.any(diff != 0):
+        return None, None
+    exact = np.all(diff != 0) and len(np.unique(np.abs(diff))) == len(diff)
+    res = stats.wilcoxon(x, base, alternative="two-sided", method="exact" if exact else "auto")
+    return float(res.statistic), float(res.pvalue)
+
+
+def posthoc_paired(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.DataFrame:
+    """Each step > 0 against step 0 over the runs present at both: paired t, exact Wilcoxon, both
+    Holm-adjusted over the steps of the group. With n = 5 pairs the smallest exact two-sided
+    Wilcoxon p is 2/32 = 0.0625, so it cannot fall below 0.05."""
+    rows = []
+    for group, part in _by_group(df, groups):
+        steps = _steps(part, value)
+        if 0 not in steps:
+            warnings.warn(f"{_group_label(group)}: no unpruned step 0, no paired post-hoc", stacklevel=2)
+            continue
+        _, base_runs, base = steps[0]
+        group_rows = []
+        for step, (ratio, runs, x) in steps.items():
+            if step == 0:
+                continue
+            _, i_step, i_base = np.intersect1d(runs, base_runs, return_indices=True)
+            paired_x, paired_base = x[i_step], base[i_base]
+            n = len(i_step)
+            row = {**group, "step": step, "prune_ratio": ratio, "n": n,
+                   "mean_diff": float(np.mean(paired_x - paired_base)) if n else None,
+                   "t": None, "p_t": None, "W": None, "p_wilcoxon": None}
+            if n >= 2:
+                if np.std(paired_x - paired_base) > 0:
+                    t = stats.ttest_rel(paired_x, paired_base)
+                    row |= {"t": _number(t.statistic), "p_t": _number(t.pvalue)}
+                row["W"], row["p_wilcoxon"] = _wilcoxon_exact(paired_x, paired_base)
+            group_rows.append(row)
+        for key, adjusted in (("p_holm", holm([r["p_t"] for r in group_rows])),
+                              ("p_wilcoxon_holm", holm([r["p_wilcoxon"] for r in group_rows]))):
+            for row, p in zip(group_rows, adjusted):
+                row[key] = p
+        rows += group_rows
+    return _frame(rows, _group_schema(df, groups) | {
+        "step": pl.Int64, "prune_ratio": pl.Float64, "n": pl.Int64, "mean_diff": pl.Float64,
+        "t": pl.Float64, "p_t": pl.Float64, "W": pl.Float64, "p_wilcoxon": pl.Float64,
+        "p_holm": pl.Float64, "p_wilcoxon_holm": pl.Float64})
+
+
 def irof_per_run(irof: pl.DataFrame) -> pl.DataFrame:
     """Mean IROF score per run and step (one value per run, like accuracy)."""
     return (irof.group_by(*IROF_GROUPS, "run", "step")
@@ -200,7 +321,8 @@ def irof_per_run(irof: pl.DataFrame) -> pl.DataFrame:
 
 def all_tables(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> dict[str, pl.DataFrame]:
     return {"summary": summary(df, groups, value), "effects": effects(df, groups, value),
-            "anova": anova(df, groups, value), "posthoc": posthoc(df, groups, value)}
+            "anova": anova(df, groups, value), "posthoc": posthoc(df, groups, value),
+            "anova_rm": anova_rm(df, groups, value), "posthoc_paired": posthoc_paired(df, groups, value)}
 
 
 def compute_tables(results_dir: Path, metric: str = "video_accuracy") -> dict[str, pl.DataFrame]:

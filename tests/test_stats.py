@@ -176,3 +176,85 @@ def test_constant_differences_keep_wilcoxon_and_skip_d():
     assert row["cohens_d"] is None and row["t"] is None
     assert row["W"] == 0 and row["p_wilcoxon"] == pytest.approx(2 / 8)
     assert np.isclose(row["mean_diff"], 2.0)
+
+
+# --- paired analysis: repeated-measures ANOVA and paired post-hoc -------------------------------
+
+# five runs over four steps, unequal step variances so that the GG epsilon is below 1
+RM_VALUES = {0: [60, 62, 64, 66, 63], 1: [61, 65, 62, 70, 60], 2: [59, 60, 61, 61, 58],
+             3: [50, 58, 49, 63, 55]}
+
+
+def test_anova_rm_equals_statsmodels():
+    from statsmodels.stats.anova import AnovaRM
+
+    df = frame(RM_VALUES)
+    table = stats.anova_rm(df, GROUPS, "video_accuracy")
+    assert table.height == 1
+    ref = AnovaRM(df.select("run", "step", "video_accuracy").to_pandas(), "video_accuracy", "run",
+                  within=["step"]).fit().anova_table.loc["step"]
+    row = table.row(0, named=True)
+    assert (row["df_num"], row["df_den"], row["n"]) == (3, 12, 5)
+    assert row["F"] == pytest.approx(ref["F Value"])
+    assert row["p"] == pytest.approx(ref["Pr > F"])
+    # GG epsilon: double-centred covariance S, (tr S)² / ((k−1) tr S²), within [1/(k−1), 1]
+    assert 1 / 3 <= row["epsilon_gg"] < 1
+    eps = row["epsilon_gg"]
+    assert row["p_gg"] == pytest.approx(scipy_stats.f.sf(ref["F Value"], 3 * eps, 12 * eps))
+    assert row["p_gg"] > row["p"]
+
+
+def test_greenhouse_geisser_known_answers():
+    # sphericity exactly (independent equal-variance columns in expectation is not exact; use a
+    # compound-symmetric covariance built by hand): epsilon 1
+    m = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    # cov of these 3 columns is compound symmetric (equal variances, equal covariances) → ε = 1
+    assert stats.greenhouse_geisser(m) == pytest.approx(1.0)
+    # all variation in one contrast: lower bound 1/(k−1)
+    line = np.array([[0.0, 1.0, 2.0], [0.0, -1.0, -2.0], [0.0, 3.0, 6.0]])
+    assert stats.greenhouse_geisser(line) == pytest.approx(1 / 2)
+
+
+def test_anova_rm_uses_complete_runs_only():
+    values = {step: list(v) for step, v in RM_VALUES.items()}
+    values[2][4] = None  # run 5 misses step 2: dropped from the repeated-measures ANOVA
+    row = stats.anova_rm(frame(values), GROUPS, "video_accuracy").row(0, named=True)
+    assert (row["n"], row["df_den"]) == (4, 9)
+
+
+def test_holm_known_case():
+    # p sorted 0.01, 0.02, 0.04 → ×3, ×2, ×1 = 0.03, 0.04, 0.04 (monotone); None left out
+    assert stats.holm([0.04, None, 0.01, 0.02]) == pytest.approx([0.04, None, 0.03, 0.04])
+    # step-down keeps the running maximum: 0.01×3 = 0.03, 0.04×2 = 0.08, 0.045×1 → 0.08
+    assert stats.holm([0.01, 0.04, 0.045]) == pytest.approx([0.03, 0.08, 0.08])
+
+
+def test_posthoc_paired_against_scipy_and_holm():
+    table = stats.posthoc_paired(frame(RM_VALUES), GROUPS, "video_accuracy").sort("step")
+    assert table["step"].to_list() == [1, 2, 3]
+    assert table["n"].to_list() == [5, 5, 5]
+    base = np.array(RM_VALUES[0], dtype=float)
+    p_t = []
+    for row in table.iter_rows(named=True):
+        x = np.array(RM_VALUES[row["step"]], dtype=float)
+        t = scipy_stats.ttest_rel(x, base)
+        assert (row["t"], row["p_t"]) == pytest.approx((t.statistic, t.pvalue))
+        assert row["mean_diff"] == pytest.approx(np.mean(x - base))
+        p_t.append(t.pvalue)
+    # Holm by hand over the three steps
+    order = np.argsort(p_t)
+    expected, running = [0.0] * 3, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, p_t[i] * (3 - rank)))
+        expected[i] = running
+    assert table["p_holm"].to_list() == pytest.approx(expected)
+    # step 3: all five differences negative and distinct → exact W = 0, p = 2/32
+    step3 = table.row(2, named=True)
+    assert (step3["W"], step3["p_wilcoxon"]) == pytest.approx((0.0, 0.0625))
+
+
+def test_paired_tables_in_compute_tables(tmp_path):
+    write_rows(tmp_path, "accuracy", accuracy_rows(RM_VALUES), partition="spatial")
+    tables = stats.compute_tables(tmp_path)
+    assert {"video_accuracy_anova_rm", "video_accuracy_posthoc_paired",
+            "video_accuracy_anova", "video_accuracy_posthoc"} <= set(tables)
