@@ -109,7 +109,7 @@ def read_split(splits_dir: Path, split: int, subset: str, *, videos: Path | None
         elif subset == "train" and int(fields[1]) != all_classes.index(class_name) + 1:
             raise SplitListError(f"{where}: label {fields[1]} but classInd.txt gives {class_name} "
                                  f"label {all_classes.index(class_name) + 1}")
-        elif videos is not None and not (Path(videos) / rel).is_file():
+        elif videos is not None and class_name in labels and not (Path(videos) / rel).is_file():
             problem = f"{where}: video {Path(videos) / rel} not found"
         if problem:
             if not allow_missing:
