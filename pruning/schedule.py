@@ -151,7 +151,9 @@ def run_prune_trial(cfg: ExperimentConfig, stream: str, run: int, *, resume: boo
 def prune_trial(params: dict, experiment: dict, resume: bool = False) -> None:
     """The Tune function trainable: ``params`` = {stream, run}; ``experiment`` the config dict."""
     cfg = ExperimentConfig.from_dict(experiment)
-    tune.report(run_prune_trial(cfg, params["stream"], params["run"], resume=resume))
+    # always from the first unfinished step: a plain rerun resumes too (the sweep's config
+    # check guarantees the finished steps came from this config)
+    tune.report(run_prune_trial(cfg, params["stream"], params["run"], resume=True))
 
 
 def run_prune_stage(cfg: ExperimentConfig, ctx) -> None:

@@ -91,6 +91,16 @@ def test_crashed_trial_is_retried_from_its_last_checkpoint(tmp_path, synthetic_s
     assert_each_trial_once(cfg)
     run_fusion_stage(cfg, None)
     assert raw_rows(cfg, "accuracy").filter(pl.col("stream") == "fusion").height == 1
+    # a plain rerun (no --resume) trains and fuses nothing again
+    written = {p: p.stat().st_mtime_ns for p in cfg.paths.results.rglob("*.parquet")}
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        rerun = make_tuner(cfg, name="train-rerun").fit()
+    finally:
+        ray.shutdown()
+    assert all(r.metrics.get("skipped") for r in rerun)
+    run_fusion_stage(cfg, None)
+    assert {p: p.stat().st_mtime_ns for p in cfg.paths.results.rglob("*.parquet")} == written
 
 
 def session_pids(sid: int) -> list[int]:

@@ -8,6 +8,7 @@ fsync, rename).
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, epoch: int, config: A
         "classes": list(classes),
         "extra": dict(extra or {}),
     }
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")  # never another writer's
     try:
         with open(tmp, "wb") as f:
             torch.save(payload, f)
