@@ -80,7 +80,7 @@ def run_chain(cfg: ExperimentConfig, stream: str, run: int, loaders: ChainLoader
     start = first_unfinished_step(cfg, stream, run) if resume else 1
     if start > prune.steps:
         return []
-    baseline = load_checkpoint(paths.checkpoint(stream, run, 0))
+    baseline = load_checkpoint(paths.checkpoint(stream, run, 0), arch=cfg.model.arch)
     classes = baseline.classes
     model = baseline.model if start == 1 else load_checkpoint(paths.checkpoint(stream, run, start - 1),
                                                               classes=classes).model

@@ -56,7 +56,7 @@ def run_trial(cfg: ExperimentConfig, stream: str, run: int,
     restored = tune.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as folder:
-            ck = load_checkpoint(Path(folder) / TRIAL_CHECKPOINT, classes=data.classes)
+            ck = load_checkpoint(Path(folder) / TRIAL_CHECKPOINT, classes=data.classes, arch=cfg.model.arch)
         model, optimizer_state = ck.model, ck.optimizer_state
         state = TrainState.from_dict(ck.extra["train_state"])
     resumed_from = state.epoch if state else 0
