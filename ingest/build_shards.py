@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from shards.format import (DEFAULT_FLOW_BOUND, DEFAULT_TEST_CLIPS, FORMAT_VERSION, MANIFEST_NAME,
                            MANIFEST_SCHEMA)
+from shards.lock import FolderLocked, folder_lock, unique_tmp, write_text_atomic
 from shards.node import node_info
 from shards.tarfiles import is_complete, write_shard
 
@@ -146,9 +147,12 @@ def build_shard(job: ShardJob, videos: Path, out: Path, opts: Options) -> list[d
 def _write_parquet(path: Path, rows: list[dict]) -> None:
     """Atomic: a temporary name, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), tmp)
-    os.replace(tmp, path)
+    tmp = unique_tmp(path)
+    try:
+        pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _finished_rows(job: ShardJob, out: Path) -> list[dict] | None:
@@ -156,24 +160,67 @@ def _finished_rows(job: ShardJob, out: Path) -> list[dict] | None:
     if not part.is_file():
         return None
     rows = pq.read_table(part).to_pylist()
-    if any(r["status"] == "ok" for r in rows) and not is_complete(out / job.name):
+    if any(r["status"] != "ok" for r in rows):
+        return None  # retry failed videos on a rerun (a fixed or now readable file gets in)
+    if rows and not is_complete(out / job.name):
         return None
     return rows
 
 
-def _check_options(out: Path, opts: Options) -> None:
-    """Refuse to mix shards built with other options into one folder."""
+class OptionsChanged(ValueError):
+    """The output folder was built with other options or inputs (the message names each)."""
+
+
+def _fingerprint(videos: Path, splits: Path, split: int, jobs: list[ShardJob]) -> dict:
+    """(size, mtime) of every input file, by path relative to its folder; None if missing."""
+    def stat(path: Path):
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return [st.st_size, st.st_mtime_ns]
+    lists = ["classInd.txt", *(f"{s}list0{split}.txt" for s in SUBSETS)]
+    return ({f"splits/{name}": stat(Path(splits) / name) for name in lists}
+            | {f"videos/{e.path}": stat(Path(videos) / e.path) for job in jobs for e in job.entries})
+
+
+def _failed_inputs(out: Path) -> set[str]:
+    """Inputs whose videos failed last time: they may change (fixed) without a refusal."""
+    return {f"videos/{r['path']}" for part in (out / PARTS_DIRNAME).glob("*-shard-*.parquet")
+            for r in pq.read_table(part, columns=["path", "status"]).to_pylist()
+            if r["status"] != "ok"}
+
+
+def _check_options(out: Path, record: dict, overwrite: bool) -> None:
+    """Refuse to mix shards built with other options or from other inputs into one folder.
+
+    ``record`` is the options plus ``inputs`` (the fingerprint). Under ``overwrite`` the old
+    shards, parts and manifest are removed instead. Call with the folder's lock held.
+    """
     path = out / PARTS_DIRNAME / OPTIONS_NAME
-    wanted = asdict(opts)
-    if path.is_file():
+    if path.is_file() and not overwrite:
         found = json.loads(path.read_text())
-        if found != wanted:
-            diff = {k: (found.get(k), v) for k, v in wanted.items() if found.get(k) != v}
-            raise ValueError(f"{out} holds shards built with other options {diff} (was, now); "
-                             f"use another --out or delete it")
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(wanted, sort_keys=True))
+        old_inputs, new_inputs = found.pop("inputs", {}), record["inputs"]
+        wanted = {k: v for k, v in record.items() if k != "inputs"}
+        diff = [f"  {k}: was {found.get(k)!r}, now {v!r}" for k, v in wanted.items()
+                if found.get(k) != v]
+        diff += [f"  {k}: was {found[k]!r}, now missing" for k in found if k not in wanted]
+        changed = sorted(k for k in set(old_inputs) | set(new_inputs)
+                         if old_inputs.get(k) != new_inputs.get(k)) if old_inputs else []
+        changed = [k for k in changed if k not in _failed_inputs(out)]
+        diff += [f"  input {k}: was (size, mtime_ns) {old_inputs.get(k)}, now {new_inputs.get(k)}"
+                 for k in changed[:20]]
+        if len(changed) > 20:
+            diff.append(f"  ... and {len(changed) - 20} more changed inputs")
+        if diff:
+            raise OptionsChanged(f"{out} holds shards built with other options or inputs:\n"
+                                 + "\n".join(diff)
+                                 + "\nuse another --out, or --overwrite to rebuild it")
+    elif path.is_file():  # overwrite: remove what the old build wrote
+        for old in [*out.glob("*/shard-*.tar"), *out.glob("*/shard-*.idx"),
+                    *(out / PARTS_DIRNAME).glob("*.parquet"), out / MANIFEST_NAME]:
+            old.unlink(missing_ok=True)
+    write_text_atomic(path, json.dumps(record, sort_keys=True))
 
 
 def _run_on_ray(jobs: list[ShardJob], videos: Path, out: Path, opts: Options, workers: int,
@@ -209,7 +256,7 @@ def build_shards(videos, splits, split: int, out, *, flow: str = "dis", workers:
                  allow_missing: bool = False, strict: bool = False, address: str | None = None,
                  shard_videos: int | None = None, flow_bound: float = DEFAULT_FLOW_BOUND,
                  train_spacing: str = "even", seed: int = 0, flow_options: dict | None = None,
-                 progress: bool = True) -> Summary:
+                 progress: bool = True, overwrite: bool = False) -> Summary:
     """Build (or finish building) the shards and manifest of one split; see the module doc."""
     videos, out = Path(videos), Path(out)
     opts = Options(split=split, flow=flow, flow_bound=flow_bound, clips_per_video=clips_per_video,
@@ -221,9 +268,19 @@ def build_shards(videos, splits, split: int, out, *, flow: str = "dis", workers:
         entries = read_split(splits, split, subset, videos=videos, classes=classes,
                              allow_missing=allow_missing)
         jobs += plan_shards(entries, subset, opts.clips(subset), shard_videos)
-    _check_options(out, opts)
+    record = asdict(opts) | {"classes": sorted(classes) if classes else None,
+                             "shard_videos": shard_videos,
+                             "inputs": _fingerprint(videos, splits, split, jobs)}
+    with folder_lock(out, what="ingest"):
+        return _build_locked(jobs, videos, out, opts, record, workers, address, overwrite,
+                             strict, split, progress)
+
+
+def _build_locked(jobs, videos, out, opts, record, workers, address, overwrite, strict, split,
+                  progress) -> Summary:
+    _check_options(out, record, overwrite)
     for stale in [*out.glob("*/shard-*.tmp-*"), *out.glob(f"{PARTS_DIRNAME}/*.tmp-*")]:
-        stale.unlink()  # left by a killed run (one build per folder at a time)
+        stale.unlink(missing_ok=True)  # left by a killed run: we hold the lock, so not a live one's
     finished = {job.name: _finished_rows(job, out) for job in jobs}
     todo = [job for job in jobs if finished[job.name] is None]
     with tqdm(total=sum(len(j.entries) for j in jobs), unit="video", desc=f"split {split} shards",
@@ -290,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shard-videos", type=int, default=None, help="videos per shard")
     p.add_argument("--allow-missing", action="store_true")
     p.add_argument("--strict", action="store_true", help="exit 1 if any video failed")
+    p.add_argument("--overwrite", action="store_true",
+                   help="rebuild an --out built with other options or inputs")
     a = p.parse_args(argv)
     problem = input_problem(a.videos, a.splits)
     if problem:
@@ -301,7 +360,11 @@ def main(argv: list[str] | None = None) -> int:
                                short_side=a.short_side, classes=a.classes,
                                allow_missing=a.allow_missing, strict=a.strict, address=a.address,
                                shard_videos=a.shard_videos, flow_bound=a.flow_bound,
-                               flow_options=flow_options(a.flow, a.dis_preset, a.raft_weights))
+                               flow_options=flow_options(a.flow, a.dis_preset, a.raft_weights),
+                               overwrite=a.overwrite)
+    except (OptionsChanged, FolderLocked) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except IngestFailed as exc:
         print(exc, file=sys.stderr)
         return 1

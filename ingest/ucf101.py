@@ -46,6 +46,11 @@ def _lines(path: Path) -> list[tuple[int, str]]:
     return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
+def _listed_paths(splits_dir: Path, split: int, subset: str) -> dict[str, int]:
+    """Path -> line number of one list (no checks; for cross-list checks)."""
+    return {line.split()[0]: n for n, line in _lines(list_path(splits_dir, subset, split))}
+
+
 def read_classes(splits_dir: Path) -> list[str]:
     """Class names in label order (``classInd.txt`` index 1 is label 0)."""
     path = Path(splits_dir) / "classInd.txt"
@@ -75,7 +80,9 @@ def read_split(splits_dir: Path, split: int, subset: str, *, videos: Path | None
                              f"(not in {Path(splits_dir) / 'classInd.txt'})")
     labels = {name: i for i, name in enumerate(kept)}
     path = list_path(splits_dir, subset, split)
-    entries = []
+    entries, seen = [], {}
+    # a video in both lists would leak test data into training
+    other = _listed_paths(splits_dir, split, "train") if subset == "test" else {}
     for n, line in _lines(path):
         where = f"{path}:{n}"
         fields = line.split()
@@ -83,6 +90,15 @@ def read_split(splits_dir: Path, split: int, subset: str, *, videos: Path | None
                 or (subset == "train" and not fields[1].isdigit()):
             raise SplitListError(f"{where}: malformed line {line!r}")
         rel = fields[0]
+        if rel.startswith(("/", "\\")) or ".." in Path(rel).parts or ":" in rel:
+            raise SplitListError(f"{where}: {rel!r} is outside the videos folder "
+                                 f"(entries are Class/v_*.avi relative paths)")
+        if rel in seen:
+            raise SplitListError(f"{where}: {rel!r} is listed twice (first at line {seen[rel]})")
+        seen[rel] = n
+        if rel in other:
+            raise SplitListError(f"{where}: {rel!r} is also in the train list "
+                                 f"({list_path(splits_dir, 'train', split)}:{other[rel]})")
         class_name, _, filename = rel.partition("/")
         match = NAME_RE.match(Path(filename).stem)
         if match is None:
@@ -93,7 +109,7 @@ def read_split(splits_dir: Path, split: int, subset: str, *, videos: Path | None
         elif subset == "train" and int(fields[1]) != all_classes.index(class_name) + 1:
             raise SplitListError(f"{where}: label {fields[1]} but classInd.txt gives {class_name} "
                                  f"label {all_classes.index(class_name) + 1}")
-        elif videos is not None and not (Path(videos) / rel).is_file():
+        elif videos is not None and class_name in labels and not (Path(videos) / rel).is_file():
             problem = f"{where}: video {Path(videos) / rel} not found"
         if problem:
             if not allow_missing:

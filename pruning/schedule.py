@@ -80,7 +80,7 @@ def run_chain(cfg: ExperimentConfig, stream: str, run: int, loaders: ChainLoader
     start = first_unfinished_step(cfg, stream, run) if resume else 1
     if start > prune.steps:
         return []
-    baseline = load_checkpoint(paths.checkpoint(stream, run, 0))
+    baseline = load_checkpoint(paths.checkpoint(stream, run, 0), arch=cfg.model.arch)
     classes = baseline.classes
     model = baseline.model if start == 1 else load_checkpoint(paths.checkpoint(stream, run, start - 1),
                                                               classes=classes).model
@@ -152,7 +152,9 @@ def run_prune_trial(cfg: ExperimentConfig, stream: str, run: int, *, resume: boo
 def prune_trial(params: dict, experiment: dict, resume: bool = False) -> None:
     """The Tune function trainable: ``params`` = {stream, run}; ``experiment`` the config dict."""
     cfg = ExperimentConfig.from_dict(experiment)
-    tune.report(run_prune_trial(cfg, params["stream"], params["run"], resume=resume))
+    # always from the first unfinished step: a plain rerun resumes too (the sweep's config
+    # check guarantees the finished steps came from this config)
+    tune.report(run_prune_trial(cfg, params["stream"], params["run"], resume=True))
 
 
 def run_prune_stage(cfg: ExperimentConfig, ctx) -> None:

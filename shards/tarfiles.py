@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import uuid
 import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -40,7 +41,7 @@ def write_shard(tar_path: Path, samples: Iterable[dict]) -> int:
     """Write samples (``__key__`` + component bytes) atomically; returns the sample count."""
     tar_path = Path(tar_path)
     tar_path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = f".tmp-{os.getpid()}"
+    suffix = f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # unique: never another writer's
     tmp_tar = tar_path.with_name(tar_path.name + suffix)
     idx = index_path(tar_path)
     tmp_idx = idx.with_name(idx.name + suffix)

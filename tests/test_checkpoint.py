@@ -63,6 +63,13 @@ def test_refuses_another_class_list(saved):
         load_checkpoint(path, classes=CLASSES[:4])
 
 
+def test_refuses_another_architecture_naming_both(saved):
+    path, _, _ = saved
+    with pytest.raises(CheckpointError, match=r"step0\.pt: checkpoint architecture 'resnet18', the config asks for 'resnet50'"):
+        load_checkpoint(path, arch="resnet50")
+    assert load_checkpoint(path, arch="resnet18").classes == CLASSES
+
+
 def test_refuses_another_format_version(saved, tmp_path):
     path, _, _ = saved
     payload = torch.load(path, weights_only=True)

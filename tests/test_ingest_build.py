@@ -1,7 +1,10 @@
 """build_shards end to end on one UCF101-style folder: the three real clips, a textured
 object moving a known number of px/frame, a video shorter than a clip, and three bad files."""
 import json
+import os
 import shutil
+import socket
+import subprocess
 
 import numpy as np
 import polars as pl
@@ -10,6 +13,7 @@ import ray
 
 from ingest.build_shards import IngestFailed, build_shards, main
 from ingest.synthetic import _write_avi
+from shards.lock import LOCK_NAME
 from shards.format import STACK, decode_sample, quantisation_step
 from shards.tarfiles import iter_shard
 from tests.test_ingest_flow import SHIFT, interior_median, translating
@@ -137,7 +141,7 @@ def test_strict_fails_after_writing_everything(built, ucf_folder):
 
 def test_other_options_into_the_same_folder_are_refused(built, ucf_folder):
     out, _ = built
-    with pytest.raises(ValueError, match="other options.*clips_per_video"):
+    with pytest.raises(ValueError, match=r"other options(.|\n)*clips_per_video: was 2, now 3"):
         build_shards(*ucf_folder, 1, out, clips_per_video=3, test_clips=5, short_side=64,
                      shard_videos=2, progress=False)
 
@@ -152,3 +156,58 @@ def test_flow_options_from_the_command_line(ucf_folder, local_ray, tmp_path):
     assert pl.read_parquet(out / "manifest.parquet")["status"].to_list() == ["ok", "ok"]
     with pytest.raises(SystemExit, match="--dis-preset is for --flow dis"):
         main(args + ["--flow", "farneback"])
+
+
+def _translate_only(ucf_folder, tmp_path):
+    """A private copy of the two Translate videos and the lists (tests below change them)."""
+    videos, lists = tmp_path / "videos", tmp_path / "lists"
+    shutil.copytree(ucf_folder[0] / "Translate", videos / "Translate")
+    shutil.copytree(ucf_folder[1], lists)
+    return ["--videos", str(videos), "--splits", str(lists), "--split", "1", "--out",
+            str(tmp_path / "split1"), "--classes", "Translate", "--clips-per-video", "1",
+            "--short-side", "48", "--flow", "farneback"], videos
+
+
+def test_rerun_with_other_options_or_inputs_exits_2_naming_them(ucf_folder, local_ray, tmp_path, capsys):
+    args, videos = _translate_only(ucf_folder, tmp_path)
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args + ["--shard-videos", "1", "--test-clips", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "shard_videos: was None, now 1" in err and "test_clips: was 25, now 3" in err
+    assert "--overwrite" in err and "Traceback" not in err
+    clip = videos / "Translate" / "v_Translate_g02_c01.avi"
+    os.utime(clip, ns=(clip.stat().st_atime_ns, clip.stat().st_mtime_ns + 10**9))
+    assert main(args) == 2
+    assert "input videos/Translate/v_Translate_g02_c01.avi" in capsys.readouterr().err
+    assert main(args + ["--overwrite", "--shard-videos", "1"]) == 0
+    record = json.loads((tmp_path / "split1" / ".parts" / "options.json").read_text())
+    assert record["shard_videos"] == 1 and len(list((tmp_path / "split1").glob("train/shard-*.tar"))) == 2
+    assert main(args + ["--shard-videos", "1"]) == 0  # same options again: resumes, nothing to do
+
+
+def test_failed_videos_are_retried_on_rerun_and_locks_name_their_holder(ucf_folder, local_ray,
+                                                                        tmp_path, capsys):
+    args, videos = _translate_only(ucf_folder, tmp_path)
+    clip = videos / "Translate" / "v_Translate_g02_c02.avi"
+    good = clip.read_bytes()
+    clip.write_bytes(b"")
+    assert main(args) == 0
+    out = tmp_path / "split1"
+    assert pl.read_parquet(out / "manifest.parquet")["status"].sort().to_list() == ["failed", "ok"]
+    # a live holder (this very process) of the folder's lock: a second run exits 2 naming it
+    (out / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                              "started": 0, "what": "ingest"}))
+    capsys.readouterr()
+    assert main(args) == 2
+    assert f"in use by ingest pid {os.getpid()} on host {socket.gethostname()}" in capsys.readouterr().err
+    # the holder is gone: its stale lock is taken over with a warning; the fixed video gets in
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (out / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid,
+                                              "started": 0, "what": "ingest"}))
+    clip.write_bytes(good)
+    with pytest.warns(UserWarning, match=f"stale lock of ingest pid {dead.pid}"):
+        assert main(args) == 0
+    assert pl.read_parquet(out / "manifest.parquet")["status"].to_list() == ["ok", "ok"]
+    assert not (out / LOCK_NAME).exists() and not list(out.rglob("*.tmp-*"))

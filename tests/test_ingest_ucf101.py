@@ -72,3 +72,22 @@ def test_wrong_train_label_is_an_error(lists, tmp_path):
     (bad / "trainlist01.txt").write_bytes(b"Archery/v_Archery_g08_c01.avi 1\r\n")
     with pytest.raises(SplitListError, match=r"trainlist01.txt:1: label 1 but classInd.txt gives Archery label 3"):
         read_split(bad, 1, "train")
+
+
+@pytest.mark.parametrize("subset, extra, message", [
+    ("test", b"ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi\r\n",
+     r"testlist01.txt:3784: .* listed twice \(first at line 1\)"),
+    ("test", b"ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi\r\n",
+     r"testlist01.txt:3784: .* also in the train list .*trainlist01.txt:1\)"),
+    ("test", b"../ApplyEyeMakeup/v_ApplyEyeMakeup_g31_c01.avi\r\n",
+     r"testlist01.txt:3784: .* outside the videos folder"),
+    ("train", b"/etc/v_ApplyEyeMakeup_g31_c01.avi 1\r\n",
+     r"trainlist01.txt:9538: .* outside the videos folder"),
+])
+def test_duplicate_leaking_or_escaping_entries_name_file_and_line(lists, tmp_path, subset, extra, message):
+    bad = tmp_path / "lists"
+    shutil.copytree(lists, bad)
+    with open(bad / f"{subset}list01.txt", "ab") as f:
+        f.write(extra)
+    with pytest.raises(SplitListError, match=message):
+        read_split(bad, 1, subset, allow_missing=True)

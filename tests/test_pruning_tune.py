@@ -65,7 +65,7 @@ def test_prune_stage_retries_a_crashed_chain_from_its_last_step(tmp_path, synthe
             assert result.error is None
             assert result.metrics["started_at_step"] == 2 and result.metrics["step"] == 2
         finished = {stream: cfg.paths.checkpoint(stream, 1, 2).stat().st_mtime_ns for stream in ("spatial", "temporal")}
-        run_prune_stage(cfg, SweepContext(config=cfg, paths=cfg.paths, resume=True))  # nothing left to do
+        run_prune_stage(cfg, SweepContext(config=cfg, paths=cfg.paths, resume=False))  # plain rerun: nothing left to do
     finally:
         ray.shutdown()
     assert {s: cfg.paths.checkpoint(s, 1, 2).stat().st_mtime_ns for s in finished} == finished

@@ -79,3 +79,30 @@ def test_ray_job_submit_runs_the_sweep_on_a_head_node(tmp_path, synthetic_shards
     assert record["config"]["train"]["runs"] == 1 and record["started_at"]
     assert "video_acc_mean" in logs  # the job printed the accuracy table
     assert pl.read_parquet(cfg.paths.results / "accuracy" / "fusion" / "run1" / "step0.parquet").height == 1
+
+
+def test_root_refuses_another_config_but_allows_more_runs_or_stages(tmp_path, capsys):
+    from shards.lock import LOCK_NAME
+    from training.config import ExperimentConfig
+    from training.sweep import ConfigChanged, check_config
+
+    root = tmp_path / "exp"
+    first = {"experiment": {"name": "x", "root": str(root)}, "train": {"runs": 1, "lr": 0.01},
+             "stages": ["train"]}
+    check_config(ExperimentConfig.from_dict(first))  # a new root remembers its config
+    more = {**first, "train": {"runs": 2, "lr": 0.01}, "stages": ["train", "fuse"]}
+    check_config(ExperimentConfig.from_dict(more))  # only adds runs and stages: allowed
+    changed = {**more, "train": {"runs": 2, "lr": 0.02}}
+    with pytest.raises(ConfigChanged, match=r"changed:\n  train.lr: was 0.01, now 0.02\n"):
+        check_config(ExperimentConfig.from_dict(changed))
+    config = tmp_path / "changed.yaml"
+    config.write_text(yaml.safe_dump(changed))
+    assert main(["--config", str(config)]) == 2  # before Ray starts, no traceback
+    err = capsys.readouterr().err
+    assert "train.lr: was 0.01, now 0.02" in err and "Traceback" not in err
+    # a live run holds the root: a second sweep exits 2 naming it
+    (root / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                               "started": 0, "what": "sweep"}))
+    config.write_text(yaml.safe_dump(more))
+    assert main(["--config", str(config)]) == 2
+    assert f"in use by sweep pid {os.getpid()}" in capsys.readouterr().err

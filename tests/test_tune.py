@@ -104,6 +104,16 @@ def test_crashed_trial_resumes_from_its_checkpoint_to_the_uninterrupted_result(t
     assert a.equals(b), (a, b)
     run_fusion_stage(crashed, None)
     assert raw_rows(crashed, "accuracy").filter(pl.col("stream") == "fusion").height == 1
+    # a plain rerun (no --resume) trains and fuses nothing again
+    written = {p: p.stat().st_mtime_ns for p in crashed.paths.results.rglob("*.parquet")}
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        rerun = make_tuner(crashed, name="train-rerun").fit()
+    finally:
+        ray.shutdown()
+    assert all(r.metrics.get("skipped") for r in rerun)
+    run_fusion_stage(crashed, None)
+    assert {p: p.stat().st_mtime_ns for p in crashed.paths.results.rglob("*.parquet")} == written
 
 
 def session_pids(sid: int) -> list[int]:

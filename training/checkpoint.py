@@ -8,6 +8,7 @@ fsync, rename).
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, epoch: int, config: A
         "classes": list(classes),
         "extra": dict(extra or {}),
     }
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")  # never another writer's
     try:
         with open(tmp, "wb") as f:
             torch.save(payload, f)
@@ -64,8 +65,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, epoch: int, config: A
 
 
 def load_checkpoint(path: str | Path, *, classes: list[str] | None = None,
-                    map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Rebuild the model of a checkpoint; refuse another format version or class list."""
+                    map_location: str | torch.device = "cpu", arch: str | None = None) -> Checkpoint:
+    """Rebuild the model of a checkpoint; refuse another format version, class list or
+    (given ``arch``) architecture."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
@@ -82,6 +84,9 @@ def load_checkpoint(path: str | Path, *, classes: list[str] | None = None,
         raise CheckpointError(
             f"{path}: trained on {len(payload['classes'])} classes, expected {len(classes)}; "
             f"first differences (index, expected, checkpoint): {diff[:3]}")
+    if arch is not None and payload["spec"].get("arch") != arch:
+        raise CheckpointError(f"{path}: checkpoint architecture {payload['spec'].get('arch')!r}, "
+                              f"the config asks for {arch!r}")
     model = build_from_spec(payload["spec"])
     model.load_state_dict(payload["state_dict"])
     return Checkpoint(model=model.to(map_location), optimizer_state=payload["optimizer"],

@@ -21,7 +21,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from analysis.results import read_table, write_rows
+from analysis.results import atomic_file, read_table, table_path, write_rows
 
 from .config import STREAMS
 from .evaluate import EvalResult, evaluate, summarise
@@ -65,15 +65,13 @@ def score_and_save(model, loader, num_classes: int, path: Path, *, amp: bool,
 
 
 def save_scores(path: Path, scores: VideoScores) -> Path:
-    """Write scores atomically (temporary name, rename)."""
+    """Write scores atomically (a unique temporary name, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.tmp.npz")
     arrays = dict(videos=np.asarray(scores.videos, dtype=str), labels=scores.labels, scores=scores.scores)
     if scores.features is not None:
         arrays["features"] = scores.features
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
     return path
 
 
@@ -159,6 +157,9 @@ def run_fusion_stage(cfg, ctx) -> None:
             raise FusionError(f"run {run}: no step with test scores of both streams under "
                               f"{paths.root / 'scores'}; run the `train` stage first")
         for step in steps:
+            if _fused_already(cfg, run, step):
+                print(f"fusion run {run} step {step}: already fused, skipped")
+                continue
             test = [load_scores(paths.scores(s, run, step, "test")) for s in STREAMS]
             train = [load_scores(paths.scores(s, run, step, "train")) for s in STREAMS] \
                 if needs_train else [None, None]
@@ -173,6 +174,18 @@ def run_fusion_stage(cfg, ctx) -> None:
             write_rows(paths.results, "accuracy", rows, partition=f"fusion/run{run}/step{step}")
             print(f"fusion run {run} step {step}: " + ", ".join(f"{m} {r.video_accuracy:.1f} %"
                                                                 for m, r in results.items()))
+
+
+def _fused_already(cfg, run: int, step: int) -> bool:
+    """True when the fusion rows of (run, step) hold every configured method and were written
+    after the score files they fuse (a retrained stream's new scores are fused again)."""
+    rows = table_path(cfg.paths.results, "accuracy", f"fusion/run{run}/step{step}")
+    if not rows.is_file():
+        return False
+    scores = [cfg.paths.scores(s, run, step, subset) for s in STREAMS for subset in ("test", "train")]
+    newest = max(p.stat().st_mtime_ns for p in scores if p.is_file())
+    methods = set(pl.read_parquet(rows, columns=["fusion"])["fusion"].to_list())
+    return methods == set(cfg.fusion.methods) and rows.stat().st_mtime_ns >= newest
 
 
 def _pruning_fields(stream_rows: pl.DataFrame, run: int, step: int) -> dict:

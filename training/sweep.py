@@ -27,8 +27,9 @@ import polars as pl
 import ray
 
 from analysis.results import atomic_file, read_table
+from shards.lock import FolderLocked, folder_lock
 
-from .config import ConfigError, ExperimentConfig, ExperimentPaths
+from .config import ConfigError, ExperimentConfig, ExperimentPaths, config_hash
 from .stages import STAGES, StageUnavailable, load_stage
 from .validation import validate
 
@@ -69,6 +70,49 @@ def write_experiment_record(cfg: ExperimentConfig, stages: list[str], resume: bo
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(record, indent=2))
     return path
+
+
+CONFIG_RECORD = "config.json"
+
+
+class ConfigChanged(ConfigError):
+    """The experiment root holds results of another config (the message names the keys)."""
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_config(cfg: ExperimentConfig) -> None:
+    """Refuse to mix results of two configs in one root; remember the config (and its hash).
+
+    A change that only adds stages or runs (``stages`` a superset, ``train.runs`` larger) is
+    allowed: the results so far stay valid and a rerun adds to them. Call with the root locked.
+    """
+    path = cfg.paths.root / CONFIG_RECORD
+    record = {"config_hash": config_hash(cfg), "config": cfg.to_dict()}
+    if path.is_file():
+        found = json.loads(path.read_text())
+        if found["config_hash"] != record["config_hash"]:
+            old, new = _flatten(found["config"]), _flatten(record["config"])
+            changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            additive = {"stages": set(old.get("stages") or []) <= set(new.get("stages") or []),
+                        "train.runs": (new.get("train.runs") or 0) >= (old.get("train.runs") or 0)}
+            refused = [k for k in changed if not additive.get(k, False)]
+            if refused:
+                raise ConfigChanged(
+                    f"{cfg.paths.root} holds results of another config (hash {found['config_hash']}, "
+                    f"now {record['config_hash']}); changed:\n"
+                    + "\n".join(f"  {k}: was {old.get(k)!r}, now {new.get(k)!r}" for k in refused)
+                    + "\nuse another experiment.name / experiment.root, or delete the old root")
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
 
 
 def accuracy_table(results: Path) -> pl.DataFrame:
@@ -129,10 +173,18 @@ def run_sweep(cfg: ExperimentConfig, *, stages: list[str] | None = None, resume:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ConfigError(f"unknown stages {unknown}; known: {list(STAGES)}")
-    validate(cfg)  # every value range-checked before anything is written or Ray starts
+    validate(cfg, stages)  # every value range-checked before anything is written or Ray starts
     # trials run in other working directories: give them an absolute root
     cfg.experiment.root = str(cfg.paths.root)
     ctx = SweepContext(config=cfg, paths=cfg.paths, resume=resume)
+    with folder_lock(cfg.paths.root, what="sweep"):
+        check_config(cfg)
+        _run_stages(cfg, ctx, stages, resume, address)
+    return ctx
+
+
+def _run_stages(cfg: ExperimentConfig, ctx: SweepContext, stages: list[str], resume: bool,
+                address: str | None) -> None:
     record = write_experiment_record(cfg, stages, resume)
     print(f"experiment {cfg.experiment.name}: {record}")
     started_ray = connect_ray(cfg, address)
@@ -150,7 +202,6 @@ def run_sweep(cfg: ExperimentConfig, *, stages: list[str] | None = None, resume:
     finally:
         if started_ray:
             ray.shutdown()
-    return ctx
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     try:
         ctx = run_sweep(cfg, stages=args.stages, resume=args.resume, address=args.address)
-    except ClusterError as exc:
+    except (ClusterError, ConfigChanged, FolderLocked) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"results: {ctx.paths.results}")

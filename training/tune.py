@@ -56,7 +56,7 @@ def run_trial(cfg: ExperimentConfig, stream: str, run: int,
     restored = tune.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as folder:
-            ck = load_checkpoint(Path(folder) / TRIAL_CHECKPOINT, classes=data.classes)
+            ck = load_checkpoint(Path(folder) / TRIAL_CHECKPOINT, classes=data.classes, arch=cfg.model.arch)
         model, optimizer_state = ck.model, ck.optimizer_state
         state = TrainState.from_dict(ck.extra["train_state"])
     resumed_from = state.epoch if state else 0
@@ -110,12 +110,13 @@ def finished_metrics(cfg: ExperimentConfig, stream: str, run: int) -> dict | Non
 def train_trial(params: dict, experiment: dict, resume: bool = False) -> None:
     """The Tune function trainable: ``params`` = {stream, run}; ``experiment`` the config dict.
 
-    When resuming an experiment, a (stream, run) whose results are already written is not
-    trained again (even if Tune's own state missed its completion before an interruption).
+    A (stream, run) whose results are already written is not trained again, on a plain
+    rerun or a ``--resume`` (even if Tune's own state missed its completion before an
+    interruption); the sweep's config check guarantees they came from this config.
     """
     cfg = ExperimentConfig.from_dict(experiment)
     stream, run = params["stream"], params["run"]
-    done = finished_metrics(cfg, stream, run) if resume else None
+    done = finished_metrics(cfg, stream, run)
     tune.report(done or run_trial(cfg, stream, run))
 
 
