@@ -281,3 +281,10 @@ def _describe(hint: Any) -> str:
     if origin is list:
         return f"a list of {_describe(args[0])}" if args else "a list"
     return "null" if hint is type(None) else hint.__name__
+
+
+def config_hash(cfg: "ExperimentConfig") -> str:
+    """A short, stable fingerprint of the resolved config (provenance of results)."""
+    import hashlib
+    import json
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
