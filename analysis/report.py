@@ -304,7 +304,9 @@ def run_report_stage(cfg, ctx) -> Report:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="crossroads-report", description=__doc__.split("\n\n")[0],
+                                     epilog="exit codes: 0 report written; 2 bad command line or no such folder",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--experiment", type=Path, required=True, help="experiment root, e.g. runs/demo")
     parser.add_argument("--metric", default="video_accuracy", choices=stats.METRICS)
     args = parser.parse_args(argv)
