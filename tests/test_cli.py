@@ -102,3 +102,13 @@ def test_help_shows_prog_defaults_and_exit_codes(target, capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "usage: crossroads-" in out and "(default:" in out and "exit codes:" in out
+
+
+def test_epoch_metrics_for_tune_come_from_the_loop_history():
+    from training.tune import epoch_metrics
+    history = [dict(epoch=1, phase="train", loss=2.0, accuracy=10.0, lr=0.1, seconds=3.0),
+               dict(epoch=1, phase="val", loss=1.5, accuracy=20.0, lr=0.1, seconds=1.0),
+               dict(epoch=2, phase="train", loss=1.0, accuracy=40.0, lr=0.05, seconds=2.5)]
+    assert epoch_metrics(history, 1) == {"train_loss": 2.0, "train_acc": 10.0, "train_seconds": 3.0,
+                                         "lr": 0.1, "val_loss": 1.5, "val_acc": 20.0, "val_seconds": 1.0}
+    assert epoch_metrics(history, 2) == {"train_loss": 1.0, "train_acc": 40.0, "train_seconds": 2.5, "lr": 0.05}
