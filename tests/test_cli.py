@@ -112,3 +112,14 @@ def test_epoch_metrics_for_tune_come_from_the_loop_history():
     assert epoch_metrics(history, 1) == {"train_loss": 2.0, "train_acc": 10.0, "train_seconds": 3.0,
                                          "lr": 0.1, "val_loss": 1.5, "val_acc": 20.0, "val_seconds": 1.0}
     assert epoch_metrics(history, 2) == {"train_loss": 1.0, "train_acc": 40.0, "train_seconds": 2.5, "lr": 0.05}
+
+
+def test_report_shows_provenance_collapsed(tmp_path):
+    from analysis.report import build_report
+    cfg = load_config(DEMO, [f"experiment.root={tmp_path}"])
+    write_experiment_record(cfg, ["report"], False)
+    report = build_report(tmp_path)
+    for text in (report.index.read_text(), report.markdown.read_text()):
+        assert config_hash(cfg) in text  # run information table
+        details = text[text.index("<details>"):]
+        assert all(key in details for key in ("versions", "torch", "gpus", "python"))
