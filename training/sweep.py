@@ -95,16 +95,17 @@ def run_sweep(cfg: ExperimentConfig, *, stages: list[str] | None = None, resume:
     print(f"experiment {cfg.experiment.name}: {record}")
     started_ray = connect_ray(cfg, address)
     try:
-        for stage in stages:
+        for number, stage in enumerate(stages, 1):
+            progress = f"stage {stage} ({number}/{len(stages)})"
             try:
                 fn = load_stage(STAGES[stage])
             except StageUnavailable as exc:
-                print(f"stage {stage}: not available ({exc}), skipped")
+                print(f"{progress}: not available ({exc}), skipped")
                 continue
-            print(f"stage {stage}: running")
+            print(f"{progress}: running", flush=True)
             t0 = time.perf_counter()
             fn(cfg, ctx)
-            print(f"stage {stage}: done in {time.perf_counter() - t0:.0f} s")
+            print(f"{progress}: done in {time.perf_counter() - t0:.0f} s", flush=True)
     finally:
         if started_ray:
             ray.shutdown()
