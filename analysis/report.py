@@ -150,10 +150,12 @@ class ReportBuilder:
         if not self.meta:
             self.text(f"{self.root / 'experiment.json'} not found: config and code version unknown.")
         else:
-            facts = {k: v for k, v in self.meta.items() if k != "config"}
+            facts = {k: v for k, v in self.meta.items() if k not in ("config", "versions", "device")}
             self.table("Run information (experiment.json)",
                        pl.DataFrame({"field": list(facts), "value": [_format(v) for v in facts.values()]}))
-            self.blocks.append(Block("code", json.dumps(self.meta.get("config", {}), indent=2)))
+            provenance = {k: self.meta[k] for k in ("versions", "device") if k in self.meta}  # collapsed
+            self.blocks.append(Block("code", json.dumps({**provenance, "config": self.meta.get("config", {})}
+                                                        if provenance else self.meta.get("config", {}), indent=2)))
         self.text(f"Report written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {self.root}.")
 
     def accuracy_section(self) -> None:
@@ -325,7 +327,9 @@ def run_report_stage(cfg, ctx) -> Report:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="crossroads-report", description=__doc__.split("\n\n")[0],
+                                     epilog="exit codes: 0 report written; 2 bad command line or no such folder",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--experiment", type=Path, required=True, help="experiment root, e.g. runs/demo")
     parser.add_argument("--metric", default="video_accuracy", choices=stats.METRICS)
     args = parser.parse_args(argv)

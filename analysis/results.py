@@ -9,6 +9,7 @@ work under a new partition name still supersedes the old rows.
 """
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator, Sequence
@@ -26,6 +27,15 @@ WRITTEN_AT = "written_at"
 WHERE = ("host", "node_id")  # also stamped by the writer (shards.node.node_info)
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
+# Version of the tables' layout, in every file's Parquet metadata. 1: before the provenance
+# columns (files without the key); 2: ``config_hash``, ``git_commit``, ``host`` and ``node_id``
+# added. Readers take older files: columns a file lacks must be nullable and read as null.
+SCHEMA_VERSION = 2
+VERSION_KEY = b"crossroads.schema_version"
+# provenance columns the writer fills in when rows leave them out: from these environment
+# variables if set, else from the sweep's ``<root>/experiment.json`` beside ``<root>/results``
+PROVENANCE_ENV = {"config_hash": "CROSSROADS_CONFIG_HASH", "git_commit": "CROSSROADS_GIT_COMMIT"}
+
 
 class ResultsSchemaError(ValueError):
     """Rows or a Parquet file that do not match a results table's schema."""
@@ -37,6 +47,16 @@ def _schema(*fields: tuple[str, pa.DataType, bool]) -> pa.Schema:
     return pa.schema([pa.field(n, t, nullable=null) for n, t, null in fields]
                      + [pa.field(WRITTEN_AT, TIMESTAMP, nullable=False)]
                      + [pa.field(name, pa.string(), nullable=True) for name in WHERE])
+
+
+def _with_provenance_columns(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with the nullable provenance columns (schema version 2) before ``written_at``.
+
+    Files are matched to the schema by column name, so the order is only cosmetic."""
+    stamps = (WRITTEN_AT, *WHERE)
+    return pa.schema([f for f in schema if f.name not in stamps]
+                     + [pa.field(n, pa.string(), nullable=True) for n in PROVENANCE_ENV]
+                     + [schema.field(name) for name in stamps])
 
 
 STR, INT, FLOAT = pa.string(), pa.int64(), pa.float64()
@@ -70,6 +90,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("n_segments", INT, False), ("seconds", FLOAT, False),
     ),
 }
+
+SCHEMAS = {name: _with_provenance_columns(schema) for name, schema in SCHEMAS.items()}
 
 KEYS: dict[str, tuple[str, ...]] = {
     "accuracy": ("experiment", "stream", "fusion", "run", "step", "split"),
@@ -121,11 +143,33 @@ def to_arrow(table: str, rows: Sequence[dict] | pl.DataFrame, written_at: dateti
         if not field.nullable and arrow.column(field.name).null_count:
             raise ResultsSchemaError(f"rows for table {table!r}: column {field.name!r} has "
                                      f"{arrow.column(field.name).null_count} null value(s)")
-    arrow = arrow.append_column(schema.field(WRITTEN_AT),
-                                pa.array([written_at] * arrow.num_rows, type=TIMESTAMP))
+    stamp = pa.array([written_at] * arrow.num_rows, type=TIMESTAMP)
+    arrow = arrow.append_column(schema.field(WRITTEN_AT), stamp)
     for name, value in node_info().items():
         arrow = arrow.append_column(schema.field(name), pa.array([value] * arrow.num_rows, pa.string()))
-    return arrow
+    return arrow.replace_schema_metadata({VERSION_KEY: str(SCHEMA_VERSION).encode()})
+
+
+def provenance(results_dir: Path) -> dict[str, str | None]:
+    """``config_hash`` and ``git_commit`` of the experiment whose results folder this is."""
+    record = {}
+    try:
+        record = json.loads((Path(results_dir).parent / "experiment.json").read_text())
+    except (OSError, ValueError):
+        pass
+    return {column: os.environ.get(variable) or record.get(column)
+            for column, variable in PROVENANCE_ENV.items()}
+
+
+def _with_provenance(results_dir: Path, table: str, rows: Sequence[dict] | pl.DataFrame) -> list[dict]:
+    """Rows with ``config_hash``/``git_commit`` filled in where they are not given."""
+    rows = rows.to_dicts() if isinstance(rows, pl.DataFrame) else [dict(r) for r in rows]
+    names = _schema_of(table).names
+    for column, value in provenance(results_dir).items():
+        if value and column in names:
+            for row in rows:
+                row.setdefault(column, value)
+    return rows
 
 
 @contextmanager
@@ -156,25 +200,68 @@ def write_rows(results_dir: Path, table: str, rows: Sequence[dict] | pl.DataFram
                partition: str) -> Path:
     """Write one unit of work's rows atomically; rewriting a partition replaces it."""
     path = table_path(results_dir, table, partition)
-    arrow = to_arrow(table, rows, datetime.now(timezone.utc))
+    arrow = to_arrow(table, _with_provenance(results_dir, table, rows), datetime.now(timezone.utc))
     with atomic_file(path) as tmp:
         pq.write_table(arrow, tmp)
     return path
 
 
+def _compatible(found: pa.DataType, expected: pa.DataType) -> bool:
+    """A stored type that reads losslessly as ``expected`` (Polars/Arrow writer variants)."""
+    if found == expected:
+        return True
+    if pa.types.is_string(expected):
+        return pa.types.is_string(found) or pa.types.is_large_string(found) or \
+            pa.types.is_string_view(found) or pa.types.is_null(found)
+    if pa.types.is_integer(expected):
+        return pa.types.is_integer(found) or pa.types.is_null(found)
+    if pa.types.is_floating(expected):
+        return pa.types.is_floating(found) or pa.types.is_null(found)
+    if pa.types.is_timestamp(expected):
+        return pa.types.is_timestamp(found) and found.tz == expected.tz
+    return False
+
+
+def check_file_schema(file: Path, table: str) -> pa.Schema:
+    """The file's schema, if it reads as ``table``; else an error naming file and column."""
+    expected = _schema_of(table)
+    try:
+        found = pq.read_schema(file)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ResultsSchemaError(f"{file}: not a readable Parquet file: {exc}") from exc
+    version = int((found.metadata or {}).get(VERSION_KEY, b"1"))
+    if version > SCHEMA_VERSION:
+        raise ResultsSchemaError(f"{file}: schema version {version} is newer than this code's "
+                                 f"{SCHEMA_VERSION}; update the code")
+    for field in found:
+        if field.name not in expected.names:
+            raise ResultsSchemaError(f"{file}: column {field.name!r} is not in the {table!r} table "
+                                     f"(columns: {expected.names})")
+        want = expected.field(field.name).type
+        if not _compatible(field.type, want):
+            raise ResultsSchemaError(f"{file}: column {field.name!r} is {field.type}, "
+                                     f"the {table!r} table needs {want}")
+    for field in expected:
+        if field.name not in found.names and not field.nullable:
+            raise ResultsSchemaError(f"{file}: required column {field.name!r} of table {table!r} "
+                                     f"is missing")
+    return found
+
+
 def table_files(results_dir: Path, table: str) -> list[Path]:
     """The table's finished Parquet files, each checked against ``SCHEMAS[table]``."""
-    expected = [(f.name, f.type) for f in _schema_of(table)]
     files = sorted((Path(results_dir) / table).rglob("*.parquet"))
     for file in files:
-        try:
-            found = pq.read_schema(file)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise ResultsSchemaError(f"{file}: not a readable Parquet file: {exc}") from exc
-        if [(f.name, f.type) for f in found] != expected:
-            got = ", ".join(f"{f.name}: {f.type}" for f in found)
-            raise ResultsSchemaError(f"{file}: not a {table!r} results file (columns: {got})")
+        check_file_schema(file, table)
     return files
+
+
+def _scan_file(file: Path, table: str) -> pl.LazyFrame:
+    """One file in the table's current columns and types (columns it lacks are null)."""
+    target = pl.from_arrow(SCHEMAS[table].empty_table()).schema
+    present = pq.read_schema(file).names
+    return pl.scan_parquet(file, hive_partitioning=False).select(
+        [(pl.col(n) if n in present else pl.lit(None)).cast(dtype).alias(n) for n, dtype in target.items()])
 
 
 def scan_table(results_dir: Path, table: str) -> pl.LazyFrame:
@@ -182,7 +269,7 @@ def scan_table(results_dir: Path, table: str) -> pl.LazyFrame:
     files = table_files(results_dir, table)
     if not files:
         return pl.from_arrow(SCHEMAS[table].empty_table()).lazy()
-    return (pl.scan_parquet(files, hive_partitioning=False)
+    return (pl.concat([_scan_file(f, table) for f in files], how="vertical")
             .sort(WRITTEN_AT, maintain_order=True)
             .unique(subset=list(KEYS[table]), keep="last", maintain_order=True))
 

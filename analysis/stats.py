@@ -352,7 +352,9 @@ def write_tables(tables: dict[str, pl.DataFrame], out_dir: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="crossroads-stats", description=__doc__.split("\n\n")[0],
+                                     epilog="exit codes: 0 tables written (or nothing to compute); "
+                                            "2 bad command line or no such folder", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--results", type=Path, required=True, help="the results store folder")
     parser.add_argument("--out", type=Path, required=True, help="folder for the tables")
     parser.add_argument("--metric", default="video_accuracy", choices=METRICS)

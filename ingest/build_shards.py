@@ -328,7 +328,9 @@ def input_problem(videos: Path, splits: Path) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="crossroads-ingest", description=__doc__.split("\n")[0],
+                                epilog="exit codes: 0 done; 1 videos failed (with --strict) or ingest failed; "
+                                       "2 bad command line", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--videos", required=True, type=Path, help="folder of Class/v_*.avi")
     p.add_argument("--splits", required=True, type=Path, help="folder of classInd/trainlist/testlist")
     p.add_argument("--split", required=True, type=int, choices=(1, 2, 3))

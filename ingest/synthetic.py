@@ -228,12 +228,13 @@ def generate(out, *, classes: int = 8, groups: int = 8, clips: int = 2, frames: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, type=Path)
+    parser = argparse.ArgumentParser(prog="crossroads-synthetic", description=__doc__.split("\n")[0],
+                                     epilog="exit codes: 0 written; 2 bad command line", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
     for name, default in _arguments().items():
         if isinstance(default, int) and name != "generator":
-            parser.add_argument(f"--{name}", type=int, default=default)
-    parser.add_argument("--design", choices=["factorial", "ring"], default="factorial")
+            parser.add_argument(f"--{name}", type=int, default=default, help=name.replace("_", " "))
+    parser.add_argument("--design", choices=["factorial", "ring"], default="factorial", help="class layout")
     args = vars(parser.parse_args(argv))
     out = generate(args.pop("out"), **args)
     print(f"synthetic mini-UCF101 in {out} (split lists in {out / SPLITS_DIRNAME})")

@@ -137,7 +137,9 @@ def contact_sheet(examples: dict[str, DecodedSample]) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="crossroads-inspect-shards", description=__doc__.split("\n")[0],
+                                epilog="exit codes: 0 shards read without errors; 1 some samples failed; "
+                                       "2 bad command line", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("dir", type=Path, help="a split folder (train/, test/, manifest.parquet)")
     p.add_argument("--sample", type=int, default=None, help="decode only N samples (default: all)")
     p.add_argument("--out", type=Path, default=None, help="contact sheet (default DIR/contact_sheet.png)")

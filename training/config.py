@@ -302,8 +302,8 @@ def _describe(hint: Any) -> str:
     return "null" if hint is type(None) else hint.__name__
 
 
-def config_hash(cfg) -> str:
-    """A short, stable hash of the whole config (the experiment root remembers it)."""
+def config_hash(cfg: "ExperimentConfig") -> str:
+    """A short, stable fingerprint of the resolved config (provenance of results)."""
     import hashlib
     import json
     return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]

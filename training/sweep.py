@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -30,6 +29,8 @@ from analysis.results import atomic_file, read_table
 from shards.lock import FolderLocked, folder_lock
 
 from .config import ConfigError, ExperimentConfig, ExperimentPaths, config_hash
+from .overrides import load_config
+from .provenance import device_info, git_commit, versions
 from .stages import STAGES, StageUnavailable, load_stage
 from .validation import validate
 
@@ -48,25 +49,13 @@ class SweepContext:
         return class_names(read_manifest(self.paths.shards))
 
 
-def git_commit() -> str | None:
-    """The code version: this checkout's commit (with ``-dirty`` for local changes), if any."""
-    repo = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None  # e.g. a `ray job submit` working dir without .git
-    return commit + ("-dirty" if dirty else "")
-
-
 def write_experiment_record(cfg: ExperimentConfig, stages: list[str], resume: bool) -> Path:
     path = cfg.paths.root / "experiment.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"config": cfg.to_dict(), "git_commit": git_commit(), "stages": stages, "resume": resume,
+    record = {"config": cfg.to_dict(), "config_hash": config_hash(cfg), "git_commit": git_commit(),
+              "stages": stages, "resume": resume,
               "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "command": sys.argv}
+              "command": sys.argv, "versions": versions(), "device": device_info()}
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(record, indent=2))
     return path
@@ -189,24 +178,48 @@ def _run_stages(cfg: ExperimentConfig, ctx: SweepContext, stages: list[str], res
     print(f"experiment {cfg.experiment.name}: {record}")
     started_ray = connect_ray(cfg, address)
     try:
-        for stage in stages:
+        for number, stage in enumerate(stages, 1):
+            progress = f"stage {stage} ({number}/{len(stages)})"
             try:
                 fn = load_stage(STAGES[stage])
             except StageUnavailable as exc:
-                print(f"stage {stage}: not available ({exc}), skipped")
+                print(f"{progress}: not available ({exc}), skipped")
                 continue
-            print(f"stage {stage}: running")
+            print(f"{progress}: running", flush=True)
             t0 = time.perf_counter()
             fn(cfg, ctx)
-            print(f"stage {stage}: done in {time.perf_counter() - t0:.0f} s")
+            print(f"{progress}: done in {time.perf_counter() - t0:.0f} s", flush=True)
     finally:
         if started_ray:
             ray.shutdown()
 
 
+def describe_plan(cfg: ExperimentConfig, stages: list[str], address: str | None) -> str:
+    """What a sweep would do, as text (``--dry-run``); touches neither Ray nor the disk."""
+    target = address or cfg.ray.address or os.environ.get("RAY_ADDRESS") \
+        or f"embedded local Ray ({cfg.ray.num_cpus or 'all'} CPUs)"
+    lines = [f"experiment: {cfg.experiment.name}", f"config_hash: {config_hash(cfg)}",
+             f"root: {cfg.paths.root}", f"results: {cfg.paths.results}", f"ray: {target}",
+             "stages:"]
+    lines += [f"  {i}. {stage:8s} {STAGES[stage]}" for i, stage in enumerate(stages, 1)]
+    return "\n".join(lines)
+
+
+EPILOG = """exit codes: 0 done (or config printed / plan shown); 1 a stage failed;
+2 bad command line or config (unknown --set key, wrong value type, unreadable yaml)."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="crossroads-sweep", description=__doc__.split("\n\n")[0],
+                                     epilog=EPILOG,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", required=True, type=Path, help="ray_configs/<name>.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value (YAML-typed, repeatable), e.g. train.lr=0.01")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config as yaml and exit")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan (stages, root, Ray target) and exit without starting Ray")
     parser.add_argument("--address", help="Ray cluster address (default: ray.address, RAY_ADDRESS, "
                                           "else an embedded local Ray)")
     parser.add_argument("--resume", action="store_true", help="restore an interrupted experiment")
@@ -214,14 +227,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only these stages (default: the config's `stages`)")
     args = parser.parse_args(argv)
     try:
-        cfg = validate(ExperimentConfig.from_yaml(args.config), args.stages)
+        cfg = load_config(args.config, args.overrides)
     except ConfigError as exc:
         parser.error(str(exc))
-    try:
-        ctx = run_sweep(cfg, stages=args.stages, resume=args.resume, address=args.address)
-    except (ClusterError, ConfigChanged, FolderLocked) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.print_config:
+        import yaml
+        print(f"# config_hash: {config_hash(cfg)}")
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    if args.dry_run:
+        print(describe_plan(cfg, list(args.stages or cfg.stages), args.address))
+        return 0
+    ctx = run_sweep(cfg, stages=args.stages, resume=args.resume, address=args.address)
     print(f"results: {ctx.paths.results}")
     with pl.Config(tbl_rows=100, tbl_cols=20, tbl_hide_dataframe_shape=True):
         print(accuracy_table(ctx.paths.results))

@@ -41,6 +41,20 @@ def _sparsity_hook(cfg: ExperimentConfig) -> Callable | None:
     return lambda model: subgradient(model, cfg.train.sparsity)
 
 
+def epoch_metrics(history: list[dict], epoch: int) -> dict[str, float]:
+    """Tune metrics of one epoch from the loop's history: ``{phase}_loss``, ``{phase}_acc``,
+    ``{phase}_seconds`` for train and val, and the epoch's ``lr``."""
+    metrics = {}
+    for row in history:
+        if row["epoch"] == epoch:
+            phase = row["phase"]
+            metrics.update({f"{phase}_loss": row["loss"], f"{phase}_acc": row["accuracy"],
+                            f"{phase}_seconds": row["seconds"]})
+            if phase == "train":
+                metrics["lr"] = row["lr"]
+    return metrics
+
+
 def run_trial(cfg: ExperimentConfig, stream: str, run: int,
               after_checkpoint: Callable[[TrainState], None] | None = None) -> dict:
     """Train, evaluate and record one (stream, run); ``after_checkpoint`` runs after each
@@ -66,9 +80,12 @@ def run_trial(cfg: ExperimentConfig, stream: str, run: int,
             save_checkpoint(Path(folder) / TRIAL_CHECKPOINT, model, epoch=state.epoch, config=cfg,
                             classes=data.classes, optimizer=optimizer,
                             extra={"train_state": state.to_dict()})
-            last = state.history[-1]
-            tune.report({"epoch": state.epoch, "resumed_from": resumed_from, f"{last['phase']}_loss": last["loss"]},
-                        checkpoint=tune.Checkpoint.from_directory(folder))
+            metrics = {"epoch": state.epoch, "resumed_from": resumed_from,
+                       **epoch_metrics(state.history, state.epoch)}
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+            print(f"{stream} run{run} epoch {state.epoch}/{cfg.train.epochs}: "
+                  + " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("epoch", "resumed_from")),
+                  flush=True)  # one line per epoch in the trial's log
         if after_checkpoint is not None:
             after_checkpoint(state)
 

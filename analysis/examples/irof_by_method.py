@@ -1,0 +1,17 @@
+"""IROF per saliency method and pruning step (mean and spread over explained clips).
+
+    python analysis/examples/irof_by_method.py runs/demo/results
+"""
+import sys
+
+import polars as pl
+
+results = sys.argv[1] if len(sys.argv) > 1 else "runs/demo/results"
+table = (pl.scan_parquet(f"{results}/irof/**/*.parquet", hive_partitioning=False,
+                         missing_columns="insert", extra_columns="ignore")
+         .group_by("stream", "method", "step")
+         .agg(pl.col("irof").mean().alias("irof_mean"), pl.col("irof").std().alias("irof_std"),
+              pl.len().alias("clips"))
+         .sort("stream", "method", "step")
+         .collect())
+print(table)

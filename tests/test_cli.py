@@ -1,0 +1,125 @@
+"""Entry points: sweep --set/--print-config/--dry-run, console scripts, experiment provenance."""
+from __future__ import annotations
+
+import importlib
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+
+from training.config import ExperimentConfig, config_hash
+from training.overrides import load_config
+from training.sweep import main, write_experiment_record
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "ray_configs" / "demo.yaml"
+
+
+def test_set_overrides_are_typed_and_validated_like_the_yaml():
+    cfg = load_config(DEMO, ["train.lr=0.5", "experiment.name=x", "stages=[train, fuse]",
+                             "data.classes=[ApplyEyeMakeup]"])
+    assert cfg.train.lr == 0.5 and isinstance(cfg.train.lr, float)
+    assert cfg.experiment.name == "x" and cfg.stages == ["train", "fuse"]
+    assert cfg.data.classes == ["ApplyEyeMakeup"]
+    assert cfg.model == ExperimentConfig.from_yaml(DEMO).model  # untouched sections stay
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lrr=0.1", "did you mean 'train.lr'"),
+    ("trian.lr=0.1", "did you mean 'train.lr'"),
+    ("train.lr=abc", "train.lr: expected float, got 'abc'"),
+    ("train.lr", "expected KEY=VALUE"),
+])
+def test_bad_overrides_exit_2_naming_the_key(override, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--config", str(DEMO), "--set", override, "--dry-run"])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_print_config_round_trips(capsys):
+    assert main(["--config", str(DEMO), "--set", "train.epochs=7", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    printed = ExperimentConfig.from_dict(yaml.safe_load(out))
+    assert printed.train.epochs == 7
+    assert f"# config_hash: {config_hash(printed)}" in out
+
+
+def test_dry_run_prints_the_plan_without_ray_or_files(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "ray"))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    root = tmp_path / "exp"
+    assert main(["--config", str(DEMO), "--set", f"experiment.root={root}", "--dry-run",
+                 "--stages", "train", "fuse"]) == 0
+    out = capsys.readouterr().out
+    assert "training.tune:run_train_stage" in out and "prune" not in out
+    assert "embedded local Ray" in out
+    assert not ray.is_initialized()
+    assert not root.exists() and not (tmp_path / "ray").exists()
+
+
+def test_experiment_record_has_provenance(tmp_path, monkeypatch):
+    cfg = load_config(DEMO, [f"experiment.root={tmp_path}"])
+    record = json.loads(write_experiment_record(cfg, ["train"], False).read_text())
+    assert record["config_hash"] == config_hash(cfg) and len(record["config_hash"]) == 16
+    assert record["config"]["train"]["lr"] == cfg.train.lr
+    assert record["versions"]["torch"] and record["versions"]["ray"] and record["versions"]["python"]
+    assert record["versions"]["dali"] and record["versions"]["polars"]
+    assert "gpus" in record["device"]
+
+
+def test_git_commit_falls_back_to_the_env_var_without_a_checkout(monkeypatch):
+    import subprocess
+
+    from training import provenance
+
+    def no_git(*args, **kwargs):
+        raise OSError("no git here")
+    monkeypatch.setattr(subprocess, "run", no_git)
+    monkeypatch.setenv(provenance.GIT_COMMIT_ENV, "abc123")
+    assert provenance.git_commit() == "abc123"
+    monkeypatch.delenv(provenance.GIT_COMMIT_ENV)
+    assert provenance.git_commit() is None
+
+
+def test_console_scripts_are_declared_and_resolve_to_callables():
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {"crossroads-sweep", "crossroads-ingest", "crossroads-report", "crossroads-stats"} <= set(scripts)
+    for name, target in scripts.items():
+        module, _, attr = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), attr)), name
+
+
+@pytest.mark.parametrize("target", ["training.sweep:main", "ingest.build_shards:main",
+                                    "analysis.stats:main"])
+def test_help_shows_prog_defaults_and_exit_codes(target, capsys):
+    module, _, attr = target.partition(":")
+    with pytest.raises(SystemExit) as exc:
+        getattr(importlib.import_module(module), attr)(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: crossroads-" in out and "(default:" in out and "exit codes:" in out
+
+
+def test_epoch_metrics_for_tune_come_from_the_loop_history():
+    from training.tune import epoch_metrics
+    history = [dict(epoch=1, phase="train", loss=2.0, accuracy=10.0, lr=0.1, seconds=3.0),
+               dict(epoch=1, phase="val", loss=1.5, accuracy=20.0, lr=0.1, seconds=1.0),
+               dict(epoch=2, phase="train", loss=1.0, accuracy=40.0, lr=0.05, seconds=2.5)]
+    assert epoch_metrics(history, 1) == {"train_loss": 2.0, "train_acc": 10.0, "train_seconds": 3.0,
+                                         "lr": 0.1, "val_loss": 1.5, "val_acc": 20.0, "val_seconds": 1.0}
+    assert epoch_metrics(history, 2) == {"train_loss": 1.0, "train_acc": 40.0, "train_seconds": 2.5, "lr": 0.05}
+
+
+def test_report_shows_provenance_collapsed(tmp_path):
+    from analysis.report import build_report
+    cfg = load_config(DEMO, [f"experiment.root={tmp_path}"])
+    write_experiment_record(cfg, ["report"], False)
+    report = build_report(tmp_path)
+    for text in (report.index.read_text(), report.markdown.read_text()):
+        assert config_hash(cfg) in text  # run information table
+        details = text[text.index("<details>"):]
+        assert all(key in details for key in ("versions", "torch", "gpus", "python"))
