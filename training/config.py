@@ -98,9 +98,14 @@ class EvalConfig:
 
 @dataclass
 class FusionConfig:
-    methods: list[Literal["mean", "svm_softmax", "svm_features"]] = field(
-        default_factory=lambda: ["mean", "svm_softmax", "svm_features"])
-    svm_c: float = 1.0  # LinearSVC regularisation
+    methods: list[Literal["mean", "svm_softmax", "svm_features", "svm_logits"]] = field(
+        default_factory=lambda: ["mean", "svm_softmax", "svm_features", "svm_logits"])
+    # LinearSVC regularisation: one value, or candidates chosen by cv_folds-fold cross-validation
+    svm_c: Union[float, list[float]] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
+    cv_folds: int = 3
+    # heldout = the SVMs fit on the train list's validation videos (never trained on; needs
+    # train.val_fraction > 0); train = on every train-list video (the original study)
+    fit_on: Literal["heldout", "train"] = "heldout"
 
 
 @dataclass
