@@ -37,7 +37,8 @@ class DataConfig:
     split: int = 1
     synthetic: dict | None = None  # keyword arguments of ingest.synthetic.generate
     classes: list[str] | None = None  # a subset of class names, null = all
-    flow: str = "dis"
+    flow: Literal["dis", "farneback", "tvl1", "raft_small", "raft_large"] = "dis"  # ingest.flow.BACKENDS
+    dis_preset: Literal["ultrafast", "fast", "medium"] | None = None  # flow dis only; null = fast
     flow_bound: float = 20.0
     clips_per_video: int = 3
     test_clips: int = 25
