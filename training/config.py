@@ -54,6 +54,9 @@ class ModelConfig:
     input_size: int = 224
     dropout: float = 0.0
     freeze_backbone: bool = False
+    # the temporal stream's input is flow / flow_scale: 1 = pixels of the input; data.flow_bound
+    # = about ±1 (TSN-style). A model is trained and evaluated with one scale.
+    flow_scale: float = 1.0
 
 
 @dataclass
