@@ -169,7 +169,8 @@ def _fit_svm(x: np.ndarray, y: np.ndarray, svm_c, cv_folds: int, seed: int):
         warnings.simplefilter("error", ConvergenceWarning)  # an unconverged SVM is a fault, not a note
         if len(candidates) == 1:
             return svm.fit(x, y), candidates[0]
-        smallest = int(np.bincount(y).max(initial=0) and np.bincount(y)[np.bincount(y) > 0].min())
+        counts = np.bincount(y)
+        smallest = int(counts[counts > 0].min())  # stratify only when every class fills each fold
         folds = min(cv_folds, len(y))
         cv = StratifiedKFold(folds, shuffle=True, random_state=seed) if smallest >= folds \
             else KFold(folds, shuffle=True, random_state=seed)
