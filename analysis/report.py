@@ -23,6 +23,7 @@ import polars as pl
 from tqdm import tqdm
 
 from . import figures, stats
+from .protocol import protocol_text
 from .results import atomic_file, read_table
 
 
@@ -161,6 +162,8 @@ class ReportBuilder:
     def accuracy_section(self) -> None:
         label = self.metric.replace("_", " ")
         self.heading(f"Accuracy under pruning ({label})")
+        if self.meta.get("config"):
+            self.text(protocol_text(self.meta["config"]))
         singles = self.accuracy.filter(pl.col("stream").is_in(figures.SINGLE_STREAMS))
         if singles.is_empty():
             self.not_run("accuracy", "no spatial or temporal rows in the accuracy table (training has not run)")

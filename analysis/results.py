@@ -65,7 +65,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     # one row per evaluated model
     "accuracy": _schema(
         ("experiment", STR, False), ("stream", STR, False),  # spatial | temporal | fusion
-        ("fusion", STR, True),  # mean | svm_softmax | svm_features; null for single streams
+        ("fusion", STR, True),  # mean | svm_softmax | svm_features | svm_logits; null for single streams
         ("run", INT, False), ("seed", INT, False), ("step", INT, False),
         ("prune_ratio", FLOAT, False), ("channels_removed", FLOAT, False),
         ("params_removed", FLOAT, False), ("flops_removed", FLOAT, False),
@@ -73,6 +73,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("video_top5", FLOAT, False), ("loss", FLOAT, False), ("n_videos", INT, False),
         ("checkpoint", STR, True), ("latency_ms", FLOAT, True),  # per-clip inference, optional
         ("finished_at", TIMESTAMP, False),
+        ("svm_c", FLOAT, True),  # the C chosen for an svm_* fusion row; null otherwise
     ),
     # training curves
     "epochs": _schema(

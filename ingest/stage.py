@@ -12,6 +12,8 @@ def run_data_stage(cfg, ctx=None) -> Summary:
     writes ``cfg.paths.shards``. With ``data.synthetic`` the set is generated into
     ``data.videos`` (default ``<root>/videos``) unless it is already there. Resumable."""
     data = cfg.data
+    if data.dis_preset is not None and data.flow != "dis":
+        raise ValueError(f"config data.dis_preset {data.dis_preset!r} is for data.flow 'dis', not {data.flow!r}")
     videos, splits = data.videos, data.splits
     if data.synthetic is not None:
         videos = Path(videos) if videos else cfg.paths.root / "videos"
@@ -24,6 +26,7 @@ def run_data_stage(cfg, ctx=None) -> Summary:
                            flow_bound=data.flow_bound, workers=data.workers,
                            clips_per_video=data.clips_per_video, test_clips=data.test_clips,
                            short_side=data.short_side, classes=data.classes,
-                           allow_missing=data.allow_missing, address=cfg.ray.address)
+                           allow_missing=data.allow_missing, address=cfg.ray.address,
+                           flow_options={"preset": data.dis_preset} if data.dis_preset else None)
     print(summary)
     return summary

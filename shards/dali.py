@@ -11,7 +11,8 @@ its input's device, so both modes run the same graph.
   when the crop is not resized) → reshape (a view) to
   (20, H, W) → (train) one crop window and one flip for all 20 channels → dequantise with the
   flow bound → negate the x fields (channels 0–9) of flipped samples → scale displacements
-  by the resize factor, so flow stays in pixels of the model's input → optional per-field
+  by the resize factor, so flow stays in pixels of the model's input, divided by ``flow_scale``
+  (1 = pixels) → optional per-field
   mean-displacement subtraction. Dequantisation, sign and scale are one crop_mirror_normalize.
 - eval: centre crop of the input size from the stored frame, no resize (ten-crop optional:
   4 corners + centre, each also flipped). Every sample exactly once, partial last batch kept.
@@ -69,6 +70,9 @@ class LoaderConfig:
     ten_crop: bool = False  # eval only: x is (N, 10, C, S, S)
     mean_subtraction: bool = False  # temporal: subtract each field's mean displacement
     flow_bound: float = DEFAULT_FLOW_BOUND
+    # temporal: displacements are divided by this (1 = pixels; the flow bound gives about
+    # ±1, as TSN feeds flow); folded into the same crop_mirror_normalize
+    flow_scale: float = 1.0
     dtype: str = "float32"  # float32 | float16 | bfloat16
     threads: int = 2
     seed: int = 0
@@ -93,6 +97,8 @@ class LoaderConfig:
             problems.append(f"shard_id {self.shard_id} is not in [0, num_shards={self.num_shards})")
         if self.batch_size < 1 or self.input_size < 1 or self.threads < 1:
             problems.append("batch_size, input_size and threads must be positive")
+        if not self.flow_scale > 0:
+            problems.append(f"flow_scale {self.flow_scale} must be positive")
         if self.ten_crop and self.train:
             problems.append("ten_crop is an eval transform (train=False)")
         if problems:
@@ -203,7 +209,7 @@ def _resized_crop(image, cfg: LoaderConfig, height, width):
 def _normalise(image, cfg: LoaderConfig, flip, scale_y=1.0, scale_x=1.0, **crop):
     """crop_mirror_normalize: (x − mean) / std → float CHW, mirrored where ``flip``.
 
-    RGB: ImageNet mean/std. Flow: dequantisation, (q − 127.5) · B / 127.5, with the per-sample
+    RGB: ImageNet mean/std. Flow: dequantisation, (q − 127.5) · B / 127.5 / flow_scale, with the per-sample
     sign and resize factor of each field folded into its std: x fields × scale_x, negated
     when flipped (a mirrored video moves the other way), y fields × scale_y. One pass, no copy.
     """
@@ -213,7 +219,7 @@ def _normalise(image, cfg: LoaderConfig, flip, scale_y=1.0, scale_x=1.0, **crop)
         is_x = types.Constant(np.repeat([1.0, 0.0], CHANNELS // 2).astype(np.float32))
         sign_x = 1.0 - 2.0 * (fn.cast(flip, dtype=types.FLOAT) if isinstance(flip, DataNode) else flip)
         mean = 127.5
-        std = (127.5 / cfg.flow_bound) / (is_x * (sign_x * scale_x) + (1.0 - is_x) * scale_y)
+        std = (127.5 / cfg.flow_bound) * cfg.flow_scale / (is_x * (sign_x * scale_x) + (1.0 - is_x) * scale_y)
     return fn.crop_mirror_normalize(image, mirror=flip, mean=mean, std=std, dtype=types.FLOAT,
                                     output_layout="CHW", **crop)
 

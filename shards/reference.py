@@ -35,7 +35,7 @@ def normalised_planes(sample: DecodedSample, cfg: LoaderConfig) -> np.ndarray:
         mean = np.float32(255) * np.array(IMAGENET_MEAN, np.float32)[:, None, None]
         std = np.float32(255) * np.array(IMAGENET_STD, np.float32)[:, None, None]
         return (sample.rgb.transpose(2, 0, 1).astype(np.float32) - mean) / std
-    return (sample.flow_q.astype(np.float32) - np.float32(127.5)) / np.float32(127.5 / cfg.flow_bound)
+    return (sample.flow_q.astype(np.float32) - np.float32(127.5)) / np.float32(127.5 / cfg.flow_bound * cfg.flow_scale)
 
 
 def flip(planes: np.ndarray, stream: str) -> np.ndarray:

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 import torch
 
-from shards.dali import LoaderConfig, make_loader
+from shards.dali import DEFAULT_FLOW_BOUND, LoaderConfig, make_loader
 from shards.format import (STACK, SampleMeta, ShardFormatError, decode_sample, dequantise_flow,
                            encode_sample, quantise_flow, tile_flow)
 from shards.reference import flip, normalised_planes, reference_loader
@@ -97,6 +97,23 @@ def test_eval_batches_equal_reference(odd_shards, stream, ten_crop, mean_subtrac
         assert label == ref_label == expected_label(key[0])
         assert x.shape == ref_x.shape == ((10,) if ten_crop else ()) + (cfg.channels, 32, 32)
         torch.testing.assert_close(x, ref_x, rtol=0, atol=1e-4)
+
+
+def test_flow_scale_divides_the_flow_and_matches_the_reference(odd_shards):
+    """flow_scale = flow_bound puts the temporal input in [-1, 1] (TSN-style), exactly the
+    unscaled flow divided by the bound, in DALI and the NumPy reference alike."""
+    common = dict(stream="temporal", batch_size=6, input_size=32)
+    pixels = by_key(make_loader(odd_shards, LoaderConfig(**common)))
+    cfg = LoaderConfig(flow_scale=DEFAULT_FLOW_BOUND, **common)
+    scaled, reference = by_key(make_loader(odd_shards, cfg)), by_key(reference_loader(odd_shards, cfg, workers=0))
+    assert scaled.keys() == pixels.keys() == reference.keys()
+    assert max(float(x.abs().max()) for x, _ in pixels.values()) > 1.5  # the fixture moves more than a pixel
+    for key, (x, _) in scaled.items():
+        assert float(x.abs().max()) <= 1.0
+        torch.testing.assert_close(x, pixels[key][0] / DEFAULT_FLOW_BOUND, rtol=0, atol=1e-5)
+        torch.testing.assert_close(x, reference[key][0], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="flow_scale 0 must be positive"):
+        LoaderConfig(flow_scale=0, **common)
 
 
 def test_ten_crop_flips_negate_flow_x(odd_shards):

@@ -7,7 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from training.fusion import FusionError, VideoScores, fuse, load_scores, save_scores
+from sklearn.exceptions import ConvergenceWarning
+
+from training.config import ExperimentConfig
+from training.fusion import FusionError, VideoScores, fuse, heldout_videos, load_scores, save_scores
 
 APPEARANCES, MOTIONS = 2, 4
 K = APPEARANCES * MOTIONS  # class = appearance * MOTIONS + motion, as in ingest.synthetic
@@ -28,7 +31,7 @@ def stream_scores(videos_per_class: int, seed: int, prefix: str) -> tuple[VideoS
 
     feats = lambda s: np.hstack([s, rng.normal(0, 0.01, (len(s), 4))])  # noqa: E731
     s, t = noisy(spatial), noisy(temporal)
-    return (VideoScores(videos, labels, s, feats(s)), VideoScores(videos, labels, t, feats(t)))
+    return (VideoScores(videos, labels, s, feats(s), np.log(s)), VideoScores(videos, labels, t, feats(t), np.log(t)))
 
 
 def test_fusion_beats_each_stream():
@@ -38,7 +41,7 @@ def test_fusion_beats_each_stream():
     spatial_acc = 100 * np.mean(test[0].scores.argmax(1) == test[0].labels)
     temporal_acc = 100 * np.mean(test[1].scores.argmax(1) == test[1].labels)
     assert spatial_acc < 50 and temporal_acc < 75  # each stream is confused by design
-    for method in ("mean", "svm_softmax", "svm_features"):
+    for method in ("mean", "svm_softmax", "svm_features", "svm_logits"):
         r = results[method]
         assert r.video_accuracy == 100.0, method
         assert r.video_accuracy > max(spatial_acc, temporal_acc) + 25
@@ -60,6 +63,7 @@ def test_scores_round_trip_and_misaligned_streams(tmp_path):
     back = load_scores(save_scores(tmp_path / "spatial" / "step0_test.npz", s))
     assert back.videos == s.videos and np.array_equal(back.scores, s.scores)
     assert np.array_equal(back.features, s.features) and np.array_equal(back.labels, s.labels)
+    assert np.array_equal(back.logits, s.logits)
     assert [p.name for p in (tmp_path / "spatial").iterdir()] == ["step0_test.npz"]
     other = VideoScores(t.videos[1:], t.labels[1:], t.scores[1:], None)
     with pytest.raises(FusionError, match="test: the streams scored different videos"):
@@ -68,3 +72,61 @@ def test_scores_round_trip_and_misaligned_streams(tmp_path):
         fuse(s, t, None, None, ["svm_softmax"])
     with pytest.raises(FusionError, match="no scores"):
         load_scores(tmp_path / "missing.npz")
+
+
+def overfit(scores: tuple[VideoScores, VideoScores]) -> tuple[VideoScores, VideoScores]:
+    """What networks that memorised their training videos give on them: a spatial stream sure
+    of every label, a temporal stream saying nothing (uniform) - a fit on these learns to trust
+    the spatial stream alone, which on unseen videos knows only the appearance."""
+    s, t = scores
+    sure = np.eye(K)[s.labels] * 0.9 + 0.1 / K
+    flat = np.full_like(t.scores, 1 / K)
+    return (VideoScores(s.videos, s.labels, sure, np.hstack([sure, s.features[:, K:]]), np.log(sure)),
+            VideoScores(t.videos, t.labels, flat, np.hstack([flat, t.features[:, K:]]), np.log(flat)))
+
+
+def merged(a: VideoScores, b: VideoScores) -> VideoScores:
+    return VideoScores(a.videos + b.videos, np.concatenate([a.labels, b.labels]), np.vstack([a.scores, b.scores]),
+                       np.vstack([a.features, b.features]), np.vstack([a.logits, b.logits]))
+
+
+@pytest.mark.filterwarnings("error::sklearn.exceptions.ConvergenceWarning")
+def test_svms_fit_on_held_out_videos_not_on_overfit_train_scores():
+    trained_on = overfit(stream_scores(12, 2, "fit"))
+    held_out = stream_scores(3, 3, "val")
+    train = [merged(a, b) for a, b in zip(trained_on, held_out)]
+    test = stream_scores(4, 1, "test")
+    methods = ["svm_softmax", "svm_logits"]
+    naive = fuse(*test, *train, methods, fit_videos=set(trained_on[0].videos))  # the networks' own videos
+    chosen = {}
+    honest = fuse(*test, *train, methods, fit_videos=set(held_out[0].videos), svm_c=[0.01, 0.1, 1.0, 10.0],
+                  chosen_c=chosen)
+    for method in methods:
+        assert naive[method].video_accuracy <= 50, method  # the overfit fit copies the spatial stream
+        assert honest[method].video_accuracy == 100.0, method
+        assert chosen[method] in (0.01, 0.1, 1.0, 10.0)
+    with pytest.raises(FusionError, match="0 videos of 0 classes"):
+        fuse(*test, *train, ["svm_softmax"], fit_videos={"nothing"})
+
+
+@pytest.mark.filterwarnings("error::sklearn.exceptions.ConvergenceWarning")
+def test_features_svm_converges_and_c_is_chosen_by_cross_validation():
+    """Wide unscaled features (many more dimensions than videos), a large C among the candidates:
+    every fit of the search converges (a ConvergenceWarning fails the test), and one C is picked.
+    (With the old solver settings, dual and max_iter=1000, the held-out test above warns.)"""
+    rng = np.random.default_rng(5)
+    train, test = stream_scores(3, 0, "train"), stream_scores(2, 1, "test")
+    wide = lambda v: VideoScores(v.videos, v.labels, v.scores,  # noqa: E731
+                                 np.hstack([v.features * 100, rng.normal(0, 50, (len(v.videos), 500))]), v.logits)
+    chosen = {}
+    results = fuse(*map(wide, test), *map(wide, train), ["svm_features"], svm_c=[0.001, 1.0, 1000.0],
+                   chosen_c=chosen)
+    assert chosen["svm_features"] in (0.001, 1.0, 1000.0)
+    assert results["svm_features"].n_videos == 2 * K
+
+
+def test_fit_on_heldout_needs_validation_videos():
+    cfg = ExperimentConfig.from_dict({"train": {"val_fraction": 0.0}})
+    with pytest.raises(FusionError, match="val_fraction is 0.0"):
+        heldout_videos(cfg, 1)
+    assert heldout_videos(ExperimentConfig.from_dict({"fusion": {"fit_on": "train"}}), 1) is None

@@ -32,7 +32,7 @@ def ring_experiment(root: Path) -> dict:
                   "weight_decay": 0.0001, "scheduler": "cosine", "val_fraction": 0.0, "channels_last": False},
         "loader": {"threads": 1, "crop_mode": "random", "flip": False},
         "eval": {"batch_size": 32},
-        "fusion": {"methods": ["mean", "svm_softmax", "svm_features"]},
+        "fusion": {"methods": ["mean", "svm_softmax", "svm_features"], "fit_on": "train"},  # no val videos
         "ray": {"num_cpus": 2, "cpus_per_trial": 1, "max_failures": 0},
         "stages": ["data", "train", "fuse"],
     }

@@ -1,6 +1,10 @@
 """The sweep's data stage from an experiment config: synthetic set, then shards."""
-import polars as pl
+import json
 
+import polars as pl
+import pytest
+
+from ingest.build_shards import OPTIONS_NAME, PARTS_DIRNAME
 from ingest.stage import run_data_stage
 from training.config import ExperimentConfig
 
@@ -11,8 +15,10 @@ def test_data_stage_generates_then_builds_and_resumes(tmp_path):
     cfg = ExperimentConfig.from_dict({
         "experiment": {"name": "tiny", "root": str(tmp_path / "exp")},
         "data": {"synthetic": TINY, "split": 2, "clips_per_video": 2, "test_clips": 3,
-                 "short_side": 32, "workers": 1}})
+                 "short_side": 32, "workers": 1, "dis_preset": "ultrafast"}})
     summary = run_data_stage(cfg, None)
+    options = json.loads((cfg.paths.shards / PARTS_DIRNAME / OPTIONS_NAME).read_text())
+    assert options["flow"] == "dis" and options["flow_options"] == {"preset": "ultrafast"}
     assert (tmp_path / "exp" / "videos" / "synthetic.json").is_file()
     assert cfg.paths.shards == tmp_path / "exp" / "shards" / "split2"
     manifest = pl.read_parquet(cfg.paths.shards / "manifest.parquet")
@@ -24,3 +30,10 @@ def test_data_stage_generates_then_builds_and_resumes(tmp_path):
     assert again.ok == 6
     assert (tmp_path / "exp" / "videos" / "RedLeft" / "v_RedLeft_g01_c01.avi").stat().st_mtime_ns == stamp
     assert {p: p.read_bytes() for p in cfg.paths.shards.glob("*/shard-*.tar")} == before
+
+
+def test_dis_preset_needs_dis_flow(tmp_path):
+    cfg = ExperimentConfig.from_dict({"experiment": {"root": str(tmp_path)},
+                                      "data": {"synthetic": TINY, "flow": "farneback", "dis_preset": "medium"}})
+    with pytest.raises(ValueError, match="data.dis_preset 'medium' is for data.flow 'dis', not 'farneback'"):
+        run_data_stage(cfg, None)

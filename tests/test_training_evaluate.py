@@ -64,6 +64,11 @@ def test_evaluate_matches_summarise_and_averages_ten_crops():
     np.testing.assert_allclose(r.video_scores, expected.video_scores, atol=1e-6)
     assert r.video_accuracy == expected.video_accuracy
     assert r.video_features.shape == (4, 512)
+    with torch.no_grad():  # per-video mean logits = fc of the mean features (fc is affine)
+        fc = model.fc(torch.as_tensor(r.video_features, dtype=torch.float32)).numpy()
+        clip_logits = model(x).numpy()
+    np.testing.assert_allclose(r.video_logits, fc, atol=1e-4)
+    np.testing.assert_allclose(r.video_logits[0], clip_logits[:2].mean(0), atol=1e-4)
 
     crops = torch.stack([x, x.flip(-1)], dim=1)  # (N, 2, C, H, W)
     r2 = evaluate(model, [{"x": crops, "label": labels, "video": videos}], 4, device="cpu")

@@ -37,7 +37,8 @@ class DataConfig:
     split: int = 1
     synthetic: dict | None = None  # keyword arguments of ingest.synthetic.generate
     classes: list[str] | None = None  # a subset of class names, null = all
-    flow: str = "dis"
+    flow: Literal["dis", "farneback", "tvl1", "raft_small", "raft_large"] = "dis"  # ingest.flow.BACKENDS
+    dis_preset: Literal["ultrafast", "fast", "medium"] | None = None  # flow dis only; null = fast
     flow_bound: float = 20.0
     clips_per_video: int = 3
     test_clips: int = 25
@@ -53,6 +54,9 @@ class ModelConfig:
     input_size: int = 224
     dropout: float = 0.0
     freeze_backbone: bool = False
+    # the temporal stream's input is flow / flow_scale: 1 = pixels of the input; data.flow_bound
+    # = about ±1 (TSN-style). A model is trained and evaluated with one scale.
+    flow_scale: float = 1.0
 
 
 @dataclass
@@ -98,9 +102,14 @@ class EvalConfig:
 
 @dataclass
 class FusionConfig:
-    methods: list[Literal["mean", "svm_softmax", "svm_features"]] = field(
-        default_factory=lambda: ["mean", "svm_softmax", "svm_features"])
-    svm_c: float = 1.0  # LinearSVC regularisation
+    methods: list[Literal["mean", "svm_softmax", "svm_features", "svm_logits"]] = field(
+        default_factory=lambda: ["mean", "svm_softmax", "svm_features", "svm_logits"])
+    # LinearSVC regularisation: one value, or candidates chosen by cv_folds-fold cross-validation
+    svm_c: Union[float, list[float]] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
+    cv_folds: int = 3
+    # heldout = the SVMs fit on the train list's validation videos (never trained on; needs
+    # train.val_fraction > 0); train = on every train-list video (the original study)
+    fit_on: Literal["heldout", "train"] = "heldout"
 
 
 @dataclass

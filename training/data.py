@@ -126,7 +126,7 @@ def loader_config(cfg: ExperimentConfig, stream: str, *, train: bool, seed: int 
     return LoaderConfig(stream=stream, train=train, input_size=cfg.model.input_size,
                         batch_size=cfg.train.batch_size if train else (cfg.eval.batch_size or cfg.train.batch_size),
                         ten_crop=cfg.eval.ten_crop and not train, flow_bound=cfg.data.flow_bound,
-                        seed=seed, **section)
+                        flow_scale=cfg.model.flow_scale, seed=seed, **section)
 
 
 def make_loaders(cfg: ExperimentConfig, stream: str, data: StreamData, seed: int) -> dict:

@@ -25,6 +25,7 @@ class EvalResult:
     video_scores: np.ndarray  # (V, K) mean softmax per video
     video_features: np.ndarray | None  # (V, D) mean penultimate features per video, if asked
     n_clips: int
+    video_logits: np.ndarray | None = None  # (V, K) mean logits per video, if asked (fusion input)
 
     @property
     def n_videos(self) -> int:
@@ -44,7 +45,7 @@ class EvalResult:
 
 
 def summarise(clip_probs: np.ndarray, clip_labels: np.ndarray, clip_videos: list[str],
-              clip_features: np.ndarray | None = None) -> EvalResult:
+              clip_features: np.ndarray | None = None, clip_logits: np.ndarray | None = None) -> EvalResult:
     """Clip and video metrics from per-clip softmax scores (N, K), labels (N,) and video ids."""
     clip_probs = np.asarray(clip_probs, dtype=np.float64)
     clip_labels = np.asarray(clip_labels, dtype=np.int64)
@@ -61,11 +62,14 @@ def summarise(clip_probs: np.ndarray, clip_labels: np.ndarray, clip_videos: list
     mixed = np.flatnonzero(labels[inverse] != clip_labels)
     if mixed.size:
         raise ValueError(f"video {str(videos[inverse[mixed[0]]])!r} has clips with different labels")
-    features = None
-    if clip_features is not None:
-        features = np.zeros((len(videos), clip_features.shape[1]))
-        np.add.at(features, inverse, clip_features)
-        features /= counts[:, None]
+    def per_video(clip_values: np.ndarray | None) -> np.ndarray | None:
+        if clip_values is None:
+            return None
+        out = np.zeros((len(videos), clip_values.shape[1]))
+        np.add.at(out, inverse, clip_values)
+        return out / counts[:, None]
+
+    features, logits = per_video(clip_features), per_video(clip_logits)
 
     correct = scores.argmax(1) == labels
     top5 = np.argsort(-scores, axis=1)[:, :5]
@@ -78,7 +82,8 @@ def summarise(clip_probs: np.ndarray, clip_labels: np.ndarray, clip_videos: list
         video_accuracy=100.0 * float(correct.mean()),
         video_top5=100.0 * float((top5 == labels[:, None]).any(1).mean()),
         loss=float(nll.mean()), per_class=per_class, videos=[str(v) for v in videos],
-        video_labels=labels, video_scores=scores, video_features=features, n_clips=n)
+        video_labels=labels, video_scores=scores, video_features=features, n_clips=n,
+        video_logits=logits)
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -94,14 +99,15 @@ def evaluate(model: nn.Module, loader: Iterable[dict], num_classes: int, *, feat
     """Evaluate on every batch of ``loader`` (``{"x", "label", "video", ...}``).
 
     A ten-crop batch (x of shape (N, 10, C, H, W)) is scored by the mean softmax over crops.
-    ``features=True`` also averages the penultimate features (the input of ``fc``) per video.
+    ``features=True`` also averages the penultimate features (the input of ``fc``) and the
+    logits per video.
     """
     device = resolve_device(device)
     model.eval()
     captured = []
     hook = unwrap(model).fc.register_forward_hook(lambda m, inp, out: captured.append(inp[0])) \
         if features else None
-    probs, labels, videos, feats = [], [], [], []
+    probs, labels, videos, feats, clip_logits = [], [], [], [], []
     try:
         for batch in tqdm(loader, desc=desc, leave=False, disable=None):
             x = batch["x"].to(device=device, dtype=torch.float32, non_blocking=True)
@@ -114,6 +120,7 @@ def evaluate(model: nn.Module, loader: Iterable[dict], num_classes: int, *, feat
             labels.append(torch.as_tensor(batch["label"]).cpu())
             videos.extend(batch["video"])
             if features:
+                clip_logits.append(logits.float().unflatten(0, (-1, crops)).mean(1).cpu())
                 feats.append(captured.pop().float().unflatten(0, (-1, crops)).mean(1).cpu())
     finally:
         if hook is not None:
@@ -121,7 +128,8 @@ def evaluate(model: nn.Module, loader: Iterable[dict], num_classes: int, *, feat
     if not probs:
         raise ValueError("nothing to evaluate: the loader gave no batches")
     result = summarise(torch.cat(probs).numpy(), torch.cat(labels).numpy(), videos,
-                       torch.cat(feats).numpy() if features else None)
+                       torch.cat(feats).numpy() if features else None,
+                       torch.cat(clip_logits).numpy() if features else None)
     if result.video_scores.shape[1] != num_classes:
         raise ValueError(f"model scores {result.video_scores.shape[1]} classes, expected {num_classes}")
     return result

@@ -3,9 +3,13 @@
 - ``mean``: the mean of the two streams' per-video softmax scores,
 - ``svm_softmax``: a linear SVM on the concatenated softmax scores,
 - ``svm_features``: a linear SVM on the concatenated penultimate features,
+- ``svm_logits``: a linear SVM on the concatenated per-video mean logits,
 
-the SVMs fitted on the train split's videos (scored by the trained streams, as in the
-original study) and applied to the test videos. Each train trial, and each pruning step,
+each SVM's inputs standardised (``StandardScaler``) and its ``C`` chosen by cross-validation
+from ``fusion.svm_c`` (a list) on the videos it is fitted on. The SVMs are fitted on the
+held-out (validation) part of the train list, videos the networks never trained on
+(``fusion.fit_on: heldout``), not on the training videos whose scores the networks overfit
+(``fit_on: train`` keeps the original study's choice), and applied to the test videos. Each train trial, and each pruning step,
 saves its per-video scores with :func:`save_scores`; the fusion stage only reads them, and
 fuses every step whose scores both streams saved.
 """
@@ -13,10 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
@@ -26,7 +33,8 @@ from analysis.results import atomic_file, read_table, table_path, write_rows
 from .config import STREAMS
 from .evaluate import EvalResult, evaluate, summarise
 
-METHODS = ("mean", "svm_softmax", "svm_features")
+METHODS = ("mean", "svm_softmax", "svm_features", "svm_logits")
+SVM_INPUTS = {"svm_softmax": "scores", "svm_features": "features", "svm_logits": "logits"}
 
 
 def uses_svm(methods) -> bool:
@@ -45,15 +53,24 @@ class FusionError(ValueError):
 
 @dataclasses.dataclass
 class VideoScores:
-    """One model's per-video mean softmax scores (and penultimate features) on one subset."""
+    """One model's per-video mean softmax scores (and penultimate features, logits) on one subset."""
     videos: list[str]
     labels: np.ndarray  # (V,)
     scores: np.ndarray  # (V, K)
     features: np.ndarray | None  # (V, D)
+    logits: np.ndarray | None = None  # (V, K)
 
     @classmethod
     def of(cls, result: EvalResult) -> "VideoScores":
-        return cls(result.videos, result.video_labels, result.video_scores, result.video_features)
+        return cls(result.videos, result.video_labels, result.video_scores, result.video_features,
+                   result.video_logits)
+
+    def only(self, videos: set[str]) -> "VideoScores":
+        """The rows of ``videos`` (in this object's order)."""
+        rows = [i for i, v in enumerate(self.videos) if v in videos]
+        pick = lambda a: None if a is None else a[rows]  # noqa: E731
+        return VideoScores([self.videos[i] for i in rows], self.labels[rows], self.scores[rows],
+                           pick(self.features), pick(self.logits))
 
 
 def score_and_save(model, loader, num_classes: int, path: Path, *, amp: bool,
@@ -70,6 +87,8 @@ def save_scores(path: Path, scores: VideoScores) -> Path:
     arrays = dict(videos=np.asarray(scores.videos, dtype=str), labels=scores.labels, scores=scores.scores)
     if scores.features is not None:
         arrays["features"] = scores.features
+    if scores.logits is not None:
+        arrays["logits"] = scores.logits
     with atomic_file(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
     return path
@@ -81,7 +100,8 @@ def load_scores(path: Path) -> VideoScores:
         raise FusionError(f"{path}: no scores; train that stream first (the `train` stage)")
     with np.load(path, allow_pickle=False) as data:
         return VideoScores([str(v) for v in data["videos"]], data["labels"], data["scores"],
-                           data["features"] if "features" in data else None)
+                           data["features"] if "features" in data else None,
+                           data["logits"] if "logits" in data else None)
 
 
 def _aligned(spatial: VideoScores, temporal: VideoScores, what: str) -> None:
@@ -91,10 +111,14 @@ def _aligned(spatial: VideoScores, temporal: VideoScores, what: str) -> None:
 
 
 def fuse(spatial_test: VideoScores, temporal_test: VideoScores, spatial_train: VideoScores | None,
-         temporal_train: VideoScores | None, methods=METHODS, *, svm_c: float = 1.0,
-         seed: int = 0) -> dict[str, EvalResult]:
+         temporal_train: VideoScores | None, methods=METHODS, *, svm_c=1.0, seed: int = 0,
+         fit_videos: set[str] | None = None, cv_folds: int = 3,
+         chosen_c: dict | None = None) -> dict[str, EvalResult]:
     """Video-level results of each fusion method on the test videos.
 
+    The SVMs are fitted on the ``*_train`` rows of ``fit_videos`` (all rows when None), with
+    ``C`` from ``svm_c`` (one value, or a list searched by ``cv_folds``-fold cross-validation
+    on those rows); ``chosen_c``, when given, receives each SVM method's ``C``.
     Clip accuracy is not defined for fused video scores (NaN); the loss is the video-level
     negative log-likelihood for ``mean`` and NaN for the SVMs (they give no probabilities).
     """
@@ -105,16 +129,22 @@ def fuse(spatial_test: VideoScores, temporal_test: VideoScores, spatial_train: V
         if method == "mean":
             fused = (spatial_test.scores + temporal_test.scores) / 2
             loss = None
-        elif method in ("svm_softmax", "svm_features"):
+        elif method in SVM_INPUTS:
             if spatial_train is None or temporal_train is None:
                 raise FusionError(f"{method} needs the train split's scores")
             _aligned(spatial_train, temporal_train, "train")
-            key = "scores" if method == "svm_softmax" else "features"
-            parts = [getattr(s, key) for s in (spatial_train, temporal_train, spatial_test, temporal_test)]
+            fit = [s if fit_videos is None else s.only(fit_videos) for s in (spatial_train, temporal_train)]
+            if len(fit[0].videos) < 2 or len(np.unique(fit[0].labels)) < 2:
+                raise FusionError(f"{method}: {len(fit[0].videos)} videos of {len(np.unique(fit[0].labels))} "
+                                  f"classes to fit the SVM on; needs at least two classes (more held-out "
+                                  f"videos: raise train.val_fraction, or fusion.fit_on: train)")
+            key = SVM_INPUTS[method]
+            parts = [getattr(s, key) for s in (*fit, spatial_test, temporal_test)]
             if any(p is None for p in parts):
-                raise FusionError(f"{method} needs penultimate features in every scores file")
-            svm = make_pipeline(StandardScaler(), LinearSVC(C=svm_c, random_state=seed))
-            svm.fit(np.hstack(parts[:2]), spatial_train.labels)
+                raise FusionError(f"{method} needs {key} in every scores file (rescore with this version)")
+            svm, c = _fit_svm(np.hstack(parts[:2]), fit[0].labels, svm_c, cv_folds, seed)
+            if chosen_c is not None:
+                chosen_c[method] = c
             fused = _decision_per_class(svm, np.hstack(parts[2:]), spatial_test.scores.shape[1])
             loss = math.nan
         else:
@@ -123,6 +153,28 @@ def fuse(spatial_test: VideoScores, temporal_test: VideoScores, spatial_train: V
         results[method] = dataclasses.replace(result, clip_accuracy=math.nan,
                                               loss=result.loss if loss is None else loss)
     return results
+
+
+def _fit_svm(x: np.ndarray, y: np.ndarray, svm_c, cv_folds: int, seed: int):
+    """A standardised linear SVM fitted on (x, y); C picked by cross-validated accuracy when
+    ``svm_c`` lists several values. Returns (pipeline, C)."""
+    candidates = [float(c) for c in (svm_c if isinstance(svm_c, (list, tuple)) else [svm_c])]
+    # the dual problem converges slowly on standardised inputs with few samples: solve the
+    # primal when samples outnumber features, and give the solver room either way
+    svm = make_pipeline(StandardScaler(), LinearSVC(C=candidates[0], dual=x.shape[0] <= x.shape[1],
+                                                    max_iter=100_000, random_state=seed))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # an unconverged SVM is a fault, not a note
+        if len(candidates) == 1:
+            return svm.fit(x, y), candidates[0]
+        counts = np.bincount(y)
+        smallest = int(counts[counts > 0].min())  # stratify only when every class fills each fold
+        folds = min(cv_folds, len(y))
+        cv = StratifiedKFold(folds, shuffle=True, random_state=seed) if smallest >= folds \
+            else KFold(folds, shuffle=True, random_state=seed)
+        search = GridSearchCV(svm, {"linearsvc__C": candidates}, cv=cv, error_score="raise")
+        search.fit(x, y)
+    return search.best_estimator_, float(search.best_params_["linearsvc__C"])
 
 
 def _decision_per_class(svm, x: np.ndarray, num_classes: int) -> np.ndarray:
@@ -156,6 +208,7 @@ def run_fusion_stage(cfg, ctx) -> None:
         if not steps:
             raise FusionError(f"run {run}: no step with test scores of both streams under "
                               f"{paths.root / 'scores'}; run the `train` stage first")
+        fit_videos = heldout_videos(cfg, run) if needs_train else None
         for step in steps:
             if _fused_already(cfg, run, step):
                 print(f"fusion run {run} step {step}: already fused, skipped")
@@ -163,13 +216,16 @@ def run_fusion_stage(cfg, ctx) -> None:
             test = [load_scores(paths.scores(s, run, step, "test")) for s in STREAMS]
             train = [load_scores(paths.scores(s, run, step, "train")) for s in STREAMS] \
                 if needs_train else [None, None]
+            chosen_c = {}
             results = fuse(*test, *train, cfg.fusion.methods, svm_c=cfg.fusion.svm_c,
-                           seed=cfg.run_seed(run))
+                           seed=cfg.run_seed(run), fit_videos=fit_videos, cv_folds=cfg.fusion.cv_folds,
+                           chosen_c=chosen_c)
             if step and stream_rows is None:
                 stream_rows = read_table(paths.results, "accuracy").filter(pl.col("stream").is_in(STREAMS))
             pruning = _pruning_fields(stream_rows, run, step) if step else {}
             rows = [r.accuracy_row(experiment=cfg.experiment.name, stream="fusion", fusion=method, run=run,
-                                   seed=cfg.run_seed(run), split=cfg.data.split, step=step, **pruning)
+                                   seed=cfg.run_seed(run), split=cfg.data.split, step=step,
+                                   svm_c=chosen_c.get(method), **pruning)
                     for method, r in results.items()]
             write_rows(paths.results, "accuracy", rows, partition=f"fusion/run{run}/step{step}")
             print(f"fusion run {run} step {step}: " + ", ".join(f"{m} {r.video_accuracy:.1f} %"
@@ -186,6 +242,19 @@ def _fused_already(cfg, run: int, step: int) -> bool:
     newest = max(p.stat().st_mtime_ns for p in scores if p.is_file())
     methods = set(pl.read_parquet(rows, columns=["fusion"])["fusion"].to_list())
     return methods == set(cfg.fusion.methods) and rows.stat().st_mtime_ns >= newest
+
+
+def heldout_videos(cfg, run: int) -> set[str] | None:
+    """The videos the SVMs fit on: the run's validation videos (the streams of one run share
+    them: both draw them with the run seed), or None (every train-list video) for ``fit_on: train``."""
+    if cfg.fusion.fit_on == "train":
+        return None
+    if cfg.train.val_fraction <= 0:
+        raise FusionError(f"fusion.fit_on: heldout needs held-out videos, but train.val_fraction is "
+                          f"{cfg.train.val_fraction}; raise it or set fusion.fit_on: train")
+    from .data import stream_data  # imports DALI; only the fuse stage needs it
+
+    return stream_data(cfg, cfg.run_seed(run)).val_videos
 
 
 def _pruning_fields(stream_rows: pl.DataFrame, run: int, step: int) -> dict:
