@@ -168,7 +168,8 @@ def run_fusion_stage(cfg, ctx) -> None:
                 stream_rows = read_table(paths.results, "accuracy").filter(pl.col("stream").is_in(STREAMS))
             pruning = _pruning_fields(stream_rows, run, step) if step else {}
             rows = [r.accuracy_row(experiment=cfg.experiment.name, stream="fusion", fusion=method, run=run,
-                                   seed=cfg.run_seed(run), split=cfg.data.split, step=step, **pruning)
+                                   seed=cfg.run_seed(run), split=cfg.data.split, step=step,
+                                   residual=cfg.prune.residual, **pruning)
                     for method, r in results.items()]
             write_rows(paths.results, "accuracy", rows, partition=f"fusion/run{run}/step{step}")
             print(f"fusion run {run} step {step}: " + ", ".join(f"{m} {r.video_accuracy:.1f} %"
