@@ -2,6 +2,7 @@
 histogram are recorded, and every accuracy row carries channels/params/FLOPs removed."""
 from __future__ import annotations
 
+import polars as pl
 import pytest
 import torch
 
@@ -81,7 +82,7 @@ def test_chain_records_threshold_gammas_and_fractions(tmp_path):
     pruned_channels = {step: count_prunable_channels(load_checkpoint(cfg.paths.checkpoint("spatial", 1, step),
                                                                      classes=CLASSES).model, residual=True)
                        for step in (1, 2)}
-    per_step = gammas.group_by("step").agg(count=gammas["count"].sum(), threshold=gammas["threshold"].first())
+    per_step = gammas.group_by("step").agg(pl.col("count").sum(), pl.col("threshold").first())
     thresholds = dict(zip(accuracy["step"], accuracy["threshold"]))
     for step, count, threshold in per_step.iter_rows():
         assert threshold == pytest.approx(thresholds[step])
