@@ -74,6 +74,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("checkpoint", STR, True), ("latency_ms", FLOAT, True),  # per-clip inference, optional
         ("finished_at", TIMESTAMP, False),
         ("svm_c", FLOAT, True),  # the C chosen for an svm_* fusion row; null otherwise
+        # Network Slimming settings of the row: residual groups pruned too (else internal channels
+        # only), and the |γ| threshold of this step's prune (null for step 0 and fused rows)
+        ("residual", pa.bool_(), True), ("threshold", FLOAT, True),
     ),
     # training curves
     "epochs": _schema(
@@ -90,6 +93,14 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("predicted", INT, False), ("method", STR, False), ("irof", FLOAT, False),
         ("n_segments", INT, False), ("seconds", FLOAT, False),
     ),
+    # |γ| histogram of one model's prunable BatchNorms (log-spaced bins), Network Slimming's Figure 4:
+    # phase = initial (before baseline training) | trained (step 0) | finetuned (step k > 0)
+    "gammas": _schema(
+        ("experiment", STR, False), ("stream", STR, False), ("run", INT, False), ("step", INT, False),
+        ("phase", STR, False), ("residual", pa.bool_(), False), ("bin", INT, False),
+        ("bin_low", FLOAT, False), ("bin_high", FLOAT, False), ("count", INT, False),
+        ("threshold", FLOAT, True),  # |γ| threshold of this step's prune; null when none
+    ),
 }
 
 SCHEMAS = {name: _with_provenance_columns(schema) for name, schema in SCHEMAS.items()}
@@ -98,6 +109,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "accuracy": ("experiment", "stream", "fusion", "run", "step", "split"),
     "epochs": ("experiment", "stream", "run", "step", "epoch", "phase"),
     "irof": ("experiment", "stream", "run", "step", "video", "clip", "method"),
+    "gammas": ("experiment", "stream", "run", "step", "phase", "bin"),
 }
 
 

@@ -31,7 +31,7 @@ from analysis.results import write_rows
 from pruning import prune_model
 from pruning.accounting import pruning_stats
 from pruning.groups import count_prunable_channels
-from pruning.slimming import bn_l1_subgradient
+from pruning.slimming import bn_l1_subgradient, gamma_histogram, prune_threshold, select_channels
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import ExperimentConfig, PruneConfig
 from training.data import make_loaders, stream_data, train_eval_loader
@@ -54,14 +54,35 @@ def step_ratio(step: int, step_fraction: float) -> float:
     return 1.0 - (1.0 - step_fraction) ** step
 
 
-def prune_step(model: nn.Module, baseline_channels: int, step: int, prune: PruneConfig) -> nn.Module:
-    """``model`` (the step k − 1 model) pruned so that ``step_ratio(step)`` of the baseline's
-    ``baseline_channels`` prunable channels are gone."""
+def _ratio_of_remaining(model: nn.Module, baseline_channels: int, step: int, prune: PruneConfig) -> float:
     remaining = count_prunable_channels(model, residual=prune.residual)
     removed_so_far = baseline_channels - remaining
     to_remove = round(step_ratio(step, prune.step_fraction) * baseline_channels) - removed_so_far
-    return prune_model(model, max(to_remove, 0) / remaining, residual=prune.residual,
+    return max(to_remove, 0) / remaining
+
+
+def prune_step(model: nn.Module, baseline_channels: int, step: int, prune: PruneConfig) -> nn.Module:
+    """``model`` (the step k − 1 model) pruned so that ``step_ratio(step)`` of the baseline's
+    ``baseline_channels`` prunable channels are gone."""
+    return prune_model(model, _ratio_of_remaining(model, baseline_channels, step, prune), residual=prune.residual,
                        min_channels=prune.min_channels, round_to=prune.round_to)
+
+
+def step_threshold(model: nn.Module, baseline_channels: int, step: int, prune: PruneConfig) -> float | None:
+    """The |γ| threshold ``prune_step`` applies to ``model`` (the highest score it removes)."""
+    plan = select_channels(model, _ratio_of_remaining(model, baseline_channels, step, prune),
+                           residual=prune.residual, min_channels=prune.min_channels, round_to=prune.round_to)
+    return prune_threshold(model, plan)
+
+
+def write_gammas(cfg: ExperimentConfig, model: nn.Module, stream: str, run: int, step: int, phase: str,
+                 threshold: float | None = None) -> None:
+    """One model's |γ| histogram as rows of the `gammas` table (partition per stream/run/step/phase)."""
+    residual = cfg.prune.residual
+    rows = [dict(experiment=cfg.experiment.name, stream=stream, run=run, step=step, phase=phase,
+                 residual=residual, threshold=threshold, **row)
+            for row in gamma_histogram(model, residual=residual)]
+    write_rows(cfg.paths.results, "gammas", rows, partition=f"{stream}/run{run}/step{step}/{phase}")
 
 
 def first_unfinished_step(cfg: ExperimentConfig, stream: str, run: int) -> int:
@@ -90,6 +111,7 @@ def run_chain(cfg: ExperimentConfig, stream: str, run: int, loaders: ChainLoader
     seed = cfg.run_seed(run)
     rows = []
     for step in tqdm(range(start, prune.steps + 1), desc=f"prune {stream} run{run}", unit="step", disable=None):
+        threshold = step_threshold(model, baseline_channels, step, prune)
         model = prune_step(model, baseline_channels, step, prune)
         result = train(model, loaders.train, loaders.val, finetune, seed=seed + step,
                        loader_epoch_offset=(step - 1) * prune.finetune_epochs,  # a resumed chain reads the same
@@ -107,8 +129,10 @@ def run_chain(cfg: ExperimentConfig, stream: str, run: int, loaders: ChainLoader
         row = evaluation.accuracy_row(experiment=cfg.experiment.name, stream=stream, run=run, seed=seed,
                                       split=cfg.data.split, step=step,
                                       prune_ratio=step_ratio(step, prune.step_fraction),
-                                      checkpoint=str(checkpoint), **stats)
+                                      checkpoint=str(checkpoint), residual=prune.residual,
+                                      threshold=threshold, **stats)
         write_rows(paths.results, "accuracy", [row], partition=partition)
+        write_gammas(cfg, model, stream, run, step, "finetuned", threshold)
         epochs = [dict(experiment=cfg.experiment.name, stream=stream, run=run, step=step, **entry)
                   for entry in result.state.history]
         if epochs:

@@ -77,3 +77,32 @@ def select_channels(model: nn.Module, ratio: float, *, residual: bool = False, m
         removed[index] += size
         total += size
     return [(group, torch.sort(order[removed[i]:]).values) for i, (group, order) in enumerate(zip(groups, orders))]
+
+
+def prune_threshold(model: nn.Module, plan: list[tuple[ChannelGroup, torch.Tensor]]) -> float | None:
+    """The |γ| threshold a ``select_channels`` plan applied: the highest score among the channels it
+    removes (None when it removes none)."""
+    removed = []
+    for group, keep in plan:
+        scores = group_scores(model, group)
+        mask = torch.ones(group.width, dtype=torch.bool)
+        mask[keep] = False
+        removed.append(scores[mask])
+    removed = torch.cat(removed) if removed else torch.empty(0)
+    return float(removed.max()) if removed.numel() else None
+
+
+GAMMA_BINS = (1e-8, 10.0, 60)  # log-spaced |γ| histogram bins: low, high, count (values outside are clipped in)
+
+
+def gamma_histogram(model: nn.Module, *, residual: bool) -> list[dict]:
+    """The |γ| (channel score) distribution of ``model``'s prunable channels as log-spaced bins:
+    rows with ``bin``, ``bin_low``, ``bin_high``, ``count`` (the shape of the `gammas` table)."""
+    scores = torch.cat([group_scores(model, group) for group in channel_groups(model, residual=residual)])
+    low, high, n = GAMMA_BINS
+    edges = torch.logspace(math.log10(low), math.log10(high), n + 1, dtype=torch.float64)
+    clipped = scores.double().clamp(min=low, max=high)
+    index = (torch.bucketize(clipped, edges, right=True) - 1).clamp(0, n - 1)
+    counts = torch.bincount(index, minlength=n)
+    return [{"bin": i, "bin_low": float(edges[i]), "bin_high": float(edges[i + 1]), "count": int(counts[i])}
+            for i in range(n)]

@@ -225,7 +225,7 @@ def run_fusion_stage(cfg, ctx) -> None:
             pruning = _pruning_fields(stream_rows, run, step) if step else {}
             rows = [r.accuracy_row(experiment=cfg.experiment.name, stream="fusion", fusion=method, run=run,
                                    seed=cfg.run_seed(run), split=cfg.data.split, step=step,
-                                   svm_c=chosen_c.get(method), **pruning)
+                                   svm_c=chosen_c.get(method), residual=cfg.prune.residual, **pruning)
                     for method, r in results.items()]
             write_rows(paths.results, "accuracy", rows, partition=f"fusion/run{run}/step{step}")
             print(f"fusion run {run} step {step}: " + ", ".join(f"{m} {r.video_accuracy:.1f} %"

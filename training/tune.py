@@ -31,6 +31,7 @@ from .stages import load_stage
 
 TRIAL_CHECKPOINT = "model.pt"
 SPARSITY_HOOK = "pruning.slimming:bn_l1_subgradient"
+GAMMA_WRITER = "pruning.schedule:write_gammas"
 
 
 def _sparsity_hook(cfg: ExperimentConfig) -> Callable | None:
@@ -38,7 +39,8 @@ def _sparsity_hook(cfg: ExperimentConfig) -> Callable | None:
     if cfg.train.sparsity <= 0:
         return None
     subgradient = load_stage(SPARSITY_HOOK)
-    return lambda model: subgradient(model, cfg.train.sparsity)
+    # the same BatchNorms the prune stage will score (internal only, or residual groups too)
+    return lambda model: subgradient(model, cfg.train.sparsity, residual=cfg.prune.residual)
 
 
 def epoch_metrics(history: list[dict], epoch: int) -> dict[str, float]:
@@ -74,6 +76,9 @@ def run_trial(cfg: ExperimentConfig, stream: str, run: int,
         model, optimizer_state = ck.model, ck.optimizer_state
         state = TrainState.from_dict(ck.extra["train_state"])
     resumed_from = state.epoch if state else 0
+    write_gammas = load_stage(GAMMA_WRITER)
+    if state is None:  # |γ| before (sparsity) training, for Network Slimming's before/after figure
+        write_gammas(cfg, model, stream, run, 0, "initial")
 
     def on_epoch(state: TrainState, model, optimizer) -> None:
         with tempfile.TemporaryDirectory() as folder:
@@ -94,6 +99,7 @@ def run_trial(cfg: ExperimentConfig, stream: str, run: int,
     model, state = result.model, result.state
     checkpoint = save_checkpoint(paths.checkpoint(stream, run, 0), model, epoch=state.epoch, config=cfg,
                                  classes=data.classes, extra={"train_state": {**state.to_dict(), "best_state": None}})
+    write_gammas(cfg, model, stream, run, 0, "trained")
     amp = cfg.train.amp
     test = score_and_save(model, loaders["test"], len(data.classes), paths.scores(stream, run, 0, "test"),
                           amp=amp, desc="test")
@@ -105,7 +111,8 @@ def run_trial(cfg: ExperimentConfig, stream: str, run: int,
     write_rows(paths.results, "epochs", [{**keys, "step": 0, **row} for row in state.history],
                partition=partition)
     write_rows(paths.results, "accuracy", [test.accuracy_row(**keys, seed=seed, split=cfg.data.split,
-                                                             checkpoint=str(checkpoint))],
+                                                             checkpoint=str(checkpoint),
+                                                             residual=cfg.prune.residual)],
                partition=partition)
     return {"epoch": state.epoch, "resumed_from": resumed_from, "video_accuracy": test.video_accuracy,
             "clip_accuracy": test.clip_accuracy, "done": True}
