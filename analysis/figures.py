@@ -12,9 +12,13 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .results import atomic_file
+
 DPI = 300
+MAX_WIDTH_PX = 2400  # no PNG wider than this: the resolution drops for wide figures
 SINGLE_STREAMS = ("spatial", "temporal")
 EFFECT_GUIDES = (0.2, 0.5, 0.8)  # Cohen's small / medium / large
 ALPHA = 0.05
@@ -40,8 +44,12 @@ def with_model(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    """Write the PNG atomically (unique temporary name, then rename), at most MAX_WIDTH_PX wide."""
+    canvas = FigureCanvasAgg(fig)
+    width_in = fig.get_tightbbox(canvas.get_renderer()).width + 0.2  # + bbox_inches="tight" padding
+    dpi = min(DPI, int(MAX_WIDTH_PX / width_in) - 1)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     return path
 
 
