@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 
 from .results import atomic_file
 
@@ -44,12 +44,19 @@ def with_model(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    """Write the PNG atomically (unique temporary name, then rename), at most MAX_WIDTH_PX wide."""
-    canvas = FigureCanvasAgg(fig)
-    width_in = fig.get_tightbbox(canvas.get_renderer()).width + 0.2  # + bbox_inches="tight" padding
-    dpi = min(DPI, int(MAX_WIDTH_PX / width_in) - 1)
+    """Write the PNG atomically (unique temporary name, then rename), at most MAX_WIDTH_PX wide:
+    a figure that comes out wider is drawn again at a proportionally lower resolution."""
+    dpi = DPI
     with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+        for _ in range(4):
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+            with Image.open(tmp) as image:
+                width = image.width
+            if width <= MAX_WIDTH_PX:
+                break
+            dpi = int(dpi * MAX_WIDTH_PX / width * 0.99)
+        else:
+            raise RuntimeError(f"{path}: still {width} px wide at {dpi} dpi")
     return path
 
 

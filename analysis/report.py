@@ -13,7 +13,6 @@ import argparse
 import base64
 import html
 import json
-import re
 import urllib.parse
 import warnings
 from collections.abc import Callable
@@ -261,9 +260,10 @@ def _html_table(table: pl.DataFrame) -> str:
 
 
 def md_escape(text: str) -> str:
-    """Data or config text for Markdown: HTML characters as entities, Markdown syntax backslashed."""
+    """Data or config text for Markdown: HTML characters as entities; the characters that open
+    links, images, code or table cells backslashed (underscores stay: they are in every name)."""
     text = html.escape(str(text), quote=False)
-    return "".join("\\" + c if c in "\\`*_[]()#|!" else c for c in text)
+    return "".join("\\" + c if c in "\\`*[]|" else c for c in text)
 
 
 def _markdown_table(table: pl.DataFrame) -> str:
@@ -308,8 +308,8 @@ def render_markdown(blocks: list[Block], out: Path) -> str:
         elif block.kind == "text":
             parts.append("\n".join(md_escape(line) for line in block.text.splitlines()))
         elif block.kind == "code":
-            fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", block.text)), default=0))
-            parts.append(f"<details><summary>Config</summary>\n\n{fence}json\n{block.text}\n{fence}\n</details>")
+            # HTML, escaped, like index.html: no fence that a config value could close
+            parts.append(f"<details><summary>Config</summary><pre>{html.escape(block.text)}</pre></details>")
         elif block.kind == "figure":
             link = urllib.parse.quote(block.path.relative_to(out).as_posix())
             parts.append(f"![{md_escape(block.text)}]({link})\n\n*{md_escape(block.text)}*")
