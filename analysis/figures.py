@@ -43,6 +43,10 @@ def with_model(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(label.alias("model"))
 
 
+# models in study order: single streams, then fusions
+STUDY_ORDER_KEY = pl.col("model").str.starts_with("fusion").alias("_fusion_last")
+
+
 def _save(fig: Figure, path: Path) -> Path:
     """Write the PNG atomically (unique temporary name, then rename), at most MAX_WIDTH_PX wide:
     a figure that comes out wider is drawn again at a proportionally lower resolution."""
@@ -96,7 +100,7 @@ def boxplots(values: pl.DataFrame, value: str, ylabel: str, out: Path) -> Plotte
     """Box per pruning ratio of ``value``, a panel per model; data: model, step, values."""
     data = (with_model(values).group_by("model", "step")
             .agg(pl.col("prune_ratio").mean(), pl.col(value).alias("values"))
-            .sort("model", "step"))
+            .sort(STUDY_ORDER_KEY, "model", "step"))
     models = data["model"].unique(maintain_order=True).to_list()
     fig, axes = _panels(max(len(models), 1))
     for ax, model in zip(axes[0], models):
@@ -110,7 +114,7 @@ def boxplots(values: pl.DataFrame, value: str, ylabel: str, out: Path) -> Plotte
 
 def _grouped_bars(effects: pl.DataFrame, column: str, ylabel: str, out: Path, guides, title) -> Plotted:
     data = (with_model(effects).select("model", "step", "prune_ratio", "n", column)
-            .sort("model", "step"))
+            .sort(STUDY_ORDER_KEY, "model", "step"))
     models = data["model"].unique(maintain_order=True).to_list()
     steps = sorted(data["step"].unique().to_list())
     fig, axes = _panels(1, width=max(6.0, 0.2 * len(steps) * len(models)))
@@ -143,7 +147,7 @@ def wilcoxon_p_bars(effects: pl.DataFrame, out: Path) -> Plotted:
 def trend_with_intervals(summary: pl.DataFrame, ylabel: str, out: Path) -> Plotted:
     """Mean with its 95 % t-interval against pruning ratio, a line per model."""
     data = (with_model(summary).select("model", "step", "prune_ratio", "n", "mean", "ci_low", "ci_high")
-            .sort("model", "step"))
+            .sort(STUDY_ORDER_KEY, "model", "step"))
     fig, axes = _panels(1, width=5.5)
     ax = axes[0, 0]
     for (model,), part in data.partition_by("model", as_dict=True, maintain_order=True).items():
