@@ -33,7 +33,7 @@ POSTHOC_ROWS_SHOWN = 40  # longer post-hoc tables show only the significant pair
 @dataclass
 class Block:
     """One piece of the report: a heading, a paragraph, a figure or a table."""
-    kind: str  # heading | text | figure | table | code
+    kind: str  # heading | text | figure | table | details (a table behind <details>) | code
     text: str = ""
     path: Path | None = None
     table: pl.DataFrame | None = None
@@ -118,9 +118,10 @@ class ReportBuilder:
             source = f"tables/{prefix}_{kind}.csv"
             if kind == "posthoc" and frame.height > POSTHOC_ROWS_SHOWN:
                 significant = frame.filter(pl.col("p_bonf") < figures.ALPHA)
-                caption += (f"; {significant.height} of {frame.height} pairs with Bonferroni p < "
-                            f"{figures.ALPHA} shown, all in")
-                frame = significant
+                self.table(f"{caption}; {significant.height} of {frame.height} pairs with Bonferroni "
+                           f"p < {figures.ALPHA} ({source})", significant)
+                self.blocks.append(Block("details", f"all {frame.height} pairs", table=frame))
+                continue
             self.table(f"{caption} ({source})", frame)
 
     # sections
@@ -294,6 +295,8 @@ def render_html(blocks: list[Block], out: Path) -> str:
             data = base64.b64encode(block.path.read_bytes()).decode("ascii")
             parts.append(f'<figure><img alt="{text}" src="data:image/png;base64,{data}">'
                          f"<figcaption>{text} ({html.escape(str(block.path.relative_to(out)))})</figcaption></figure>")
+        elif block.kind == "details":
+            parts.append(f"<details><summary>{text}</summary>{_html_table(block.table)}</details>")
         else:
             parts.append(f'<p class="caption">{text}</p>{_html_table(block.table)}')
     return ("<!doctype html><html><head><meta charset='utf-8'><title>Experiment report</title>"
@@ -313,6 +316,9 @@ def render_markdown(blocks: list[Block], out: Path) -> str:
         elif block.kind == "figure":
             link = urllib.parse.quote(block.path.relative_to(out).as_posix())
             parts.append(f"![{md_escape(block.text)}]({link})\n\n*{md_escape(block.text)}*")
+        elif block.kind == "details":
+            parts.append(f"<details><summary>{html.escape(block.text)}</summary>\n\n"
+                         f"{_markdown_table(block.table)}\n\n</details>")
         else:
             parts.append(f"{md_escape(block.text)}\n\n{_markdown_table(block.table)}")
     return "# Experiment report\n\n" + "\n\n".join(parts) + "\n"
