@@ -13,8 +13,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
+from PIL import Image
+
+from .results import atomic_file
 
 DPI = 300
+MAX_WIDTH_PX = 2400  # no PNG wider than this: the resolution drops for wide figures
 SINGLE_STREAMS = ("spatial", "temporal")
 EFFECT_GUIDES = (0.2, 0.5, 0.8)  # Cohen's small / medium / large
 ALPHA = 0.05
@@ -39,9 +43,24 @@ def with_model(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(label.alias("model"))
 
 
+# models in study order: single streams, then fusions
+STUDY_ORDER_KEY = pl.col("model").str.starts_with("fusion").alias("_fusion_last")
+
+
 def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    """Write the PNG atomically (unique temporary name, then rename), at most MAX_WIDTH_PX wide:
+    a figure that comes out wider is drawn again at a proportionally lower resolution."""
+    dpi = DPI
+    with atomic_file(path) as tmp:
+        for _ in range(4):
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+            with Image.open(tmp) as image:
+                width = image.width
+            if width <= MAX_WIDTH_PX:
+                break
+            dpi = int(dpi * MAX_WIDTH_PX / width * 0.99)
+        else:
+            raise RuntimeError(f"{path}: still {width} px wide at {dpi} dpi")
     return path
 
 
@@ -81,7 +100,7 @@ def boxplots(values: pl.DataFrame, value: str, ylabel: str, out: Path) -> Plotte
     """Box per pruning ratio of ``value``, a panel per model; data: model, step, values."""
     data = (with_model(values).group_by("model", "step")
             .agg(pl.col("prune_ratio").mean(), pl.col(value).alias("values"))
-            .sort("model", "step"))
+            .sort(STUDY_ORDER_KEY, "model", "step"))
     models = data["model"].unique(maintain_order=True).to_list()
     fig, axes = _panels(max(len(models), 1))
     for ax, model in zip(axes[0], models):
@@ -95,7 +114,7 @@ def boxplots(values: pl.DataFrame, value: str, ylabel: str, out: Path) -> Plotte
 
 def _grouped_bars(effects: pl.DataFrame, column: str, ylabel: str, out: Path, guides, title) -> Plotted:
     data = (with_model(effects).select("model", "step", "prune_ratio", "n", column)
-            .sort("model", "step"))
+            .sort(STUDY_ORDER_KEY, "model", "step"))
     models = data["model"].unique(maintain_order=True).to_list()
     steps = sorted(data["step"].unique().to_list())
     fig, axes = _panels(1, width=max(6.0, 0.2 * len(steps) * len(models)))
@@ -128,7 +147,7 @@ def wilcoxon_p_bars(effects: pl.DataFrame, out: Path) -> Plotted:
 def trend_with_intervals(summary: pl.DataFrame, ylabel: str, out: Path) -> Plotted:
     """Mean with its 95 % t-interval against pruning ratio, a line per model."""
     data = (with_model(summary).select("model", "step", "prune_ratio", "n", "mean", "ci_low", "ci_high")
-            .sort("model", "step"))
+            .sort(STUDY_ORDER_KEY, "model", "step"))
     fig, axes = _panels(1, width=5.5)
     ax = axes[0, 0]
     for (model,), part in data.partition_by("model", as_dict=True, maintain_order=True).items():

@@ -13,6 +13,7 @@ import argparse
 import base64
 import html
 import json
+import urllib.parse
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from pathlib import Path
 import polars as pl
 from tqdm import tqdm
 
-from . import figures, stats
+from . import figures, stats, summary
 from .protocol import protocol_text
 from .results import atomic_file, read_table
 
@@ -33,7 +34,7 @@ POSTHOC_ROWS_SHOWN = 40  # longer post-hoc tables show only the significant pair
 @dataclass
 class Block:
     """One piece of the report: a heading, a paragraph, a figure or a table."""
-    kind: str  # heading | text | figure | table | code
+    kind: str  # heading | text | figure | table | details (a table behind <details>) | code
     text: str = ""
     path: Path | None = None
     table: pl.DataFrame | None = None
@@ -139,15 +140,32 @@ class ReportBuilder:
             source = f"tables/{prefix}_{kind}.csv"
             if kind == "posthoc" and frame.height > POSTHOC_ROWS_SHOWN:
                 significant = frame.filter(pl.col("p_bonf") < figures.ALPHA)
-                caption += (f"; {significant.height} of {frame.height} pairs with Bonferroni p < "
-                            f"{figures.ALPHA} shown, all in")
-                frame = significant
+                self.table(f"{caption}; {significant.height} of {frame.height} pairs with Bonferroni "
+                           f"p < {figures.ALPHA} ({source})", significant)
+                self.blocks.append(Block("details", f"all {frame.height} pairs", table=frame))
+                continue
             self.table(f"{caption} ({source})", frame)
 
     # sections
-    def overview(self) -> None:
+    def title(self) -> None:
         name = self.meta.get("config", {}).get("experiment", {}).get("name", self.root.name)
         self.heading(f"Experiment {name}")
+        self.text(f"Report written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {self.root}.")
+
+    def summary_section(self) -> None:
+        """The main result first: per model and explained step, accuracy and IROF vs step 0."""
+        self.heading("Summary")
+        if self.accuracy.is_empty():
+            self.not_run("summary", "the accuracy table is empty (training has not run)")
+            return
+        table, test = summary.main_result(
+            self.accuracy, self.irof, self.metric,
+            self.stats.get(f"{self.metric}_posthoc_paired"), self.stats.get("irof_posthoc_paired"))
+        self.table(f"Per model and explained step: mean ± sd over runs; p against step 0 by {test}",
+                   table, name="summary")
+
+    def overview(self) -> None:
+        self.heading("Run information")
         if not self.meta:
             self.text(f"{self.root / 'experiment.json'} not found: config and code version unknown.")
         else:
@@ -157,7 +175,6 @@ class ReportBuilder:
             provenance = {k: self.meta[k] for k in ("versions", "device") if k in self.meta}  # collapsed
             self.blocks.append(Block("code", json.dumps({**provenance, "config": self.meta.get("config", {})}
                                                         if provenance else self.meta.get("config", {}), indent=2)))
-        self.text(f"Report written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {self.root}.")
 
     def accuracy_section(self) -> None:
         label = self.metric.replace("_", " ")
@@ -245,10 +262,14 @@ class ReportBuilder:
             self.heading("Notes from the statistics")
             self.text("\n".join(f"- {w}" for w in self.warnings))
 
+    def sections(self) -> list[Callable[[], None]]:
+        """The report in order; a new part of the report is one more entry here."""
+        return [self.title, self.summary_section, self.accuracy_section, self.fusion_section,
+                self.efficiency_section, self.training_section, self.irof_section,
+                self.saliency_section, self.notes_section, self.overview]
+
     def build(self) -> Report:
-        sections = [self.overview, self.accuracy_section, self.fusion_section, self.efficiency_section,
-                    self.training_section, self.irof_section, self.saliency_section, self.notes_section]
-        for section in tqdm(sections, desc="report", unit="section"):
+        for section in tqdm(self.sections(), desc="report", unit="section"):
             section()
         stats.write_tables(self.stats, self.out / "tables")
         with atomic_file(self.report.index) as tmp:
@@ -265,9 +286,16 @@ def _html_table(table: pl.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def md_escape(text: str) -> str:
+    """Data or config text for Markdown: HTML characters as entities; the characters that open
+    links, images, code or table cells backslashed (underscores stay: they are in every name)."""
+    text = html.escape(str(text), quote=False)
+    return "".join("\\" + c if c in "\\`*[]|" else c for c in text)
+
+
 def _markdown_table(table: pl.DataFrame) -> str:
     def line(cells):
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+        return "| " + " | ".join(md_escape(c) for c in cells) + " |"
     return "\n".join([line(table.columns), line(["---"] * table.width)]
                      + [line([_format(v) for v in row]) for row in table.iter_rows()])
 
@@ -292,7 +320,9 @@ def render_html(blocks: list[Block], out: Path) -> str:
         elif block.kind == "figure":
             data = base64.b64encode(block.path.read_bytes()).decode("ascii")
             parts.append(f'<figure><img alt="{text}" src="data:image/png;base64,{data}">'
-                         f"<figcaption>{text} ({block.path.relative_to(out)})</figcaption></figure>")
+                         f"<figcaption>{text} ({html.escape(str(block.path.relative_to(out)))})</figcaption></figure>")
+        elif block.kind == "details":
+            parts.append(f"<details><summary>{text}</summary>{_html_table(block.table)}</details>")
         else:
             parts.append(f'<p class="caption">{text}</p>{_html_table(block.table)}')
     return ("<!doctype html><html><head><meta charset='utf-8'><title>Experiment report</title>"
@@ -303,15 +333,20 @@ def render_markdown(blocks: list[Block], out: Path) -> str:
     parts = []
     for block in blocks:
         if block.kind == "heading":
-            parts.append(f"## {block.text}")
+            parts.append(f"## {md_escape(block.text)}")
         elif block.kind == "text":
-            parts.append(block.text)
+            parts.append("\n".join(md_escape(line) for line in block.text.splitlines()))
         elif block.kind == "code":
-            parts.append(f"<details><summary>Config</summary>\n\n```json\n{block.text}\n```\n</details>")
+            # HTML, escaped, like index.html: no fence that a config value could close
+            parts.append(f"<details><summary>Config</summary><pre>{html.escape(block.text)}</pre></details>")
         elif block.kind == "figure":
-            parts.append(f"![{block.text}]({block.path.relative_to(out).as_posix()})\n\n*{block.text}*")
+            link = urllib.parse.quote(block.path.relative_to(out).as_posix())
+            parts.append(f"![{md_escape(block.text)}]({link})\n\n*{md_escape(block.text)}*")
+        elif block.kind == "details":
+            parts.append(f"<details><summary>{html.escape(block.text)}</summary>\n\n"
+                         f"{_markdown_table(block.table)}\n\n</details>")
         else:
-            parts.append(f"{block.text}\n\n{_markdown_table(block.table)}")
+            parts.append(f"{md_escape(block.text)}\n\n{_markdown_table(block.table)}")
     return "# Experiment report\n\n" + "\n\n".join(parts) + "\n"
 
 

@@ -85,7 +85,7 @@ def test_parts_not_run_yet_say_so(tmp_path, capsys):
     page = (tmp_path / "report" / "index.html").read_text()
     markdown = (tmp_path / "report" / "report.md").read_text()
     for text in (page, markdown):
-        assert text.count("Not available yet") == 6 and "experiment.json not found" in text
+        assert text.count("Not available yet") == 7 and "experiment.json not found" in text
         assert "base64" not in text
     with pytest.raises(SystemExit):
         report_module.main(["--experiment", str(tmp_path / "missing")])

@@ -1,0 +1,103 @@
+"""The report's opening table, shaped like the study's main result.
+
+One row per model (spatial, temporal, then the fusions, in study order) and explained step:
+pruned fraction, accuracy mean ± sd over runs, its paired test against step 0, and for the
+single streams the per-run mean IROF with its paired test. The paired p comes from
+explain_stats' ``<metric>_posthoc_paired`` table (Holm-corrected) when the statistics have
+it, else from a paired t-test computed here (uncorrected) - the only place that choice is made.
+"""
+from __future__ import annotations
+
+import polars as pl
+from scipy import stats as scipy_stats
+
+from .stats import irof_per_run
+
+STUDY_ORDER = ("spatial", "temporal", "fusion: mean", "fusion: svm_softmax", "fusion: svm_features")
+
+
+def model_label(stream: str, fusion: str | None) -> str:
+    return stream if fusion is None else f"fusion: {fusion}"
+
+
+def study_rank(model: str) -> tuple[int, str]:
+    """Sort key: study order first, unknown models after, alphabetically."""
+    return (STUDY_ORDER.index(model) if model in STUDY_ORDER else len(STUDY_ORDER), model)
+
+
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "–"
+    series = pl.Series(values, dtype=pl.Float64)
+    sd = series.std() if len(values) > 1 else None
+    return f"{series.mean():.2f}" + ("" if sd is None else f" ± {sd:.2f}")
+
+
+def paired_t_p(values: dict[int, float], base: dict[int, float]) -> float | None:
+    """Two-sided paired t-test p over the runs present at both steps (None below 2 pairs)."""
+    runs = sorted(set(values) & set(base))
+    if len(runs) < 2:
+        return None
+    p = scipy_stats.ttest_rel([values[r] for r in runs], [base[r] for r in runs]).pvalue
+    return None if p != p else float(p)  # constant differences give nan
+
+
+def _paired_lookup(posthoc_paired: pl.DataFrame | None) -> dict[tuple, float]:
+    if posthoc_paired is None or posthoc_paired.is_empty():
+        return {}
+    fusion = (posthoc_paired["fusion"] if "fusion" in posthoc_paired.columns
+              else pl.Series([None] * posthoc_paired.height))
+    return {(model_label(s, f), int(step)): p for s, f, step, p in
+            zip(posthoc_paired["stream"], fusion, posthoc_paired["step"], posthoc_paired["p_holm"])}
+
+
+def _per_run(df: pl.DataFrame, model: str, step: int, value: str) -> dict[int, float]:
+    part = df.filter((pl.col("model") == model) & (pl.col("step") == step))
+    return dict(zip(part["run"].to_list(), part[value].to_list()))
+
+
+def explained_steps(accuracy: pl.DataFrame, irof: pl.DataFrame) -> list[int]:
+    """Steps with IROF scores (the explained ones) plus step 0; without IROF, 0 and the last."""
+    if irof.height:
+        return sorted({0, *irof["step"].unique().to_list()})
+    steps = accuracy["step"].unique().to_list() if accuracy.height else []
+    return sorted({0, max(steps)}) if steps else []
+
+
+def main_result(accuracy: pl.DataFrame, irof: pl.DataFrame, metric: str,
+                posthoc_paired: pl.DataFrame | None = None,
+                irof_paired: pl.DataFrame | None = None) -> tuple[pl.DataFrame, str]:
+    """The summary table and which test its p columns come from."""
+    acc = accuracy.with_columns(pl.struct("stream", "fusion").map_elements(
+        lambda r: model_label(r["stream"], r["fusion"]), return_dtype=pl.String).alias("model"))
+    # IROF: per-run mean over clips and saliency methods of each single stream
+    per_run = (irof_per_run(irof).group_by("stream", "run", "step").agg(pl.col("irof").mean())
+               .rename({"stream": "model"}) if irof.height else
+               pl.DataFrame(schema={"model": pl.String, "run": pl.Int64, "step": pl.Int64, "irof": pl.Float64}))
+    acc_p, irof_p = _paired_lookup(posthoc_paired), _paired_lookup(irof_paired)
+    test = ("Holm-corrected paired post-hoc (explain_stats' table)" if acc_p
+            else "paired t-test over runs, uncorrected (scipy)")
+    ratio = acc.group_by("step").agg(pl.col("prune_ratio").mean())
+    ratio = dict(zip(ratio["step"].to_list(), ratio["prune_ratio"].to_list()))
+    rows = []
+    for model in sorted(acc["model"].unique().to_list(), key=study_rank):
+        base_acc, base_irof = _per_run(acc, model, 0, metric), _per_run(per_run, model, 0, "irof")
+        for step in explained_steps(accuracy, irof):
+            values = _per_run(acc, model, step, metric)
+            if not values:
+                continue
+            irofs = _per_run(per_run, model, step, "irof")
+            rows.append({
+                "model": model, "step": step,
+                "pruned_%": round(100 * ratio.get(step, 0.0), 1), "runs": len(values),
+                f"{metric}_mean_sd": _mean_sd(list(values.values())),
+                f"{metric}_p_vs_step0": None if step == 0 else
+                acc_p.get((model, step), paired_t_p(values, base_acc)),
+                "irof_mean_sd": _mean_sd(list(irofs.values())),
+                "irof_p_vs_step0": None if step == 0 or not irofs else
+                irof_p.get((model, step), paired_t_p(irofs, base_irof)),
+            })
+    schema = {"model": pl.String, "step": pl.Int64, "pruned_%": pl.Float64, "runs": pl.Int64,
+              f"{metric}_mean_sd": pl.String, f"{metric}_p_vs_step0": pl.Float64,
+              "irof_mean_sd": pl.String, "irof_p_vs_step0": pl.Float64}
+    return pl.DataFrame(rows, schema=schema), test
