@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only these stages (default: the config's `stages`)")
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = validate(load_config(args.config, args.overrides), args.stages)
     except ConfigError as exc:
         parser.error(str(exc))
     if args.print_config:
@@ -238,7 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(describe_plan(cfg, list(args.stages or cfg.stages), args.address))
         return 0
-    ctx = run_sweep(cfg, stages=args.stages, resume=args.resume, address=args.address)
+    try:
+        ctx = run_sweep(cfg, stages=args.stages, resume=args.resume, address=args.address)
+    except (ClusterError, ConfigChanged, FolderLocked) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"results: {ctx.paths.results}")
     with pl.Config(tbl_rows=100, tbl_cols=20, tbl_hide_dataframe_shape=True):
         print(accuracy_table(ctx.paths.results))
