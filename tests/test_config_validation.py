@@ -42,6 +42,7 @@ def test_good_config_and_demo_have_no_problems():
     ("experiment", {"name": ""}, "experiment.name: '' is not a plain name"),
     ("fusion", {"svm_c": [0.1, -1.0]}, "fusion.svm_c: [0.1, -1.0] is not allowed (a value > 0 or a non-empty list"),
     ("fusion", {"svm_c": 0.0}, "fusion.svm_c: 0.0 is not allowed"),
+    ("train", {"val_fraction": 0.0}, "fusion.fit_on: 'heldout' (for ['svm_softmax', 'svm_features', 'svm_logits']) needs held-out videos"),
     ("data", {"synthetic": None, "videos": "/nonexistent/v"}, "data.videos: '/nonexistent/v' is not a readable folder"),
 ])
 def test_each_bad_value_is_named(section, values, message):

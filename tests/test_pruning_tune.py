@@ -47,6 +47,7 @@ def test_prune_stage_retries_a_crashed_chain_from_its_last_step(tmp_path, synthe
         "eval": {"batch_size": 40},
         "loader": {"threads": 1, "device": "cpu"},
         "prune": {"steps": 2, "finetune_epochs": 1, "residual": True, "round_to": 8},
+        "fusion": {"fit_on": "train"},  # no held-out videos (val_fraction 0)
         "ray": {"num_cpus": 2, "cpus_per_trial": 1, "max_failures": 2},
     })
     classes = class_names(read_manifest(synthetic_shards))
@@ -90,7 +91,7 @@ def test_prune_stage_retries_a_crashed_chain_from_its_last_step(tmp_path, synthe
     fused = pl.concat([pl.read_parquet(f) for f in table_files(cfg.paths.results, "accuracy")]).filter(
         pl.col("stream") == "fusion")
     assert sorted(fused.select("fusion", "step").rows()) == sorted(
-        (m, k) for m in ("mean", "svm_features", "svm_softmax") for k in (1, 2))
+        (m, k) for m in cfg.fusion.methods for k in (1, 2))
     for step in (1, 2):
         streams = rows.filter(pl.col("step") == step)
         assert fused.filter(pl.col("step") == step)["prune_ratio"].to_list() == pytest.approx(

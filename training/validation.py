@@ -87,6 +87,10 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
     if not svm_c or any(not c > 0 for c in svm_c):
         p.append(f"fusion.svm_c: {cfg.fusion.svm_c!r} is not allowed (a value > 0 or a non-empty list of them)")
     _positive(p, "fusion.cv_folds", cfg.fusion.cv_folds)
+    svm = [m for m in cfg.fusion.methods if m.startswith("svm")]
+    if svm and "fuse" in stages and cfg.fusion.fit_on == "heldout" and cfg.train.val_fraction <= 0:
+        p.append(f"fusion.fit_on: 'heldout' (for {svm}) needs held-out videos, but train.val_fraction "
+                 f"is {cfg.train.val_fraction}; raise it or set fusion.fit_on: train")
 
     pr = cfg.prune
     _fraction(p, "prune.step_fraction", pr.step_fraction)
