@@ -101,8 +101,13 @@ else
     [[ -n $wheelhouse ]] || die "--wheelhouse STORE is needed on the GPU machine (or --dry-run)"
     join_and_verify "$wheelhouse"
     venv=${VENV:-/tmp/crossroads-gpu-venv}
-    [[ -x $venv/bin/python ]] || python3 -m venv --system-site-packages "$venv"
-    "$venv/bin/python" -m pip install -q --no-index --no-deps --no-compile "$wheelhouse"/*.whl
+    if [[ ! -x $venv/bin/python ]]; then  # without ensurepip: a venv without pip, filled by the system pip
+        python3 -m venv --system-site-packages "$venv" 2> /dev/null \
+            || python3 -m venv --system-site-packages --without-pip "$venv"
+    fi
+    pip=("$venv/bin/python" -m pip)
+    "${pip[@]}" --version > /dev/null 2>&1 || pip=(python3 -m pip --python "$venv/bin/python")
+    "${pip[@]}" install -q --no-index --no-deps --no-compile "$wheelhouse"/*.whl
     python=$venv/bin/python
     left=$(( budget - ($(date +%s) - started) ))
     echo "wheels installed after $(( $(date +%s) - started )) s; $(( left > 0 ? left : 0 )) s left for the steps"
