@@ -133,7 +133,7 @@ def _shards(work: Path, dry: bool) -> list[Path]:
     folder = work.parent / "data"
     if (folder / "done").exists():
         return shard_paths(folder)
-    (h, w), shards, per_shard = ((36, 40), 2, 8) if dry else ((240, 320), 8, 40)
+    (h, w), shards, per_shard = ((36, 40), 2, 8) if dry else ((240, 320), 8, 64)
     rng = np.random.default_rng(0)
 
     def smooth(*shape):  # low-frequency noise plus grain: JPEG sizes like video frames'
@@ -162,7 +162,7 @@ def step_loader(dry: bool, work: Path) -> list[dict]:
     from benchmarks.loader import epochs_rate
     from shards.dali import LoaderConfig, make_loader
     paths = _shards(work, dry)
-    size, batch, epochs = (32, 4, 2) if dry else (224, 64, 10)
+    size, batch, epochs = (32, 4, 2) if dry else (224, 64, 8)
     goals = {"spatial": 10_000, "temporal": 3_000}
     out = []
     for stream in ("spatial", "temporal"):
