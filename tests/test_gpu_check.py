@@ -232,3 +232,15 @@ def test_gpu_path_verifies_installs_offline_and_runs_the_driver_in_budget(tmp_pa
     rows = json.loads((out / "gpu_check.json").read_text())
     assert rows[0] == {"name": "fail", "value": None, "unit": None, "goal": None, "met": None,
                        "error": "RuntimeError: deliberate failure"}
+
+
+@pytest.mark.parametrize("dry", [True, False])
+def test_sweep_step_configs_pass_validation(dry, tmp_path):
+    """The GPU sweep's config never runs in CI: at least it must be one the sweep accepts."""
+    from benchmarks.gpu_check import sweep_config
+    from training.config import ExperimentConfig
+    from training.validation import validate
+    cfg = validate(ExperimentConfig.from_dict(sweep_config(dry, tmp_path / "sweep")))
+    assert cfg.stages == ["data", "train", "prune", "fuse", "explain", "report"]
+    assert (cfg.train.runs, cfg.prune.steps, cfg.model.input_size) == ((1, 1, 32) if dry else (2, 3, 64))
+    assert cfg.train.channels_last is not dry and cfg.ray.gpus_per_trial == (None if dry else 0.25)
