@@ -121,7 +121,7 @@ class ForwardTimer(torch.nn.Module):
         return out
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stream", choices=["spatial", "temporal"], default="temporal")
     parser.add_argument("--size", type=int, default=64)
@@ -130,8 +130,19 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="32,64,128,256")
     parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_args()
     keep_freed_memory()
+    run(args)
+
+
+def run(args: argparse.Namespace, log=print) -> dict:
+    """The whole benchmark for parsed ``args``; prints the table through ``log`` and returns
+    the headline numbers (``ours_over_bound``, ``ours_over_quantus``: medians of the paired
+    rounds; ``forward_share``), so benchmarks.gpu_check can call it in its own process."""
     kept = all(k in os.environ for k in MALLOC_ENV)
 
     channels = 3 if args.stream == "spatial" else 20
@@ -142,17 +153,17 @@ def main() -> None:
     target = rng.integers(0, args.classes, args.samples)
     segments = slic_segments(x)
     passes = int(sum(len(np.unique(s)) + 1 for s in segments))
-    print(f"{args.stream} stream, {channels}x{args.size}x{args.size}, {args.samples} samples, "
-          f"{passes} forward passes, device {args.device}, {torch.get_num_threads()} threads, "
-          f"freed memory kept: {kept}")
+    log(f"{args.stream} stream, {channels}x{args.size}x{args.size}, {args.samples} samples, "
+        f"{passes} forward passes, device {args.device}, {torch.get_num_threads()} threads, "
+        f"freed memory kept: {kept}")
 
     bound_runs = {bs: forward_passes(model, passes, x.shape[1:], bs, args.device)
                   for bs in map(int, args.batch_sizes.split(","))}
     bounds = {}
-    for bs, run in bound_runs.items():
-        run()  # warm-up
-        bounds[bs] = min(timed(run) for _ in range(args.repeats))
-        print(f"  bound at batch {bs:4d}: {args.samples / bounds[bs]:8.2f} samples/s")
+    for bs, bound_run in bound_runs.items():
+        bound_run()  # warm-up
+        bounds[bs] = min(timed(bound_run) for _ in range(args.repeats))
+        log(f"  bound at batch {bs:4d}: {args.samples / bounds[bs]:8.2f} samples/s")
     best_bs = min(bounds, key=bounds.get)
 
     def ours(given_segments):
@@ -191,12 +202,14 @@ def main() -> None:
     total = timed(lambda: irof(timer, x, attributions, target, segments=segments, batch_size=best_bs))
 
     for name, seconds in best.items():
-        print(f"{name:26s}{args.samples / seconds:8.2f} samples/s")
-    print(f"ours / bound              {np.median(paired):8.3f}   median of {len(paired)} paired rounds "
-          f"(range {paired.min():.3f}-{paired.max():.3f}; best-of times: {bound_s / ours_s:.3f}), batch {best_bs}")
-    print(f"ours / quantus            {np.median(vs_quantus):8.2f}x  median of paired rounds "
-          f"(best-of times: {quantus_s / ours_s:.2f}x; computing SLIC: {quantus_s / ours_slic_s:.2f}x)")
-    print(f"ours: share of its time in forward passes {timer.seconds / total:.3f}")
+        log(f"{name:26s}{args.samples / seconds:8.2f} samples/s")
+    log(f"ours / bound              {np.median(paired):8.3f}   median of {len(paired)} paired rounds "
+        f"(range {paired.min():.3f}-{paired.max():.3f}; best-of times: {bound_s / ours_s:.3f}), batch {best_bs}")
+    log(f"ours / quantus            {np.median(vs_quantus):8.2f}x  median of paired rounds "
+        f"(best-of times: {quantus_s / ours_s:.2f}x; computing SLIC: {quantus_s / ours_slic_s:.2f}x)")
+    log(f"ours: share of its time in forward passes {timer.seconds / total:.3f}")
+    return {"ours_over_bound": float(np.median(paired)), "ours_over_quantus": float(np.median(vs_quantus)),
+            "forward_share": timer.seconds / total, "passes": passes, "batch_size": best_bs}
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 For each architecture and stream, every grid ratio (1 − 0.96^k) is timed against the unpruned
 model in the same process: median latency of repeated forward passes (batch 1 and batch 16,
-inference mode, eval), the two models alternating so both see the same machine load. Reports the FLOPs speedup, the measured latency speedup, and their
+inference mode, eval), the two models alternating so both see the same machine load. Reports the median latencies (ms), the FLOPs speedup, the measured latency speedup, and their
 ratio ("efficiency"); the goal at 43.53 % is efficiency ≥ 0.8.
 
 BatchNorm γ are drawn at random (seeded, uniform) to stand in for a trained model's: only
@@ -85,6 +85,8 @@ def benchmark(args) -> pl.DataFrame:
             for b, x in inputs.items():
                 base_seconds, pruned_seconds = paired_latency(timed_base, pruned, x, args.repeats, amp=amp)
                 speedup = base_seconds / pruned_seconds
+                row[f"base_ms_b{b}"] = round(1000 * base_seconds, 3)
+                row[f"pruned_ms_b{b}"] = round(1000 * pruned_seconds, 3)
                 row[f"latency_speedup_b{b}"] = round(speedup, 3)
                 row[f"efficiency_b{b}"] = round(speedup / row["flops_speedup"], 3)
             rows.append(row)

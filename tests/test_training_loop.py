@@ -114,3 +114,50 @@ def test_bf16_autocast_channels_last_and_compile_on_cuda():
     on_gpu = evaluate(model, batches, 3, device="cuda")
     on_cpu = evaluate(model.cpu().float(), batches, 3, device="cpu", amp=False)
     np.testing.assert_allclose(on_gpu.video_scores, on_cpu.video_scores, atol=0.05)  # bf16 vs fp32
+
+
+class TinyNet(torch.nn.Module):
+    """Conv, BN, pooling and an ``fc``, as the loop expects: small enough to compile quickly."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(8)
+        self.fc = torch.nn.Linear(8, len(CLASSES))
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn1(self.conv1(x))).mean((2, 3)))
+
+
+def compile_failure() -> str | None:
+    """Why torch.compile does not run on this CPU torch (e.g. no C++ compiler), else None."""
+    from training.validation import compile_unsupported
+    if reason := compile_unsupported():
+        return reason
+    try:
+        torch.compile(lambda x: torch.relu(x) * 2)(torch.ones(3))
+    except Exception as exc:  # inductor needs a working C++ toolchain on the CPU
+        return f"torch.compile does not work with this CPU torch {torch.__version__}: {type(exc).__name__}: {exc}"[:300]
+    return None
+
+
+@pytest.mark.slow
+def test_compile_true_trains_the_same_weights_as_eager_on_cpu():
+    """train.compile: the compiled forward trains the model's own parameters, to the same
+    weights as eager mode (same seed and batches), up to float reordering by the compiler."""
+    if reason := compile_failure():
+        pytest.skip(reason)
+    cfg = dataclasses.replace(CFG, epochs=1, channels_last=True, momentum=0.0)
+    results = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        results[compiled] = train(TinyNet(), colour_batches(2), None, dataclasses.replace(cfg, compile=compiled),
+                                  seed=0)
+    eager, compiled = (results[k].model.state_dict() for k in (False, True))
+    moved = False
+    torch.manual_seed(0)
+    for name, initial in TinyNet().state_dict().items():
+        torch.testing.assert_close(compiled[name], eager[name], rtol=1e-4, atol=1e-5, msg=name)
+        moved |= not torch.equal(compiled[name], initial)
+    assert moved  # the compiled steps did update the weights
+    assert [r["phase"] for r in results[True].state.history] == ["train"]

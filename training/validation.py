@@ -75,6 +75,8 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
     _fraction(p, "train.momentum", t.momentum, low_open=False)
     _fraction(p, "train.gamma", t.gamma, high_open=False)
     _fraction(p, "train.val_fraction", t.val_fraction, low_open=False)
+    if t.compile and (reason := compile_unsupported()):
+        p.append(f"train.compile: true is not allowed here ({reason}); set it to false")
 
     lo = cfg.loader
     if not lo.crop_scales or any(not 0 < s <= 1 for s in lo.crop_scales):
@@ -113,6 +115,18 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
     _positive(p, "ray.cpus_per_trial", r.cpus_per_trial)
     _positive(p, "ray.max_failures", r.max_failures, allow_zero=True)
     return p
+
+
+def compile_unsupported() -> str | None:
+    """Why ``torch.compile`` cannot run in this Python/torch (Dynamo's own check), else None."""
+    import sys
+
+    import torch
+    import torch._dynamo
+    if not torch._dynamo.is_dynamo_supported():
+        return (f"torch.compile is not supported by torch {torch.__version__} on Python "
+                f"{sys.version_info.major}.{sys.version_info.minor} / {sys.platform}")
+    return None
 
 
 def validate(cfg: ExperimentConfig, stages: list[str] | None = None) -> ExperimentConfig:
