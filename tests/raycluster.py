@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -33,6 +34,26 @@ def free_ports(n: int) -> list[int]:
     for s in socks:
         s.close()
     return ports
+
+
+def free_port_range(n: int, low: int = 20000, high: int = 32000) -> int:
+    """The first of ``n`` consecutive free ports below Linux's ephemeral range (where
+    ``free_ports`` draws from), so a node's worker ports never overlap its other ports."""
+    for _ in range(100):
+        base = random.randrange(low, high - n)
+        try:
+            socks = []
+            for port in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {n} consecutive free ports in {low}-{high}")
 
 
 def token_env() -> dict:
@@ -68,14 +89,15 @@ class Cluster:
 
     def add_node(self, *, cpus: int, gpus: int = 0, head: bool = False) -> Node:
         temp = self.shared_temp or Path(tempfile.mkdtemp(prefix="raynode-", dir="/tmp"))  # short paths
-        ports = free_ports(9)
+        ports = free_ports(8)
+        workers = free_port_range(41)
         command = [str(BIN / "ray"), "start", "--block", "--num-cpus", str(cpus), "--num-gpus", str(gpus),
                    "--temp-dir", str(temp), "--disable-usage-stats",
                    "--object-store-memory", str(200 * 2**20),
                    "--dashboard-agent-listen-port", str(ports[0]), "--dashboard-agent-grpc-port", str(ports[1]),
                    "--runtime-env-agent-port", str(ports[2]), "--metrics-export-port", str(ports[3]),
                    "--node-manager-port", str(ports[4]), "--object-manager-port", str(ports[5]),
-                   "--min-worker-port", str(ports[6]), "--max-worker-port", str(ports[6] + 40)]
+                   "--min-worker-port", str(workers), "--max-worker-port", str(workers + 40)]
         if head:
             command += ["--head", "--port", self.gcs.split(":")[1], "--dashboard-host", "127.0.0.1",
                         "--dashboard-port", self.dashboard.rsplit(":", 1)[1],
