@@ -69,9 +69,11 @@ def token_env() -> dict:
 class Node:
     process: subprocess.Popen
     temp: Path
+    killed: bool = False
 
     def kill(self) -> None:
         """kill -9 the node: its raylet, agents and every worker process it started."""
+        self.killed = True
         kill_session(self.process.pid)
 
 
@@ -111,6 +113,24 @@ class Cluster:
         self.nodes.append(node)
         return node
 
+    def start_node(self, *, cpus: int, gpus: int = 0, head: bool = False, attempts: int = 3,
+                   timeout: float = 180) -> Node:
+        """``add_node`` and wait until its `ray start` reports the runtime started. Ray gives a
+        raylet 30 s to register with the GCS, too little on a loaded machine: a node that timed
+        out is killed and started again, up to ``attempts`` times."""
+        logs = []
+        for _ in range(attempts):
+            node = self.add_node(cpus=cpus, gpus=gpus, head=head)
+            log = node.temp / f"node{len(self.nodes) - 1}.log"
+            deadline = time.time() + timeout
+            while node.process.poll() is None and time.time() < deadline:
+                if "Ray runtime started" in log.read_text(errors="replace"):
+                    return node
+                time.sleep(1)
+            logs.append(log.read_text(errors="replace")[-2000:])
+            node.kill()
+        raise AssertionError(f"a node did not start in {attempts} attempts:\n" + "\n".join(logs))
+
     def alive_nodes(self) -> int:
         status = self.ray("list", "nodes", "--address", self.dashboard, "--filter", "state=ALIVE",
                           "--format", "json")
@@ -122,7 +142,7 @@ class Cluster:
     def wait_for(self, nodes: int, timeout: float = 180) -> None:
         deadline = time.time() + timeout
         while self.alive_nodes() < nodes:
-            dead = [n for n in self.nodes if n.process.poll() is not None]
+            dead = [n for n in self.nodes if n.process.poll() is not None and not n.killed]
             assert not dead and time.time() < deadline, \
                 "\n".join(log.read_text()[-2000:] for n in self.nodes for log in n.temp.glob("node*.log"))
             time.sleep(2)
@@ -130,16 +150,17 @@ class Cluster:
 
 @contextmanager
 def ray_cluster(*, head_cpus: int, head_gpus: int = 0, workers: list[dict] = (),
-                share_temp_dir: bool = False):
-    """A head node and ``workers`` (dicts of ``cpus``, ``gpus``), all alive when it yields."""
+                share_temp_dir: bool = False, env: dict | None = None):
+    """A head node and ``workers`` (dicts of ``cpus``, ``gpus``), all alive when it yields;
+    ``env`` adds variables (e.g. Ray's ``RAY_health_check_*`` settings) for every node."""
     gcs, dashboard = free_ports(2)
-    cluster = Cluster(token_env(), f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}",
+    cluster = Cluster({**token_env(), **(env or {})}, f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}",
                       shared_temp=Path(tempfile.mkdtemp(prefix="raynodes-", dir="/tmp")) if share_temp_dir else None)
     try:
-        cluster.add_node(cpus=head_cpus, gpus=head_gpus, head=True)
+        cluster.start_node(cpus=head_cpus, gpus=head_gpus, head=True)
         cluster.wait_for(1)
         for n, spec in enumerate(workers, start=2):  # one at a time: nodes sharing a temp dir
-            cluster.add_node(**spec)                 # race for its socket names otherwise
+            cluster.start_node(**spec)               # race for its socket names otherwise
             cluster.wait_for(n)
         yield cluster
     finally:
