@@ -91,10 +91,6 @@ def checkpointed_trials(cfg: ExperimentConfig, stage: str) -> int:
     return len({p.parent for p in (cfg.paths.ray / stage).glob("*/checkpoint_*")})
 
 
-def finished(cfg: ExperimentConfig, step: int) -> int:
-    return len(list((cfg.paths.results / "accuracy").glob(f"*/run1/step{step}.parquet")))
-
-
 def trial_processes(node: Node) -> list[str]:
     """Command lines of the Tune trial actors running on ``node`` (by its process session)."""
     found = []
@@ -121,10 +117,21 @@ def driver_processes(config: Path) -> list[int]:
     return pids
 
 
-def kill_a_trial_node(cluster: Cluster) -> Node:
-    """kill -9 an alive worker node running a trial, then start a replacement node (as an
-    autoscaler would), so the retried trial finds a GPU whichever trial was lost."""
-    victim = next(n for n in cluster.nodes[1:] if n.process.poll() is None and trial_processes(n))
+def running_checkpointed_trial(cfg: ExperimentConfig, stage: str) -> int | None:
+    """The pid of a trial of ``stage`` that has reported a checkpoint and is not done (from
+    Tune's result.json in the shared storage), else None."""
+    for results in (cfg.paths.ray / stage).glob("*/result.json"):
+        rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+        if rows and list(results.parent.glob("checkpoint_*")) and not any(r.get("done") for r in rows):
+            return rows[-1]["pid"]
+    return None
+
+
+def kill_node_of(cluster: Cluster, pid: int) -> Node:
+    """kill -9 the worker node running process ``pid``, then start a replacement node (as an
+    autoscaler would), so the retried trial finds a GPU whichever node it needs."""
+    victim = next(n for n in cluster.nodes[1:] if not n.killed and pid in session_pids(n.process.pid))
+    assert trial_processes(victim), "the trial's node runs no trial"
     victim.kill()
     cluster.start_node(**GPU_WORKER)
     return victim
@@ -167,17 +174,17 @@ def test_killed_worker_nodes_and_driver_are_survived_with_the_uninterrupted_rows
         assert wait_for_job(cluster, "straight") == "SUCCEEDED", job_logs(cluster, "straight")
         uninterrupted_s = time.time() - t0
 
-        # 1. a node dies during training, after both trials checkpointed epoch 1
+        # 1. a node dies during training, running a trial that checkpointed epoch 1
         submit(cluster, write_config(failing, tmp_path / "failing.yaml"), "failing")
-        wait_until(lambda: checkpointed_trials(failing, "train") == 2, "epoch 1 of both train trials",
-                   cluster, "failing")
-        assert finished(failing, 0) == 0, "a trial finished before the node was killed"
-        kill_a_trial_node(cluster)
-        # 2. another dies during pruning, after both chains reported step 1
-        wait_until(lambda: checkpointed_trials(failing, "prune") == 2, "step 1 of both pruning chains",
-                   cluster, "failing")
-        assert finished(failing, STEPS) == 0, "a chain finished before the node was killed"
-        kill_a_trial_node(cluster)
+        found = {}
+        wait_until(lambda: found.setdefault("pid", running_checkpointed_trial(failing, "train"))
+                   or found.pop("pid"), "a train trial past epoch 1", cluster, "failing")
+        kill_node_of(cluster, found["pid"])
+        # 2. another dies during pruning, running a chain that reported step 1
+        found = {}
+        wait_until(lambda: found.setdefault("pid", running_checkpointed_trial(failing, "prune"))
+                   or found.pop("pid"), "a pruning chain past step 1", cluster, "failing")
+        kill_node_of(cluster, found["pid"])
         assert wait_for_job(cluster, "failing") == "SUCCEEDED", job_logs(cluster, "failing")
 
         # 3. the driver (the job's entrypoint) is killed mid-training, the job resubmitted with --resume
