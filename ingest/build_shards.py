@@ -223,6 +223,10 @@ def _check_options(out: Path, record: dict, overwrite: bool) -> None:
     write_text_atomic(path, json.dumps(record, sort_keys=True))
 
 
+# one shard per task, CPUs only (decoding and flow on the CPU), spread over all nodes
+INGEST_TASK = {"num_cpus": 1, "num_gpus": 0, "scheduling_strategy": "SPREAD"}
+
+
 def _run_on_ray(jobs: list[ShardJob], videos: Path, out: Path, opts: Options, workers: int,
                 address: str | None, bar: tqdm) -> dict[str, list[dict]]:
     import ray
@@ -233,7 +237,7 @@ def _run_on_ray(jobs: list[ShardJob], videos: Path, out: Path, opts: Options, wo
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-    task = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(build_shard)  # over all nodes
+    task = ray.remote(**INGEST_TASK)(build_shard)
     results, waiting, running = {}, list(jobs), {}
     try:
         while waiting or running:

@@ -43,11 +43,19 @@ def test_good_config_and_demo_have_no_problems():
     ("fusion", {"svm_c": [0.1, -1.0]}, "fusion.svm_c: [0.1, -1.0] is not allowed (a value > 0 or a non-empty list"),
     ("fusion", {"svm_c": 0.0}, "fusion.svm_c: 0.0 is not allowed"),
     ("train", {"val_fraction": 0.0}, "fusion.fit_on: 'heldout' (for ['svm_softmax', 'svm_features', 'svm_logits']) needs held-out videos"),
+    ("ray", {"gpus_per_trial": -0.5}, "ray.gpus_per_trial: -0.5 is not allowed (must be 0 = CPU only, a fraction in (0, 1]"),
+    ("ray", {"gpus_per_trial": 1.5}, "ray.gpus_per_trial: 1.5 is not allowed"),
+    ("ray", {"cpus_per_trial": 0}, "ray.cpus_per_trial: 0.0 is not allowed (must be > 0)"),
     ("data", {"synthetic": None, "videos": "/nonexistent/v"}, "data.videos: '/nonexistent/v' is not a readable folder"),
 ])
 def test_each_bad_value_is_named(section, values, message):
     found = problems(**{section: values})
     assert len(found) >= 1 and any(p.startswith(message) for p in found), found
+
+
+@pytest.mark.parametrize("gpus", [None, 0, 0.25, 0.5, 1, 2, 8])
+def test_fractional_and_whole_gpus_per_trial_are_allowed(gpus):
+    assert problems(ray={"gpus_per_trial": gpus}) == []
 
 
 def test_videos_and_splits_are_needed_only_by_the_data_stage():

@@ -89,7 +89,7 @@ class LoaderSection:
     flip: bool = True  # train-time horizontal flip (x flow negated)
     mean_subtraction: bool = False  # temporal: subtract each field's mean displacement
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    threads: int = 2
+    threads: int | None = None  # DALI CPU threads per loader, null = ray.cpus_per_trial (at least 1)
     device: Literal["auto", "cpu", "gpu"] = "auto"
     shuffle_buffer: int = 1024
 

@@ -123,6 +123,8 @@ def loader_config(cfg: ExperimentConfig, stream: str, *, train: bool, seed: int 
     """A ``shards.dali.LoaderConfig`` for one stream from the experiment config."""
     section = dataclasses.asdict(cfg.loader)
     section["crop_scales"] = tuple(section["crop_scales"])
+    # a trial's CPUs (ray.cpus_per_trial) size its DALI thread pool unless set explicitly
+    section["threads"] = section["threads"] or max(1, int(cfg.ray.cpus_per_trial))
     return LoaderConfig(stream=stream, train=train, input_size=cfg.model.input_size,
                         batch_size=cfg.train.batch_size if train else (cfg.eval.batch_size or cfg.train.batch_size),
                         ten_crop=cfg.eval.ten_crop and not train, flow_bound=cfg.data.flow_bound,

@@ -34,3 +34,12 @@ def load_stage(target: str) -> Callable:
     if not hasattr(module, function):
         raise StageUnavailable(f"{target}: {module_name} has no {function}")
     return getattr(module, function)
+
+
+def run_stage_task(target: str, config: dict, resume: bool):
+    """A stage run as a Ray task: the config travels as a plain dict and the context is made
+    here (``training.sweep`` may be ``__main__`` in the driver, so its classes do not pickle)."""
+    from .config import ExperimentConfig
+    from .sweep import SweepContext
+    cfg = ExperimentConfig.from_dict(config)
+    return load_stage(target)(cfg, SweepContext(config=cfg, paths=cfg.paths, resume=resume))

@@ -31,7 +31,7 @@ from shards.lock import FolderLocked, folder_lock
 from .config import ConfigError, ExperimentConfig, ExperimentPaths, config_hash
 from .overrides import load_config
 from .provenance import device_info, git_commit, versions
-from .stages import STAGES, StageUnavailable, load_stage
+from .stages import STAGES, StageUnavailable, load_stage, run_stage_task
 from .validation import validate
 
 
@@ -156,6 +156,23 @@ def connect_ray(cfg: ExperimentConfig, address: str | None) -> bool:
     return True
 
 
+# Stages whose work is not spread over Ray trials or tasks by the stage itself run whole as one
+# Ray task (CPUs only): the driver, a job's entrypoint on the head node, never makes videos,
+# reads shards or scores, fits or builds models. It only plans and waits.
+TASK_STAGES = ("data", "fuse", "report")
+
+
+def run_stage(stage: str, cfg: ExperimentConfig, ctx: SweepContext) -> None:
+    """Run one stage: a ``TASK_STAGES`` stage as a Ray task (on any node with a CPU free),
+    the others (Tune or their own tasks) here. Raises ``StageUnavailable`` before any work."""
+    fn = load_stage(STAGES[stage])
+    if stage in TASK_STAGES:
+        task = ray.remote(num_cpus=1, num_gpus=0, max_retries=0)(run_stage_task)
+        ray.get(task.remote(STAGES[stage], cfg.to_dict(), ctx.resume))
+    else:
+        fn(cfg, ctx)
+
+
 def run_sweep(cfg: ExperimentConfig, *, stages: list[str] | None = None, resume: bool = False,
               address: str | None = None) -> SweepContext:
     stages = list(stages or cfg.stages)
@@ -163,7 +180,7 @@ def run_sweep(cfg: ExperimentConfig, *, stages: list[str] | None = None, resume:
     if unknown:
         raise ConfigError(f"unknown stages {unknown}; known: {list(STAGES)}")
     validate(cfg, stages)  # every value range-checked before anything is written or Ray starts
-    # trials run in other working directories: give them an absolute root
+    # trials and tasks run in other working directories: give them an absolute root
     cfg.experiment.root = str(cfg.paths.root)
     ctx = SweepContext(config=cfg, paths=cfg.paths, resume=resume)
     with folder_lock(cfg.paths.root, what="sweep"):
@@ -181,13 +198,13 @@ def _run_stages(cfg: ExperimentConfig, ctx: SweepContext, stages: list[str], res
         for number, stage in enumerate(stages, 1):
             progress = f"stage {stage} ({number}/{len(stages)})"
             try:
-                fn = load_stage(STAGES[stage])
+                load_stage(STAGES[stage])
             except StageUnavailable as exc:
                 print(f"{progress}: not available ({exc}), skipped")
                 continue
-            print(f"{progress}: running", flush=True)
+            print(f"{progress}: running" + (" as a Ray task" if stage in TASK_STAGES else ""), flush=True)
             t0 = time.perf_counter()
-            fn(cfg, ctx)
+            run_stage(stage, cfg, ctx)
             print(f"{progress}: done in {time.perf_counter() - t0:.0f} s", flush=True)
     finally:
         if started_ray:

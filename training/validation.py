@@ -111,7 +111,10 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
 
     r = cfg.ray
     _positive(p, "ray.num_cpus", r.num_cpus)
-    _positive(p, "ray.gpus_per_trial", r.gpus_per_trial, allow_zero=True)
+    g = r.gpus_per_trial
+    if g is not None and (g < 0 or (g > 1 and g != int(g))):
+        p.append(f"ray.gpus_per_trial: {g!r} is not allowed (must be 0 = CPU only, a fraction in (0, 1] "
+                 f"to share a GPU, e.g. 0.5 for two trials per GPU, or a whole number of GPUs)")
     _positive(p, "ray.cpus_per_trial", r.cpus_per_trial)
     _positive(p, "ray.max_failures", r.max_failures, allow_zero=True)
     return p
