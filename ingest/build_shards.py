@@ -4,7 +4,8 @@
 ``OUT/{train,test}/shard-NNNNNN.tar`` (+ ``.idx``) and ``OUT/manifest.parquet``.
 
 Videos are assigned to shards from the split list alone (list order, fixed videos per shard),
-so every run makes the same shards. One Ray task builds one shard: it writes the tar (atomic,
+so every run makes the same shards. One call of a Ray actor (``ShardBuilder``, ``workers`` of
+them, killed when done) builds one shard: it writes the tar (atomic,
 with its DALI index) and then its manifest part ``OUT/.parts/<subset>-shard-NNNNNN.parquet``
 (atomic). A shard whose part exists is finished and skipped on a rerun, so a run killed at any
 moment and rerun ends with the same shards and manifest (all columns but ``seconds``).
@@ -41,6 +42,7 @@ PARTS_DIRNAME = ".parts"
 OPTIONS_NAME = "options.json"
 SAMPLES_PER_SHARD = 1000  # bound on a shard's size (~100-200 MB at 320x240)
 MIN_SHARDS = 8  # small sets still get several shards (parallel tasks, per-GPU sharding)
+MAX_RETRIES = 3  # a shard whose builder process died is rebuilt by a new one, this often
 
 
 @dataclass(frozen=True)
@@ -223,8 +225,22 @@ def _check_options(out: Path, record: dict, overwrite: bool) -> None:
     write_text_atomic(path, json.dumps(record, sort_keys=True))
 
 
-# one shard per task, CPUs only (decoding and flow on the CPU), spread over all nodes
+# each ingest actor: CPUs only (decoding and flow on the CPU), spread over all nodes
 INGEST_TASK = {"num_cpus": 1, "num_gpus": 0, "scheduling_strategy": "SPREAD"}
+class ShardBuilder:
+    """A Ray actor that builds shards (one ``build_shard`` call per job).
+
+    Ingest runs in actors, not tasks, so that the sweep can end their processes with
+    ``ray.kill`` (an immediate exit) when the data stage is done. Task workers would stay
+    idle in Ray's pool until the train stage's trial actors need their CPUs; Ray then asks
+    them to exit gracefully, and a worker that has run OpenCV, FFmpeg and Arrow code can abort
+    in that shutdown (absl "Mutex corrupt", SIGABRT, "Fatal Python error: Aborted" in the demo
+    log at the data → train handover): the process finalizes Python while Ray's C++ threads
+    still run. A killed actor finalizes nothing.
+    """
+
+    def build(self, job: ShardJob, videos: Path, out: Path, opts: Options) -> list[dict]:
+        return build_shard(job, videos, out, opts)
 
 
 def _run_on_ray(jobs: list[ShardJob], videos: Path, out: Path, opts: Options, workers: int,
@@ -237,18 +253,31 @@ def _run_on_ray(jobs: list[ShardJob], videos: Path, out: Path, opts: Options, wo
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-    task = ray.remote(**INGEST_TASK)(build_shard)
-    results, waiting, running = {}, list(jobs), {}
+    builder = ray.remote(**INGEST_TASK, max_restarts=0)(ShardBuilder)
+    actors = [builder.remote() for _ in range(min(workers, len(jobs)))]  # spread over all nodes
+    results, waiting, running, failures = {}, list(jobs), {}, {}
     try:
+        idle = list(actors)
         while waiting or running:
-            while waiting and len(running) < workers:  # at most `workers` tasks at once
-                job = waiting.pop(0)
-                running[task.remote(job, videos, out, opts)] = job
+            while waiting and idle:  # at most `workers` shards at once
+                actor, job = idle.pop(), waiting.pop(0)
+                running[actor.build.remote(job, videos, out, opts)] = (actor, job)
             [ref], _ = ray.wait(list(running), num_returns=1)
-            job = running.pop(ref)
-            results[job.name] = ray.get(ref)
-            bar.update(len(job.entries))
+            actor, job = running.pop(ref)
+            try:
+                results[job.name] = ray.get(ref)
+            except ray.exceptions.RayActorError:  # its process died (OOM, node lost): a new one retries
+                failures[job.name] = failures.get(job.name, 0) + 1
+                if failures[job.name] > MAX_RETRIES:
+                    raise
+                actors.append(actor := builder.remote())
+                waiting.insert(0, job)
+            else:
+                bar.update(len(job.entries))
+            idle.append(actor)
     finally:
+        for actor in actors:  # end their processes now, without a graceful shutdown (see ShardBuilder)
+            ray.kill(actor, no_restart=True)
         if started:
             ray.shutdown()
     return results

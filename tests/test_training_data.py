@@ -66,3 +66,21 @@ def test_loaders_on_synthetic_shards_never_mix_train_and_val_groups(synthetic_sh
     test_batch = next(iter(loaders["test"]))
     assert train_seen <= data.train_videos and val_seen == data.val_videos
     assert test_batch["x"].shape[1:] == (20, 32, 32)
+
+
+def test_train_subset_resumed_at_epoch_k_reads_what_an_uninterrupted_one_read(synthetic_shards):
+    """The train loader of a run with validation videos is a VideoSubset: set_epoch must reach
+    the DALI loader, or a retried trial (fresh loaders, resumed at epoch k) reads epoch 0."""
+    cfg = ExperimentConfig.from_dict({"model": {"input_size": 32}, "train": {"batch_size": 16, "val_fraction": 0.5},
+                                      "eval": {"batch_size": 32}, "loader": {"threads": 1, "device": "cpu"}})
+    data = stream_data(cfg, seed=1, split_dir=synthetic_shards)
+
+    def epoch(loader, k):
+        loader.set_epoch(k)
+        return [(b["video"], b["clip"].tolist(), b["x"]) for b in loader]
+    straight = make_loaders(cfg, "spatial", data, seed=1)["train"]
+    assert isinstance(straight, VideoSubset)
+    first, second = epoch(straight, 0), epoch(straight, 1)
+    resumed = epoch(make_loaders(cfg, "spatial", data, seed=1)["train"], 1)
+    assert [b[:2] for b in resumed] == [b[:2] for b in second] != [b[:2] for b in first]
+    assert all(torch.equal(a[2], b[2]) for a, b in zip(resumed, second))

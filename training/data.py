@@ -67,6 +67,12 @@ class VideoSubset:
     def __len__(self) -> int:
         return len(self.loader)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Forward to the wrapped loader (``ShardLoader.set_epoch``): without it a resumed run
+        (a retried trial, a pruning chain restarted at step k) would read epoch 0's order."""
+        if hasattr(self.loader, "set_epoch"):
+            self.loader.set_epoch(epoch)
+
     def __iter__(self) -> Iterator[dict]:
         for batch in self.loader:
             rows = [i for i, v in enumerate(batch["video"]) if (v in self.videos) == self.keep]

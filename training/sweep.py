@@ -32,7 +32,10 @@ from .config import ConfigError, ExperimentConfig, ExperimentPaths, config_hash
 from .overrides import load_config
 from .provenance import device_info, git_commit, versions
 from .stages import STAGES, StageUnavailable, load_stage, run_stage_task
+from .tune_state import ResumeRefused, check_resume_root
 from .validation import validate
+
+TUNE_EXPERIMENTS = {"train": "train", "prune": "prune"}  # stage → its Tune experiment name
 
 
 @dataclass
@@ -184,6 +187,10 @@ def run_sweep(cfg: ExperimentConfig, *, stages: list[str] | None = None, resume:
     cfg.experiment.root = str(cfg.paths.root)
     ctx = SweepContext(config=cfg, paths=cfg.paths, resume=resume)
     with folder_lock(cfg.paths.root, what="sweep"):
+        if resume:  # before anything is written or Ray starts: refuse Tune state another root wrote
+            for stage in stages:
+                if stage in TUNE_EXPERIMENTS:
+                    check_resume_root(cfg, TUNE_EXPERIMENTS[stage])
         check_config(cfg)
         _run_stages(cfg, ctx, stages, resume, address)
     return ctx
@@ -223,7 +230,9 @@ def describe_plan(cfg: ExperimentConfig, stages: list[str], address: str | None)
 
 
 EPILOG = """exit codes: 0 done (or config printed / plan shown); 1 a stage failed;
-2 bad command line or config (unknown --set key, wrong value type, unreadable yaml)."""
+2 bad command line or config (unknown --set key, wrong value type, unreadable yaml), a root
+locked by another sweep or holding another config's results, or --resume of Tune state this
+root did not write."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         ctx = run_sweep(cfg, stages=args.stages, resume=args.resume, address=args.address)
-    except (ClusterError, ConfigChanged, FolderLocked) as exc:
+    except (ClusterError, ConfigChanged, FolderLocked, ResumeRefused) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"results: {ctx.paths.results}")

@@ -28,6 +28,7 @@ from .fusion import score_and_save, wants_train_scores
 from .loop import TrainState, seed_everything, train
 from .models import build_stream
 from .stages import load_stage
+from .tune_state import ResumeRefused, check_resume_root, claim_tune_state, storage_uri  # noqa: F401
 
 TRIAL_CHECKPOINT = "model.pt"
 SPARSITY_HOOK = "pruning.slimming:bn_l1_subgradient"
@@ -152,19 +153,10 @@ def trial_resources(cfg: ExperimentConfig) -> dict:
     return {"cpu": cfg.ray.cpus_per_trial, "gpu": gpus}
 
 
-def storage_uri(cfg: ExperimentConfig) -> str:
-    """Where Tune keeps experiment state and trial checkpoints: ``ray.storage_path`` as given
-    when it is a URI (``s3://…``, ``gs://…``, ``file://…``: any pyarrow filesystem), else that
-    folder (default ``<root>/ray``) as an absolute path."""
-    given = cfg.ray.storage_path
-    if given and "://" in given:
-        return given.rstrip("/")
-    return str(Path(given or cfg.paths.ray).resolve())
-
-
 def make_tuner(cfg: ExperimentConfig, *, resume: bool = False, trainable: Callable = train_trial,
                name: str = "train") -> tune.Tuner:
-    """A new Tuner over stream x run, or the interrupted one restored (``resume``).
+    """A new Tuner over stream x run, or the interrupted one restored (``resume``, only from
+    Tune state this experiment root wrote: ``check_resume_root``).
 
     ``trainable(params, experiment, resume)`` is ``train_trial`` or a wrapper around it.
     """
@@ -176,8 +168,9 @@ def make_tuner(cfg: ExperimentConfig, *, resume: bool = False, trainable: Callab
     fn = tune.with_resources(tune.with_parameters(trainable, experiment=cfg.to_dict(), resume=resume),
                              trial_resources(cfg))
     path = f"{storage}/{name}"
-    if resume and tune.Tuner.can_restore(path):
+    if resume and check_resume_root(cfg, name):
         return tune.Tuner.restore(path, trainable=fn, resume_unfinished=True, resume_errored=True)
+    claim_tune_state(cfg, name)
     return tune.Tuner(
         fn,
         param_space={"stream": tune.grid_search(list(STREAMS)),
