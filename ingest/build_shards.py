@@ -335,15 +335,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--splits", required=True, type=Path, help="folder of classInd/trainlist/testlist")
     p.add_argument("--split", required=True, type=int, choices=(1, 2, 3))
     p.add_argument("--out", required=True, type=Path, help="the split's shard folder")
-    p.add_argument("--flow", default="dis", choices=BACKENDS)
+    p.add_argument("--flow", default="dis", choices=BACKENDS, help="optical-flow method")
     p.add_argument("--dis-preset", default=None, choices=sorted(DIS_PRESETS),
                    help="DIS speed/quality preset (default fast)")
     p.add_argument("--raft-weights", default=None, help="state_dict file for raft_small/raft_large")
-    p.add_argument("--flow-bound", type=float, default=DEFAULT_FLOW_BOUND)
+    p.add_argument("--flow-bound", type=float, default=DEFAULT_FLOW_BOUND,
+                   help="flow quantisation bound B in pixels (|flow| clipped to it)")
     p.add_argument("--workers", type=int, default=2, help="parallel shard tasks")
     p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
     p.add_argument("--clips-per-video", type=int, default=5, help="clips per train video")
-    p.add_argument("--test-clips", type=int, default=DEFAULT_TEST_CLIPS)
+    p.add_argument("--test-clips", type=int, default=DEFAULT_TEST_CLIPS,
+                   help="evenly spaced clips per test video")
     p.add_argument("--short-side", type=int, default=None, help="resize frames (default: source size)")
     p.add_argument("--classes", nargs="+", default=None, help="only these classes")
     p.add_argument("--shard-videos", type=int, default=None, help="videos per shard")

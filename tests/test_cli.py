@@ -93,15 +93,36 @@ def test_console_scripts_are_declared_and_resolve_to_callables():
         assert callable(getattr(importlib.import_module(module), attr)), name
 
 
-@pytest.mark.parametrize("target", ["training.sweep:main", "ingest.build_shards:main",
-                                    "analysis.stats:main"])
-def test_help_shows_prog_defaults_and_exit_codes(target, capsys):
+ENTRY_POINTS = ["training.sweep:main", "ingest.build_shards:main", "ingest.synthetic:main",
+                "shards.inspect:main", "analysis.stats:main", "analysis.report:main",
+                "benchmarks.gpu_check:main", "benchmarks.ingest:main", "benchmarks.irof:main",
+                "benchmarks.loader:main", "benchmarks.loader_stages:main", "benchmarks.pruning:main"]
+
+
+@pytest.mark.parametrize("target", ENTRY_POINTS)
+def test_help_shows_prog_defaults_and_exit_codes(target, capsys, monkeypatch):
+    import argparse
+    parsers = []
+    original = argparse.ArgumentParser.parse_args
+
+    def keep_parser(self, *args, **kwargs):
+        parsers.append(self)
+        return original(self, *args, **kwargs)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", keep_parser)
     module, _, attr = target.partition(":")
     with pytest.raises(SystemExit) as exc:
         getattr(importlib.import_module(module), attr)(["--help"])
     assert exc.value.code == 0
-    out = capsys.readouterr().out
-    assert "usage: crossroads-" in out and "(default:" in out and "exit codes:" in out
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal width
+    prog = parsers[0].prog
+    assert prog.startswith("crossroads-") or prog == f"python -m {module}", prog
+    assert f"usage: {prog}" in out and "exit codes: 0" in out and "2 bad command line" in out
+    # every option with a default worth showing shows it
+    for action in parsers[0]._actions:
+        shown = action.default not in (None, False, argparse.SUPPRESS) and action.help != argparse.SUPPRESS
+        if action.option_strings and shown:
+            assert action.help, f"{target}: {action.option_strings[0]} has a default but no help"
+    assert "(default:" in out
 
 
 def test_epoch_metrics_for_tune_come_from_the_loop_history():
