@@ -24,15 +24,15 @@ from pathlib import Path
 import cv2
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from shards.format import (DEFAULT_FLOW_BOUND, DEFAULT_TEST_CLIPS, FORMAT_VERSION, MANIFEST_NAME,
                            MANIFEST_SCHEMA)
 from shards.lock import FolderLocked, folder_lock, unique_tmp, write_text_atomic
 from shards.node import node_info
+from shards.progress import progress
 from shards.tarfiles import is_complete, write_shard
 
-from .clips import clip_frames, video_samples
+from .clips import clip_frames, needed_pairs, video_samples
 from .decode import decode_video
 from .flow import BACKENDS, DIS_PRESETS, get_backend
 from .ucf101 import SUBSETS, VideoEntry, read_split
@@ -112,6 +112,16 @@ def _row(entry: VideoEntry, job: ShardJob, opts: Options, **values) -> dict:
                seconds=None, format_version=FORMAT_VERSION)
     row.update(values)
     return row
+
+
+def flow_pairs(row: dict, opts: Options) -> int:
+    """How many flow pairs the ingest computed for one manifest row (0 for a failed video)."""
+    if row["status"] != "ok":
+        return 0
+    subset = row["subset"]
+    clips = clip_frames(row["frames"], opts.clips(subset), spacing="even" if subset == "test" else opts.train_spacing,
+                        seed=opts.seed, video_id=row["video"])
+    return len(needed_pairs(clips))
 
 
 def build_shard(job: ShardJob, videos: Path, out: Path, opts: Options) -> list[dict]:
@@ -224,7 +234,7 @@ def _check_options(out: Path, record: dict, overwrite: bool) -> None:
 
 
 def _run_on_ray(jobs: list[ShardJob], videos: Path, out: Path, opts: Options, workers: int,
-                address: str | None, bar: tqdm) -> dict[str, list[dict]]:
+                address: str | None, bar) -> dict[str, list[dict]]:
     import ray
 
     started = not ray.is_initialized()
@@ -235,6 +245,7 @@ def _run_on_ray(jobs: list[ShardJob], videos: Path, out: Path, opts: Options, wo
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     task = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(build_shard)  # over all nodes
     results, waiting, running = {}, list(jobs), {}
+    started_at, pairs = time.perf_counter(), 0
     try:
         while waiting or running:
             while waiting and len(running) < workers:  # at most `workers` tasks at once
@@ -243,7 +254,9 @@ def _run_on_ray(jobs: list[ShardJob], videos: Path, out: Path, opts: Options, wo
             [ref], _ = ray.wait(list(running), num_returns=1)
             job = running.pop(ref)
             results[job.name] = ray.get(ref)
-            bar.update(len(job.entries))
+            pairs += sum(flow_pairs(row, opts) for row in results[job.name])
+            bar.set_postfix_str(f"{pairs / (time.perf_counter() - started_at):.1f} pairs/s", refresh=False)
+            bar.update(len(job.entries))  # videos done, videos/s and the ETA
     finally:
         if started:
             ray.shutdown()
@@ -283,7 +296,7 @@ def _build_locked(jobs, videos, out, opts, record, workers, address, overwrite, 
         stale.unlink(missing_ok=True)  # left by a killed run: we hold the lock, so not a live one's
     finished = {job.name: _finished_rows(job, out) for job in jobs}
     todo = [job for job in jobs if finished[job.name] is None]
-    with tqdm(total=sum(len(j.entries) for j in jobs), unit="video", desc=f"split {split} shards",
+    with progress(total=sum(len(j.entries) for j in jobs), unit="video", desc=f"split {split} shards",
               disable=not progress) as bar:
         bar.update(sum(len(j.entries) for j in jobs if finished[j.name] is not None))
         if todo:

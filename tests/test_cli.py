@@ -133,6 +133,15 @@ def test_epoch_metrics_for_tune_come_from_the_loop_history():
     assert epoch_metrics(history, 1) == {"train_loss": 2.0, "train_acc": 10.0, "train_seconds": 3.0,
                                          "lr": 0.1, "val_loss": 1.5, "val_acc": 20.0, "val_seconds": 1.0}
     assert epoch_metrics(history, 2) == {"train_loss": 1.0, "train_acc": 40.0, "train_seconds": 2.5, "lr": 0.05}
+    assert epoch_metrics(history, 2, {"train": 50})["train_samples_per_s"] == 20.0
+
+
+def test_tune_console_table_shows_the_useful_columns():
+    from training.tune import console_reporter
+    train, prune = console_reporter("train"), console_reporter("prune")
+    assert {"train_loss", "val_acc", "lr", "train_samples_per_s"} <= set(train._metric_columns)
+    assert {"step", "channels_removed", "params_removed", "threshold"} <= set(prune._metric_columns)
+    assert list(train._parameter_columns) == ["stream", "run"]
 
 
 def test_report_shows_provenance_collapsed(tmp_path):
