@@ -68,18 +68,24 @@ def test_experiment_record_has_provenance(tmp_path, monkeypatch):
     assert record["config"]["train"]["lr"] == cfg.train.lr
     assert record["versions"]["torch"] and record["versions"]["ray"] and record["versions"]["python"]
     assert record["versions"]["dali"] and record["versions"]["polars"]
-    assert "gpus" in record["device"]
+    assert "gpus" in record["device"] and "gpu_driver" in record["device"]
+    assert record["device"]["cpu_model"]  # e.g. "Intel(R) Xeon(R) ..."
 
 
-def test_git_commit_falls_back_to_the_env_var_without_a_checkout(monkeypatch):
+def test_git_commit_comes_from_the_env_var_else_the_checkout(monkeypatch):
     import subprocess
 
     from training import provenance
 
+    monkeypatch.delenv(provenance.GIT_COMMIT_ENV, raising=False)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert provenance.git_commit().startswith(head)
+    monkeypatch.setenv(provenance.GIT_COMMIT_ENV, "abc123")  # as `ray job submit` passes it
+    assert provenance.git_commit() == "abc123"
+
     def no_git(*args, **kwargs):
         raise OSError("no git here")
     monkeypatch.setattr(subprocess, "run", no_git)
-    monkeypatch.setenv(provenance.GIT_COMMIT_ENV, "abc123")
     assert provenance.git_commit() == "abc123"
     monkeypatch.delenv(provenance.GIT_COMMIT_ENV)
     assert provenance.git_commit() is None
