@@ -29,7 +29,7 @@ from shards.format import (DEFAULT_FLOW_BOUND, DEFAULT_TEST_CLIPS, FORMAT_VERSIO
                            MANIFEST_SCHEMA)
 from shards.lock import FolderLocked, folder_lock, unique_tmp, write_text_atomic
 from shards.node import node_info
-from shards.progress import progress
+from shards.progress import progress as progress_bar
 from shards.tarfiles import is_complete, write_shard
 
 from .clips import clip_frames, needed_pairs, video_samples
@@ -296,8 +296,8 @@ def _build_locked(jobs, videos, out, opts, record, workers, address, overwrite, 
         stale.unlink(missing_ok=True)  # left by a killed run: we hold the lock, so not a live one's
     finished = {job.name: _finished_rows(job, out) for job in jobs}
     todo = [job for job in jobs if finished[job.name] is None]
-    with progress(total=sum(len(j.entries) for j in jobs), unit="video", desc=f"split {split} shards",
-              disable=not progress) as bar:
+    with progress_bar(total=sum(len(j.entries) for j in jobs), unit="video", desc=f"split {split} shards",
+                      disable=not progress) as bar:
         bar.update(sum(len(j.entries) for j in jobs if finished[j.name] is not None))
         if todo:
             finished.update(_run_on_ray(todo, videos, out, opts, workers, address, bar))
