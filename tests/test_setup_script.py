@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,3 +42,21 @@ def test_bad_arguments_exit_2_before_pip(tmp_path):
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
         assert "pip" not in done.stdout
     assert setup("--no-index", "--dry-run", PIP_FIND_LINKS=str(tmp_path)).returncode == 0
+
+
+def test_floors_script_pins_the_lowest_allowed_versions():
+    import re
+    import tomllib
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    floors = {re.match(r"[\w-]+", d).group(0): re.search(r">=\s*([\d.]+)", d).group(1) for d in deps
+              if re.match(r"(polars|pyarrow|ray|matplotlib|statsmodels)\b", d)}
+    assert len(floors) == 5
+    printed = subprocess.run(["bash", str(ROOT / "scripts" / "floors.sh"), "--print"], capture_output=True,
+                             text=True, timeout=60, env={**os.environ, "PYTHON": sys.executable})
+    assert printed.returncode == 0, printed.stderr
+    lines = printed.stdout.split()
+    for name, version in floors.items():
+        assert any(re.fullmatch(rf"{name}(\[[^]]*\])?=={re.escape(version)}", line) for line in lines), name
+    assert "torch" not in printed.stdout and "pytest>=8" in lines  # torch comes from the local wheels
+    bad = subprocess.run(["bash", str(ROOT / "scripts" / "floors.sh"), "--nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown argument '--nope'" in bad.stderr
