@@ -78,6 +78,7 @@ def test_ray_job_submit_runs_the_sweep_on_a_head_node(tmp_path, synthetic_shards
     assert refused.returncode != 0
     spans = trial_intervals(cfg.paths.ray / "train")
     assert len(spans) == 2
+    assert len(list((cfg.paths.ray / "train").glob("*/events.out.tfevents.*"))) == 2  # TensorBoard, per trial
     assert max(s for s, _ in spans) < min(e for _, e in spans), f"trials did not overlap: {spans}"
     assert_each_trial_once(cfg)
     record = json.loads((cfg.paths.root / "experiment.json").read_text())
