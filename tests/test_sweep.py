@@ -3,6 +3,8 @@ Ray head node with `ray job submit` (two GPU trials at once on logical GPUs)."""
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 from pathlib import Path
 
