@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks the version floors: installs the LOWEST versions pyproject.toml allows of the
-# pure-Python dependencies (polars, pyarrow, ray, matplotlib, statsmodels) into a scratch
+# Python-level dependencies (polars, pyarrow, ray, matplotlib, statsmodels, numpy) into a scratch
 # venv and runs the fast tests there. Not run by CI (it downloads and installs a lot).
 #
 #   scripts/floors.sh [--venv DIR] [--reuse] [--print] [-- PYTEST_ARGS...]
@@ -33,7 +33,7 @@ done
 # every core and test requirement, with the floored ones pinned to their lower bound
 reqs=$("$PY" - <<'EOF'
 import re, tomllib
-FLOORED = {"polars", "pyarrow", "ray", "matplotlib", "statsmodels"}
+FLOORED = {"polars", "pyarrow", "ray", "matplotlib", "statsmodels", "numpy"}
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 extras = project["optional-dependencies"]
 wanted = project["dependencies"] + extras["explain"] + [r for r in extras["test"] if not r.startswith("crossroads")]
