@@ -23,13 +23,13 @@ import numpy as np
 import polars as pl
 import ray
 import torch
-from tqdm import tqdm
 
 from analysis.irof import irof
 from analysis.results import atomic_file, table_path, write_rows
 from analysis.saliency import flow_pair_maps, input_gradient, reduce_channels
 from shards.dali import IMAGENET_MEAN, IMAGENET_STD, make_loader
 from shards.format import sample_key
+from shards.progress import progress
 from training.checkpoint import load_checkpoint
 from training.config import STREAMS, ExperimentConfig
 from training.data import class_names, loader_config, read_manifest
@@ -136,8 +136,8 @@ def explain_model(cfg: ExperimentConfig, stream: str, run: int, step: int, *,
     lcfg = dataclasses.replace(loader_config(cfg, stream, train=False), ten_crop=False, dtype="float32",
                                batch_size=ex.batch_size)
     rows = []
-    for batch in tqdm(make_loader(shards, lcfg), desc=f"explain {partition(stream, run, step)}",
-                      leave=False, disable=None):
+    for batch in progress(make_loader(shards, lcfg), desc=f"explain {partition(stream, run, step)}",
+                          leave=False):
         keep = wanted_rows(batch, wanted)
         if not keep:
             continue
@@ -195,7 +195,7 @@ def run_explain_stage(cfg: ExperimentConfig, ctx) -> None:
                                               max_retries=cfg.ray.max_failures)
     pending = {remote.remote(cfg.to_dict(), *t): t for t in todo}
     failed = []
-    with tqdm(total=len(todo), desc="explain", disable=None) as bar:
+    with progress(total=len(todo), desc="explain") as bar:
         while pending:
             (ready,), _ = ray.wait(list(pending), num_returns=1)
             task = pending.pop(ready)

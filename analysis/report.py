@@ -369,7 +369,8 @@ def main(argv: list[str] | None = None) -> None:
                                      epilog="exit codes: 0 report written; 2 bad command line or no such folder",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--experiment", type=Path, required=True, help="experiment root, e.g. runs/demo")
-    parser.add_argument("--metric", default="video_accuracy", choices=stats.METRICS)
+    parser.add_argument("--metric", default="video_accuracy", choices=stats.METRICS,
+                        help="accuracy column the figures and tables are about")
     args = parser.parse_args(argv)
     if not args.experiment.is_dir():
         parser.error(f"{args.experiment}: no such experiment folder")

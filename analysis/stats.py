@@ -357,7 +357,8 @@ def main(argv: list[str] | None = None) -> None:
                                             "2 bad command line or no such folder", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--results", type=Path, required=True, help="the results store folder")
     parser.add_argument("--out", type=Path, required=True, help="folder for the tables")
-    parser.add_argument("--metric", default="video_accuracy", choices=METRICS)
+    parser.add_argument("--metric", default="video_accuracy", choices=METRICS,
+                        help="accuracy column the tables are about")
     args = parser.parse_args(argv)
     if not args.results.is_dir():
         parser.error(f"{args.results}: no such results folder")

@@ -426,7 +426,10 @@ def write_summary(rows: list[dict], out: Path, header: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.split("\n")[0],
+                                epilog="exit codes: 0 summary written (failed steps are rows with `error`); "
+                                       "1 the driver itself crashed (traceback); 2 bad command line",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("runs/gpu_check"), help="where gpu_check.json/.md go")
     p.add_argument("--dry-run", action="store_true", help="every step on the CPU with tiny sizes")
     p.add_argument("--steps", nargs="+", choices=list(STEP_FUNCTIONS), default=list(STEPS),

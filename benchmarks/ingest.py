@@ -168,9 +168,12 @@ def tree_size(root: Path) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.ingest", description=__doc__.split("\n")[0],
+                                epilog="exit codes: 0 measured; "
+                                       "1 a measurement failed (traceback); 2 bad command line",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--repeat", type=int, default=70, help="copies of each of the 3 clips")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="Ray workers (processes)")
     p.add_argument("--short-side", type=int, default=None)
     p.add_argument("--preset", default="fast", choices=sorted(DIS_PRESETS), help="DIS preset")
     p.add_argument("--clips", nargs="+", choices=list(CLIPS), default=None,

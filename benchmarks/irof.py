@@ -121,20 +121,28 @@ class ForwardTimer(torch.nn.Module):
         return out
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """The module doc as written, and every option's default."""
+
+
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stream", choices=["spatial", "temporal"], default="temporal")
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--samples", type=int, default=8)
-    parser.add_argument("--classes", type=int, default=101)
-    parser.add_argument("--batch-sizes", default="32,64,128,256")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.irof", description=__doc__,
+                                     epilog="exit codes: 0 measured; "
+                                            "1 a measurement failed (traceback); 2 bad command line",
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--stream", choices=["spatial", "temporal"], default="temporal", help="model and input kind")
+    parser.add_argument("--size", type=int, default=64, help="input height and width")
+    parser.add_argument("--samples", type=int, default=8, help="inputs explained")
+    parser.add_argument("--classes", type=int, default=101, help="model outputs")
+    parser.add_argument("--batch-sizes", default="32,64,128,256", help="tried for the bound (comma-separated)")
     parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cuda where available")
     return parser
 
 
-def main() -> None:
-    args = parser().parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     keep_freed_memory()
     run(args)
 

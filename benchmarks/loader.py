@@ -184,13 +184,16 @@ def report(stream: str, rates: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.loader", description=__doc__.split("\n")[0],
+                                epilog="exit codes: 0 measured; "
+                                       "1 a measurement failed (traceback); 2 bad command line",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--shards", type=Path, default=None,
                    help="a split subset folder (default: synthetic 320x240 shards under --root)")
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="where generated data is kept")
-    p.add_argument("--streams", nargs="+", default=list(STREAMS), choices=list(STREAMS))
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--streams", nargs="+", default=list(STREAMS), choices=list(STREAMS), help="streams measured")
+    p.add_argument("--batch-size", type=int, default=32, help="samples per batch")
+    p.add_argument("--input-size", type=int, default=224, help="crop side in pixels")
     p.add_argument("--threads", type=int, default=2, help="DALI threads and decode-bound threads")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the baselines")
     p.add_argument("--rounds", type=int, default=3, help="each contender is timed once per round; best kept")

@@ -62,14 +62,17 @@ def stage_rate(paths: list[Path], stream: str, stage: str, size: int, batch: int
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.loader_stages", description=__doc__.split("\n")[0],
+                                epilog="exit codes: 0 measured; "
+                                       "1 a measurement failed (traceback); 2 bad command line",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="where the loader benchmark keeps its data")
-    p.add_argument("--streams", nargs="+", default=list(STREAMS), choices=list(STREAMS))
-    p.add_argument("--input-size", type=int, default=224)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--batches", type=int, default=40)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--streams", nargs="+", default=list(STREAMS), choices=list(STREAMS), help="streams measured")
+    p.add_argument("--input-size", type=int, default=224, help="crop side in pixels")
+    p.add_argument("--batch-size", type=int, default=32, help="samples per batch")
+    p.add_argument("--threads", type=int, default=2, help="DALI threads and PIL decode threads")
+    p.add_argument("--batches", type=int, default=40, help="timed batches per pipeline")
+    p.add_argument("--rounds", type=int, default=3, help="each pipeline is timed once per round; best kept")
     a = p.parse_args(argv)
     paths = synthetic_shards(a.root)
     print(f"{len(paths)} shards, batch {a.batch_size}, {a.input_size} px, {a.threads} threads, "

@@ -25,15 +25,15 @@ from pathlib import Path
 import cv2
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from shards.format import (DEFAULT_FLOW_BOUND, DEFAULT_TEST_CLIPS, FORMAT_VERSION, MANIFEST_NAME,
                            MANIFEST_SCHEMA)
 from shards.lock import FolderLocked, folder_lock, unique_tmp, write_text_atomic
 from shards.node import node_info
+from shards.progress import progress as progress_bar
 from shards.tarfiles import is_complete, write_shard
 
-from .clips import clip_frames, video_samples
+from .clips import clip_frames, needed_pairs, video_samples
 from .decode import decode_video
 from .flow import BACKENDS, DIS_PRESETS, get_backend
 from .ucf101 import SUBSETS, VideoEntry, read_split
@@ -114,6 +114,16 @@ def _row(entry: VideoEntry, job: ShardJob, opts: Options, **values) -> dict:
                seconds=None, format_version=FORMAT_VERSION)
     row.update(values)
     return row
+
+
+def flow_pairs(row: dict, opts: Options) -> int:
+    """How many flow pairs the ingest computed for one manifest row (0 for a failed video)."""
+    if row["status"] != "ok":
+        return 0
+    subset = row["subset"]
+    clips = clip_frames(row["frames"], opts.clips(subset), spacing="even" if subset == "test" else opts.train_spacing,
+                        seed=opts.seed, video_id=row["video"])
+    return len(needed_pairs(clips))
 
 
 def build_shard(job: ShardJob, videos: Path, out: Path, opts: Options) -> list[dict]:
@@ -227,6 +237,8 @@ def _check_options(out: Path, record: dict, overwrite: bool) -> None:
 
 # each ingest actor: CPUs only (decoding and flow on the CPU), spread over all nodes
 INGEST_TASK = {"num_cpus": 1, "num_gpus": 0, "scheduling_strategy": "SPREAD"}
+
+
 class ShardBuilder:
     """A Ray actor that builds shards (one ``build_shard`` call per job).
 
@@ -244,7 +256,7 @@ class ShardBuilder:
 
 
 def _run_on_ray(jobs: list[ShardJob], videos: Path, out: Path, opts: Options, workers: int,
-                address: str | None, bar: tqdm) -> dict[str, list[dict]]:
+                address: str | None, bar) -> dict[str, list[dict]]:
     import ray
 
     started = not ray.is_initialized()
@@ -256,6 +268,7 @@ def _run_on_ray(jobs: list[ShardJob], videos: Path, out: Path, opts: Options, wo
     builder = ray.remote(**INGEST_TASK, max_restarts=0)(ShardBuilder)
     actors = [builder.remote() for _ in range(min(workers, len(jobs)))]  # spread over all nodes
     results, waiting, running, failures = {}, list(jobs), {}, {}
+    started_at, pairs = time.perf_counter(), 0
     try:
         idle = list(actors)
         while waiting or running:
@@ -273,7 +286,9 @@ def _run_on_ray(jobs: list[ShardJob], videos: Path, out: Path, opts: Options, wo
                 actors.append(actor := builder.remote())
                 waiting.insert(0, job)
             else:
-                bar.update(len(job.entries))
+                pairs += sum(flow_pairs(row, opts) for row in results[job.name])
+                bar.set_postfix_str(f"{pairs / (time.perf_counter() - started_at):.1f} pairs/s", refresh=False)
+                bar.update(len(job.entries))  # videos done, videos/s and the ETA
             idle.append(actor)
     finally:
         for actor in actors:  # end their processes now, without a graceful shutdown (see ShardBuilder)
@@ -316,8 +331,8 @@ def _build_locked(jobs, videos, out, opts, record, workers, address, overwrite, 
         stale.unlink(missing_ok=True)  # left by a killed run: we hold the lock, so not a live one's
     finished = {job.name: _finished_rows(job, out) for job in jobs}
     todo = [job for job in jobs if finished[job.name] is None]
-    with tqdm(total=sum(len(j.entries) for j in jobs), unit="video", desc=f"split {split} shards",
-              disable=not progress) as bar:
+    with progress_bar(total=sum(len(j.entries) for j in jobs), unit="video", desc=f"split {split} shards",
+                      disable=not progress) as bar:
         bar.update(sum(len(j.entries) for j in jobs if finished[j.name] is not None))
         if todo:
             finished.update(_run_on_ray(todo, videos, out, opts, workers, address, bar))
@@ -368,15 +383,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--splits", required=True, type=Path, help="folder of classInd/trainlist/testlist")
     p.add_argument("--split", required=True, type=int, choices=(1, 2, 3))
     p.add_argument("--out", required=True, type=Path, help="the split's shard folder")
-    p.add_argument("--flow", default="dis", choices=BACKENDS)
+    p.add_argument("--flow", default="dis", choices=BACKENDS, help="optical-flow method")
     p.add_argument("--dis-preset", default=None, choices=sorted(DIS_PRESETS),
                    help="DIS speed/quality preset (default fast)")
     p.add_argument("--raft-weights", default=None, help="state_dict file for raft_small/raft_large")
-    p.add_argument("--flow-bound", type=float, default=DEFAULT_FLOW_BOUND)
+    p.add_argument("--flow-bound", type=float, default=DEFAULT_FLOW_BOUND,
+                   help="flow quantisation bound B in pixels (|flow| clipped to it)")
     p.add_argument("--workers", type=int, default=2, help="parallel shard tasks")
     p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
     p.add_argument("--clips-per-video", type=int, default=5, help="clips per train video")
-    p.add_argument("--test-clips", type=int, default=DEFAULT_TEST_CLIPS)
+    p.add_argument("--test-clips", type=int, default=DEFAULT_TEST_CLIPS,
+                   help="evenly spaced clips per test video")
     p.add_argument("--short-side", type=int, default=None, help="resize frames (default: source size)")
     p.add_argument("--classes", nargs="+", default=None, help="only these classes")
     p.add_argument("--shard-videos", type=int, default=None, help="videos per shard")

@@ -41,11 +41,16 @@ def tile_quantised(fields_q: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([q[..., 0] for q in fields_q] + [q[..., 1] for q in fields_q], axis=0)
 
 
+def needed_pairs(clips: list[list[int]]) -> list[int]:
+    """First frames of the flow pairs the clips need, each once (a repeated frame needs none)."""
+    return sorted({a for frames in clips for a, b in zip(frames, frames[1:]) if a != b})
+
+
 def video_samples(video: Video, entry: VideoEntry, clips: list[list[int]], backend,
                   bound: float) -> list[dict]:
     """The encoded WebDataset samples of one video, clip by clip. Each needed pair's flow is
     quantised as soon as it is computed (a video's float fields are never all held at once)."""
-    needed = sorted({a for frames in clips for a, b in zip(frames, frames[1:]) if a != b})
+    needed = needed_pairs(clips)
     frames = video.gray if backend.luma else video.frames
     quantised = {a: quantise_flow(f, bound) for a, f in zip(needed, backend.fields(frames, needed))}
     still = quantise_flow(np.zeros((*video.gray.shape[1:3], 2), np.float32), bound)

@@ -25,19 +25,19 @@ from typing import Callable, Iterable
 import torch
 from ray import tune
 from torch import nn
-from tqdm import tqdm
 
 from analysis.results import write_rows
 from pruning import prune_model
 from pruning.accounting import pruning_stats
 from pruning.groups import count_prunable_channels
 from pruning.slimming import bn_l1_subgradient, gamma_histogram, prune_threshold, select_channels
+from shards.progress import progress
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import ExperimentConfig, PruneConfig
 from training.data import make_loaders, stream_data, train_eval_loader
 from training.fusion import score_and_save, wants_train_scores
 from training.loop import train
-from training.tune import make_tuner
+from training.tune import epoch_metrics, make_tuner
 
 
 @dataclass
@@ -47,6 +47,9 @@ class ChainLoaders:
     val: Iterable[dict] | None
     test: Iterable[dict]
     train_eval: Iterable[dict] | None = None  # train clips, eval transform: scores for SVM fusion
+
+# what Tune gets about a pruning step (besides step and accuracy), per step and per fine-tuning epoch
+STEP_METRICS = ("channels_removed", "params_removed", "flops_removed", "threshold")
 
 
 def step_ratio(step: int, step_fraction: float) -> float:
@@ -94,9 +97,12 @@ def first_unfinished_step(cfg: ExperimentConfig, stream: str, run: int) -> int:
 
 
 def run_chain(cfg: ExperimentConfig, stream: str, run: int, loaders: ChainLoaders, *, resume: bool = True,
-              on_step: Callable[[dict], None] | None = None) -> list[dict]:
+              on_step: Callable[[dict], None] | None = None,
+              on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """Run the chain of one (stream, run) from its first unfinished step (``resume``) or from
-    step 1; ``on_step(row)`` runs after each finished step. Returns the `accuracy` rows written."""
+    step 1; ``on_step(row)`` runs after each finished step, ``on_epoch(metrics)`` after each
+    fine-tuning epoch (``step``, ``threshold``, ``channels_removed``/``params_removed``/
+    ``flops_removed`` and ``training.tune.epoch_metrics``). Returns the `accuracy` rows written."""
     paths, prune = cfg.paths, cfg.prune
     start = first_unfinished_step(cfg, stream, run) if resume else 1
     if start > prune.steps:
@@ -110,12 +116,19 @@ def run_chain(cfg: ExperimentConfig, stream: str, run: int, loaders: ChainLoader
                                    early_stopping_patience=0)
     seed = cfg.run_seed(run)
     rows = []
-    for step in tqdm(range(start, prune.steps + 1), desc=f"prune {stream} run{run}", unit="step", disable=None):
+    for step in progress(range(start, prune.steps + 1), desc=f"prune {stream} run{run}", unit="step"):
         threshold = step_threshold(model, baseline_channels, step, prune)
         model = prune_step(model, baseline_channels, step, prune)
+        # the structure is final now (fine-tuning changes weights only)
+        stats = pruning_stats(baseline.model, model, residual=prune.residual, input_size=cfg.model.input_size)
+        pruned = {"step": step, "threshold": threshold, **stats}
+        report_epoch = None if on_epoch is None else \
+            (lambda state, *_, pruned=pruned: on_epoch({**pruned, "epoch": state.epoch,
+                                                        **epoch_metrics(state.history, state.epoch, state.samples)}))
         result = train(model, loaders.train, loaders.val, finetune, seed=seed + step,
                        loader_epoch_offset=(step - 1) * prune.finetune_epochs,  # a resumed chain reads the same
-                       after_backward=lambda m: bn_l1_subgradient(m, prune.sparsity, residual=prune.residual))
+                       after_backward=lambda m: bn_l1_subgradient(m, prune.sparsity, residual=prune.residual),
+                       on_epoch=report_epoch)
         model = result.model
         # per-video scores, so the fuse stage can fuse the streams at this step too
         evaluation = score_and_save(model, loaders.test, len(classes), paths.scores(stream, run, step, "test"),
@@ -123,7 +136,6 @@ def run_chain(cfg: ExperimentConfig, stream: str, run: int, loaders: ChainLoader
         if loaders.train_eval is not None:
             score_and_save(model, loaders.train_eval, len(classes), paths.scores(stream, run, step, "train"),
                            amp=cfg.train.amp)
-        stats = pruning_stats(baseline.model, model, residual=prune.residual, input_size=cfg.model.input_size)
         checkpoint = paths.checkpoint(stream, run, step)
         partition = f"{stream}/run{run}/step{step}"
         row = evaluation.accuracy_row(experiment=cfg.experiment.name, stream=stream, run=run, seed=seed,
@@ -162,13 +174,19 @@ def run_prune_trial(cfg: ExperimentConfig, stream: str, run: int, *, resume: boo
         with tempfile.TemporaryDirectory() as folder:  # the marker that tells a retry to resume
             Path(folder, "step.txt").write_text(str(row["step"]))
             tune.report({"step": row["step"], "started_at_step": start, "video_accuracy": row["video_accuracy"],
-                         "flops_removed": row["flops_removed"]}, checkpoint=tune.Checkpoint.from_directory(folder))
+                         **{k: row.get(k) for k in STEP_METRICS}}, checkpoint=tune.Checkpoint.from_directory(folder))
         if after_step is not None:
             after_step(row)
 
+    def report_epoch(metrics: dict) -> None:  # per fine-tuning epoch, no checkpoint
+        tune.report({"started_at_step": start, **metrics})
+        print(f"{stream} run{run} step {metrics['step']} epoch {metrics['epoch']}: "
+              + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()
+                         if k not in ("step", "epoch") and v is not None), flush=True)
+
     train_eval = train_eval_loader(cfg, stream, data) if wants_train_scores(cfg) else None
     rows = run_chain(cfg, stream, run, ChainLoaders(loaders["train"], loaders["val"], loaders["test"], train_eval),
-                     resume=resume, on_step=report)
+                     resume=resume, on_step=report, on_epoch=report_epoch)
     return {"step": rows[-1]["step"], "started_at_step": start, "video_accuracy": rows[-1]["video_accuracy"],
             "flops_removed": rows[-1]["flops_removed"], "done": True}
 

@@ -68,18 +68,24 @@ def test_experiment_record_has_provenance(tmp_path, monkeypatch):
     assert record["config"]["train"]["lr"] == cfg.train.lr
     assert record["versions"]["torch"] and record["versions"]["ray"] and record["versions"]["python"]
     assert record["versions"]["dali"] and record["versions"]["polars"]
-    assert "gpus" in record["device"]
+    assert "gpus" in record["device"] and "gpu_driver" in record["device"]
+    assert record["device"]["cpu_model"]  # e.g. "Intel(R) Xeon(R) ..."
 
 
-def test_git_commit_falls_back_to_the_env_var_without_a_checkout(monkeypatch):
+def test_git_commit_comes_from_the_env_var_else_the_checkout(monkeypatch):
     import subprocess
 
     from training import provenance
 
+    monkeypatch.delenv(provenance.GIT_COMMIT_ENV, raising=False)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert provenance.git_commit().startswith(head)
+    monkeypatch.setenv(provenance.GIT_COMMIT_ENV, "abc123")  # as `ray job submit` passes it
+    assert provenance.git_commit() == "abc123"
+
     def no_git(*args, **kwargs):
         raise OSError("no git here")
     monkeypatch.setattr(subprocess, "run", no_git)
-    monkeypatch.setenv(provenance.GIT_COMMIT_ENV, "abc123")
     assert provenance.git_commit() == "abc123"
     monkeypatch.delenv(provenance.GIT_COMMIT_ENV)
     assert provenance.git_commit() is None
@@ -93,15 +99,36 @@ def test_console_scripts_are_declared_and_resolve_to_callables():
         assert callable(getattr(importlib.import_module(module), attr)), name
 
 
-@pytest.mark.parametrize("target", ["training.sweep:main", "ingest.build_shards:main",
-                                    "analysis.stats:main"])
-def test_help_shows_prog_defaults_and_exit_codes(target, capsys):
+ENTRY_POINTS = ["training.sweep:main", "ingest.build_shards:main", "ingest.synthetic:main",
+                "shards.inspect:main", "analysis.stats:main", "analysis.report:main",
+                "benchmarks.gpu_check:main", "benchmarks.ingest:main", "benchmarks.irof:main",
+                "benchmarks.loader:main", "benchmarks.loader_stages:main", "benchmarks.pruning:main"]
+
+
+@pytest.mark.parametrize("target", ENTRY_POINTS)
+def test_help_shows_prog_defaults_and_exit_codes(target, capsys, monkeypatch):
+    import argparse
+    parsers = []
+    original = argparse.ArgumentParser.parse_args
+
+    def keep_parser(self, *args, **kwargs):
+        parsers.append(self)
+        return original(self, *args, **kwargs)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", keep_parser)
     module, _, attr = target.partition(":")
     with pytest.raises(SystemExit) as exc:
         getattr(importlib.import_module(module), attr)(["--help"])
     assert exc.value.code == 0
-    out = capsys.readouterr().out
-    assert "usage: crossroads-" in out and "(default:" in out and "exit codes:" in out
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal width
+    prog = parsers[0].prog
+    assert prog.startswith("crossroads-") or prog == f"python -m {module}", prog
+    assert f"usage: {prog}" in out and "exit codes: 0" in out and "2 bad command line" in out
+    # every option with a default worth showing shows it
+    for action in parsers[0]._actions:
+        shown = action.default not in (None, False, argparse.SUPPRESS) and action.help != argparse.SUPPRESS
+        if action.option_strings and shown:
+            assert action.help, f"{target}: {action.option_strings[0]} has a default but no help"
+    assert "(default:" in out
 
 
 def test_epoch_metrics_for_tune_come_from_the_loop_history():
@@ -112,6 +139,15 @@ def test_epoch_metrics_for_tune_come_from_the_loop_history():
     assert epoch_metrics(history, 1) == {"train_loss": 2.0, "train_acc": 10.0, "train_seconds": 3.0,
                                          "lr": 0.1, "val_loss": 1.5, "val_acc": 20.0, "val_seconds": 1.0}
     assert epoch_metrics(history, 2) == {"train_loss": 1.0, "train_acc": 40.0, "train_seconds": 2.5, "lr": 0.05}
+    assert epoch_metrics(history, 2, {"train": 50})["train_samples_per_s"] == 20.0
+
+
+def test_tune_console_table_shows_the_useful_columns():
+    from training.tune import console_reporter
+    train, prune = console_reporter("train"), console_reporter("prune")
+    assert {"train_loss", "val_acc", "lr", "train_samples_per_s"} <= set(train._metric_columns)
+    assert {"step", "channels_removed", "params_removed", "threshold"} <= set(prune._metric_columns)
+    assert list(train._parameter_columns) == ["stream", "run"]
 
 
 def test_report_shows_provenance_collapsed(tmp_path):

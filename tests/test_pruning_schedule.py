@@ -60,8 +60,16 @@ def test_step_ratios_follow_the_grid():
 def test_interrupted_chain_resumes_at_step_k_and_matches_an_uninterrupted_one(tmp_path):
     train, test = colour_batches(3, seed=0), colour_batches(2, seed=1)
     full = experiment(tmp_path / "full")
-    rows = run_chain(full, "spatial", 1, ChainLoaders(train, None, test))
+    epochs = []
+    rows = run_chain(full, "spatial", 1, ChainLoaders(train, None, test), on_epoch=epochs.append)
     assert [r["step"] for r in rows] == [1, 2]
+    # one report per fine-tuning epoch, with what was pruned at its step (as Tune gets it)
+    assert [(e["step"], e["epoch"]) for e in epochs] == [(1, 1), (2, 1)]
+    for report, row in zip(epochs, rows):
+        for key in ("channels_removed", "params_removed", "flops_removed", "threshold"):
+            assert report[key] == row[key], key
+        assert report["threshold"] > 0 and report["lr"] == full.prune.lr
+        assert report["train_samples_per_s"] > 0 and report["train_loss"] > 0
 
     cut = experiment(tmp_path / "cut")
     with pytest.raises(RuntimeError, match="simulated crash"):

@@ -54,6 +54,9 @@ def trial_intervals(storage: Path) -> list[tuple[float, float]]:
     return spans
 
 
+SUBMITTED_COMMIT = "0123456789abcdef-submitted"  # not a real commit: proves where it came from
+
+
 @pytest.mark.slow
 def test_ray_job_submit_runs_the_sweep_on_a_head_node(tmp_path, synthetic_shards):
     cfg = tiny_experiment(tmp_path / "exp", synthetic_shards, stages=["train", "fuse"])
@@ -63,7 +66,9 @@ def test_ray_job_submit_runs_the_sweep_on_a_head_node(tmp_path, synthetic_shards
         env, address = cluster.env, cluster.dashboard
         submitted = subprocess.run(
             [str(BIN / "ray"), "job", "submit", "--address", address, "--submission-id", "sweep-test",
-             "--working-dir", ".", "--", "python", "-m", "training.sweep", "--config", str(config)],
+             "--working-dir", ".",  # the commit recorded at submit time, as the README shows
+             "--runtime-env-json", json.dumps({"env_vars": {"CROSSROADS_GIT_COMMIT": SUBMITTED_COMMIT}}),
+             "--", "python", "-m", "training.sweep", "--config", str(config)],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=480)
         status = subprocess.run([str(BIN / "ray"), "job", "status", "--address", address, "sweep-test"],
                                 env=env, capture_output=True, text=True)
@@ -75,12 +80,17 @@ def test_ray_job_submit_runs_the_sweep_on_a_head_node(tmp_path, synthetic_shards
     assert refused.returncode != 0
     spans = trial_intervals(cfg.paths.ray / "train")
     assert len(spans) == 2
+    assert len(list((cfg.paths.ray / "train").glob("*/events.out.tfevents.*"))) == 2  # TensorBoard, per trial
     assert max(s for s, _ in spans) < min(e for _, e in spans), f"trials did not overlap: {spans}"
     assert_each_trial_once(cfg)
     record = json.loads((cfg.paths.root / "experiment.json").read_text())
     assert record["config"]["train"]["runs"] == 1 and record["started_at"]
+    assert record["git_commit"] == SUBMITTED_COMMIT  # no .git needed in the job's working dir
     assert "video_acc_mean" in logs  # the job printed the accuracy table
-    assert pl.read_parquet(cfg.paths.results / "accuracy" / "fusion" / "run1" / "step0.parquet").height == 1
+    fused = pl.read_parquet(cfg.paths.results / "accuracy" / "fusion" / "run1" / "step0.parquet")
+    assert fused.height == 1 and fused["git_commit"].to_list() == [SUBMITTED_COMMIT]
+    trained = pl.read_parquet(cfg.paths.results / "accuracy" / "spatial" / "run1" / "step0.parquet")
+    assert trained["git_commit"].to_list() == [SUBMITTED_COMMIT]  # written inside a Tune trial
 
 
 def test_root_refuses_another_config_but_allows_more_runs_or_stages(tmp_path, capsys):

@@ -8,7 +8,8 @@ from typing import Iterable
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
+
+from shards.progress import progress
 
 from .models import unwrap
 
@@ -109,7 +110,7 @@ def evaluate(model: nn.Module, loader: Iterable[dict], num_classes: int, *, feat
         if features else None
     probs, labels, videos, feats, clip_logits = [], [], [], [], []
     try:
-        for batch in tqdm(loader, desc=desc, leave=False, disable=None):
+        for batch in progress(loader, desc=desc, leave=False):
             x = batch["x"].to(device=device, dtype=torch.float32, non_blocking=True)
             crops = x.shape[1] if x.ndim == 5 else 1
             x = x.flatten(0, 1) if x.ndim == 5 else x

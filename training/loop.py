@@ -17,7 +17,8 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
+
+from shards.progress import progress
 
 from .config import TrainConfig
 from .evaluate import evaluate, resolve_device
@@ -32,6 +33,7 @@ class TrainState:
     bad_epochs: int = 0  # epochs since the best val loss
     stopped_early: bool = False
     history: list[dict] = field(default_factory=list)  # epoch, phase, loss, accuracy, lr, seconds
+    samples: dict = field(default_factory=dict)  # {phase: samples seen} in the latest epoch
     best_state: dict | None = None  # weights of the best val epoch (CPU tensors)
 
     def to_dict(self) -> dict:
@@ -112,7 +114,7 @@ def train(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[d
             train_loader.set_epoch(loader_epoch_offset + epoch)
         model.train()
         started, total_loss, correct, seen = time.perf_counter(), 0.0, 0, 0
-        for batch in tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None):
+        for batch in progress(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False):
             x = batch["x"].to(device=device, dtype=torch.float32, memory_format=memory_format,
                               non_blocking=True)
             y = torch.as_tensor(batch["label"]).to(device, non_blocking=True)
@@ -134,7 +136,7 @@ def train(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[d
         state.history.append(dict(epoch=epoch + 1, phase="train", loss=total_loss / seen,
                                   accuracy=100.0 * correct / seen, lr=lr,
                                   seconds=time.perf_counter() - started))
-        state.epoch = epoch + 1
+        state.epoch, state.samples = epoch + 1, {"train": seen}
         if val_loader is not None:
             _validate(model, val_loader, num_classes, cfg, state, device, lr)
         if on_epoch is not None:
@@ -153,6 +155,7 @@ def _validate(model, val_loader, num_classes, cfg, state: TrainState, device, lr
     state.history.append(dict(epoch=state.epoch, phase="val", loss=result.loss,
                               accuracy=result.clip_accuracy, lr=lr,
                               seconds=time.perf_counter() - started))
+    state.samples["val"] = result.n_clips
     if cfg.early_stopping_patience <= 0:
         return
     if result.loss < state.best_val_loss:

@@ -1,9 +1,9 @@
 """What produced a result: config fingerprint, code version, library versions, device.
 
-Under ``ray job submit`` the working directory has no ``.git``: set
-``CROSSROADS_GIT_COMMIT=$(git rev-parse HEAD)`` in the job's environment
-(``--runtime-env-json '{"env_vars": {"CROSSROADS_GIT_COMMIT": "..."}}'``) and it is used
-when no checkout is found.
+Under ``ray job submit`` the working directory has no ``.git``: record the commit at submit
+time, ``--runtime-env-json '{"env_vars": {"CROSSROADS_GIT_COMMIT": "'$(git rev-parse HEAD)'"}}'``.
+A ``$CROSSROADS_GIT_COMMIT`` that is set wins over the checkout (it is the submitter's word,
+and the results store reads it the same way).
 """
 from __future__ import annotations
 
@@ -23,7 +23,10 @@ PACKAGES = {"torch": "torch", "torchvision": "torchvision", "ray": "ray", "quant
 
 
 def git_commit() -> str | None:
-    """This checkout's commit (``-dirty`` for local changes), else ``$CROSSROADS_GIT_COMMIT``."""
+    """``$CROSSROADS_GIT_COMMIT`` if set, else this checkout's commit (``-dirty`` for local
+    changes), else None."""
+    if os.environ.get(GIT_COMMIT_ENV):
+        return os.environ[GIT_COMMIT_ENV]
     repo = Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
@@ -31,7 +34,7 @@ def git_commit() -> str | None:
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return os.environ.get(GIT_COMMIT_ENV) or None
+        return None
     return commit + ("-dirty" if dirty else "")
 
 
@@ -50,9 +53,31 @@ def versions() -> dict[str, str | None]:
     return out
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def gpu_driver() -> str | None:
+    """The NVIDIA driver version (``nvidia-smi``), None without one."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.splitlines()[0].strip() if out.strip() else None
+
+
 def device_info() -> dict:
-    """Host and accelerator, without initialising CUDA when torch is not yet imported."""
-    info = {"host": platform.node(), "platform": platform.platform(), "cpus": os.cpu_count()}
+    """Host, CPU and accelerator (model, driver, CUDA)."""
+    info = {"host": platform.node(), "platform": platform.platform(), "cpus": os.cpu_count(),
+            "cpu_model": cpu_model(), "gpu_driver": gpu_driver()}
     torch = sys.modules.get("torch")
     if torch is None:
         import torch

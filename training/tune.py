@@ -44,9 +44,10 @@ def _sparsity_hook(cfg: ExperimentConfig) -> Callable | None:
     return lambda model: subgradient(model, cfg.train.sparsity, residual=cfg.prune.residual)
 
 
-def epoch_metrics(history: list[dict], epoch: int) -> dict[str, float]:
+def epoch_metrics(history: list[dict], epoch: int, samples: dict | None = None) -> dict[str, float]:
     """Tune metrics of one epoch from the loop's history: ``{phase}_loss``, ``{phase}_acc``,
-    ``{phase}_seconds`` for train and val, and the epoch's ``lr``."""
+    ``{phase}_seconds`` for train and val, the epoch's ``lr``, and ``{phase}_samples_per_s``
+    where ``samples`` (``TrainState.samples``: samples seen per phase) is given."""
     metrics = {}
     for row in history:
         if row["epoch"] == epoch:
@@ -55,7 +56,27 @@ def epoch_metrics(history: list[dict], epoch: int) -> dict[str, float]:
                             f"{phase}_seconds": row["seconds"]})
             if phase == "train":
                 metrics["lr"] = row["lr"]
+            if samples and phase in samples and row["seconds"] > 0:
+                metrics[f"{phase}_samples_per_s"] = samples[phase] / row["seconds"]
     return metrics
+
+
+# what Tune's console table shows (metric -> column header); the rest is in the trial logs,
+# TensorBoard and the `epochs`/`accuracy` tables
+CONSOLE_COLUMNS = {
+    "train": {"epoch": "epoch", "train_loss": "train loss", "train_acc": "train acc", "val_loss": "val loss",
+              "val_acc": "val acc", "lr": "lr", "train_samples_per_s": "samples/s",
+              "video_accuracy": "video acc"},
+    "prune": {"step": "step", "epoch": "epoch", "channels_removed": "channels rm", "params_removed": "params rm",
+              "threshold": "|gamma| thr", "val_acc": "val acc", "train_samples_per_s": "samples/s",
+              "video_accuracy": "video acc"},
+}
+
+
+def console_reporter(name: str) -> tune.CLIReporter:
+    """Tune's console table for stage ``name``: trials done/total, (stream, run), its columns."""
+    return tune.CLIReporter(metric_columns=CONSOLE_COLUMNS.get(name, CONSOLE_COLUMNS["train"]),
+                            parameter_columns=["stream", "run"], max_report_frequency=30)
 
 
 def run_trial(cfg: ExperimentConfig, stream: str, run: int,
@@ -87,7 +108,7 @@ def run_trial(cfg: ExperimentConfig, stream: str, run: int,
                             classes=data.classes, optimizer=optimizer,
                             extra={"train_state": state.to_dict()})
             metrics = {"epoch": state.epoch, "resumed_from": resumed_from,
-                       **epoch_metrics(state.history, state.epoch)}
+                       **epoch_metrics(state.history, state.epoch, state.samples)}
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
             print(f"{stream} run{run} epoch {state.epoch}/{cfg.train.epochs}: "
                   + " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("epoch", "resumed_from")),
@@ -164,6 +185,8 @@ def make_tuner(cfg: ExperimentConfig, *, resume: bool = False, trainable: Callab
     # time; with short epochs it logs a "may become a bottleneck" warning per epoch. The
     # snapshot is small; keep the log readable (a user's own setting wins).
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's newer console output ignores a progress_reporter (and picks 4 metrics itself)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     storage = storage_uri(cfg)
     fn = tune.with_resources(tune.with_parameters(trainable, experiment=cfg.to_dict(), resume=resume),
                              trial_resources(cfg))
@@ -177,7 +200,7 @@ def make_tuner(cfg: ExperimentConfig, *, resume: bool = False, trainable: Callab
                      "run": tune.grid_search(list(range(1, cfg.train.runs + 1)))},
         tune_config=tune.TuneConfig(max_concurrent_trials=None, reuse_actors=False),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage, verbose=1,
+            name=name, storage_path=storage, verbose=1, progress_reporter=console_reporter(name),
             failure_config=tune.FailureConfig(max_failures=cfg.ray.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
 
