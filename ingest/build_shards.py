@@ -30,7 +30,7 @@ from shards.format import (DEFAULT_FLOW_BOUND, DEFAULT_TEST_CLIPS, FORMAT_VERSIO
                            MANIFEST_SCHEMA)
 from shards.lock import FolderLocked, folder_lock, unique_tmp, write_text_atomic
 from shards.node import node_info
-from shards.tarfiles import is_complete, write_shard
+from shards.tarfiles import is_complete, shard_problem, write_shard
 
 from .clips import clip_frames, video_samples
 from .decode import decode_video
@@ -162,8 +162,8 @@ def _finished_rows(job: ShardJob, out: Path) -> list[dict] | None:
     rows = pq.read_table(part).to_pylist()
     if any(r["status"] != "ok" for r in rows):
         return None  # retry failed videos on a rerun (a fixed or now readable file gets in)
-    if rows and not is_complete(out / job.name):
-        return None
+    if rows and shard_problem(out / job.name):
+        return None  # missing, unindexed, truncated or missing a component: rebuild it
     return rows
 
 

@@ -39,7 +39,7 @@ from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 from .format import (CHANNELS, DEFAULT_FLOW_BOUND, SampleMeta, ShardFormatError, check_meta,
                      decode_sample)
-from .tarfiles import index_path, is_complete, iter_shard, read_index
+from .tarfiles import check_shard_files, index_path, iter_shard
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -111,21 +111,21 @@ class LoaderConfig:
 
 
 def shard_paths(shards: str | Path | list) -> list[Path]:
-    """A split folder's subset (``…/split1/train``, every complete ``*.tar`` in it) or a list of tars."""
+    """A split folder's subset (``…/split1/train``, every ``*.tar`` in it) or a list of tars.
+
+    A tar without its ``.idx`` is not skipped: the loader refuses it (``check_shard``), naming it.
+    """
     if isinstance(shards, (str, Path)):
         folder = Path(shards)
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: no such shard folder")
-        paths = sorted(p for p in folder.glob("*.tar") if is_complete(p))
+        paths = sorted(folder.glob("*.tar"))
         if not paths:
-            raise FileNotFoundError(f"{folder}: no complete shards (*.tar with a .idx beside it)")
+            raise FileNotFoundError(f"{folder}: no complete shards (no *.tar in it)")
         return paths
     paths = [Path(p) for p in shards]
     if not paths:
         raise ValueError("make_loader: empty shard list")
-    for p in paths:
-        if not is_complete(p):
-            raise FileNotFoundError(f"{p}: not a complete shard (the .tar or its .idx is missing)")
     return paths
 
 
@@ -141,8 +141,10 @@ def check_shard(tar_path: Path, cfg: "LoaderConfig") -> int:
     unresized crop (eval, crop_mode="random") would take; returns its sample count.
 
     Ingest writes one version, bound and frame size per shard, so its first sample speaks for it.
+    A missing tar or index, a truncated tar or a sample missing a component is refused first
+    (``tarfiles.check_shard_files``: the message names shard, sample and the fix).
     """
-    entries = read_index(tar_path)
+    entries = [parts for _, parts in check_shard_files(tar_path)]
     if not entries or not {"json", "rgb.jpg"} <= entries[0].keys():
         raise ShardFormatError(f"{tar_path}: index lists no samples with json and rgb.jpg components")
     try:
