@@ -161,3 +161,27 @@ def test_stage_stores_the_clips_and_records_the_flow_settings(tmp_path):
         with pytest.raises(OptionsChanged) as err:
             run_data_stage(other, None)
         assert words in str(err.value)
+
+
+@pytest.mark.slow  # builds the shared synthetic shards (session fixture) if no other test did
+def test_trial_loaders_draw_per_epoch_from_the_stored_train_clips(synthetic_shards):
+    """The sweep's own loaders (training.data) on real built shards: 5 stored clips per train
+    video, 2 read per epoch, val videos still left out; eval loaders read every stored clip."""
+    from training.data import make_loaders, stream_data
+
+    cfg = ExperimentConfig.from_dict({
+        "data": {"clips_per_video": 2, "train_clips_stored": 5}, "model": {"input_size": 32},
+        "train": {"batch_size": 4, "val_fraction": 0.5}, "loader": {"threads": 1, "device": "cpu"}})
+    data = stream_data(cfg, seed=1, split_dir=synthetic_shards)
+    loaders = make_loaders(cfg, "spatial", data, seed=1)
+    epochs = []
+    for k in range(2):
+        loaders["train"].loader.set_epoch(k)
+        pairs = [(v, c) for b in loaders["train"] for v, c in zip(b["video"], b["clip"].tolist())]
+        assert {v for v, _ in pairs} <= data.train_videos and all(0 <= c < 5 for _, c in pairs)
+        counts = {v: sum(1 for w, _ in pairs if w == v) for v, _ in pairs}
+        assert max(counts.values()) <= 2
+        epochs.append(set(pairs))
+    assert epochs[0] != epochs[1]
+    val = [(v, c) for b in loaders["val"] for v, c in zip(b["video"], b["clip"].tolist())]
+    assert len(val) == 5 * len(data.val_videos)
