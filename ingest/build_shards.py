@@ -31,11 +31,11 @@ from shards.format import (DEFAULT_FLOW_BOUND, DEFAULT_TEST_CLIPS, FORMAT_VERSIO
 from shards.lock import FolderLocked, folder_lock, unique_tmp, write_text_atomic
 from shards.node import node_info
 from shards.progress import progress as progress_bar
-from shards.tarfiles import is_complete, write_shard
+from shards.tarfiles import is_complete, shard_problem, write_shard
 
 from .clips import clip_frames, needed_pairs, video_samples
 from .decode import decode_video
-from .flow import BACKENDS, DIS_PRESETS, get_backend
+from .flow import BACKENDS, DIS_PRESETS, FlowUnavailable, get_backend
 from .ucf101 import SUBSETS, VideoEntry, read_split
 
 PARTS_DIRNAME = ".parts"
@@ -110,7 +110,7 @@ def _row(entry: VideoEntry, job: ShardJob, opts: Options, **values) -> dict:
     row = dict(split=opts.split, subset=job.subset, video=entry.video_id, path=entry.path,
                class_name=entry.class_name, label=entry.label, group=entry.group, frames=None,
                fps=None, width=None, height=None, clips=0, clamped=None, shard=None,
-               status="ok", error=None, flow_method=opts.flow, flow_bound=opts.flow_bound,
+               status="ok", error=None, flow_method=opts.flow, flow_options=None, flow_bound=opts.flow_bound,
                seconds=None, format_version=FORMAT_VERSION)
     row.update(values)
     return row
@@ -130,6 +130,8 @@ def build_shard(job: ShardJob, videos: Path, out: Path, opts: Options) -> list[d
     """Decode, flow and encode one shard's videos; write the tar and then the manifest part."""
     cv2.setNumThreads(1)  # parallelism comes from the tasks
     backend = get_backend(opts.flow, **opts.flow_options)
+    flow_row = {"flow_method": backend.name,  # and its effective settings (defaults filled in)
+                "flow_options": json.dumps(getattr(backend, "options", {}), sort_keys=True)}
     samples, rows = [], []
     for entry in job.entries:
         start = time.perf_counter()
@@ -141,13 +143,13 @@ def build_shard(job: ShardJob, videos: Path, out: Path, opts: Options) -> list[d
             new = video_samples(video, entry, frames, backend, opts.flow_bound)
         except Exception as exc:  # a bad video is recorded, never stops the others
             rows.append(_row(entry, job, opts, status="failed", error=str(exc) or repr(exc),
-                             seconds=time.perf_counter() - start))
+                             seconds=time.perf_counter() - start, **flow_row))
             continue
         samples += new
         rows.append(_row(entry, job, opts, frames=len(video), fps=video.fps,
                          width=video.width, height=video.height, clips=len(new),
                          clamped=len(video) < len(frames[0]), shard=job.name,
-                         seconds=time.perf_counter() - start))
+                         seconds=time.perf_counter() - start, **flow_row))
     if samples:
         write_shard(out / job.name, samples)
     where = node_info()
@@ -174,8 +176,8 @@ def _finished_rows(job: ShardJob, out: Path) -> list[dict] | None:
     rows = pq.read_table(part).to_pylist()
     if any(r["status"] != "ok" for r in rows):
         return None  # retry failed videos on a rerun (a fixed or now readable file gets in)
-    if rows and not is_complete(out / job.name):
-        return None
+    if rows and shard_problem(out / job.name):
+        return None  # missing, unindexed, truncated or missing a component: rebuild it
     return rows
 
 
@@ -414,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
                                shard_videos=a.shard_videos, flow_bound=a.flow_bound,
                                flow_options=flow_options(a.flow, a.dis_preset, a.raft_weights),
                                overwrite=a.overwrite)
-    except (OptionsChanged, FolderLocked) as exc:
+    except (OptionsChanged, FolderLocked, FlowUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except IngestFailed as exc:

@@ -62,6 +62,7 @@ def video_samples(video: Video, entry: VideoEntry, clips: list[list[int]], backe
                           class_name=entry.class_name, frames=frames, centre_frame=centre,
                           fps=video.fps, width=video.width, height=video.height,
                           flow_method=backend.name, flow_bound=bound,
+                          flow_options=dict(getattr(backend, "options", {})),
                           clamped=len(video) < STACK + 1)
         samples.append(encode_sample(video.rgb(centre), tile_quantised(fields), meta))
     return samples

@@ -1,6 +1,7 @@
 """Optical flow between consecutive frames, several backends behind one interface.
 
-``get_backend(name, **options)`` returns an object with ``name``, ``luma`` (True: it compares
+``get_backend(name, **options)`` returns an object with ``name``, ``options`` (the settings it
+runs with, defaults filled in: recorded in the shard metadata and manifest), ``luma`` (True: it compares
 grayscale frames, so ``(T, H, W)`` luma is all it needs; RGB ``(T, H, W, 3)`` works too) and
 ``fields(frames, starts)``, which yields the float32 (H, W, 2) flow from ``frames[i]`` to
 ``frames[i + 1]`` for each ``i`` in ``starts`` in turn (x then y, pixels per frame, positive =
@@ -35,6 +36,7 @@ class FlowUnavailable(RuntimeError):
 class _Backend:
     name = ""
     luma = True
+    options: dict = {}  # the effective settings (defaults filled in), JSON-serialisable
 
     def fields(self, frames: np.ndarray, starts: Sequence[int]) -> Iterator[np.ndarray]:
         raise NotImplementedError
@@ -71,6 +73,7 @@ class DisFlow(_GrayBackend):
         if preset not in DIS_PRESETS:
             raise ValueError(f"DIS preset must be one of {sorted(DIS_PRESETS)}, got {preset!r}")
         self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+        self.options = {"preset": preset}
 
     def _calc(self, a, b):
         return self._dis.calc(a, b, None)
@@ -78,10 +81,11 @@ class DisFlow(_GrayBackend):
 
 class FarnebackFlow(_GrayBackend):
     name = "farneback"
+    options = {"pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3, "poly_n": 5,
+               "poly_sigma": 1.2, "flags": 0}
 
     def _calc(self, a, b):
-        return cv2.calcOpticalFlowFarneback(a, b, None, pyr_scale=0.5, levels=3, winsize=15,
-                                            iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
+        return cv2.calcOpticalFlowFarneback(a, b, None, **self.options)
 
 
 class Tvl1Flow(_GrayBackend):
@@ -94,6 +98,7 @@ class Tvl1Flow(_GrayBackend):
                 "opencv-contrib-python (pip uninstall opencv-python && pip install "
                 "opencv-contrib-python) or use --flow dis")
         self._tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
+        self.options = {"implementation": "cv2.optflow.DualTVL1OpticalFlow", "opencv": cv2.__version__}
 
     def _calc(self, a, b):
         return self._tvl1.calc(a, b, None)
@@ -113,6 +118,7 @@ class RaftFlow(_Backend):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model = getattr(optical_flow, name)(weights=None)
         model.load_state_dict(_raft_state_dict(name, weights))
+        self.options = {"weights": str(weights) if weights else "torchvision DEFAULT", "updates": updates}
         self.model = model.eval().to(self.device)
 
     def fields(self, frames: np.ndarray, starts: Sequence[int]) -> Iterator[np.ndarray]:

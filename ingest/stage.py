@@ -24,7 +24,9 @@ def run_data_stage(cfg, ctx=None) -> Summary:
         raise ValueError("config data: set `videos` and `splits`, or `synthetic`")
     summary = build_shards(videos, splits, data.split, cfg.paths.shards, flow=data.flow,
                            flow_bound=data.flow_bound, workers=data.workers,
-                           clips_per_video=data.clips_per_video, test_clips=data.test_clips,
+                           # stored per train video; each epoch may read fewer (shards.sampling)
+                           clips_per_video=data.train_clips_stored or data.clips_per_video,
+                           test_clips=data.test_clips,
                            short_side=data.short_side, classes=data.classes,
                            allow_missing=data.allow_missing, address=cfg.ray.address,
                            flow_options={"preset": data.dis_preset} if data.dis_preset else None)

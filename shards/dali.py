@@ -26,6 +26,10 @@ import io
 import dataclasses
 import json
 import math
+import shutil
+import tempfile
+import uuid
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +43,8 @@ from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 from .format import (CHANNELS, DEFAULT_FLOW_BOUND, SampleMeta, ShardFormatError, check_meta,
                      decode_sample)
-from .tarfiles import index_path, is_complete, iter_shard, read_index
+from .sampling import draw_clips, epoch_index_lines, stored_clips
+from .tarfiles import INDEX_VERSION, check_shard_files, index_path, iter_shard, read_index_samples
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -80,6 +85,9 @@ class LoaderConfig:
     num_shards: int = 1
     device: str = "auto"  # auto | cpu | gpu
     shuffle_buffer: int = 1024  # train: samples in the reader's shuffling buffer
+    # train: each epoch reads this many of each video's stored clips, drawn per (seed, epoch,
+    # video) TSN-style (shards.sampling); None = every stored clip every epoch
+    clips_per_video: int | None = None
 
     def __post_init__(self):
         problems = []
@@ -101,6 +109,8 @@ class LoaderConfig:
             problems.append(f"flow_scale {self.flow_scale} must be positive")
         if self.ten_crop and self.train:
             problems.append("ten_crop is an eval transform (train=False)")
+        if self.clips_per_video is not None and (self.clips_per_video < 1 or not self.train):
+            problems.append(f"clips_per_video {self.clips_per_video} must be None or, in train, positive")
         if problems:
             raise ValueError("LoaderConfig: " + "; ".join(problems))
         object.__setattr__(self, "crop_scales", tuple(float(s) for s in self.crop_scales))
@@ -111,21 +121,21 @@ class LoaderConfig:
 
 
 def shard_paths(shards: str | Path | list) -> list[Path]:
-    """A split folder's subset (``…/split1/train``, every complete ``*.tar`` in it) or a list of tars."""
+    """A split folder's subset (``…/split1/train``, every ``*.tar`` in it) or a list of tars.
+
+    A tar without its ``.idx`` is not skipped: the loader refuses it (``check_shard``), naming it.
+    """
     if isinstance(shards, (str, Path)):
         folder = Path(shards)
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: no such shard folder")
-        paths = sorted(p for p in folder.glob("*.tar") if is_complete(p))
+        paths = sorted(folder.glob("*.tar"))
         if not paths:
-            raise FileNotFoundError(f"{folder}: no complete shards (*.tar with a .idx beside it)")
+            raise FileNotFoundError(f"{folder}: no complete shards (no *.tar in it)")
         return paths
     paths = [Path(p) for p in shards]
     if not paths:
         raise ValueError("make_loader: empty shard list")
-    for p in paths:
-        if not is_complete(p):
-            raise FileNotFoundError(f"{p}: not a complete shard (the .tar or its .idx is missing)")
     return paths
 
 
@@ -141,8 +151,10 @@ def check_shard(tar_path: Path, cfg: "LoaderConfig") -> int:
     unresized crop (eval, crop_mode="random") would take; returns its sample count.
 
     Ingest writes one version, bound and frame size per shard, so its first sample speaks for it.
+    A missing tar or index, a truncated tar or a sample missing a component is refused first
+    (``tarfiles.check_shard_files``: the message names shard, sample and the fix).
     """
-    entries = read_index(tar_path)
+    entries = [parts for _, parts in check_shard_files(tar_path)]
     if not entries or not {"json", "rgb.jpg"} <= entries[0].keys():
         raise ShardFormatError(f"{tar_path}: index lists no samples with json and rgb.jpg components")
     try:
@@ -156,6 +168,12 @@ def check_shard(tar_path: Path, cfg: "LoaderConfig") -> int:
         raise ValueError(f"{tar_path}: frames are {width}x{height}, smaller than input_size "
                          f"{cfg.input_size} (eval and crop_mode='random' crop without resizing)")
     return len(entries)
+
+
+def _index_lines(tar_path: Path) -> list[tuple[str, str]]:
+    """The shard's ``.idx`` lines after the header, each with its sample key."""
+    lines = index_path(tar_path).read_text().splitlines()[1:]
+    return [(key, line) for (key, _), line in zip(read_index_samples(tar_path), lines)]
 
 
 def find_corrupt_sample(paths: list[Path]) -> ShardFormatError | None:
@@ -277,9 +295,9 @@ def _eval_transform(image, cfg: LoaderConfig):
 
 
 @pipeline_def
-def _shard_pipeline(paths: list[str], cfg: LoaderConfig, gpu: bool):
+def _shard_pipeline(paths: list[str], cfg: LoaderConfig, gpu: bool, index_paths: list[str] | None = None):
     encoded, cls, meta = fn.readers.webdataset(
-        paths=paths, index_paths=[str(index_path(p)) for p in paths],
+        paths=paths, index_paths=index_paths or [str(index_path(p)) for p in paths],
         ext=[STREAMS[cfg.stream], "cls", "json"], missing_component_behavior="error",
         shard_id=cfg.shard_id, num_shards=cfg.num_shards, seed=cfg.seed,
         random_shuffle=cfg.train, initial_fill=cfg.shuffle_buffer, pad_last_batch=not cfg.train, name=READER,
@@ -319,9 +337,17 @@ class ShardLoader:
     def __init__(self, paths: list[Path], cfg: LoaderConfig):
         self.cfg, self.paths = cfg, paths
         self.samples = sum(check_shard(p, cfg) for p in paths)
-        # DALI gives worker i the samples [⌊iN/k⌋, ⌊(i+1)N/k⌋) of the N in all shards
-        self.worker_samples = ((cfg.shard_id + 1) * self.samples // cfg.num_shards
-                               - cfg.shard_id * self.samples // cfg.num_shards)
+        self._sampling = None  # train with clips_per_video: per shard, its index as (key, line)
+        epoch_samples = self.samples
+        if cfg.train and cfg.clips_per_video is not None:
+            self._sampling = {p: _index_lines(p) for p in paths}
+            stored = stored_clips(key for lines in self._sampling.values() for key, _ in lines)
+            epoch_samples = sum(min(cfg.clips_per_video, len(c)) for c in stored.values())
+            self._index_dir = Path(tempfile.mkdtemp(prefix="crossroads-epoch-idx-"))
+            weakref.finalize(self, shutil.rmtree, self._index_dir, ignore_errors=True)
+        # DALI gives worker i the samples [⌊iN/k⌋, ⌊(i+1)N/k⌋) of the N it reads per epoch
+        self.worker_samples = ((cfg.shard_id + 1) * epoch_samples // cfg.num_shards
+                               - cfg.shard_id * epoch_samples // cfg.num_shards)
         if cfg.train and self.worker_samples < cfg.batch_size:
             raise ValueError(f"batch_size {cfg.batch_size} is more than the {self.worker_samples} samples "
                              f"worker {cfg.shard_id}/{cfg.num_shards} reads from {len(paths)} shards "
@@ -330,27 +356,51 @@ class ShardLoader:
         device_id = torch.cuda.current_device() if self._gpu else None
         self.device = torch.device("cuda", device_id) if self._gpu else torch.device("cpu")
         self._epoch = None  # train: the epoch set_epoch built a pipeline for, until it is read
-        self._build()
+        self._next_epoch = 0  # train with clips_per_video: what a plain iteration reads next
+        if self._sampling is None:
+            self._build()
+        else:  # every epoch has its own draw: a plain iteration reads epoch 0, 1, ...
+            self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
         """Train: make the next iteration give epoch ``epoch`` of this loader's sequence, whatever
         came before, so a run resumed at epoch k reads exactly what an uninterrupted one read.
 
         Each epoch gets its own pipeline, seeded by (seed, epoch), over the shards in an order
-        drawn from the same pair (the same on every DDP worker). Eval loaders ignore it.
+        drawn from the same pair (the same on every DDP worker), and with ``clips_per_video``
+        over the clips drawn for (seed, epoch) (``shards.sampling``). Eval loaders ignore it.
         """
         if not self.cfg.train or epoch == self._epoch:
             return
         order = np.random.default_rng([self.cfg.seed, epoch]).permutation(len(self.paths))
-        self._build(paths=[self.paths[i] for i in order],
-                    seed=int(np.random.default_rng([self.cfg.seed, epoch, 1]).integers(2**31)))
-        self._epoch = epoch
+        paths = [self.paths[i] for i in order]
+        self._build(paths=paths, seed=int(np.random.default_rng([self.cfg.seed, epoch, 1]).integers(2**31)),
+                    index_paths=self._epoch_index(epoch, paths) if self._sampling else None)
+        self._epoch, self._next_epoch = epoch, epoch + 1
 
-    def _build(self, paths: list[Path] | None = None, seed: int | None = None):
+    def _epoch_index(self, epoch: int, paths: list[Path]) -> list[str]:
+        """Write per shard a DALI index listing only the samples drawn for ``epoch``."""
+        stored = stored_clips(key for lines in self._sampling.values() for key, _ in lines)
+        drawn = draw_clips(stored, self.cfg.clips_per_video, self.cfg.seed, epoch)
+        kept = epoch_index_lines(self._sampling, drawn)
+        folder = self._index_dir / f"epoch{epoch}-{uuid.uuid4().hex[:8]}"
+        folder.mkdir()
+        for old in self._index_dir.iterdir():  # earlier epochs' indexes: DALI parsed them at build
+            if old != folder:
+                shutil.rmtree(old, ignore_errors=True)
+        out = []
+        for n, path in enumerate(paths):
+            idx = folder / f"{n:06d}-{index_path(path).name}"
+            idx.write_text(f"{INDEX_VERSION} {len(kept[path])}\n" + "".join(line + "\n" for line in kept[path]))
+            out.append(str(idx))
+        return out
+
+    def _build(self, paths: list[Path] | None = None, seed: int | None = None,
+               index_paths: list[str] | None = None):
         cfg = self.cfg if seed is None else dataclasses.replace(self.cfg, seed=seed)
-        pipe = _shard_pipeline([str(p) for p in paths or self.paths], cfg, self._gpu, batch_size=cfg.batch_size,
-                               num_threads=cfg.threads, device_id=self.device.index, seed=cfg.seed,
-                               prefetch_queue_depth=2)
+        pipe = _shard_pipeline([str(p) for p in paths or self.paths], cfg, self._gpu, index_paths,
+                               batch_size=cfg.batch_size, num_threads=cfg.threads,
+                               device_id=self.device.index, seed=cfg.seed, prefetch_queue_depth=2)
         # train: full batches only, the same count on every worker (DDP steps in lockstep)
         policy = LastBatchPolicy.DROP if cfg.train else LastBatchPolicy.PARTIAL
         self._iterator = DALIGenericIterator(pipe, ["x", "cls", "json"], reader_name=READER,
@@ -365,6 +415,8 @@ class ShardLoader:
     def __iter__(self):
         if self._unfinished and not self.cfg.train:
             self._build()
+        if self._sampling is not None and self._epoch is None and not self._unfinished:
+            self.set_epoch(self._next_epoch)  # a plain iteration: the next epoch's draw
         self._epoch = None  # consumed: set_epoch builds again, even for the same epoch
         self._unfinished = True
         try:

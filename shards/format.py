@@ -7,8 +7,8 @@ One sample = one clip of one video, stored as four WebDataset components:
   quantised to uint8 with one fixed bound and tiled vertically into one grayscale JPEG,
   so a decoded (20*H, W[, 1]) image reshapes to (20, H, W) without copying,
 - ``cls``      the 0-based class index as ASCII,
-- ``json``     :class:`SampleMeta` (video id, clip index, frames, source fps/size, flow method
-  and bound, format version).
+- ``json``     :class:`SampleMeta` (video id, clip index, frames, source fps/size, flow method,
+  its options (e.g. the DIS preset) and bound, format version).
 
 Nothing in here imports from the rest of the project.
 """
@@ -105,6 +105,7 @@ class SampleMeta:
     height: int
     flow_method: str
     flow_bound: float = DEFAULT_FLOW_BOUND
+    flow_options: dict = field(default_factory=dict)  # the backend's settings, e.g. {"preset": "fast"}
     clamped: bool = False  # the video was too short: indices were clamped and repeated
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
@@ -221,6 +222,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("error", pa.string()),
     ("flow_method", pa.string()),
     ("flow_bound", pa.float32()),
+    ("flow_options", pa.string()),  # JSON of the flow backend's settings, e.g. {"preset": "fast"}
     ("seconds", pa.float32()),
     ("format_version", pa.int32()),
     ("host", pa.string()),  # where the video was ingested (shards.node.node_info)

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from .format import MANIFEST_NAME, STACK, DecodedSample, SampleMeta, ShardFormatError, decode_sample
-from .tarfiles import is_complete, iter_shard, read_index
+from .tarfiles import is_complete, iter_shard, read_index, shard_problem
 
 SUBSETS = ("train", "test")
 SHEET_FIELDS = (0, STACK // 2, STACK - 1)  # which flow fields the contact sheet shows
@@ -83,6 +83,10 @@ def inspect_split(split_dir: Path, sample: int | None = None) -> Report:
     for subset, tar in tars:
         report.shards[subset] += 1
         report.bytes[subset] += tar.stat().st_size
+        problem = shard_problem(tar)  # missing index, truncated tar, sample missing a component
+        if problem:
+            report.errors.append(problem)
+            continue
         try:
             expected = len(read_index(tar))
             count = 0

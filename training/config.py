@@ -40,7 +40,11 @@ class DataConfig:
     flow: Literal["dis", "farneback", "tvl1", "raft_small", "raft_large"] = "dis"  # ingest.flow.BACKENDS
     dis_preset: Literal["ultrafast", "fast", "medium"] | None = None  # flow dis only; null = fast
     flow_bound: float = 20.0
-    clips_per_video: int = 3
+    clips_per_video: int = 3  # clips per train video each epoch reads
+    # clips stored per train video (ingest, evenly spaced); each epoch draws clips_per_video of
+    # them per (seed, epoch, video), TSN-style (shards.sampling); null = clips_per_video (the
+    # same clips every epoch)
+    train_clips_stored: int | None = None
     test_clips: int = 25
     short_side: int | None = None  # null = source size
     workers: int = 2

@@ -126,12 +126,16 @@ def stream_data(cfg: ExperimentConfig, seed: int, split_dir: Path | None = None)
 
 
 def loader_config(cfg: ExperimentConfig, stream: str, *, train: bool, seed: int = 0) -> LoaderConfig:
-    """A ``shards.dali.LoaderConfig`` for one stream from the experiment config."""
+    """A ``shards.dali.LoaderConfig`` for one stream from the experiment config (train: with
+    ``clips_per_video`` when ``data.train_clips_stored`` stores more clips than an epoch reads)."""
     section = dataclasses.asdict(cfg.loader)
     section["crop_scales"] = tuple(section["crop_scales"])
     # a trial's CPUs (ray.cpus_per_trial) size its DALI thread pool unless set explicitly
     section["threads"] = section["threads"] or max(1, int(cfg.ray.cpus_per_trial))
+    d = cfg.data  # train epochs draw clips_per_video of the stored clips, when more are stored
+    resample = train and d.train_clips_stored is not None and d.train_clips_stored > d.clips_per_video
     return LoaderConfig(stream=stream, train=train, input_size=cfg.model.input_size,
+                        clips_per_video=d.clips_per_video if resample else None,
                         batch_size=cfg.train.batch_size if train else (cfg.eval.batch_size or cfg.train.batch_size),
                         ten_crop=cfg.eval.ten_crop and not train, flow_bound=cfg.data.flow_bound,
                         flow_scale=cfg.model.flow_scale, seed=seed, **section)
