@@ -314,14 +314,14 @@ def irof_by_correctness_boxes(irof: pl.DataFrame, out: Path) -> Plotted:
             .group_by("model", "step", "clips_of").agg(pl.col("prune_ratio").mean(), pl.col("irof").alias("values"))
             .sort(STUDY_ORDER_KEY, "model", "step", "clips_of"))
     models = data["model"].unique(maintain_order=True).to_list()
-    fig, axes = _panels(max(len(models), 1), sharey=False)
+    fig, axes = _panels(max(len(models), 1), width=4.5, sharey=False)
     limits, outside = {}, {}
     for ax, model in zip(axes[0], models):
         part = data.filter(pl.col("model") == model)
         values = np.concatenate([np.asarray(v, dtype=float) for v in part["values"].to_list()])
         lo, hi = limits[model] = robust_limits(values)
-        ratios = sorted(set((part["prune_ratio"] * 100).to_list()))
-        width = 0.3 * (min(np.diff(ratios)) if len(ratios) > 1 else 1.0)
+        ratios = np.unique(np.round((part["prune_ratio"] * 100).to_numpy(), 6))  # one per step
+        width = 0.3 * (np.diff(ratios).min() if len(ratios) > 1 else 1.0)
         for subset, shift in (("correct", -0.55), ("incorrect", 0.55)):
             boxes = part.filter(pl.col("clips_of") == subset)
             if boxes.is_empty():
@@ -339,11 +339,9 @@ def irof_by_correctness_boxes(irof: pl.DataFrame, out: Path) -> Plotted:
             ax.plot([], [], "s", color=CLIP_COLOURS[subset], alpha=0.5, label=f"{subset}ly classified")
         outside[model] = int(((values < lo) | (values > hi)).sum())
         ax.set_ylim(lo, hi)
-        ax.set(title=model, xlabel="channels pruned (%)", ylabel="IROF per clip")
-        if outside[model]:
-            ax.annotate(f"{outside[model]} clip(s) beyond the axis (▲▼ at the edge), "
-                        f"range {values.min():.3g} to {values.max():.3g}", (0.01, 0.01),
-                        xycoords="axes fraction", fontsize="x-small")
+        note = (f"\n{outside[model]} clip(s) beyond the axis (▲▼ at its edge)"
+                f"\nall clips: {values.min():.3g} to {values.max():.3g}") if outside[model] else ""
+        ax.set(title=model, xlabel="channels pruned (%)" + note, ylabel="IROF per clip")
         ax.legend(fontsize="x-small")
     return Plotted(_save(fig, out), {"boxes": data, "limits": limits, "outside": outside})
 
