@@ -125,11 +125,11 @@ def is_done(cfg: ExperimentConfig, stream: str, run: int, step: int, *,
             digests[path] = file_sha256(path) if path.is_file() else None
         return digests[path]
 
-    want = (explain_hash(cfg), digest(cfg.paths.checkpoint(stream, run, step)))
-    if want[1] is None:
-        return False
     rows = table_path(cfg.paths.results, TABLE, partition(stream, run, step))
-    if _recorded(rows, ("explain_hash", "checkpoint_sha256")) != {want}:
+    if not rows.is_file():  # never explained: nothing to hash
+        return False
+    want = (explain_hash(cfg), digest(cfg.paths.checkpoint(stream, run, step)))
+    if want[1] is None or _recorded(rows, ("explain_hash", "checkpoint_sha256")) != {want}:
         return False
     if step > 0:
         change = table_path(cfg.paths.results, CHANGE_TABLE, partition(stream, run, step))
