@@ -1,12 +1,21 @@
-"""The sweep's explain stage: vanilla-gradient saliency and IROF for every (stream, run, step).
+"""The sweep's explain stage: vanilla-gradient saliency, IROF and the change of the saliency
+maps under pruning, for every (stream, run, step).
 
 One Ray task per (stream, run, step) checkpoint: it reads the chosen test clips through the
-DALI eval pipeline, explains each clip's true class (``analysis.saliency``), scores the
-explanation with IROF (``analysis.irof``), keeps the maps of the figure videos as
-``saliency/<stream>/run<r>/step<k>/<video>__<clip:03d>.npz`` and finally writes its ``irof``
-rows as ``results/irof/<stream>/run<r>/step<k>.parquet``. That file, written last, marks the
-task done: a task whose file is newer than its checkpoint is skipped, so an interrupted
-stage resumes where it stopped and a retrained or re-pruned model is explained again.
+DALI eval pipeline, explains each clip's target class (``explain.target``: the model's own
+prediction, default, or the true label; ``analysis.saliency``), scores the explanation with
+IROF (``analysis.irof``) and, for a pruned step k > 0, compares each map with the unpruned
+(step 0) model's map of the same clip (``analysis.saliency_change``). It keeps the maps of
+the figure videos as ``saliency/<stream>/run<r>/step<k>/<video>__<clip:03d>.npz``, writes
+``results/saliency_change/<stream>/run<r>/step<k>.parquet`` (k > 0) and finally its ``irof``
+rows as ``results/irof/<stream>/run<r>/step<k>.parquet``.
+
+Stale or done: every row and map records ``explain_hash`` (the config that decides an
+explanation beyond the model: ``data``, ``model``, ``loader`` and ``explain`` but its
+``steps``/``enabled``) and the SHA-256 of the checkpoint it came from (and, for
+``saliency_change``, of the step-0 checkpoint). A task is done when all of its files exist
+and record today's hash and checkpoints; anything else (a retrained or re-pruned model, other
+explain settings, a file of an older version) is explained again. File times play no part.
 
 Clips: ``explain.max_videos`` test videos (null = all) spread evenly over the classes, plus
 every ``explain.figure_videos``; of each, ``explain.clips_per_video`` clips at the centres of
@@ -15,18 +24,22 @@ equal parts of the video's test clips (one clip = the middle one).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import ray
 import torch
 
 from analysis.irof import irof
 from analysis.results import atomic_file, table_path, write_rows
 from analysis.saliency import flow_pair_maps, input_gradient, reduce_channels
+from analysis.saliency_change import TOP_FRACTION, spearman, top_iou
 from shards.dali import IMAGENET_MEAN, IMAGENET_STD, make_loader
 from shards.format import sample_key
 from shards.progress import progress
@@ -37,6 +50,9 @@ from training.evaluate import resolve_device
 from training.tune import trial_resources
 
 TABLE = "irof"
+CHANGE_TABLE = "saliency_change"
+# explain settings that choose what runs, not what an explanation is
+NOT_IN_EXPLAIN_HASH = ("steps", "enabled")
 
 
 class ExplainError(ValueError):
@@ -61,10 +77,66 @@ def method_name(reduce: str) -> str:
     return f"vanilla_gradient_{reduce}"
 
 
-def is_done(cfg: ExperimentConfig, stream: str, run: int, step: int) -> bool:
+def explain_hash(cfg: ExperimentConfig) -> str:
+    """16-hex fingerprint of the config that decides an explanation beyond its checkpoint."""
+    explain = {k: v for k, v in dataclasses.asdict(cfg.explain).items() if k not in NOT_IN_EXPLAIN_HASH}
+    decides = {"experiment": cfg.experiment.name, "data": dataclasses.asdict(cfg.data),
+               "model": dataclasses.asdict(cfg.model), "loader": dataclasses.asdict(cfg.loader),
+               "explain": explain}
+    return hashlib.sha256(json.dumps(decides, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _recorded(path: Path, columns: tuple[str, ...]) -> set[tuple] | None:
+    """The distinct values of ``columns`` in one results file; None if it lacks one of them."""
+    if not path.is_file():
+        return None
+    if not set(columns) <= set(pq.read_schema(path).names):
+        return None  # written before these columns existed
+    table = pq.read_table(path, columns=list(columns))
+    return set(zip(*(table.column(c).to_pylist() for c in columns)))
+
+
+def _map_recorded(path: Path) -> tuple | None:
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as npz:
+        if "explain_hash" not in npz or "checkpoint_sha256" not in npz:
+            return None
+        return str(npz["explain_hash"]), str(npz["checkpoint_sha256"])
+
+
+def figure_map_path(cfg: ExperimentConfig, stream: str, run: int, step: int, video: str, clip: int) -> Path:
+    return cfg.paths.saliency / partition(stream, run, step) / f"{sample_key(video, clip)}.npz"
+
+
+def is_done(cfg: ExperimentConfig, stream: str, run: int, step: int, *,
+            figure_clips: list[tuple[str, int]] = (), digests: dict | None = None) -> bool:
+    """True when the task's rows (and maps of ``figure_clips``) all exist and record today's
+    ``explain_hash`` and checkpoint digests. ``digests`` caches checkpoint path → SHA-256."""
+    digests = {} if digests is None else digests
+
+    def digest(path: Path) -> str | None:
+        if path not in digests:
+            digests[path] = file_sha256(path) if path.is_file() else None
+        return digests[path]
+
     rows = table_path(cfg.paths.results, TABLE, partition(stream, run, step))
-    checkpoint = cfg.paths.checkpoint(stream, run, step)
-    return rows.is_file() and checkpoint.is_file() and rows.stat().st_mtime >= checkpoint.stat().st_mtime
+    if not rows.is_file():  # never explained: nothing to hash
+        return False
+    want = (explain_hash(cfg), digest(cfg.paths.checkpoint(stream, run, step)))
+    if want[1] is None or _recorded(rows, ("explain_hash", "checkpoint_sha256")) != {want}:
+        return False
+    if step > 0:
+        change = table_path(cfg.paths.results, CHANGE_TABLE, partition(stream, run, step))
+        base = digest(cfg.paths.checkpoint(stream, run, 0))
+        if _recorded(change, ("explain_hash", "checkpoint_sha256", "base_checkpoint_sha256")) != {(*want, base)}:
+            return False
+    return all(_map_recorded(figure_map_path(cfg, stream, run, step, v, c)) == want for v, c in figure_clips)
 
 
 def centre_clips(clips: int, k: int) -> list[int]:
@@ -116,18 +188,38 @@ def save_maps(path: Path, **arrays) -> None:
         np.savez(f, **arrays)
 
 
+@dataclasses.dataclass
+class Explained:
+    """One checkpoint's results: ``irof`` rows and, for a pruned step, ``saliency_change`` rows."""
+    irof: list[dict]
+    change: list[dict]
+
+
+def load_explained_model(cfg: ExperimentConfig, stream: str, run: int, step: int, classes, device):
+    """(model in eval mode, prune ratio, checkpoint SHA-256) of one checkpoint."""
+    path = cfg.paths.checkpoint(stream, run, step)
+    checkpoint = load_checkpoint(path, classes=classes, map_location=device)
+    prune_ratio = checkpoint.extra.get("prune_ratio", 0.0 if step == 0 else None)
+    if prune_ratio is None:
+        raise ExplainError(f"{path}: a pruned checkpoint without 'prune_ratio' in its extra data")
+    return checkpoint.model.eval(), float(prune_ratio), file_sha256(path)
+
+
+def target_of(rule: str, labels: torch.Tensor):
+    """What ``analysis.saliency.input_gradient`` explains under ``explain.target``."""
+    return labels if rule == "label" else "predicted"
+
+
 def explain_model(cfg: ExperimentConfig, stream: str, run: int, step: int, *,
-                  device: str | torch.device = "auto") -> list[dict]:
+                  device: str | torch.device = "auto") -> Explained:
     """Explain the chosen test clips with one checkpoint; save figure maps; return the rows."""
     device = resolve_device(device)
     paths, ex = cfg.paths, cfg.explain
     manifest = read_manifest(paths.shards)
-    checkpoint_path = paths.checkpoint(stream, run, step)
-    checkpoint = load_checkpoint(checkpoint_path, classes=class_names(manifest), map_location=device)
-    prune_ratio = checkpoint.extra.get("prune_ratio", 0.0 if step == 0 else None)
-    if prune_ratio is None:
-        raise ExplainError(f"{checkpoint_path}: a pruned checkpoint without 'prune_ratio' in its extra data")
-    model = checkpoint.model.eval()
+    classes = class_names(manifest)
+    model, prune_ratio, sha = load_explained_model(cfg, stream, run, step, classes, device)
+    base = load_explained_model(cfg, stream, run, 0, classes, device) if step > 0 else None
+    provenance = dict(explain_hash=explain_hash(cfg), checkpoint_sha256=sha)
 
     wanted = select_clips(cfg, manifest)
     shards = [paths.shards / s for s in sorted(manifest.filter(pl.col("video").is_in(list(wanted)))["shard"].unique())]
@@ -135,7 +227,8 @@ def explain_model(cfg: ExperimentConfig, stream: str, run: int, step: int, *,
     frames = figure_frames(cfg, shards, figure_keys)
     lcfg = dataclasses.replace(loader_config(cfg, stream, train=False), ten_crop=False, dtype="float32",
                                batch_size=ex.batch_size)
-    rows = []
+    keys = dict(experiment=cfg.experiment.name, stream=stream, run=run, step=step, prune_ratio=prune_ratio)
+    rows, changes = [], []
     for batch in progress(make_loader(shards, lcfg), desc=f"explain {partition(stream, run, step)}",
                           leave=False):
         keep = wanted_rows(batch, wanted)
@@ -144,38 +237,61 @@ def explain_model(cfg: ExperimentConfig, stream: str, run: int, step: int, *,
         x = batch["x"][keep].to(device)
         labels = batch["label"][keep].to(device)
         start = time.perf_counter()
-        grad, logits, target = input_gradient(model, x, labels)
+        grad, logits, target = input_gradient(model, x, target_of(ex.target, labels))
         maps = reduce_channels(grad, ex.reduce)
         scores = irof(model, x, maps, target, baseline=ex.baseline, batch_size=ex.forward_batch)
         seconds = (time.perf_counter() - start) / len(keep)
         label_list, target_list, predicted = labels.tolist(), target.tolist(), logits.argmax(1).tolist()
+        if base is not None:  # the unpruned model's maps of the same clips, same rule and reduction
+            base_grad, _, base_target = input_gradient(base[0], x, target_of(ex.target, labels))
+            base_maps = reduce_channels(base_grad, ex.reduce)
+            rho, iou = spearman(base_maps, maps), top_iou(base_maps, maps)
         for i, row in enumerate(keep):
             video, clip = batch["video"][row], int(batch["clip"][row])
-            rows.append(dict(experiment=cfg.experiment.name, stream=stream, run=run, step=step,
-                             prune_ratio=float(prune_ratio), video=video, clip=clip,
-                             label=label_list[i], target=target_list[i], predicted=predicted[i],
-                             method=method_name(ex.reduce), irof=float(scores.score[i]),
-                             n_segments=int(scores.n_segments[i]), seconds=seconds))
+            clip_keys = dict(keys, video=video, clip=clip, method=method_name(ex.reduce), target_rule=ex.target)
+            rows.append(dict(clip_keys, label=label_list[i], target=target_list[i], predicted=predicted[i],
+                             correct=predicted[i] == label_list[i], irof=float(scores.score[i]),
+                             n_segments=int(scores.n_segments[i]), seconds=seconds, **provenance))
+            if base is not None:
+                changes.append(dict(clip_keys, target=target_list[i], base_target=int(base_target[i]),
+                                    spearman=None if np.isnan(rho[i]) else float(rho[i]),
+                                    iou_top=float(iou[i]), top_fraction=TOP_FRACTION,
+                                    base_checkpoint_sha256=base[2], **provenance))
             if (video, clip) in figure_keys:
                 extra = {"pairs": flow_pair_maps(grad[i:i + 1], ex.reduce)[0].cpu().numpy()} \
                     if stream == "temporal" else {}
-                save_maps(paths.saliency / partition(stream, run, step) / f"{sample_key(video, clip)}.npz",
+                save_maps(figure_map_path(cfg, stream, run, step, video, clip),
                           rgb=frames[(video, clip)], saliency=maps[i].cpu().numpy().astype(np.float32),
                           prune_ratio=np.float64(prune_ratio), label=np.int64(label_list[i]),
-                          target=np.int64(target_list[i]), predicted=np.int64(predicted[i]), **extra)
+                          target=np.int64(target_list[i]), predicted=np.int64(predicted[i]),
+                          target_rule=np.str_(ex.target), **{k: np.str_(v) for k, v in provenance.items()},
+                          **extra)
     missing = sum(len(c) for c in wanted.values()) - len(rows)
     if missing:
         raise ExplainError(f"{paths.shards}: {missing} chosen test clips were not in the shards")
-    return rows
+    return Explained(rows, changes)
+
+
+def figure_clips(cfg: ExperimentConfig, wanted: dict[str, list[int]]) -> list[tuple[str, int]]:
+    return [(v, c) for v in cfg.explain.figure_videos for c in wanted.get(v, ())]
 
 
 def explain_task(experiment: dict, stream: str, run: int, step: int) -> int:
-    """One Ray task: explain one checkpoint and write its rows (last, marking it done)."""
+    """One Ray task: explain one checkpoint and write its rows (the irof rows last: done)."""
     cfg = ExperimentConfig.from_dict(experiment)
     torch.set_num_threads(max(1, int(cfg.ray.cpus_per_trial)))
-    rows = explain_model(cfg, stream, run, step)
-    write_rows(cfg.paths.results, TABLE, rows, partition=partition(stream, run, step))
-    return len(rows)
+    explained = explain_model(cfg, stream, run, step)
+    if explained.change:
+        write_rows(cfg.paths.results, CHANGE_TABLE, explained.change, partition=partition(stream, run, step))
+    write_rows(cfg.paths.results, TABLE, explained.irof, partition=partition(stream, run, step))
+    return len(explained.irof)
+
+
+def tasks_to_do(cfg: ExperimentConfig) -> list[tuple[str, int, int]]:
+    """The configured (stream, run, step) tasks that are not done (see ``is_done``)."""
+    clips = figure_clips(cfg, select_clips(cfg, read_manifest(cfg.paths.shards))) if cfg.explain.figure_videos else []
+    digests: dict = {}
+    return [t for t in explain_tasks(cfg) if not is_done(cfg, *t, figure_clips=clips, digests=digests)]
 
 
 def run_explain_stage(cfg: ExperimentConfig, ctx) -> None:
@@ -184,12 +300,15 @@ def run_explain_stage(cfg: ExperimentConfig, ctx) -> None:
         print("explain: disabled in the config (explain.enabled: false)")
         return
     tasks = explain_tasks(cfg)
-    missing = [str(cfg.paths.checkpoint(*t)) for t in tasks if not cfg.paths.checkpoint(*t).is_file()]
+    needed = dict.fromkeys(cfg.paths.checkpoint(*t) for t in tasks)  # with step 0 of pruned steps
+    needed |= dict.fromkeys(cfg.paths.checkpoint(s, r, 0) for s, r, k in tasks if k > 0)
+    missing = [str(p) for p in needed if not p.is_file()]
     if missing:
         raise ExplainError(f"explain: {len(missing)} checkpoint(s) missing (train and prune first, or "
                            f"choose explain.steps): {missing[:4]}")
-    todo = [t for t in tasks if not is_done(cfg, *t)]
-    print(f"explain: {len(tasks) - len(todo)} of {len(tasks)} (stream, run, step) already done")
+    todo = tasks_to_do(cfg)
+    print(f"explain: {len(tasks) - len(todo)} of {len(tasks)} (stream, run, step) already done "
+          "(same explain settings and checkpoints)")
     resources = trial_resources(cfg)
     remote = ray.remote(explain_task).options(num_cpus=resources["cpu"], num_gpus=resources["gpu"],
                                               max_retries=cfg.ray.max_failures)

@@ -22,6 +22,8 @@ MAX_WIDTH_PX = 2400  # no PNG wider than this: the resolution drops for wide fig
 SINGLE_STREAMS = ("spatial", "temporal")
 EFFECT_GUIDES = (0.2, 0.5, 0.8)  # Cohen's small / medium / large
 ALPHA = 0.05
+MIN_RUNS_FOR_INTERVAL = 3  # fewer runs: the interval is flagged, not drawn
+OUTLIER_IQR = 3.0  # robust axis limits: quartiles ± this many interquartile ranges
 OVERLAY_COLUMNS = ("RGB frame", "spatial saliency", "temporal saliency")
 
 
@@ -150,11 +152,18 @@ def trend_with_intervals(summary: pl.DataFrame, ylabel: str, out: Path) -> Plott
             .sort(STUDY_ORDER_KEY, "model", "step"))
     fig, axes = _panels(1, width=5.5)
     ax = axes[0, 0]
+    # an interval from fewer than MIN_RUNS_FOR_INTERVAL runs is no finding: flagged, not drawn
+    data = data.with_columns((pl.col("n") >= MIN_RUNS_FOR_INTERVAL).alias("interval_drawn"))
     for (model,), part in data.partition_by("model", as_dict=True, maintain_order=True).items():
         x = part["prune_ratio"] * 100
         ax.plot(x, part["mean"], marker="o", ms=3, label=model)
-        ax.fill_between(x, part["ci_low"].fill_null(np.nan), part["ci_high"].fill_null(np.nan), alpha=0.25)
+        drawn = part["interval_drawn"].to_numpy()
+        ax.fill_between(x, part["ci_low"].fill_null(np.nan).to_numpy() * np.where(drawn, 1, np.nan),
+                        part["ci_high"].fill_null(np.nan).to_numpy() * np.where(drawn, 1, np.nan), alpha=0.25)
     ax.set(xlabel="channels pruned (%)", ylabel=ylabel, title="mean and 95 % t-interval over runs")
+    if not data["interval_drawn"].all():
+        ax.annotate(f"no interval where n < {MIN_RUNS_FOR_INTERVAL} runs", (0.01, 0.01),
+                    xycoords="axes fraction", fontsize="x-small", color="grey")
     ax.legend(fontsize="small")
     return Plotted(_save(fig, out), data)
 
@@ -274,3 +283,89 @@ def overlay(saliency_dir: Path, video: str, out: Path, *, cmap="inferno", alpha=
         fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="saliency (normalised per map)")
     fig.suptitle(f"{video} (run {first['run']}, clip {first['clip']})")
     return Plotted(_save(fig, out), rows)
+
+
+def robust_limits(values: np.ndarray) -> tuple[float, float]:
+    """Axis limits that one outlier cannot stretch: the data's range cut to the quartiles ±
+    ``OUTLIER_IQR`` interquartile ranges, padded by 5 %."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 1.0
+    q1, q3 = np.percentile(values, [25, 75])
+    spread = q3 - q1
+    lo = max(values.min(), q1 - OUTLIER_IQR * spread)
+    hi = min(values.max(), q3 + OUTLIER_IQR * spread)
+    pad = 0.05 * (hi - lo) if hi > lo else max(abs(hi), 1.0) * 0.05
+    return float(lo - pad), float(hi + pad)
+
+
+CLIP_COLOURS = {"correct": "C0", "incorrect": "C3"}
+
+
+def irof_by_correctness_boxes(irof: pl.DataFrame, out: Path) -> Plotted:
+    """Per-clip IROF: a box per pruning ratio for correctly and for incorrectly classified clips,
+    a panel per model, on robust axis limits; clips beyond them are drawn as triangles on the
+    edge and counted in the panel. Data: ``boxes`` (model, step, prune_ratio, clips_of, values),
+    ``limits`` and ``outside`` (clips beyond the limits) per model."""
+    correct = pl.col("correct").fill_null(pl.col("predicted") == pl.col("label"))
+    data = (with_model(irof).with_columns(pl.when(correct).then(pl.lit("correct")).otherwise(pl.lit("incorrect"))
+                                          .alias("clips_of"))
+            .group_by("model", "step", "clips_of").agg(pl.col("prune_ratio").mean(), pl.col("irof").alias("values"))
+            .sort(STUDY_ORDER_KEY, "model", "step", "clips_of"))
+    models = data["model"].unique(maintain_order=True).to_list()
+    fig, axes = _panels(max(len(models), 1), width=4.5, sharey=False)
+    limits, outside = {}, {}
+    for ax, model in zip(axes[0], models):
+        part = data.filter(pl.col("model") == model)
+        values = np.concatenate([np.asarray(v, dtype=float) for v in part["values"].to_list()])
+        lo, hi = limits[model] = robust_limits(values)
+        ratios = np.unique(np.round((part["prune_ratio"] * 100).to_numpy(), 6))  # one per step
+        width = 0.3 * (np.diff(ratios).min() if len(ratios) > 1 else 1.0)
+        for subset, shift in (("correct", -0.55), ("incorrect", 0.55)):
+            boxes = part.filter(pl.col("clips_of") == subset)
+            if boxes.is_empty():
+                continue
+            positions = (boxes["prune_ratio"] * 100 + shift * width).to_list()
+            ax.boxplot(boxes["values"].to_list(), positions=positions, widths=width, manage_ticks=False,
+                       showfliers=False, patch_artist=True,
+                       boxprops={"facecolor": CLIP_COLOURS[subset], "alpha": 0.5})
+            for x, v in zip(positions, boxes["values"].to_list()):  # every clip, clipped to the axis
+                v = np.asarray(v, dtype=float)
+                inside = (v >= lo) & (v <= hi)
+                ax.plot([x] * int(inside.sum()), v[inside], ".", ms=2, color=CLIP_COLOURS[subset])
+                ax.plot([x] * int((v < lo).sum()), [lo] * int((v < lo).sum()), "v", ms=4, color="k")
+                ax.plot([x] * int((v > hi).sum()), [hi] * int((v > hi).sum()), "^", ms=4, color="k")
+            ax.plot([], [], "s", color=CLIP_COLOURS[subset], alpha=0.5, label=f"{subset}ly classified")
+        outside[model] = int(((values < lo) | (values > hi)).sum())
+        ax.set_ylim(lo, hi)
+        note = (f"\n{outside[model]} clip(s) beyond the axis (▲▼ at its edge)"
+                f"\nall clips: {values.min():.3g} to {values.max():.3g}") if outside[model] else ""
+        ax.set(title=model, xlabel="channels pruned (%)" + note, ylabel="IROF per clip")
+        ax.legend(fontsize="x-small")
+    return Plotted(_save(fig, out), {"boxes": data, "limits": limits, "outside": outside})
+
+
+def saliency_change_trend(change: pl.DataFrame, out: Path) -> Plotted:
+    """Spearman ρ and top-10 % IoU of pruned against unpruned maps, against the pruned fraction:
+    per stream the mean over runs of each run's median over clips, ± sd over runs (no bar below
+    ``MIN_RUNS_FOR_INTERVAL`` runs); step 0 drawn at 1 (a map against itself)."""
+    per_run = (with_model(change).group_by("model", "step", "run")
+               .agg(pl.col("prune_ratio").mean(), pl.col("spearman").median(), pl.col("iou_top").median(),
+                    pl.len().alias("clips")))
+    data = (per_run.group_by("model", "step")
+            .agg(pl.col("prune_ratio").mean(), pl.len().alias("runs"), pl.col("clips").sum(),
+                 *[pl.col(c).mean().alias(f"{c}_mean") for c in ("spearman", "iou_top")],
+                 *[pl.col(c).std().alias(f"{c}_sd") for c in ("spearman", "iou_top")])
+            .sort(STUDY_ORDER_KEY, "model", "step"))
+    fig, axes = _panels(2, width=4.5, sharey=False)
+    for column, ax, title in (("spearman", axes[0, 0], "Spearman ρ"), ("iou_top", axes[0, 1], "top-10 % IoU")):
+        for (model,), part in data.partition_by("model", as_dict=True, maintain_order=True).items():
+            sd = np.where(part["runs"].to_numpy() >= MIN_RUNS_FOR_INTERVAL,
+                          part[f"{column}_sd"].fill_null(np.nan).to_numpy(), np.nan)
+            ax.errorbar([0.0, *(part["prune_ratio"] * 100)], [1.0, *part[f"{column}_mean"].fill_null(np.nan)],
+                        yerr=[0.0, *sd], marker="o", ms=3, capsize=3, label=model)
+        ax.set(xlabel="channels pruned (%)", ylabel=f"{title} vs unpruned", title=title)
+        ax.set_ylim(top=1.05)
+        ax.legend(fontsize="small")
+    return Plotted(_save(fig, out), data)

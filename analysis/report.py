@@ -68,9 +68,33 @@ def _format(value) -> str:
     return str(value)
 
 
-PAIRED_LIMITS = ("Paired analysis: the same runs are measured at every step, so the steps are compared "
-                 "within runs. With 5 runs the exact two-sided Wilcoxon p cannot fall below 0.0625; "
-                 "the repeated-measures ANOVA uses only runs present at every step.")
+PAIRED_TEXT = ("Paired analysis: the same runs are measured at every step, so the steps are compared "
+               "within runs: a repeated-measures ANOVA over the steps (only runs present at every step), "
+               "then each step against step 0.")
+ORIGINAL_TEXT = ("The original study's analysis follows: steps as independent groups (between-groups "
+                 "ANOVA, Bonferroni post-hoc), paired Cohen's d_z and Wilcoxon, seed-comparable with it.")
+ORIGINAL = "Original study's analysis: "
+QUANTUS_BASELINES = {
+    "per_image_mean": "per_image_mean: a removed superpixel takes the mean of its own clip's original "
+                      "input, so a clip's score depends on that clip alone",
+    "quantus": "quantus: Quantus 0.6's own default (perturb_baseline=\"mean\"): the mean of the whole "
+               "current batch, so a clip's score depends on the clips that share its batch",
+}
+
+
+def wilcoxon_floor(n: int) -> float:
+    """The smallest exact two-sided Wilcoxon signed-rank p with n pairs: all signs alike, 2 / 2^n."""
+    return 2.0 / 2 ** n
+
+
+def wilcoxon_note(n: int | None) -> str:
+    if not n:
+        return ""
+    floor = wilcoxon_floor(n)
+    reach = "so it can never fall below 0.05" if floor >= 0.05 else "below 0.05 only with all pairs alike"
+    return (f"; Wilcoxon columns: with n = {n} pairs the smallest exact two-sided p is "
+            f"{floor:.4g}, {reach}")
+
 
 class ReportBuilder:
     """Collects blocks section by section; each section checks its own inputs."""
@@ -116,28 +140,41 @@ class ReportBuilder:
 
     def paired_tables(self, prefix: str, what: str) -> None:
         """The paired analysis (runs as the repeated measure), shown before the original study's."""
-        self.text(PAIRED_LIMITS)
+        self.text(PAIRED_TEXT)
+        posthoc = self.stats[f"{prefix}_posthoc_paired"]
+        smallest_n = int(posthoc["n"].min()) if posthoc.height and posthoc["n"].min() else None
         for kind, caption in (("anova_rm", f"{what}: repeated-measures ANOVA over steps, runs as subjects, "
                                            "Greenhouse-Geisser corrected p_gg"),
                               ("posthoc_paired", f"{what}: each step against step 0, runs paired, "
-                                                 "paired t and exact Wilcoxon, Holm-adjusted")):
+                                                 "paired t and exact Wilcoxon, Holm-adjusted"
+                                                 + wilcoxon_note(smallest_n))):
             frame = self.stats[f"{prefix}_{kind}"].drop("experiment")
             self.table(f"{caption} (tables/{prefix}_{kind}.csv)", frame)
-        few = self.stats[f"{prefix}_summary"].filter(pl.col("n") < 3)
+        few = self.stats[f"{prefix}_summary"].filter(pl.col("n") < figures.MIN_RUNS_FOR_INTERVAL)
         if few.height:
-            self.text(f"{few.height} step(s) of {what} have fewer than 3 runs: their intervals and "
-                      "tests rest on too few runs to be trusted.")
-        self.text("The tables below reproduce the original study's analysis (steps as independent "
-                  "groups, seed-comparable with it).")
+            self.text(f"{few.height} step(s) of {what} have fewer than {figures.MIN_RUNS_FOR_INTERVAL} runs: "
+                      "their intervals and tests rest on too few runs to be findings (flagged in the "
+                      "tables, no interval drawn).")
 
-    def stat_tables(self, prefix: str, what: str) -> None:
+    def stat_tables(self, prefix: str, what: str,
+                    original_figures: Callable[[], None] | None = None) -> None:
+        """Paired analysis first; then, labelled, the original study's figures and tables."""
         self.paired_tables(prefix, what)
+        self.text(ORIGINAL_TEXT)
+        if original_figures:
+            original_figures()
         for kind, caption in (("summary", f"{what}: per step, n runs, mean, sd, 95 % t-interval"),
-                              ("effects", f"{what}: each step against step 0, runs paired"),
-                              ("anova", f"{what}: one-way ANOVA across steps"),
+                              ("effects", f"{what}: each step against step 0, runs paired, "
+                                          "Cohen's d_z, Wilcoxon (scipy 'auto'), paired t"),
+                              ("anova", f"{what}: one-way between-groups ANOVA across steps"),
                               ("posthoc", f"{what}: every pair of steps, Bonferroni-corrected")):
             frame = self.stats[f"{prefix}_{kind}"].drop("experiment")
             source = f"tables/{prefix}_{kind}.csv"
+            caption = ORIGINAL + caption
+            if kind == "summary" and (frame["n"] < figures.MIN_RUNS_FOR_INTERVAL).any():
+                frame = frame.with_columns(pl.when(pl.col("n") < figures.MIN_RUNS_FOR_INTERVAL)
+                                           .then(pl.lit(f"n < {figures.MIN_RUNS_FOR_INTERVAL}: not a finding"))
+                                           .otherwise(pl.lit("")).alias("interval"))
             if kind == "posthoc" and frame.height > POSTHOC_ROWS_SHOWN:
                 significant = frame.filter(pl.col("p_bonf") < figures.ALPHA)
                 self.table(f"{caption}; {significant.height} of {frame.height} pairs with Bonferroni "
@@ -194,14 +231,18 @@ class ReportBuilder:
         self.figure("accuracy_boxplots", f"{label}: distribution over runs at each ratio",
                     lambda p: figures.boxplots(self.accuracy, self.metric, f"{label} (%)", p))
         effects = self.stats[f"{self.metric}_effects"]
-        if effects.is_empty():
-            self.text("No pruned step to compare with step 0 yet: no effect sizes or tests.")
-        else:
-            self.figure("accuracy_cohens_d", "paired Cohen's d_z of each step against step 0",
+
+        def original_figures() -> None:
+            if effects.is_empty():
+                self.text("No pruned step to compare with step 0 yet: no effect sizes or tests.")
+                return
+            self.figure("accuracy_cohens_d", ORIGINAL + "paired Cohen's d_z of each step against step 0",
                         lambda p: figures.cohens_d_bars(effects, p))
-            self.figure("accuracy_wilcoxon_p", "Wilcoxon signed-rank p of each step against step 0",
-                        lambda p: figures.wilcoxon_p_bars(effects, p))
-        self.stat_tables(self.metric, label)
+            n = int(effects["n"].min()) if effects["n"].min() else None
+            self.figure("accuracy_wilcoxon_p", ORIGINAL + "Wilcoxon signed-rank p of each step against step 0"
+                        + wilcoxon_note(n), lambda p: figures.wilcoxon_p_bars(effects, p))
+
+        self.stat_tables(self.metric, label, original_figures)
 
     def fusion_section(self) -> None:
         self.heading("Fusion of the two streams")
@@ -236,14 +277,54 @@ class ReportBuilder:
         if self.irof.is_empty():
             self.not_run("IROF", "the irof table is empty (the explain stage has not run)")
             return
-        self.figure("irof_boxplots", "IROF per explained clip at each ratio (higher = more faithful)",
-                    lambda p: figures.boxplots(self.irof, "irof", "IROF", p))
-        self.figure("irof_trend", "IROF per-run mean: mean and 95 % t-interval over runs",
-                    lambda p: figures.trend_with_intervals(self.stats["irof_summary"], "IROF (per-run mean)", p))
-        self.stat_tables("irof", "IROF (per-run mean)")
+        self.text(self.irof_method_text())
+        by_correctness = self.stats["irof_by_correctness"]
+        self.table("IROF per stream and step, for all clips and split by whether the model classified "
+                   "the clip correctly: runs, clips, mean ± sd over runs of each run's median over its "
+                   "clips (robust), and the mean of the per-run means (outlier-sensitive: one clip whose "
+                   "probability ratio explodes moves it) (tables/irof_by_correctness.csv)",
+                   stats.irof_robust_summary(by_correctness).drop("experiment"), name="irof_robust")
+        self.figure("irof_boxplots", "IROF per explained clip at each ratio, correctly and incorrectly "
+                    "classified clips apart (higher = more faithful); axis limits robust to outliers, "
+                    "clips beyond them marked at the edge and counted",
+                    lambda p: figures.irof_by_correctness_boxes(self.irof, p))
+        self.figure("irof_trend", "IROF per-run median over clips: mean and 95 % t-interval over runs",
+                    lambda p: figures.trend_with_intervals(self.stats["irof_summary"], "IROF (per-run median)", p))
+        self.stat_tables("irof", "IROF (per-run median)")
+
+    def irof_method_text(self) -> str:
+        """What the IROF numbers are: the target explained and the baseline, beside Quantus' own."""
+        explain = self.meta.get("config", {}).get("explain", {})
+        rules = sorted(r for r in self.irof["target_rule"].unique().to_list() if r is not None)
+        target = ", ".join(rules) or explain.get("target") or "label (files written before explain.target)"
+        baseline = explain.get("baseline", "per_image_mean")
+        return (f"IROF per clip exactly as Quantus 0.6 defines it (area over the curve of "
+                f"p_target(x_k)/p_target(x) while superpixels are removed). Target class: {target} "
+                "(predicted: the model's own decision, as Quantus' examples; label: the true class, whose "
+                "ratio explodes on misclassified clips). Baseline: "
+                + QUANTUS_BASELINES.get(baseline, baseline)
+                + ("." if baseline == "quantus" else
+                   f". Beside it, not used here, {QUANTUS_BASELINES['quantus']}."))
+
+    def saliency_change_part(self) -> None:
+        """Pruned against unpruned maps of the same clips (the saliency_change table)."""
+        change = read_table(self.root / "results", "saliency_change")
+        if change.is_empty():
+            self.text("No saliency_change rows: no pruned step has been explained yet.")
+            return
+        rules = ", ".join(sorted(change["target_rule"].unique().to_list()))
+        self.figure("saliency_change", "How much pruning changes the explanation: each pruned model's "
+                    "saliency map against the unpruned model's map of the same clip (same channel "
+                    f"reduction, target {rules}): Spearman rank correlation and IoU of the top "
+                    f"{change['top_fraction'][0] * 100:g} % pixels; per stream the mean over runs of each "
+                    "run's median over clips, ± sd over runs; 1 = unchanged",
+                    lambda p: figures.saliency_change_trend(change, p))
+        self.table("Saliency change per stream and step (the figure's numbers)",
+                   self.report.figures["saliency_change"].data, name="saliency_change_summary")
 
     def saliency_section(self) -> None:
         self.heading("Saliency maps under pruning")
+        self.saliency_change_part()
         saliency = self.root / "saliency"
         videos = self.figure_videos or sorted(
             {p.name.rsplit("__", 1)[0] for p in saliency.glob("*/run*/step*/*.npz")})

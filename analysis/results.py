@@ -29,8 +29,10 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 # Version of the tables' layout, in every file's Parquet metadata. 1: before the provenance
 # columns (files without the key); 2: ``config_hash``, ``git_commit``, ``host`` and ``node_id``
-# added. Readers take older files: columns a file lacks must be nullable and read as null.
-SCHEMA_VERSION = 2
+# added; 3: ``irof`` gains ``target_rule``, ``correct``, ``explain_hash``, ``checkpoint_sha256``
+# and the ``saliency_change`` table is added. Readers take older files: columns a file lacks
+# must be nullable and read as null.
+SCHEMA_VERSION = 3
 VERSION_KEY = b"crossroads.schema_version"
 # provenance columns the writer fills in when rows leave them out: from these environment
 # variables if set, else from the sweep's ``<root>/experiment.json`` beside ``<root>/results``
@@ -92,6 +94,23 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("clip", INT, False), ("label", INT, False), ("target", INT, False),
         ("predicted", INT, False), ("method", STR, False), ("irof", FLOAT, False),
         ("n_segments", INT, False), ("seconds", FLOAT, False),
+        # schema 3 (null in older files): the target rule (explain.target: predicted | label),
+        # predicted == label, and what the row came from (analysis.explain: a row whose
+        # explain_hash or checkpoint_sha256 differs from today's is stale and explained again)
+        ("target_rule", STR, True), ("correct", pa.bool_(), True),
+        ("explain_hash", STR, True), ("checkpoint_sha256", STR, True),
+    ),
+    # schema 3: per explained clip and step k > 0, the pruned model's saliency map against the
+    # unpruned (step 0) model's map of the same clip, same channel reduction (analysis.saliency_change)
+    "saliency_change": _schema(
+        ("experiment", STR, False), ("stream", STR, False), ("run", INT, False),
+        ("step", INT, False), ("prune_ratio", FLOAT, False), ("video", STR, False),
+        ("clip", INT, False), ("method", STR, False), ("target_rule", STR, False),
+        ("target", INT, False), ("base_target", INT, False),  # class explained by the pruned / unpruned model
+        ("spearman", FLOAT, True),  # null when a map is constant
+        ("iou_top", FLOAT, False), ("top_fraction", FLOAT, False),
+        ("explain_hash", STR, False), ("checkpoint_sha256", STR, False),
+        ("base_checkpoint_sha256", STR, False),
     ),
     # |γ| histogram of one model's prunable BatchNorms (log-spaced bins), Network Slimming's Figure 4:
     # phase = initial (before baseline training) | trained (step 0) | finetuned (step k > 0)
@@ -110,6 +129,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "epochs": ("experiment", "stream", "run", "step", "epoch", "phase"),
     "irof": ("experiment", "stream", "run", "step", "video", "clip", "method"),
     "gammas": ("experiment", "stream", "run", "step", "phase", "bin"),
+    "saliency_change": ("experiment", "stream", "run", "step", "video", "clip", "method"),
 }
 
 

@@ -28,6 +28,11 @@ Paired analysis (runs are the repeated measure; the report leads with it):
 ``summary``/``effects``/``anova``/``posthoc`` above reproduce the original study's
 analysis (seed-comparable, steps treated as independent groups in ``anova``/``posthoc``).
 
+IROF enters as one value per run and step: the median over the run's clips (a misclassified
+clip's p(x_k)/p(x) can explode, which a mean would follow). ``irof_by_correctness``: per run
+and step, for all clips and split into correctly and incorrectly classified ones, the number
+of clips, the median and the (outlier-sensitive) mean.
+
 Fewer than 2 observations leave the descriptive columns and no tests, with a warning.
 
 ``python -m analysis.stats --results DIR --out DIR [--metric video_accuracy]``
@@ -312,11 +317,47 @@ def posthoc_paired(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.
         "p_holm": pl.Float64, "p_wilcoxon_holm": pl.Float64})
 
 
-def irof_per_run(irof: pl.DataFrame) -> pl.DataFrame:
-    """Mean IROF score per run and step (one value per run, like accuracy)."""
+def irof_per_run(irof: pl.DataFrame, statistic: str = "median") -> pl.DataFrame:
+    """IROF per run and step: the median over the run's clips (default; robust to the clips
+    whose p(x_k)/p(x) explodes) or their ``mean`` (outlier-sensitive). One value per run, like
+    accuracy, for the statistics."""
+    if statistic not in ("median", "mean"):
+        raise ValueError(f"statistic must be 'median' or 'mean', got {statistic!r}")
     return (irof.group_by(*IROF_GROUPS, "run", "step")
-            .agg(pl.col("prune_ratio").mean(), pl.col("irof").mean(), pl.len().alias("clips"))
+            .agg(pl.col("prune_ratio").mean(), getattr(pl.col("irof"), statistic)(), pl.len().alias("clips"))
             .sort(*IROF_GROUPS, "step", "run", nulls_last=True))
+
+
+def with_correct(irof: pl.DataFrame) -> pl.DataFrame:
+    """``correct`` filled where older files lack it: predicted == label."""
+    return irof.with_columns(pl.col("correct").fill_null(pl.col("predicted") == pl.col("label")))
+
+
+CLIP_SUBSETS = ("all", "correct", "incorrect")
+
+
+def irof_by_correctness(irof: pl.DataFrame) -> pl.DataFrame:
+    """Per run and step, for all clips and split by whether the model classified them
+    correctly: clips, median and mean (outlier-sensitive) IROF."""
+    irof = with_correct(irof)
+    subsets = {"all": pl.lit(True), "correct": pl.col("correct"), "incorrect": ~pl.col("correct")}
+    parts = [irof.filter(keep).with_columns(pl.lit(name).alias("clips_of")) for name, keep in subsets.items()]
+    order = pl.col("clips_of").replace_strict(CLIP_SUBSETS, range(len(CLIP_SUBSETS)), return_dtype=pl.Int64)
+    return (pl.concat(parts).group_by(*IROF_GROUPS, "clips_of", "step", "run")
+            .agg(pl.col("prune_ratio").mean(), pl.len().alias("clips"),
+                 pl.col("irof").median().alias("median"), pl.col("irof").mean().alias("mean"))
+            .sort(*IROF_GROUPS, order, "step", "run", nulls_last=True))
+
+
+def irof_robust_summary(by_correctness: pl.DataFrame) -> pl.DataFrame:
+    """Over runs, per stream, method, clip subset and step: runs, clips, the mean and sd of the
+    per-run medians, and the mean of the per-run means (outlier-sensitive)."""
+    order = pl.col("clips_of").replace_strict(CLIP_SUBSETS, range(len(CLIP_SUBSETS)), return_dtype=pl.Int64)
+    return (by_correctness.group_by(*IROF_GROUPS, "clips_of", "step")
+            .agg(pl.col("prune_ratio").mean(), pl.len().alias("runs"), pl.col("clips").sum(),
+                 pl.col("median").mean().alias("median_mean"), pl.col("median").std().alias("median_sd"),
+                 pl.col("mean").mean().alias("mean_outlier_sensitive"))
+            .sort(*IROF_GROUPS, order, "step", nulls_last=True))
 
 
 def all_tables(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> dict[str, pl.DataFrame]:
@@ -334,8 +375,9 @@ def compute_tables(results_dir: Path, metric: str = "video_accuracy") -> dict[st
     if accuracy.height:
         out |= {f"{metric}_{k}": v for k, v in all_tables(accuracy, ACCURACY_GROUPS, metric).items()}
     irof = read_table(results_dir, "irof")
-    if irof.height:
+    if irof.height:  # on the per-run median IROF
         out |= {f"irof_{k}": v for k, v in all_tables(irof_per_run(irof), IROF_GROUPS, "irof").items()}
+        out["irof_by_correctness"] = irof_by_correctness(irof)
     return out
 
 

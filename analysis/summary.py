@@ -2,7 +2,7 @@
 
 One row per model (spatial, temporal, then the fusions, in study order) and explained step:
 pruned fraction, accuracy mean ± sd over runs, its paired test against step 0, and for the
-single streams the per-run mean IROF with its paired test. The paired p comes from
+single streams IROF (mean ± sd over runs of each run's median over clips) with its paired test. The paired p comes from
 explain_stats' ``<metric>_posthoc_paired`` table (Holm-corrected) when the statistics have
 it, else from a paired t-test computed here (uncorrected) - the only place that choice is made.
 """
@@ -70,7 +70,7 @@ def main_result(accuracy: pl.DataFrame, irof: pl.DataFrame, metric: str,
     """The summary table and which test its p columns come from."""
     acc = accuracy.with_columns(pl.struct("stream", "fusion").map_elements(
         lambda r: model_label(r["stream"], r["fusion"]), return_dtype=pl.String).alias("model"))
-    # IROF: per-run mean over clips and saliency methods of each single stream
+    # IROF: per-run median over clips (mean over saliency methods) of each single stream
     per_run = (irof_per_run(irof).group_by("stream", "run", "step").agg(pl.col("irof").mean())
                .rename({"stream": "model"}) if irof.height else
                pl.DataFrame(schema={"model": pl.String, "run": pl.Int64, "step": pl.Int64, "irof": pl.Float64}))

@@ -1,6 +1,8 @@
 """The explain stage on real (tiny) shards and checkpoints, on a local Ray."""
 import dataclasses
+import itertools
 import os
+import shutil
 
 import numpy as np
 import polars as pl
@@ -8,10 +10,14 @@ import pytest
 import ray
 import torch
 
-from analysis.explain import ExplainError, centre_clips, explain_tasks, run_explain_stage, select_clips
+from scipy.stats import spearmanr
+
+from analysis.explain import (ExplainError, centre_clips, explain_model, explain_task, explain_tasks,
+                              figure_map_path, run_explain_stage, select_clips, tasks_to_do)
 from analysis.irof import irof
 from analysis.results import read_table, table_path
 from analysis.saliency import vanilla_gradient
+from analysis.saliency_change import top_iou
 from pruning import prune_model
 from shards.dali import make_loader
 from shards.format import decode_sample, sample_key
@@ -95,11 +101,14 @@ def test_stage_writes_irof_rows_and_figure_maps_and_resumes(experiment, local_ra
     assert figure_video in wanted and len(wanted) == 3
     assert table.height == 2 * 2 * len(wanted)  # streams x steps x clips
     assert set(table["video"]) == set(wanted)
-    assert (table["target"] == table["label"]).all()
+    assert (table["target"] == table["predicted"]).all() and (table["target_rule"] == "predicted").all()
+    assert table["correct"].to_list() == (table["predicted"] == table["label"]).to_list()
     assert (table["method"] == "vanilla_gradient_max").all()
     assert table.filter(pl.col("step") == 1)["prune_ratio"].to_list() == [0.04] * 6
     assert table.filter(pl.col("step") == 0)["prune_ratio"].to_list() == [0.0] * 6
     assert (table["n_segments"] > 1).all() and (table["seconds"] > 0).all()
+    change = read_table(cfg.paths.results, "saliency_change")
+    assert change.height == 2 * len(wanted) and set(change["step"]) == {1}  # streams x clips, k > 0 only
 
     # each row is the IROF of its own clip under its own checkpoint
     for stream, step in (("temporal", 1), ("spatial", 0)):
@@ -107,17 +116,26 @@ def test_stage_writes_irof_rows_and_figure_maps_and_resumes(experiment, local_ra
                            & (pl.col("video") == figure_video)).row(0, named=True)
         model = load_checkpoint(cfg.paths.checkpoint(stream, 1, step)).model.eval()
         x, label = clip_batch(cfg, stream, figure_video, row["clip"])
-        saliency = vanilla_gradient(model, x, label, reduce="max")
-        expected = irof(model, x, saliency, label)
-        assert row["label"] == int(label) and row["predicted"] == int(model(x).argmax())
+        predicted = model(x).argmax(1)
+        saliency = vanilla_gradient(model, x, "predicted", reduce="max")
+        expected = irof(model, x, saliency, predicted)
+        assert row["label"] == int(label) and row["predicted"] == int(predicted)
         assert row["n_segments"] == expected.n_segments[0]
         assert row["irof"] == pytest.approx(expected.score[0], rel=1e-4)
+        if step == 1:  # against the unpruned model's map of the same clip
+            base = load_checkpoint(cfg.paths.checkpoint(stream, 1, 0)).model.eval()
+            base_map = vanilla_gradient(base, x, "predicted", reduce="max")
+            moved = change.filter((pl.col("stream") == stream) & (pl.col("video") == figure_video)).row(0, named=True)
+            assert moved["spearman"] == pytest.approx(spearmanr(base_map.flatten(), saliency.flatten())[0], abs=1e-4)
+            assert moved["iou_top"] == pytest.approx(top_iou(base_map, saliency)[0], abs=0.02)
+            assert moved["base_target"] == int(base(x).argmax()) and moved["target"] == row["target"]
 
         key = sample_key(figure_video, row["clip"])
         maps = np.load(cfg.paths.saliency / stream / "run1" / f"step{step}" / f"{key}.npz")
         np.testing.assert_allclose(maps["saliency"], saliency[0].numpy(), rtol=1e-4, atol=1e-8)
         assert maps["saliency"].dtype == np.float32 and float(maps["prune_ratio"]) == row["prune_ratio"]
         assert int(maps["label"]) == row["label"] and int(maps["predicted"]) == row["predicted"]
+        assert str(maps["explain_hash"]) == row["explain_hash"] and str(maps["target_rule"]) == "predicted"
         if stream == "temporal":
             assert maps["pairs"].shape == (10, SIZE, SIZE)
             np.testing.assert_allclose(maps["pairs"].max(axis=0), maps["saliency"], rtol=1e-6)
@@ -131,12 +149,17 @@ def test_stage_writes_irof_rows_and_figure_maps_and_resumes(experiment, local_ra
         assert maps["rgb"].dtype == np.uint8 and maps["rgb"].shape == (SIZE, SIZE, 3)
         assert np.abs(maps["rgb"].astype(int) - expected_rgb).max() <= 1
 
-    # a second run redoes nothing; a newer checkpoint is explained again, alone
+    # a second run redoes nothing, even with newer file times; another checkpoint is explained again
     before = partition_mtimes(cfg)
-    run_explain_stage(cfg, ctx)
-    assert partition_mtimes(cfg) == before
     newer = cfg.paths.checkpoint("spatial", 1, 1)
     os.utime(newer, ns=(before[("spatial", 1, 1)] + 10**9,) * 2)
+    run_explain_stage(cfg, ctx)
+    assert partition_mtimes(cfg) == before
+    model = load_checkpoint(newer).model
+    with torch.no_grad():
+        model.fc.bias.add_(1.0)
+    save_checkpoint(newer, model, epoch=1, config=cfg, classes=class_names(read_manifest(cfg.paths.shards)),
+                    extra={"step": 1, "prune_ratio": 0.04})
     run_explain_stage(cfg, ctx)
     after = partition_mtimes(cfg)
     assert [t for t in after if after[t] != before[t]] == [("spatial", 1, 1)]
@@ -163,3 +186,88 @@ def test_bad_configs_are_named(experiment, tmp_path):
     missing_step = make_config(experiment.paths.root, experiment.explain.figure_videos[0], steps=(0, 5))
     with pytest.raises(ExplainError, match="step5.pt"):
         run_explain_stage(missing_step, None)
+
+
+def fresh_root(experiment, tmp_path, **explain):
+    """A new experiment root on the same shards and copies of the fixture's checkpoints."""
+    cfg = make_config(tmp_path, experiment.explain.figure_videos[0])
+    cfg = dataclasses.replace(cfg, explain=dataclasses.replace(cfg.explain, **explain))
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "split1").symlink_to(experiment.paths.shards, target_is_directory=True)
+    for stream, step in itertools.product(("spatial", "temporal"), (0, 1)):
+        cfg.paths.checkpoint(stream, 1, step).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(experiment.paths.checkpoint(stream, 1, step), cfg.paths.checkpoint(stream, 1, step))
+    return cfg
+
+
+def test_target_switch_on_a_misclassified_clip(experiment, tmp_path):
+    """A model biased towards a wrong class: ``label`` explains the true class, ``predicted`` the
+    model's own; the targets, the IROF scores and the ``correct`` column follow."""
+    cfg = fresh_root(experiment, tmp_path, target="label", figure_videos=[])
+    manifest = read_manifest(cfg.paths.shards)
+    wrong = 0  # the chosen videos are of different classes: at least one is not of class 0
+    model = load_checkpoint(cfg.paths.checkpoint("spatial", 1, 0)).model
+    with torch.no_grad():
+        model.fc.bias[wrong] += 30.0  # every clip is predicted as `wrong`
+    save_checkpoint(cfg.paths.checkpoint("spatial", 1, 0), model, epoch=0, config=cfg,
+                    classes=class_names(manifest))
+
+    by_label = pl.DataFrame(explain_model(cfg, "spatial", 1, 0, device="cpu").irof)
+    predicted_cfg = dataclasses.replace(cfg, explain=dataclasses.replace(cfg.explain, target="predicted"))
+    by_prediction = pl.DataFrame(explain_model(predicted_cfg, "spatial", 1, 0, device="cpu").irof)
+
+    assert (by_label["predicted"] == wrong).all() and (by_prediction["predicted"] == wrong).all()
+    misclassified = by_label.filter(pl.col("label") != wrong)
+    assert misclassified.height >= 1 and not misclassified["correct"].any()
+    assert (misclassified["target"] == misclassified["label"]).all()
+    assert (by_label["target_rule"] == "label").all() and (by_prediction["target_rule"] == "predicted").all()
+    assert (by_prediction["target"] == wrong).all()
+    joined = misclassified.join(by_prediction, on=["video", "clip"], suffix="_pred")
+    assert (joined["irof"] != joined["irof_pred"]).all()
+    # the predicted target's score is IROF of the predicted class's own saliency
+    row = joined.row(0, named=True)
+    x, _ = clip_batch(cfg, "spatial", row["video"], row["clip"])
+    model.eval()
+    expected = irof(model, x, vanilla_gradient(model, x, [wrong]), [wrong])
+    assert row["irof_pred"] == pytest.approx(expected.score[0], rel=1e-4)
+    # predicted-class ratios stay near 1; a true class the model rejects explodes
+    assert abs(row["irof_pred"]) < abs(row["irof"])
+
+
+def test_stale_explanations_are_found_by_hash_and_checkpoint_not_by_time(experiment, tmp_path):
+    cfg = fresh_root(experiment, tmp_path)
+    figure = cfg.explain.figure_videos[0]
+    for step in (0, 1):
+        explain_task(cfg.to_dict(), "spatial", 1, step)
+    todo = set(tasks_to_do(cfg))
+    assert todo == {("temporal", 1, 0), ("temporal", 1, 1)}
+    recorded = read_table(cfg.paths.results, "irof")
+    assert recorded["checkpoint_sha256"].n_unique() == 2 and recorded["explain_hash"].n_unique() == 1
+
+    step1 = cfg.paths.checkpoint("spatial", 1, 1)
+    os.utime(step1, ns=(10**18, 10**18))  # newer file time, same content: still done
+    assert set(tasks_to_do(cfg)) == todo
+
+    classes = class_names(read_manifest(cfg.paths.shards))
+    model = load_checkpoint(step1).model
+    with torch.no_grad():
+        model.fc.bias.add_(0.5)
+    save_checkpoint(step1, model, epoch=1, config=cfg, classes=classes, extra={"step": 1, "prune_ratio": 0.04})
+    assert set(tasks_to_do(cfg)) == todo | {("spatial", 1, 1)}
+    explain_task(cfg.to_dict(), "spatial", 1, 1)
+    assert set(tasks_to_do(cfg)) == todo
+
+    step0 = cfg.paths.checkpoint("spatial", 1, 0)  # a new baseline: its explanations and the change
+    shutil.copy(experiment.paths.checkpoint("temporal", 1, 0), step0)  # tables of later steps
+    assert set(tasks_to_do(cfg)) == todo | {("spatial", 1, 0), ("spatial", 1, 1)}
+    shutil.copy(experiment.paths.checkpoint("spatial", 1, 0), step0)  # the same bytes again: done
+    assert set(tasks_to_do(cfg)) == todo
+
+    clip = select_clips(cfg, read_manifest(cfg.paths.shards))[figure][0]
+    figure_map_path(cfg, "spatial", 1, 0, figure, clip).unlink()  # a lost figure map
+    assert set(tasks_to_do(cfg)) == todo | {("spatial", 1, 0)}
+
+    other = dataclasses.replace(cfg, explain=dataclasses.replace(cfg.explain, reduce="mean"))
+    assert set(tasks_to_do(other)) == set(explain_tasks(cfg))  # other explain settings: all stale
+    wider = dataclasses.replace(cfg, explain=dataclasses.replace(cfg.explain, steps=[1]))
+    assert set(tasks_to_do(wider)) == {("temporal", 1, 1)}  # explain.steps only chooses tasks

@@ -132,7 +132,10 @@ class PruneConfig:
 @dataclass
 class ExplainConfig:
     enabled: bool = True
-    steps: Union[Literal["all"], list[int]] = "all"
+    steps: Union[Literal["all"], list[int]] = "all"  # "all" = every step 0..prune.steps
+    # the class a map and its IROF score explain: the model's own prediction (as Quantus' examples)
+    # or the true label (the original study; IROF's p(x_k)/p(x) explodes on misclassified clips)
+    target: Literal["predicted", "label"] = "predicted"
     clips_per_video: int = 1
     max_videos: int | None = None  # null = every test video
     figure_videos: list[str] = field(default_factory=list)  # video ids whose maps are kept
