@@ -239,7 +239,7 @@ def gamma_distribution(gammas: pl.DataFrame, steps: list[int], out: Path,
         lambda r: label(r["phase"], r["step"], r["threshold"]), return_dtype=pl.String).alias("label")
     ).drop("_order")
     streams = data["stream"].unique(maintain_order=True).to_list()
-    fig, axes = _panels(1, width=5.0, height=3.0, rows=max(len(streams), 1), sharey=False)
+    fig, axes = _panels(1, width=8.0, height=3.0, rows=max(len(streams), 1), sharey=False)  # room for the legend
     nonzero = data.filter(pl.col("count") > 0)
     for ax, stream in zip(axes[:, 0], streams):
         part = data.filter(pl.col("stream") == stream)
