@@ -2,7 +2,9 @@
 
 Every function draws one PNG (matplotlib's Agg canvas, no pyplot state, ``DPI`` for print)
 and returns the data it plotted, built before drawing and drawn from as is, so tests and
-the report can compare a figure with the tables. Axes show the pruning ratio in percent.
+the report can compare a figure with the tables. Axes show the pruning ratio: the share of
+the prunable channels removed, in percent (params and FLOPs removed are shares of the whole
+model: ``analysis.pruned``).
 """
 from __future__ import annotations
 
@@ -80,7 +82,7 @@ def accuracy_per_run(accuracy: pl.DataFrame, metric: str, out: Path) -> Plotted:
     for ax, ((stream,), part) in zip(axes[0], data.partition_by("stream", as_dict=True).items()):
         for (run,), line in part.partition_by("run", as_dict=True).items():
             ax.plot(line["prune_ratio"] * 100, line[metric], marker="o", ms=3, label=f"run {run}")
-        ax.set(title=stream, xlabel="channels pruned (%)", ylabel=metric.replace("_", " ") + " (%)")
+        ax.set(title=stream, xlabel="prunable channels removed (%)", ylabel=metric.replace("_", " ") + " (%)")
         ax.legend(fontsize="small")
     return Plotted(_save(fig, out), data)
 
@@ -93,7 +95,7 @@ def mean_sd(summary: pl.DataFrame, ylabel: str, out: Path) -> Plotted:
     for (model,), part in data.partition_by("model", as_dict=True, maintain_order=True).items():
         ax.errorbar(part["prune_ratio"] * 100, part["mean"], yerr=part["std"].fill_null(0),
                     marker="o", ms=3, capsize=3, label=model)
-    ax.set(xlabel="channels pruned (%)", ylabel=ylabel, title="mean ± sd over runs")
+    ax.set(xlabel="prunable channels removed (%)", ylabel=ylabel, title="mean ± sd over runs")
     ax.legend(fontsize="small")
     return Plotted(_save(fig, out), data)
 
@@ -110,7 +112,7 @@ def boxplots(values: pl.DataFrame, value: str, ylabel: str, out: Path) -> Plotte
         ratios = (part["prune_ratio"] * 100).to_list()
         width = 0.6 * (min(np.diff(ratios)) if len(ratios) > 1 else 1.0)
         ax.boxplot(part["values"].to_list(), positions=ratios, widths=width, manage_ticks=False)
-        ax.set(title=model, xlabel="channels pruned (%)", ylabel=ylabel)
+        ax.set(title=model, xlabel="prunable channels removed (%)", ylabel=ylabel)
     return Plotted(_save(fig, out), data)
 
 
@@ -130,7 +132,7 @@ def _grouped_bars(effects: pl.DataFrame, column: str, ylabel: str, out: Path, gu
     ax.set_xticks(range(len(steps)), [f"{r * 100:g}" for r in ratios])
     for y, style in guides:
         ax.axhline(y, color="grey", lw=0.8, ls=style)
-    ax.set(xlabel="channels pruned (%)", ylabel=ylabel, title=title)
+    ax.set(xlabel="prunable channels removed (%)", ylabel=ylabel, title=title)
     ax.legend(fontsize="small")
     return Plotted(_save(fig, out), data)
 
@@ -160,7 +162,7 @@ def trend_with_intervals(summary: pl.DataFrame, ylabel: str, out: Path) -> Plott
         drawn = part["interval_drawn"].to_numpy()
         ax.fill_between(x, part["ci_low"].fill_null(np.nan).to_numpy() * np.where(drawn, 1, np.nan),
                         part["ci_high"].fill_null(np.nan).to_numpy() * np.where(drawn, 1, np.nan), alpha=0.25)
-    ax.set(xlabel="channels pruned (%)", ylabel=ylabel, title="mean and 95 % t-interval over runs")
+    ax.set(xlabel="prunable channels removed (%)", ylabel=ylabel, title="mean and 95 % t-interval over runs")
     if not data["interval_drawn"].all():
         ax.annotate(f"no interval where n < {MIN_RUNS_FOR_INTERVAL} runs", (0.01, 0.01),
                     xycoords="axes fraction", fontsize="x-small", color="grey")
@@ -200,14 +202,68 @@ def efficiency(accuracy: pl.DataFrame, out: Path) -> Plotted:
                             label=f"{stream} {column.split('_')[0]}")
         if part["latency_ms"].null_count() < part.height:
             axes[0, 1].plot(x, part["latency_ms"], "-o", color=f"C{colour}", ms=3, label=stream)
-    axes[0, 0].set(xlabel="target channels pruned (%)", ylabel="removed (%)", title="parameters, FLOPs, channels")
+    axes[0, 0].set(xlabel="prunable channels removed (%, target)", ylabel="removed (%)", title="params, FLOPs (of all); channels (of prunable)")
     axes[0, 0].legend(fontsize="x-small")
-    axes[0, 1].set(xlabel="target channels pruned (%)", ylabel="ms per clip", title="inference latency")
+    axes[0, 1].set(xlabel="prunable channels removed (%, target)", ylabel="ms per clip", title="inference latency")
     if data["latency_ms"].null_count() == data.height:
         axes[0, 1].text(0.5, 0.5, "latency not measured", ha="center", va="center",
                         transform=axes[0, 1].transAxes)
     else:
         axes[0, 1].legend(fontsize="small")
+    return Plotted(_save(fig, out), data)
+
+
+GAMMA_PHASES = ("initial", "trained", "finetuned")  # the `gammas` table's phases, in training order
+
+
+def gamma_distribution(gammas: pl.DataFrame, steps: list[int], out: Path,
+                       ratios: dict[int, float] | None = None) -> Plotted:
+    """|γ| of each stream's prunable channels as a log-x histogram (Network Slimming's Figure 4):
+    before training (``initial``), after (sparsity) training (``trained``, step 0) and after
+    fine-tuning each pruned step in ``steps`` (``finetuned``), counts summed over runs and drawn as
+    the share (%) of the model's prunable channels; each pruned step's |γ| threshold (mean over
+    runs; the step removed the channels of the previous model scoring below it) is a dashed line
+    in that step's colour. ``ratios`` (step → share of prunable channels) labels the steps.
+    Data: stream, phase, step, label, bin_low, bin_high, share, threshold."""
+    ratios = ratios or {}
+    order = {phase: i for i, phase in enumerate(GAMMA_PHASES)}
+    data = (gammas.filter((pl.col("phase") != "finetuned") | pl.col("step").is_in(list(steps)))
+            .group_by("stream", "phase", "step", "bin")
+            .agg(pl.col("bin_low", "bin_high").first(), pl.col("count").sum(), pl.col("threshold").mean())
+            .with_columns((100 * pl.col("count") / pl.col("count").sum().over("stream", "phase", "step"))
+                          .alias("share"),
+                          pl.col("phase").replace_strict(order, default=len(order)).alias("_order"))
+            .sort("stream", "_order", "step", "bin"))
+
+    def label(phase: str, step: int, threshold: float | None) -> str:
+        if phase == "initial":
+            return "before training"
+        if phase == "trained":
+            return "trained (step 0)"
+        pruned = f", {ratios[step] * 100:.1f} % of channels" if step in ratios else ""
+        cut = f", threshold {threshold:.3g}" if threshold is not None else ""
+        return f"step {step}{pruned}{cut}"
+
+    data = data.with_columns(pl.struct("phase", "step", "threshold").map_elements(
+        lambda r: label(r["phase"], r["step"], r["threshold"]), return_dtype=pl.String).alias("label")
+    ).drop("_order")
+    streams = data["stream"].unique(maintain_order=True).to_list()
+    fig, axes = _panels(1, width=8.0, height=3.0, rows=max(len(streams), 1), sharey=False)  # room for the legend
+    nonzero = data.filter(pl.col("count") > 0)
+    for ax, stream in zip(axes[:, 0], streams):
+        part = data.filter(pl.col("stream") == stream)
+        for colour, ((lab,), curve) in enumerate(part.partition_by("label", as_dict=True,
+                                                                   maintain_order=True).items()):
+            edges = np.append(curve["bin_low"].to_numpy(), curve["bin_high"][-1])
+            ax.stairs(curve["share"].to_numpy(), edges, color=f"C{colour}", label=lab,
+                      lw=1.6 if curve["phase"][0] != "finetuned" else 1.0)
+            if curve["threshold"][0] is not None:
+                ax.axvline(curve["threshold"][0], color=f"C{colour}", ls="--", lw=0.9)
+        ax.set(xscale="log", title=stream, xlabel="|γ| (channel score: mean |BatchNorm scale|)",
+               ylabel="share of prunable channels (%)")
+        if nonzero.height:
+            ax.set_xlim(nonzero["bin_low"].min(), nonzero["bin_high"].max())
+        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside the data
     return Plotted(_save(fig, out), data)
 
 
@@ -220,7 +276,7 @@ def fusion_table(summary: pl.DataFrame) -> pl.DataFrame:
     long = with_model(summary).sort("step")
     long = long.with_columns(
         pl.Series("cell", [_cell(*r) for r in long.select("mean", "std", "n").iter_rows()], dtype=pl.String),
-        pl.format("{} %", (pl.col("prune_ratio") * 100).round(1)).alias("pruned"))
+        pl.format("{} % of channels", (pl.col("prune_ratio") * 100).round(1)).alias("pruned"))
     return long.pivot(on="pruned", index="model", values="cell", sort_columns=False).sort("model")
 
 
@@ -278,7 +334,7 @@ def overlay(saliency_dir: Path, video: str, out: Path, *, cmap="inferno", alpha=
                     image = ax.imshow(row[key], cmap=cmap, vmin=0, vmax=1, alpha=alpha)
             if i == 0:  # column titles on the first row only
                 ax.set_title(title)
-        ax_row[0].set_ylabel(f"{row['prune_ratio'] * 100:.0f} % pruned")
+        ax_row[0].set_ylabel(f"{row['prune_ratio'] * 100:.0f} % channels\nremoved")
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="saliency (normalised per map)")
     fig.suptitle(f"{video} (run {first['run']}, clip {first['clip']})")

@@ -23,7 +23,7 @@ from pathlib import Path
 import polars as pl
 from tqdm import tqdm
 
-from . import figures, stats, summary
+from . import figures, pruned, stats, summary
 from .protocol import protocol_text
 from .results import atomic_file, read_table
 
@@ -198,8 +198,8 @@ class ReportBuilder:
         table, test = summary.main_result(
             self.accuracy, self.irof, self.metric,
             self.stats.get(f"{self.metric}_posthoc_paired"), self.stats.get("irof_posthoc_paired"))
-        self.table(f"Per model and explained step: mean ± sd over runs; p against step 0 by {test}",
-                   table, name="summary")
+        self.table(f"Per model and explained step: mean ± sd over runs; p against step 0 by {test}. "
+                   f"Removed (%): {pruned.DEFINITIONS}", table, name="summary")
 
     def overview(self) -> None:
         self.heading("Run information")
@@ -224,6 +224,9 @@ class ReportBuilder:
             return
         if singles["step"].max() == 0:
             self.text("Only unpruned models (step 0) so far: the pruning stage has not run yet.")
+        self.table(f"What each step removed, mean over runs (%): {pruned.DEFINITIONS}. Figures below "
+                   "plot against the channels (the pruning ratio)", pruned.fractions_table(self.accuracy),
+                   name="pruned_fractions")
         self.figure("accuracy_per_run", f"{label} against the pruned fraction, one line per run",
                     lambda p: figures.accuracy_per_run(self.accuracy, self.metric, p))
         self.figure("accuracy_mean_sd", f"{label}: mean ± sd over runs",
@@ -250,7 +253,8 @@ class ReportBuilder:
             self.not_run("fusion", "no fusion rows in the accuracy table (the fuse stage has not run)")
             return
         summary = stats.summary(self.accuracy, stats.ACCURACY_GROUPS, "video_accuracy")
-        self.table("Video accuracy (%) per stream and fusion method: mean ± sd (n runs) by channels pruned",
+        self.table("Video accuracy (%) per stream and fusion method: mean ± sd (n runs) by share of prunable "
+                   "channels removed (parameters and FLOPs removed: table pruned_fractions)",
                    figures.fusion_table(summary), name="fusion_table")
 
     def efficiency_section(self) -> None:
@@ -338,6 +342,33 @@ class ReportBuilder:
             self.figure(f"overlay_{video}", f"{video}: RGB frame, spatial and temporal saliency per ratio",
                         lambda p, v=video: figures.overlay(saliency, v, p))
 
+    def slimming_section(self) -> None:
+        """Network Slimming at work: |γ| before and after (sparsity) training and at each explained
+        step, with the threshold each pruning step cut at."""
+        self.heading("Network Slimming: BatchNorm scales and pruning thresholds")
+        gammas = read_table(self.root / "results", "gammas")
+        if gammas.is_empty():
+            self.not_run("slimming", "the gammas table is empty (training has not run)")
+            return
+        train, prune = (self.meta.get("config", {}).get(k, {}) for k in ("train", "prune"))
+        if "sparsity" in train:
+            which = ("all prunable BatchNorms, residual groups together" if prune.get("residual")
+                     else "internal block channels only")
+            self.text(f"Sparsity training (λ·Σ|γ|, Liu et al. 2017): λ = {train['sparsity']:g} while training "
+                      f"the baseline, λ = {prune.get('sparsity', 0):g} while fine-tuning; penalised and "
+                      f"pruned: {which}.")
+        steps = [s for s in summary.explained_steps(self.accuracy, self.irof) if s > 0]
+        self.figure("gamma_distribution", "|γ| of the prunable channels per stream (log scale, all runs): "
+                    "before training, after (sparsity) training and after fine-tuning each explained step; "
+                    "dashed: the |γ| threshold that step pruned at",
+                    lambda p: figures.gamma_distribution(gammas, steps, p, pruned.step_ratios(self.accuracy)))
+        thresholds = pruned.threshold_table(self.accuracy)
+        if thresholds.is_empty():
+            self.text("No pruned step yet: no thresholds.")
+        else:
+            self.table("|γ| threshold of each pruning step (channels scoring below it were removed), "
+                       "mean / min / max over runs", thresholds, name="thresholds")
+
     def notes_section(self) -> None:
         if self.warnings:
             self.heading("Notes from the statistics")
@@ -346,7 +377,7 @@ class ReportBuilder:
     def sections(self) -> list[Callable[[], None]]:
         """The report in order; a new part of the report is one more entry here."""
         return [self.title, self.summary_section, self.accuracy_section, self.fusion_section,
-                self.efficiency_section, self.training_section, self.irof_section,
+                self.efficiency_section, self.slimming_section, self.training_section, self.irof_section,
                 self.saliency_section, self.notes_section, self.overview]
 
     def build(self) -> Report:

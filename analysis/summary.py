@@ -1,8 +1,9 @@
 """The report's opening table, shaped like the study's main result.
 
 One row per model (spatial, temporal, then the fusions, in study order) and explained step:
-pruned fraction, accuracy mean ± sd over runs, its paired test against step 0, and for the
-single streams IROF (mean ± sd over runs of each run's median over clips) with its paired test. The paired p comes from
+the fractions removed (``channels_removed_%`` of the prunable channels, ``params_removed_%`` and
+``flops_removed_%`` of the whole model: ``analysis.pruned``), accuracy mean ± sd over runs, its
+paired test against step 0, and for the single streams IROF (mean ± sd over runs of each run's median over clips) with its paired test. The paired p comes from
 explain_stats' ``<metric>_posthoc_paired`` table (Holm-corrected) when the statistics have
 it, else from a paired t-test computed here (uncorrected) - the only place that choice is made.
 """
@@ -13,6 +14,8 @@ from scipy import stats as scipy_stats
 
 from .stats import irof_per_run
 
+# measured fractions removed (accuracy columns): of the prunable channels, of all params, of all FLOPs
+FRACTIONS = ("channels_removed", "params_removed", "flops_removed")
 STUDY_ORDER = ("spatial", "temporal", "fusion: mean", "fusion: svm_softmax", "fusion: svm_features")
 
 
@@ -77,8 +80,9 @@ def main_result(accuracy: pl.DataFrame, irof: pl.DataFrame, metric: str,
     acc_p, irof_p = _paired_lookup(posthoc_paired), _paired_lookup(irof_paired)
     test = ("Holm-corrected paired post-hoc (explain_stats' table)" if acc_p
             else "paired t-test over runs, uncorrected (scipy)")
-    ratio = acc.group_by("step").agg(pl.col("prune_ratio").mean())
-    ratio = dict(zip(ratio["step"].to_list(), ratio["prune_ratio"].to_list()))
+    # what "% pruned" means, per model and step: prunable channels vs the whole model's params / FLOPs
+    removed = acc.group_by("model", "step").agg(pl.col(*FRACTIONS).mean())
+    removed = {(r["model"], r["step"]): r for r in removed.iter_rows(named=True)}
     rows = []
     for model in sorted(acc["model"].unique().to_list(), key=study_rank):
         base_acc, base_irof = _per_run(acc, model, 0, metric), _per_run(per_run, model, 0, "irof")
@@ -89,7 +93,8 @@ def main_result(accuracy: pl.DataFrame, irof: pl.DataFrame, metric: str,
             irofs = _per_run(per_run, model, step, "irof")
             rows.append({
                 "model": model, "step": step,
-                "pruned_%": round(100 * ratio.get(step, 0.0), 1), "runs": len(values),
+                **{f"{c}_%": round(100 * (removed[(model, step)][c] or 0.0), 1) for c in FRACTIONS},
+                "runs": len(values),
                 f"{metric}_mean_sd": _mean_sd(list(values.values())),
                 f"{metric}_p_vs_step0": None if step == 0 else
                 acc_p.get((model, step), paired_t_p(values, base_acc)),
@@ -97,7 +102,7 @@ def main_result(accuracy: pl.DataFrame, irof: pl.DataFrame, metric: str,
                 "irof_p_vs_step0": None if step == 0 or not irofs else
                 irof_p.get((model, step), paired_t_p(irofs, base_irof)),
             })
-    schema = {"model": pl.String, "step": pl.Int64, "pruned_%": pl.Float64, "runs": pl.Int64,
+    schema = {"model": pl.String, "step": pl.Int64, **{f"{c}_%": pl.Float64 for c in FRACTIONS}, "runs": pl.Int64,
               f"{metric}_mean_sd": pl.String, f"{metric}_p_vs_step0": pl.Float64,
               "irof_mean_sd": pl.String, "irof_p_vs_step0": pl.Float64}
     return pl.DataFrame(rows, schema=schema), test

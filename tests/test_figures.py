@@ -12,6 +12,7 @@ from PIL import Image
 
 from analysis import figures, stats
 from analysis.results import read_table, write_rows
+from pruning.slimming import GAMMA_BINS
 
 STREAMS = ("spatial", "temporal")
 STEPS = (0, 1, 2, 3)
@@ -20,8 +21,20 @@ FIGURE_VIDEO = "v_Archery_g01_c01"
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
+def gamma_rows(stream: str, run: int, step: int, phase: str, centre: float, threshold: float | None,
+               n: int = 200) -> list[dict]:
+    """A `gammas` histogram of n log-normal |γ| around ``centre`` (the table's own bins)."""
+    low, high, bins = GAMMA_BINS
+    edges = np.logspace(np.log10(low), np.log10(high), bins + 1)
+    values = np.clip(np.exp(np.random.default_rng(run + 10 * step).normal(np.log(centre), 1.0, n)), low, high)
+    counts, _ = np.histogram(values, edges)
+    return [dict(experiment="demo", stream=stream, run=run, step=step, phase=phase, residual=False, bin=i,
+                 bin_low=float(edges[i]), bin_high=float(edges[i + 1]), count=int(counts[i]), threshold=threshold)
+            for i in range(bins)]
+
+
 def build_experiment(root: Path, *, latency: bool = True, epochs: bool = True, irof: bool = True,
-                     maps: bool = True) -> Path:
+                     maps: bool = True, gammas: bool = True) -> Path:
     """A small synthetic experiment written through the results store, with saved maps."""
     rng = np.random.default_rng(0)
     results = root / "results"
@@ -38,6 +51,7 @@ def build_experiment(root: Path, *, latency: bool = True, epochs: bool = True, i
                              video_accuracy=float(60 - 2 * step + 2 * rng.normal()),
                              video_top5=90.0, loss=1.0, n_videos=12,
                              latency_ms=float(10 - step) if latency and f is None else None,
+                             threshold=0.01 * step if step and f is None else None,
                              finished_at=T0) for f in fusions]
                 write_rows(results, "accuracy", rows, partition=f"{stream}/run{run}/step{step}")
                 if irof and stream != "fusion":
@@ -47,6 +61,14 @@ def build_experiment(root: Path, *, latency: bool = True, epochs: bool = True, i
                              irof=float(0.5 - 0.02 * step + 0.05 * rng.normal()), n_segments=20, seconds=0.1)
                         for video in (FIGURE_VIDEO, "v_Bowling_g02_c03")],
                         partition=f"{stream}/run{run}/step{step}")
+    if gammas:  # |γ| before training, after (sparsity) training, after each step's fine-tuning
+        for stream in STREAMS:
+            for run in RUNS:
+                write_rows(results, "gammas", gamma_rows(stream, run, 0, "initial", 1.0, None)
+                           + gamma_rows(stream, run, 0, "trained", 0.1, None)
+                           + [row for step in STEPS[1:]
+                              for row in gamma_rows(stream, run, step, "finetuned", 0.1, 0.01 * step, 200 - 8 * step)],
+                           partition=f"{stream}/run{run}")
     if epochs:
         write_rows(results, "epochs", [
             dict(experiment="demo", stream=stream, run=run, step=0, epoch=epoch, phase=phase,
@@ -149,11 +171,11 @@ def test_fusion_table_cells_come_from_the_summary(experiment):
     summary = stats.summary(accuracy, stats.ACCURACY_GROUPS, "video_accuracy")
     table = figures.fusion_table(summary)
     assert table["model"].to_list() == ["fusion: mean", "fusion: svm_softmax", "spatial", "temporal"]
-    assert table.columns[1:] == ["0.0 %", "4.0 %", "8.0 %", "12.0 %"]
+    assert table.columns[1:] == ["0.0 % of channels", "4.0 % of channels", "8.0 % of channels", "12.0 % of channels"]
     row = summary.filter((pl.col("fusion") == "mean") & (pl.col("step") == 2)).row(0, named=True)
-    assert table.filter(pl.col("model") == "fusion: mean")["8.0 %"][0] == (
+    assert table.filter(pl.col("model") == "fusion: mean")["8.0 % of channels"][0] == (
         f"{row['mean']:.2f} ± {row['std']:.2f} (n=3)")
-    assert table.filter(pl.col("model") == "temporal")["12.0 %"][0].endswith("(n=2)")
+    assert table.filter(pl.col("model") == "temporal")["12.0 % of channels"][0].endswith("(n=2)")
 
 
 def test_overlay_rows_per_ratio_with_normalised_maps(experiment, tmp_path):

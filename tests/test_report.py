@@ -14,7 +14,8 @@ from analysis.report import build_report, run_report_stage
 from test_figures import FIGURE_VIDEO, build_experiment
 
 FULL_FIGURES = {"accuracy_per_run", "accuracy_mean_sd", "accuracy_boxplots", "accuracy_cohens_d",
-                "accuracy_wilcoxon_p", "efficiency", "training_curves", "irof_boxplots", "irof_trend",
+                "accuracy_wilcoxon_p", "efficiency", "gamma_distribution", "training_curves", "irof_boxplots",
+                "irof_trend",
                 f"overlay_{FIGURE_VIDEO}"}
 STAT_TABLES = {f"{prefix}_{kind}" for prefix in ("video_accuracy", "irof") for kind in stats.TABLES}
 
@@ -85,7 +86,7 @@ def test_parts_not_run_yet_say_so(tmp_path, capsys):
     page = (tmp_path / "report" / "index.html").read_text()
     markdown = (tmp_path / "report" / "report.md").read_text()
     for text in (page, markdown):
-        assert text.count("Not available yet") == 7 and "experiment.json not found" in text
+        assert text.count("Not available yet") == 8 and "experiment.json not found" in text
         assert "base64" not in text
     with pytest.raises(SystemExit):
         report_module.main(["--experiment", str(tmp_path / "missing")])
@@ -94,12 +95,13 @@ def test_parts_not_run_yet_say_so(tmp_path, capsys):
 def test_sweep_stage_on_a_partial_experiment(tmp_path):
     from training.config import ExperimentConfig
 
-    root = build_experiment(tmp_path / "partial", latency=False, epochs=False, irof=False, maps=False)
+    root = build_experiment(tmp_path / "partial", latency=False, epochs=False, irof=False, maps=False,
+                            gammas=False)
     shutil.rmtree(root / "results" / "accuracy" / "fusion")
     cfg = ExperimentConfig.from_dict({"experiment": {"name": "partial", "root": str(root)}})
     report = run_report_stage(cfg, ctx=None)
     assert report.index == root / "report" / "index.html"
-    assert report.not_run == ["fusion", "training curves", "IROF", "saliency"]
+    assert report.not_run == ["fusion", "slimming", "training curves", "IROF", "saliency"]
     assert set(report.figures) == {"accuracy_per_run", "accuracy_mean_sd", "accuracy_boxplots",
                                    "accuracy_cohens_d", "accuracy_wilcoxon_p", "efficiency"}
     markdown = report.markdown.read_text()

@@ -76,7 +76,8 @@ def test_summary_table_comes_first_in_study_order(paper):
     assert headings[0].startswith("Experiment ") and headings[1] == "Summary"
     assert markdown.index("## Summary") < markdown.index("![")  # before every figure
     table = report.tables["summary"]
-    assert table.columns[:4] == ["model", "step", "pruned_%", "runs"]
+    assert table.columns[:6] == ["model", "step", "channels_removed_%", "params_removed_%", "flops_removed_%",
+                                 "runs"]
     models = table["model"].unique(maintain_order=True).to_list()
     assert models == list(STUDY_ORDER)
     assert table["step"].unique().sort().to_list() == list(EXPLAINED)

@@ -88,3 +88,28 @@ def test_chain_records_threshold_gammas_and_fractions(tmp_path):
         assert threshold == pytest.approx(thresholds[step])
         assert count == pruned_channels[step]  # every prunable channel of the pruned model is counted
     assert len(rows) == 2
+
+
+@pytest.mark.slow  # two real train trials on DALI shards (and the shared shard fixture)
+def test_baseline_trial_trains_with_the_penalty(tmp_path, synthetic_shards):
+    """The train stage's own trial (``run_trial``, outside Tune: its reports are no-ops) with and
+    without ``train.sparsity``, same seed and data: the penalty acts in the baseline training itself,
+    not only while fine-tuning (``prune.sparsity`` is the same in both), so the saved step-0 model
+    has clearly smaller |γ|; both record their |γ| before and after training."""
+    from test_tune import tiny_experiment
+    from training.tune import run_trial
+
+    means = {}
+    for sparsity in (0.0, 0.2):
+        cfg = tiny_experiment(tmp_path / f"s{sparsity}", synthetic_shards,
+                              train={"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0, "sparsity": sparsity,
+                                     "device": "cpu", "amp": False},
+                              prune={"sparsity": 1e-5, "residual": False})
+        run_trial(cfg, "spatial", 1)
+        model = load_checkpoint(cfg.paths.checkpoint("spatial", 1, 0)).model
+        means[sparsity] = mean_abs_gamma(model, residual=False)
+        gammas = read_table(cfg.paths.results, "gammas")
+        assert sorted(set(gammas["phase"])) == ["initial", "trained"] and set(gammas["step"]) == {0}
+        assert gammas.group_by("phase").agg(pl.col("count").sum())["count"].to_list() == \
+            [count_prunable_channels(model, residual=False)] * 2
+    assert means[0.2] < 0.9 * means[0.0], means

@@ -16,6 +16,7 @@ from typing import Any, Literal, Union
 import yaml
 
 STREAMS = ("spatial", "temporal")
+WEIGHT_KEYWORDS = ("none", "imagenet")  # model.weights values that are not a file
 DEFAULT_STAGES = ["data", "train", "prune", "fuse", "explain", "report"]
 
 
@@ -217,13 +218,15 @@ class ExperimentConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ExperimentConfig":
+        """The config in the yaml file at ``path``; relative paths in it are resolved against
+        the file's folder (``resolve_paths``)."""
         path = Path(path)
         try:
             data = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"{path}: cannot read the config: {exc}") from exc
         try:
-            return cls.from_dict(data or {})
+            return cls.from_dict(resolve_paths(data or {}, path.parent))
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
 
@@ -233,6 +236,33 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# keys holding a file-system path, with the values that are not paths
+PATH_KEYS = {("experiment", "root"): (), ("data", "videos"): (), ("data", "splits"): (),
+             ("model", "weights"): WEIGHT_KEYWORDS, ("ray", "storage_path"): ()}
+
+
+def resolve_paths(data: Any, base: str | Path) -> Any:
+    """A copy of the raw config mapping ``data`` with every relative path under ``PATH_KEYS``
+    made absolute against ``base`` (the yaml file's folder), so that a config means the same
+    files from any working directory. ``~`` is expanded; absolute paths, URIs (``s3://…``),
+    keywords (``model.weights: imagenet``) and values of other types (left for the type checks)
+    stay as they are. A key that is not set keeps its default (``experiment.root``:
+    ``runs/<name>`` under the working directory)."""
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    for (section, key), keywords in PATH_KEYS.items():
+        part = data.get(section)
+        value = part.get(key) if isinstance(part, dict) else None
+        if not isinstance(value, str) or not value or value in keywords or "://" in value:
+            continue
+        path = Path(value).expanduser()
+        resolved = str(path if path.is_absolute() else (Path(base) / path).resolve())
+        if resolved != value:
+            data[section] = part = {**part, key: resolved}
+    return data
 
 
 def _build(cls: type, data: Any, where: str):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError, ExperimentConfig
+from .config import ConfigError, ExperimentConfig, resolve_paths
 
 
 def valid_keys(cls: type = ExperimentConfig, prefix: str = "") -> list[str]:
@@ -63,13 +63,15 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
-    """The yaml at ``path`` with ``overrides`` applied, validated as one config."""
+    """The yaml at ``path`` (relative paths resolved against its folder) with ``overrides``
+    applied, validated as one config."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read the config: {exc}") from exc
-    data = apply_overrides(data, list(overrides))
+    # paths in the file are relative to the file; paths given with --set to the working directory
+    data = apply_overrides(resolve_paths(data, path.parent), list(overrides))
     try:
         return ExperimentConfig.from_dict(data)
     except ConfigError as exc:
