@@ -13,7 +13,8 @@ from scipy import stats as scipy_stats
 
 from .stats import irof_per_run
 
-STUDY_ORDER = ("spatial", "temporal", "fusion: mean", "fusion: svm_softmax", "fusion: svm_features")
+STUDY_ORDER = ("spatial", "temporal", "fusion: mean", "fusion: svm_softmax", "fusion: svm_features",
+               "fusion: svm_logits")
 
 
 def model_label(stream: str, fusion: str | None) -> str:

@@ -7,7 +7,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from analysis import figures
@@ -15,7 +17,8 @@ from analysis.report import build_report
 from analysis.results import write_rows
 from analysis.summary import STUDY_ORDER
 
-STEPS, RUNS, EXPLAINED = range(18), range(1, 6), (0, 4, 8, 12)
+# the paper's grid: 17 steps of 4 % (18 evaluated models per run), explained at 0 / 6 / 7 / 14
+STEPS, RUNS, EXPLAINED = range(18), range(1, 6), (0, 6, 7, 14)
 FUSIONS = ("mean", "svm_softmax", "svm_features")
 HOSTILE = '<script>alert(1)</script> "quoted" & <img src=x onerror=alert(2)>'
 
@@ -28,19 +31,20 @@ def paper_size_experiment(root: Path, name: str = "paper", steps=STEPS, explaine
         for run in RUNS:
             rows = []
             for step in steps:
-                ratio = 1 - 0.9 ** step
+                ratio = 1 - 0.96 ** step
                 acc = 80 - 30 * ratio ** 2 + rng.normal(0, 1)
                 rows.append(dict(experiment=name, stream=stream, fusion=fusion, run=run, seed=run,
                                  step=step, prune_ratio=ratio, channels_removed=ratio,
                                  params_removed=ratio * 0.9, flops_removed=ratio * 0.8, split=1,
                                  clip_accuracy=acc - 3, video_accuracy=acc, video_top5=acc + 10,
                                  loss=1 + ratio, n_videos=3783, latency_ms=5 - 3 * ratio,
+                                 throughput_cps=400 / (1 - 0.6 * ratio), device="cpu",
                                  finished_at=datetime.now(timezone.utc)))
             write_rows(root / "results", "accuracy", rows, partition=f"{stream}/{fusion}/run{run}")
     for stream in ("spatial", "temporal"):
         for run in RUNS:
             rows = [dict(experiment=name, stream=stream, run=run, step=step,
-                         prune_ratio=1 - 0.9 ** step, video=f"v_{cls}_g01_c01", clip=0, label=0,
+                         prune_ratio=1 - 0.96 ** step, video=f"v_{cls}_g01_c01", clip=0, label=0,
                          target=0, predicted=0, method="saliency",
                          irof=float(rng.normal(0.3 - 0.01 * step, 0.02)), n_segments=50, seconds=1.0)
                     for step in explained for cls in ("Archery", "Bowling")]
@@ -60,6 +64,9 @@ def test_paper_size_figures_fit_and_every_link_resolves(paper):
     for plotted in report.figures.values():
         with Image.open(plotted.path) as image:
             assert image.width <= figures.MAX_WIDTH_PX, (plotted.path, image.size)
+            assert image.height <= figures.MAX_WIDTH_PX, (plotted.path, image.size)
+    page = report.index.read_text()
+    assert page.count('src="data:image/png;base64,') == len(report.figures)  # every figure embedded
     markdown = report.markdown.read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
     assert len(links) == len(report.figures)
@@ -78,7 +85,8 @@ def test_summary_table_comes_first_in_study_order(paper):
     table = report.tables["summary"]
     assert table.columns[:4] == ["model", "step", "pruned_%", "runs"]
     models = table["model"].unique(maintain_order=True).to_list()
-    assert models == list(STUDY_ORDER)
+    assert models == list(STUDY_ORDER[:5]) == ["spatial", "temporal", "fusion: mean", "fusion: svm_softmax",
+                                               "fusion: svm_features"]
     assert table["step"].unique().sort().to_list() == list(EXPLAINED)
     assert set(table["runs"].to_list()) == {5}
     pruned = table.filter(table["step"] > 0)
@@ -86,6 +94,56 @@ def test_summary_table_comes_first_in_study_order(paper):
     singles = pruned.filter(pruned["model"].is_in(["spatial", "temporal"]))
     assert singles["irof_p_vs_step0"].null_count() == 0
     assert (table.filter(table["model"].str.starts_with("fusion"))["irof_mean_sd"] == "–").all()
+
+
+STUDY_MODELS = ["spatial", "temporal", "fusion: mean", "fusion: svm_softmax", "fusion: svm_features"]
+PERCENT = re.compile(r"^[-\u2212]?\d+(\.\d)?$")  # percent pruned: at most 0.1
+
+
+def drawn(plotted):
+    """The figure of a Plotted, laid out and drawn, with its renderer."""
+    renderer = FigureCanvasAgg(plotted.figure).get_renderer()
+    plotted.figure.draw(renderer)
+    return plotted.figure, renderer
+
+
+def test_paper_size_figures_are_legible(paper):
+    """Legends outside the data, percent ticks to 0.1, facets and legends in study order."""
+    _, report = paper
+    legends = 0
+    for name, plotted in report.figures.items():
+        fig, renderer = drawn(plotted)
+        panels = [ax for ax in fig.axes if ax.get_visible()]
+        for legend in [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend())]:
+            legends += 1
+            box = legend.get_window_extent(renderer)
+            assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in panels), name
+        for ax in panels:
+            if "pruned" in ax.get_xlabel():
+                labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+                assert labels and all(PERCENT.match(t) for t in labels), (name, labels)
+    assert legends >= 4  # per run, mean ± sd, trend, efficiency, training curves
+    for name in ("accuracy_boxplots", "accuracy_cohens_d", "accuracy_wilcoxon_p"):
+        fig, _ = drawn(report.figures[name])
+        assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == STUDY_MODELS, name
+    bars = drawn(report.figures["accuracy_cohens_d"])[0].axes[0]
+    assert [t.get_text() for t in bars.get_xticklabels()] == [f"{(1 - 0.96 ** k) * 100:.1f}" for k in STEPS[1:]]
+    assert bars.get_xticklabels()[-1].get_text() == "50.0"  # 17 steps of 4 %: 50.04 % pruned
+    fig, _ = drawn(report.figures["accuracy_mean_sd"])
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == STUDY_MODELS
+    assert report.figures["accuracy_boxplots"].data["model"].unique(maintain_order=True).to_list() == STUDY_MODELS
+
+
+def test_efficiency_panel_draws_latency_and_throughput(paper):
+    _, report = paper
+    fig, _ = drawn(report.figures["efficiency"])
+    sizes, latency, throughput = fig.axes
+    assert latency.get_title() == "latency (cpu)" and throughput.get_title() == "throughput (cpu)"
+    for ax in (latency, throughput):
+        assert len(ax.lines) == 2 and all(len(line.get_xdata()) == len(STEPS) for line in ax.lines)
+        assert not ax.texts  # no "not measured"
+    data = report.figures["efficiency"].data.filter(pl.col("stream") == "spatial").sort("step")
+    assert data["throughput_cps"][0] == pytest.approx(400.0) and data["latency_ms"][0] == pytest.approx(5.0)
 
 
 def test_hostile_names_are_escaped_in_html_and_markdown(tmp_path):
