@@ -100,9 +100,9 @@ def _panels(n: int, *, width=4.0, height=3.2, rows=1, sharey=True) -> tuple[Figu
     return fig, np.atleast_2d(fig.subplots(rows, n, sharey=sharey, squeeze=False))
 
 
-def _facets(n: int, *, width=4.0, height=3.0, sharey=True) -> tuple[Figure, list]:
-    """``n`` panels, at most FACET_COLUMNS a row; unused cells of the last row are hidden."""
-    columns = max(1, min(n, FACET_COLUMNS))
+def _facets(n: int, *, width=4.0, height=3.0, sharey=True, columns=FACET_COLUMNS) -> tuple[Figure, list]:
+    """``n`` panels, at most ``columns`` a row; unused cells of the last row are hidden."""
+    columns = max(1, min(n, columns))
     rows = max(1, -(-n // columns))
     fig = Figure(figsize=(width * columns, height * rows), layout="constrained")
     axes = list(fig.subplots(rows, columns, sharey=sharey, squeeze=False).ravel())
@@ -159,7 +159,7 @@ def _bars_per_model(effects: pl.DataFrame, column: str, ylabel: str, out: Path, 
     models = data["model"].unique(maintain_order=True).to_list()
     steps = sorted(data["step"].unique().to_list())
     ratios = data.group_by("step").agg(pl.col("prune_ratio").mean()).sort("step")["prune_ratio"]
-    fig, axes = _facets(len(models), width=max(4.0, 0.28 * len(steps) + 1.2))
+    fig, axes = _facets(len(models), width=max(4.0, 0.28 * len(steps) + 1.2), columns=2)
     for colour, (ax, model) in enumerate(zip(axes, models)):
         part = data.filter(pl.col("model") == model)
         ax.bar([steps.index(s) for s in part["step"]], part[column].fill_null(np.nan), width=0.7,
@@ -259,12 +259,17 @@ def _cell(mean: float, std: float | None, n: int) -> str:
 
 
 def fusion_table(summary: pl.DataFrame) -> pl.DataFrame:
-    """Video accuracy per model (streams and fusion methods) and pruning ratio: 'mean ± sd (n)'."""
-    long = with_model(summary).sort("step")
+    """Video accuracy, a row per pruning ratio ('pruned', percent to 0.1) and a column per model
+    (streams, then fusion methods, in study order): 'mean ± sd (n=runs)'. Steps as rows keep
+    the table as narrow as the models are few, at 18 steps too."""
+    long = study_sorted(with_model(summary), "step")
     long = long.with_columns(
         pl.Series("cell", [_cell(*r) for r in long.select("mean", "std", "n").iter_rows()], dtype=pl.String),
-        pl.format("{} %", (pl.col("prune_ratio") * 100).round(1)).alias("pruned"))
-    return study_sorted(long.pivot(on="pruned", index="model", values="cell", sort_columns=False))
+        pl.format("{} %", pl.col("prune_ratio").mean().over("step").map_elements(
+            percent_label, return_dtype=pl.String)).alias("pruned"))
+    models = long["model"].unique(maintain_order=True).to_list()
+    wide = long.pivot(on="model", index=["step", "pruned"], values="cell").sort("step")
+    return wide.select("pruned", *models)
 
 
 def saliency_files(saliency_dir: Path, video: str) -> pl.DataFrame:

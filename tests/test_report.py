@@ -52,7 +52,7 @@ def test_every_statistics_table_is_written_and_shown(full):
         cell = report_module._format(value)
         assert f"<td>{cell}</td>" in page and f"| {cell} |" in markdown
     fusion = report.tables["fusion_table"]
-    assert fusion["model"].to_list() == ["spatial", "temporal", "fusion: mean", "fusion: svm_softmax"]  # study order
+    assert fusion.columns[1:] == ["spatial", "temporal", "fusion: mean", "fusion: svm_softmax"]  # study order
     for cell in fusion.row(0)[1:]:
         assert cell in page and cell in markdown
 

@@ -1,8 +1,12 @@
 """The report at the paper's size (synthetic tables, no training) and with hostile names."""
 from __future__ import annotations
 
+import html
 import json
+import os
 import re
+import shutil
+import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -110,9 +114,9 @@ def drawn(plotted):
 def test_paper_size_figures_are_legible(paper):
     """Legends outside the data, percent ticks to 0.1, facets and legends in study order."""
     _, report = paper
-    legends = 0
+    legends, figs = 0, {}
     for name, plotted in report.figures.items():
-        fig, renderer = drawn(plotted)
+        fig, renderer = figs[name] = drawn(plotted)
         panels = [ax for ax in fig.axes if ax.get_visible()]
         for legend in [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend())]:
             legends += 1
@@ -124,12 +128,12 @@ def test_paper_size_figures_are_legible(paper):
                 assert labels and all(PERCENT.match(t) for t in labels), (name, labels)
     assert legends >= 4  # per run, mean ± sd, trend, efficiency, training curves
     for name in ("accuracy_boxplots", "accuracy_cohens_d", "accuracy_wilcoxon_p"):
-        fig, _ = drawn(report.figures[name])
+        fig, _ = figs[name]
         assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == STUDY_MODELS, name
-    bars = drawn(report.figures["accuracy_cohens_d"])[0].axes[0]
+    bars = figs["accuracy_cohens_d"][0].axes[0]
     assert [t.get_text() for t in bars.get_xticklabels()] == [f"{(1 - 0.96 ** k) * 100:.1f}" for k in STEPS[1:]]
     assert bars.get_xticklabels()[-1].get_text() == "50.0"  # 17 steps of 4 %: 50.04 % pruned
-    fig, _ = drawn(report.figures["accuracy_mean_sd"])
+    fig, _ = figs["accuracy_mean_sd"]
     assert [t.get_text() for t in fig.legends[0].get_texts()] == STUDY_MODELS
     assert report.figures["accuracy_boxplots"].data["model"].unique(maintain_order=True).to_list() == STUDY_MODELS
 
@@ -157,3 +161,51 @@ def test_hostile_names_are_escaped_in_html_and_markdown(tmp_path):
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
         assert "onerror=alert(2)" in text  # shown as text, escaped above
     assert "&quot;quoted&quot; &amp;" in page
+
+
+CHROMIUM = shutil.which("chromium")
+WINDOW = (1280, 900)  # a laptop browser window
+CHECK_SCRIPT = """<script>window.addEventListener('load', () => {
+  const images = [...document.images];
+  document.body.setAttribute('data-check', JSON.stringify({
+    images: images.length,
+    loaded: images.filter(i => i.complete && i.naturalWidth > 0).length,
+    scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
+    scrollHeight: document.documentElement.scrollHeight,
+    overflowing: [...document.querySelectorAll('body *')]
+      .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1).map(e => e.tagName)}));
+});</script>"""
+
+
+def chromium(tmp_path: Path, *args: str) -> str:
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000", *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package")
+def test_paper_size_report_in_headless_chromium(paper, tmp_path):
+    """What a reader sees: every image loads, nothing is wider than the window; a full-page
+    screenshot is saved (CROSSROADS_SCREENSHOT=path keeps a copy to look at)."""
+    root, report = paper
+    checked = tmp_path / "checked.html"  # the page plus a script that reports what loaded
+    checked.write_text(report.index.read_text().replace("</body>", CHECK_SCRIPT + "</body>"))
+    dom = chromium(tmp_path, f"--window-size={WINDOW[0]},{WINDOW[1]}", "--dump-dom", checked.as_uri())
+    found = re.search(r'data-check="([^"]+)"', dom)
+    assert found, dom[-500:]
+    check = json.loads(html.unescape(found.group(1)))
+    assert check["images"] == len(report.figures) and check["loaded"] == check["images"], check
+    assert check["scrollWidth"] <= check["innerWidth"] == WINDOW[0] and check["overflowing"] == [], check
+
+    screenshot = tmp_path / "report.png"
+    chromium(tmp_path, f"--window-size={WINDOW[0]},{check['scrollHeight']}", f"--screenshot={screenshot}",
+             report.index.as_uri())
+    with Image.open(screenshot) as image:
+        assert image.size == (WINDOW[0], check["scrollHeight"])
+        # not a blank page: the figures' pixels are there
+        assert len(image.convert("L").getcolors(256 * 256) or range(257)) > 16
+    if os.environ.get("CROSSROADS_SCREENSHOT"):
+        shutil.copyfile(screenshot, os.environ["CROSSROADS_SCREENSHOT"])
