@@ -225,7 +225,8 @@ class ReportBuilder:
         if singles.is_empty():
             self.not_run("efficiency", "no accuracy rows yet")
             return
-        self.figure("efficiency", "measured fraction of parameters, FLOPs and channels removed; latency",
+        self.figure("efficiency", "measured fraction of parameters, FLOPs and channels removed; batch-1 "
+                    "latency and throughput (mean over runs)",
                     lambda p: figures.efficiency(self.accuracy, p))
         if singles["latency_ms"].null_count() == singles.height:
             self.text("Latency was not measured (the accuracy table's latency_ms column is empty).")
