@@ -298,7 +298,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="class names from 'ucf101' (the official classInd.txt) or a classInd.txt path; "
                              "--classes then takes the first N of them")
     args = vars(parser.parse_args(argv))
-    out = generate(args.pop("out"), **args)
+    try:
+        out = generate(args.pop("out"), **args)
+    except ValueError as exc:  # bad class count, design or class list: exit 2 with the reason
+        parser.error(str(exc))
     print(f"synthetic mini-UCF101 in {out} (split lists in {out / SPLITS_DIRNAME})")
 
 

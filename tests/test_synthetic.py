@@ -204,3 +204,6 @@ def test_bad_class_list_names_file_and_line(tmp_path):
         class_names(2, class_list=str(bad))
     with pytest.raises(ValueError, match="no such file"):
         class_names(2, class_list=str(tmp_path / "missing.txt"))
+    with pytest.raises(SystemExit) as exit_info:  # the command line: exit 2 naming the file
+        main(["--out", str(tmp_path / "out"), "--classes", "2", "--class-list", str(bad)])
+    assert exit_info.value.code == 2
