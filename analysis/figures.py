@@ -51,6 +51,11 @@ def with_model(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(label.alias("model"))
 
 
+# single streams before fusions (a sort key for frames with a ``model`` column); prefer
+# ``study_sorted``, which also orders the fusion methods as the study does
+STUDY_ORDER_KEY = pl.col("model").str.starts_with("fusion").alias("_fusion_last")
+
+
 def model_rank(model: str) -> tuple:
     """Study order of a model label; an IROF label '<stream> (<method>)' ranks by its stream."""
     base, _, method = model.partition(" (")
