@@ -5,6 +5,11 @@ and returns the data it plotted, built before drawing and drawn from as is, so t
 the report can compare a figure with the tables. Axes show the pruning ratio: the share of
 the prunable channels removed, in percent (params and FLOPs removed are shares of the whole
 model: ``analysis.pruned``).
+
+Legible at the paper's size (17 steps x 5 runs x 5 models): models in study order (spatial,
+temporal, then the fusions), one facet per model where a single panel would hold dozens of
+boxes or bars (at most ``FACET_COLUMNS`` facets a row), legends outside the data, percent
+tick labels to 0.1. ``Plotted.figure`` keeps the drawn matplotlib figure for checks.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from .results import atomic_file
+from .summary import study_rank
 
 DPI = 300
 MAX_WIDTH_PX = 2400  # no PNG wider than this: the resolution drops for wide figures
@@ -27,6 +33,7 @@ ALPHA = 0.05
 MIN_RUNS_FOR_INTERVAL = 3  # fewer runs: the interval is flagged, not drawn
 OUTLIER_IQR = 3.0  # robust axis limits: quartiles ± this many interquartile ranges
 OVERLAY_COLUMNS = ("RGB frame", "spatial saliency", "temporal saliency")
+FACET_COLUMNS = 3  # facets per row
 
 
 @dataclass
@@ -34,6 +41,7 @@ class Plotted:
     """A written figure and the data drawn in it."""
     path: Path
     data: Any
+    figure: Figure | None = None  # the drawn figure (legend and tick checks)
 
 
 def with_model(df: pl.DataFrame) -> pl.DataFrame:
@@ -47,8 +55,36 @@ def with_model(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(label.alias("model"))
 
 
-# models in study order: single streams, then fusions
+# single streams before fusions (a sort key for frames with a ``model`` column); prefer
+# ``study_sorted``, which also orders the fusion methods as the study does
 STUDY_ORDER_KEY = pl.col("model").str.starts_with("fusion").alias("_fusion_last")
+
+
+def model_rank(model: str) -> tuple:
+    """Study order of a model label; an IROF label '<stream> (<method>)' ranks by its stream."""
+    base, _, method = model.partition(" (")
+    return (*study_rank(base), method)
+
+
+def study_sorted(df: pl.DataFrame, *then: str) -> pl.DataFrame:
+    """Rows by model in study order (spatial, temporal, fusions mean, svm_softmax, svm_features,
+    svm_logits, then any other model alphabetically), then by ``then``."""
+    order = sorted(df["model"].unique().to_list(), key=model_rank)
+    rank = pl.col("model").replace_strict(order, list(range(len(order))), return_dtype=pl.Int64)
+    return df.sort(rank, *then)
+
+
+def percent_label(ratio: float) -> str:
+    """A pruned fraction as a tick label: percent to 0.1 (what a 4 % step grid supports)."""
+    return f"{ratio * 100:.1f}"
+
+
+def legend_outside(fig: Figure, axes=None, **kwargs) -> None:
+    """One legend right of the panels, never over the data (constrained layout makes room)."""
+    source = axes if axes is not None else fig.axes[0]
+    handles, labels = source.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", fontsize="small", **kwargs)
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -73,6 +109,17 @@ def _panels(n: int, *, width=4.0, height=3.2, rows=1, sharey=True) -> tuple[Figu
     return fig, np.atleast_2d(fig.subplots(rows, n, sharey=sharey, squeeze=False))
 
 
+def _facets(n: int, *, width=4.0, height=3.0, sharey=True, columns=FACET_COLUMNS) -> tuple[Figure, list]:
+    """``n`` panels, at most ``columns`` a row; unused cells of the last row are hidden."""
+    columns = max(1, min(n, columns))
+    rows = max(1, -(-n // columns))
+    fig = Figure(figsize=(width * columns, height * rows), layout="constrained")
+    axes = list(fig.subplots(rows, columns, sharey=sharey, squeeze=False).ravel())
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:max(n, 1)]
+
+
 def accuracy_per_run(accuracy: pl.DataFrame, metric: str, out: Path) -> Plotted:
     """One line per run of the metric against pruning ratio, a panel per single stream."""
     data = (accuracy.filter(pl.col("stream").is_in(SINGLE_STREAMS))
@@ -83,75 +130,73 @@ def accuracy_per_run(accuracy: pl.DataFrame, metric: str, out: Path) -> Plotted:
         for (run,), line in part.partition_by("run", as_dict=True).items():
             ax.plot(line["prune_ratio"] * 100, line[metric], marker="o", ms=3, label=f"run {run}")
         ax.set(title=stream, xlabel="prunable channels removed (%)", ylabel=metric.replace("_", " ") + " (%)")
-        ax.legend(fontsize="small")
-    return Plotted(_save(fig, out), data)
+    legend_outside(fig)
+    return Plotted(_save(fig, out), data, fig)
 
 
 def mean_sd(summary: pl.DataFrame, ylabel: str, out: Path) -> Plotted:
     """Mean ± sd against pruning ratio, a line per model (stream or fusion method)."""
-    data = with_model(summary).select("model", "step", "prune_ratio", "n", "mean", "std")
+    data = study_sorted(with_model(summary).select("model", "step", "prune_ratio", "n", "mean", "std"), "step")
     fig, axes = _panels(1, width=5.5)
     ax = axes[0, 0]
     for (model,), part in data.partition_by("model", as_dict=True, maintain_order=True).items():
         ax.errorbar(part["prune_ratio"] * 100, part["mean"], yerr=part["std"].fill_null(0),
                     marker="o", ms=3, capsize=3, label=model)
     ax.set(xlabel="prunable channels removed (%)", ylabel=ylabel, title="mean ± sd over runs")
-    ax.legend(fontsize="small")
-    return Plotted(_save(fig, out), data)
+    legend_outside(fig, ax)
+    return Plotted(_save(fig, out), data, fig)
 
 
 def boxplots(values: pl.DataFrame, value: str, ylabel: str, out: Path) -> Plotted:
     """Box per pruning ratio of ``value``, a panel per model; data: model, step, values."""
-    data = (with_model(values).group_by("model", "step")
-            .agg(pl.col("prune_ratio").mean(), pl.col(value).alias("values"))
-            .sort(STUDY_ORDER_KEY, "model", "step"))
+    data = study_sorted(with_model(values).group_by("model", "step")
+                        .agg(pl.col("prune_ratio").mean(), pl.col(value).alias("values")), "step")
     models = data["model"].unique(maintain_order=True).to_list()
-    fig, axes = _panels(max(len(models), 1))
-    for ax, model in zip(axes[0], models):
+    fig, axes = _facets(len(models))
+    for ax, model in zip(axes, models):
         part = data.filter(pl.col("model") == model)
         ratios = (part["prune_ratio"] * 100).to_list()
         width = 0.6 * (min(np.diff(ratios)) if len(ratios) > 1 else 1.0)
         ax.boxplot(part["values"].to_list(), positions=ratios, widths=width, manage_ticks=False)
         ax.set(title=model, xlabel="prunable channels removed (%)", ylabel=ylabel)
-    return Plotted(_save(fig, out), data)
+    return Plotted(_save(fig, out), data, fig)
 
 
-def _grouped_bars(effects: pl.DataFrame, column: str, ylabel: str, out: Path, guides, title) -> Plotted:
-    data = (with_model(effects).select("model", "step", "prune_ratio", "n", column)
-            .sort(STUDY_ORDER_KEY, "model", "step"))
+def _bars_per_model(effects: pl.DataFrame, column: str, ylabel: str, out: Path, guides, title) -> Plotted:
+    """A facet per model, a bar per pruned step, tick labels the percent pruned to 0.1."""
+    data = study_sorted(with_model(effects).select("model", "step", "prune_ratio", "n", column), "step")
     models = data["model"].unique(maintain_order=True).to_list()
     steps = sorted(data["step"].unique().to_list())
-    fig, axes = _panels(1, width=max(6.0, 0.2 * len(steps) * len(models)))
-    ax = axes[0, 0]
-    width = 0.8 / max(len(models), 1)
-    for i, model in enumerate(models):
-        part = data.filter(pl.col("model") == model)
-        x = np.array([steps.index(s) for s in part["step"]]) + (i - (len(models) - 1) / 2) * width
-        ax.bar(x, part[column].fill_null(np.nan), width=width, label=model)
     ratios = data.group_by("step").agg(pl.col("prune_ratio").mean()).sort("step")["prune_ratio"]
-    ax.set_xticks(range(len(steps)), [f"{r * 100:g}" for r in ratios])
-    for y, style in guides:
-        ax.axhline(y, color="grey", lw=0.8, ls=style)
-    ax.set(xlabel="prunable channels removed (%)", ylabel=ylabel, title=title)
-    ax.legend(fontsize="small")
-    return Plotted(_save(fig, out), data)
+    fig, axes = _facets(len(models), width=max(4.0, 0.28 * len(steps) + 1.2), columns=2)
+    for colour, (ax, model) in enumerate(zip(axes, models)):
+        part = data.filter(pl.col("model") == model)
+        ax.bar([steps.index(s) for s in part["step"]], part[column].fill_null(np.nan), width=0.7,
+               color=f"C{colour}")
+        ax.set_xticks(range(len(steps)), [percent_label(r) for r in ratios],
+                      rotation=90 if len(steps) > 6 else 0, fontsize="small")
+        for y, style in guides:
+            ax.axhline(y, color="grey", lw=0.8, ls=style)
+        ax.set(title=model, xlabel="prunable channels removed (%)", ylabel=ylabel)
+    fig.suptitle(title)
+    return Plotted(_save(fig, out), data, fig)
 
 
 def cohens_d_bars(effects: pl.DataFrame, out: Path) -> Plotted:
     guides = [(0, "-")] + [(s * g, ":") for g in EFFECT_GUIDES for s in (1, -1)]
-    return _grouped_bars(effects, "cohens_d", "Cohen's d_z (pruned − unpruned)", out, guides,
+    return _bars_per_model(effects, "cohens_d", "Cohen's d_z (pruned − unpruned)", out, guides,
                          "paired effect size; guides at ±0.2, ±0.5, ±0.8")
 
 
 def wilcoxon_p_bars(effects: pl.DataFrame, out: Path) -> Plotted:
-    return _grouped_bars(effects, "p_wilcoxon", "Wilcoxon p (two-sided)", out, [(ALPHA, "--")],
+    return _bars_per_model(effects, "p_wilcoxon", "Wilcoxon p (two-sided)", out, [(ALPHA, "--")],
                          f"signed-rank test against step 0; line at p = {ALPHA}")
 
 
 def trend_with_intervals(summary: pl.DataFrame, ylabel: str, out: Path) -> Plotted:
     """Mean with its 95 % t-interval against pruning ratio, a line per model."""
-    data = (with_model(summary).select("model", "step", "prune_ratio", "n", "mean", "ci_low", "ci_high")
-            .sort(STUDY_ORDER_KEY, "model", "step"))
+    data = study_sorted(with_model(summary).select("model", "step", "prune_ratio", "n", "mean", "ci_low",
+                                                   "ci_high"), "step")
     fig, axes = _panels(1, width=5.5)
     ax = axes[0, 0]
     # an interval from fewer than MIN_RUNS_FOR_INTERVAL runs is no finding: flagged, not drawn
@@ -166,8 +211,8 @@ def trend_with_intervals(summary: pl.DataFrame, ylabel: str, out: Path) -> Plott
     if not data["interval_drawn"].all():
         ax.annotate(f"no interval where n < {MIN_RUNS_FOR_INTERVAL} runs", (0.01, 0.01),
                     xycoords="axes fraction", fontsize="x-small", color="grey")
-    ax.legend(fontsize="small")
-    return Plotted(_save(fig, out), data)
+    legend_outside(fig, ax)
+    return Plotted(_save(fig, out), data, fig)
 
 
 def training_curves(epochs: pl.DataFrame, out: Path) -> Plotted:
@@ -184,33 +229,45 @@ def training_curves(epochs: pl.DataFrame, out: Path) -> Plotted:
                 ax.plot(line["epoch"], line[column], style, label=f"run {run} {phase}")
         for ax, column in zip(row, ("loss", "accuracy")):
             ax.set(title=f"{stream}: {column}", xlabel="epoch", ylabel=column)
-        row[1].legend(fontsize="x-small")
-    return Plotted(_save(fig, out), data)
+    legend_outside(fig, axes[0, 1])
+    return Plotted(_save(fig, out), data, fig)
+
+
+SPEED_PANELS = (("latency_ms", "ms per clip (batch 1)", "latency"),
+                ("throughput_cps", "clips per second", "throughput"))
 
 
 def efficiency(accuracy: pl.DataFrame, out: Path) -> Plotted:
-    """Measured parameter / FLOP reduction and latency against the target ratio (mean over runs)."""
+    """Measured parameter / FLOP / channel reduction, batch-1 latency and throughput against the
+    target ratio (mean over runs), a line per single stream; the panel titles name the device
+    and throughput batch where the rows say them."""
+    columns = [c for c in ("throughput_cps", "device") if c not in accuracy.columns]
+    accuracy = accuracy.with_columns(pl.lit(None, pl.Float64 if c != "device" else pl.String).alias(c)
+                                     for c in columns)
     data = (accuracy.filter(pl.col("stream").is_in(SINGLE_STREAMS))
             .group_by("stream", "step").agg(pl.col("prune_ratio", "params_removed", "flops_removed",
-                                                   "channels_removed", "latency_ms").mean())
+                                                   "channels_removed", "latency_ms", "throughput_cps").mean(),
+                                            pl.col("device").drop_nulls().unique().sort().str.join(", "))
             .sort("stream", "step"))
-    fig, axes = _panels(2, width=4.5, sharey=False)
+    fig, axes = _panels(3, width=4.0, sharey=False)
+    axes = axes[0]
     for colour, ((stream,), part) in enumerate(data.partition_by("stream", as_dict=True, maintain_order=True).items()):
         x = part["prune_ratio"] * 100
         for column, style in (("params_removed", "-o"), ("flops_removed", "--s"), ("channels_removed", ":^")):
-            axes[0, 0].plot(x, part[column] * 100, style, color=f"C{colour}", ms=3,
-                            label=f"{stream} {column.split('_')[0]}")
-        if part["latency_ms"].null_count() < part.height:
-            axes[0, 1].plot(x, part["latency_ms"], "-o", color=f"C{colour}", ms=3, label=stream)
-    axes[0, 0].set(xlabel="prunable channels removed (%, target)", ylabel="removed (%)", title="params, FLOPs (of all); channels (of prunable)")
-    axes[0, 0].legend(fontsize="x-small")
-    axes[0, 1].set(xlabel="prunable channels removed (%, target)", ylabel="ms per clip", title="inference latency")
-    if data["latency_ms"].null_count() == data.height:
-        axes[0, 1].text(0.5, 0.5, "latency not measured", ha="center", va="center",
-                        transform=axes[0, 1].transAxes)
-    else:
-        axes[0, 1].legend(fontsize="small")
-    return Plotted(_save(fig, out), data)
+            axes[0].plot(x, part[column] * 100, style, color=f"C{colour}", ms=3,
+                         label=f"{stream} {column.split('_')[0]}")
+        for ax, (column, _, _) in zip(axes[1:], SPEED_PANELS):
+            if part[column].null_count() < part.height:
+                ax.plot(x, part[column], "-o", color=f"C{colour}", ms=3)
+    axes[0].set(xlabel="prunable channels removed (%, target)", ylabel="removed (%)", title="params, FLOPs (of all); channels (of prunable)")
+    devices = sorted({d for d in data["device"].to_list() if d})
+    where = f" ({', '.join(devices)})" if devices else ""
+    for ax, (column, ylabel, title) in zip(axes[1:], SPEED_PANELS):
+        ax.set(xlabel="prunable channels removed (%, target)", ylabel=ylabel, title=title + where)
+        if data[column].null_count() == data.height:
+            ax.text(0.5, 0.5, f"{title} not measured", ha="center", va="center", transform=ax.transAxes)
+    legend_outside(fig, axes[0])
+    return Plotted(_save(fig, out), data, fig)
 
 
 GAMMA_PHASES = ("initial", "trained", "finetuned")  # the `gammas` table's phases, in training order
@@ -264,7 +321,7 @@ def gamma_distribution(gammas: pl.DataFrame, steps: list[int], out: Path,
         if nonzero.height:
             ax.set_xlim(nonzero["bin_low"].min(), nonzero["bin_high"].max())
         ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside the data
-    return Plotted(_save(fig, out), data)
+    return Plotted(_save(fig, out), data, fig)
 
 
 def _cell(mean: float, std: float | None, n: int) -> str:
@@ -272,12 +329,17 @@ def _cell(mean: float, std: float | None, n: int) -> str:
 
 
 def fusion_table(summary: pl.DataFrame) -> pl.DataFrame:
-    """Video accuracy per model (streams and fusion methods) and pruning ratio: 'mean ± sd (n)'."""
-    long = with_model(summary).sort("step")
+    """Video accuracy, a row per pruning ratio ('pruned', percent to 0.1) and a column per model
+    (streams, then fusion methods, in study order): 'mean ± sd (n=runs)'. Steps as rows keep
+    the table as narrow as the models are few, at 18 steps too."""
+    long = study_sorted(with_model(summary), "step")
     long = long.with_columns(
         pl.Series("cell", [_cell(*r) for r in long.select("mean", "std", "n").iter_rows()], dtype=pl.String),
-        pl.format("{} % of channels", (pl.col("prune_ratio") * 100).round(1)).alias("pruned"))
-    return long.pivot(on="pruned", index="model", values="cell", sort_columns=False).sort("model")
+        pl.format("{} %", pl.col("prune_ratio").mean().over("step").map_elements(
+            percent_label, return_dtype=pl.String)).alias("pruned"))
+    models = long["model"].unique(maintain_order=True).to_list()
+    wide = long.pivot(on="model", index=["step", "pruned"], values="cell").sort("step")
+    return wide.select("pruned", *models)
 
 
 def saliency_files(saliency_dir: Path, video: str) -> pl.DataFrame:
@@ -338,7 +400,7 @@ def overlay(saliency_dir: Path, video: str, out: Path, *, cmap="inferno", alpha=
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="saliency (normalised per map)")
     fig.suptitle(f"{video} (run {first['run']}, clip {first['clip']})")
-    return Plotted(_save(fig, out), rows)
+    return Plotted(_save(fig, out), rows, fig)
 
 
 def robust_limits(values: np.ndarray) -> tuple[float, float]:
@@ -397,9 +459,9 @@ def irof_by_correctness_boxes(irof: pl.DataFrame, out: Path) -> Plotted:
         ax.set_ylim(lo, hi)
         note = (f"\n{outside[model]} clip(s) beyond the axis (▲▼ at its edge)"
                 f"\nall clips: {values.min():.3g} to {values.max():.3g}") if outside[model] else ""
-        ax.set(title=model, xlabel="channels pruned (%)" + note, ylabel="IROF per clip")
+        ax.set(title=model, xlabel="prunable channels removed (%)" + note, ylabel="IROF per clip")
         ax.legend(fontsize="x-small")
-    return Plotted(_save(fig, out), {"boxes": data, "limits": limits, "outside": outside})
+    return Plotted(_save(fig, out), {"boxes": data, "limits": limits, "outside": outside}, fig)
 
 
 def saliency_change_trend(change: pl.DataFrame, out: Path) -> Plotted:
@@ -421,7 +483,7 @@ def saliency_change_trend(change: pl.DataFrame, out: Path) -> Plotted:
                           part[f"{column}_sd"].fill_null(np.nan).to_numpy(), np.nan)
             ax.errorbar([0.0, *(part["prune_ratio"] * 100)], [1.0, *part[f"{column}_mean"].fill_null(np.nan)],
                         yerr=[0.0, *sd], marker="o", ms=3, capsize=3, label=model)
-        ax.set(xlabel="channels pruned (%)", ylabel=f"{title} vs unpruned", title=title)
+        ax.set(xlabel="prunable channels removed (%)", ylabel=f"{title} vs unpruned", title=title)
         ax.set_ylim(top=1.05)
         ax.legend(fontsize="small")
-    return Plotted(_save(fig, out), data)
+    return Plotted(_save(fig, out), data, fig)

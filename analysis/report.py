@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
+from PIL import Image
 from tqdm import tqdm
 
 from . import figures, pruned, stats, summary
@@ -29,6 +30,8 @@ from .results import atomic_file, read_table
 
 
 POSTHOC_ROWS_SHOWN = 40  # longer post-hoc tables show only the significant pairs
+LONG_TABLE_ROWS = 40  # a longer table is collapsed behind <details> (its caption stays in view)
+CSS_PX_PER_INCH = 96  # figures are shown at their print size: PNG pixels / dpi x 96
 
 
 @dataclass
@@ -136,6 +139,10 @@ class ReportBuilder:
     def table(self, caption: str, table: pl.DataFrame, name: str | None = None) -> None:
         if name:
             self.report.tables.setdefault(name, table)
+        if table.height > LONG_TABLE_ROWS:  # 17 steps x 5 models: keep the page readable
+            self.text(caption)
+            self.blocks.append(Block("details", f"show all {table.height} rows", table=table))
+            return
         self.blocks.append(Block("table", caption, table=table))
 
     def paired_tables(self, prefix: str, what: str) -> None:
@@ -263,7 +270,8 @@ class ReportBuilder:
         if singles.is_empty():
             self.not_run("efficiency", "no accuracy rows yet")
             return
-        self.figure("efficiency", "measured fraction of parameters, FLOPs and channels removed; latency",
+        self.figure("efficiency", "measured fraction of parameters, FLOPs and channels removed; batch-1 "
+                    "latency and throughput (mean over runs)",
                     lambda p: figures.efficiency(self.accuracy, p))
         if singles["latency_ms"].null_count() == singles.height:
             self.text("Latency was not measured (the accuracy table's latency_ms column is empty).")
@@ -414,9 +422,18 @@ def _markdown_table(table: pl.DataFrame) -> str:
 
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}td,th{border:1px solid #ccc;
-padding:.2em .5em;text-align:right}th{background:#f0f0f0}img{max-width:100%}figure{margin:1em 0}
+padding:.2em .5em;text-align:right}th{background:#f0f0f0}img{max-width:100%;height:auto}figure{margin:1em 0}
+details{margin:.5em 0 1.5em}summary{cursor:pointer;color:#555}
 figcaption,.caption{color:#555;font-size:.9em}pre{background:#f6f6f6;padding:1em;overflow:auto;
 max-height:20em}"""
+
+
+def _display_width(png: Path) -> int:
+    """CSS pixels of a figure at its print size, so every figure's text shows at one size
+    (a narrow figure is not blown up to the page width; CSS caps wide ones at 100 %)."""
+    with Image.open(png) as image:
+        dpi = image.info.get("dpi", (figures.DPI, figures.DPI))[0] or figures.DPI
+        return round(image.width / dpi * CSS_PX_PER_INCH)
 
 
 def render_html(blocks: list[Block], out: Path) -> str:
@@ -431,7 +448,8 @@ def render_html(blocks: list[Block], out: Path) -> str:
             parts.append(f"<details><summary>Config</summary><pre>{text}</pre></details>")
         elif block.kind == "figure":
             data = base64.b64encode(block.path.read_bytes()).decode("ascii")
-            parts.append(f'<figure><img alt="{text}" src="data:image/png;base64,{data}">'
+            parts.append(f'<figure><img alt="{text}" width="{_display_width(block.path)}" '
+                         f'src="data:image/png;base64,{data}">'
                          f"<figcaption>{text} ({html.escape(str(block.path.relative_to(out)))})</figcaption></figure>")
         elif block.kind == "details":
             parts.append(f"<details><summary>{text}</summary>{_html_table(block.table)}</details>")

@@ -74,6 +74,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("split", INT, False), ("clip_accuracy", FLOAT, False), ("video_accuracy", FLOAT, False),
         ("video_top5", FLOAT, False), ("loss", FLOAT, False), ("n_videos", INT, False),
         ("checkpoint", STR, True), ("latency_ms", FLOAT, True),  # per-clip inference, optional
+        # clips/s at eval.throughput_batch, and where latency/throughput were measured ('cpu', 'cuda: <name>')
+        ("throughput_cps", FLOAT, True), ("device", STR, True),
         ("finished_at", TIMESTAMP, False),
         ("svm_c", FLOAT, True),  # the C chosen for an svm_* fusion row; null otherwise
         # Network Slimming settings of the row: residual groups pruned too (else internal channels

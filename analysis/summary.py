@@ -16,7 +16,8 @@ from .stats import irof_per_run
 
 # measured fractions removed (accuracy columns): of the prunable channels, of all params, of all FLOPs
 FRACTIONS = ("channels_removed", "params_removed", "flops_removed")
-STUDY_ORDER = ("spatial", "temporal", "fusion: mean", "fusion: svm_softmax", "fusion: svm_features")
+STUDY_ORDER = ("spatial", "temporal", "fusion: mean", "fusion: svm_softmax", "fusion: svm_features",
+               "fusion: svm_logits")
 
 
 def model_label(stream: str, fusion: str | None) -> str:

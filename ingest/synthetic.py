@@ -22,6 +22,13 @@ same luminance (same luma, same texture pattern); they differ only in hue. Hence
   is capped at one over the classes per motion (50 % for the factorial 2 x 4, 50 % for a ring);
 - two-stream fusion can reach ~100 %.
 
+With ``class_list`` (``ucf101``: the official ``classInd.txt``, 101 names, shipped as
+``ingest/ucf101_classInd.txt``; or the path of any file in that format) the classes take its
+names in its order (the first ``classes`` of them): class ``k`` gets hue ``k // 8`` of a colour
+wheel of ``ceil(classes / 8)`` equal-luma hues and direction ``k % 8`` of the 8 motions, so
+one frame narrows a video to 8 classes and the flow to ``ceil(classes / 8)``. That gives the
+paper's class count and names at any frame size (``ray_configs/paper_shape.yaml``).
+
 The ring gives both streams the same cap, 4x chance with 8 classes, and half the labels that
 one stream cannot explain (the factorial 2 x 4 leaves the spatial stream 3/4 of them, which a
 small network trained on few videos memorises rather than learning the colour).
@@ -39,7 +46,9 @@ refused. Deterministic for a seed.
 from __future__ import annotations
 
 import argparse
+import colorsys
 import json
+import math
 import os
 from pathlib import Path
 
@@ -60,6 +69,33 @@ DIRECTIONS = {"Left": (-1, 0), "Right": (1, 0), "Up": (0, -1), "Down": (0, 1),
 OBJECT_LUMA = 100.0
 GENERATOR = 2  # bump when the same arguments give other videos: older sets are then refused
 OBJECT_SIZE = 0.25  # side of the moving square, as a fraction of the frame width
+CLASS_LISTS = {"ucf101": Path(__file__).with_name("ucf101_classInd.txt")}  # the official classInd.txt
+WHEEL_SATURATION = 0.6  # wheel hues stay below 255 in every channel once scaled to OBJECT_LUMA
+
+
+def read_class_list(class_list: str) -> list[str]:
+    """Class names in label order from ``class_list``: a name of CLASS_LISTS or a classInd.txt
+    path (``<1-based index> <name>`` per line, indices 1..K in order)."""
+    path = CLASS_LISTS.get(class_list, Path(class_list))
+    if not path.is_file():
+        raise ValueError(f"class_list {class_list!r}: no such file (or one of {sorted(CLASS_LISTS)})")
+    names = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or parts[0] != str(len(names) + 1):
+            raise ValueError(f"{path}:{number}: expected '{len(names) + 1} <ClassName>', got {line!r}")
+        names.append(parts[1])
+    if len(set(names)) != len(names) or not names:
+        raise ValueError(f"{path}: class names must be unique and at least one")
+    return names
+
+
+def wheel_specs(names: list[str]) -> list[tuple[str, str, str]]:
+    """Named classes on a colour wheel: class k has hue k // 8 of ceil(K / 8) and motion k % 8."""
+    motions, hues = list(DIRECTIONS), math.ceil(len(names) / len(DIRECTIONS))
+    return [(name, f"wheel{k // len(motions)}of{hues}", motions[k % len(motions)]) for k, name in enumerate(names)]
 
 
 def class_specs(classes: int, appearances: int = 2, design: str = "factorial") -> list[tuple[str, str, str]]:
@@ -81,9 +117,10 @@ def class_specs(classes: int, appearances: int = 2, design: str = "factorial") -
     return [(a + m, a, m) for a, m in pairs]
 
 
-def class_names(classes: int, appearances: int = 2, design: str = "factorial") -> list[str]:
+def class_names(classes: int, appearances: int = 2, design: str = "factorial",
+                class_list: str | None = None) -> list[str]:
     """The class names in label order (appearance-major)."""
-    return [name for name, _, _ in class_specs(classes, appearances, design)]
+    return [name for name, _, _ in specs_for(classes, appearances, design, class_list)]
 
 
 def test_groups(split: int, groups: int) -> set[int]:
@@ -91,7 +128,12 @@ def test_groups(split: int, groups: int) -> set[int]:
 
 
 def _colour(hue: str) -> np.ndarray:
-    base = np.array(HUES[hue])
+    """RGB of an appearance (a HUES name or ``wheel<i>of<n>``) at the common luma."""
+    if hue in HUES:
+        base = np.array(HUES[hue])
+    else:
+        i, n = map(int, hue.removeprefix("wheel").split("of"))
+        base = np.array(colorsys.hsv_to_rgb(i / n, WHEEL_SATURATION, 1.0))
     return base * OBJECT_LUMA / float(base @ LUMA)
 
 
@@ -181,21 +223,38 @@ def is_complete(out: Path, **kwargs) -> bool:
 
 
 def _arguments(*, classes=8, groups=8, clips=2, frames=48, seed=0, width=320, height=240,
-               fps=25, appearances=2, design="factorial") -> dict:
-    return dict(classes=classes, groups=groups, clips=clips, frames=frames, seed=seed, width=width,
+               fps=25, appearances=2, design="factorial", class_list=None) -> dict:
+    args = dict(classes=classes, groups=groups, clips=clips, frames=frames, seed=seed, width=width,
                 height=height, fps=fps, appearances=appearances, design=design, generator=GENERATOR)
+    if class_list is not None:  # older sets' synthetic.json stay valid
+        args["class_list"] = class_list
+    return args
+
+
+def specs_for(classes: int, appearances: int, design: str, class_list: str | None) -> list[tuple[str, str, str]]:
+    """``(name, appearance, motion)`` per class: from ``class_list`` (its first ``classes``
+    names on the colour wheel) or from the design."""
+    if class_list is None:
+        return class_specs(classes, appearances, design)
+    names = read_class_list(class_list)
+    if not 1 <= classes <= len(names):
+        raise ValueError(f"classes={classes}: class_list {class_list!r} has {len(names)} names "
+                         f"(take 1..{len(names)} of them)")
+    return wheel_specs(names[:classes])
 
 
 def generate(out, *, classes: int = 8, groups: int = 8, clips: int = 2, frames: int = 48,
              seed: int = 0, width: int = 320, height: int = 240, fps: int = 25,
-             appearances: int = 2, design: str = "factorial", progress: bool = True) -> Path:
+             appearances: int = 2, design: str = "factorial", class_list: str | None = None,
+             progress: bool = True) -> Path:
     """Write the set into ``out`` (resumable: finished videos are kept) and return ``out``."""
     out = Path(out)
     args = _arguments(classes=classes, groups=groups, clips=clips, frames=frames, seed=seed,
-                      width=width, height=height, fps=fps, appearances=appearances, design=design)
+                      width=width, height=height, fps=fps, appearances=appearances, design=design,
+                      class_list=class_list)
     if groups < 3:
         raise ValueError("groups must be at least 3 so that every split has test groups")
-    specs = class_specs(classes, appearances, design)
+    specs = specs_for(classes, appearances, design, class_list)
     names = [name for name, _, _ in specs]
     partial = out / PARTIAL_NAME
     for marker in (out / DONE_NAME, partial):
@@ -235,8 +294,14 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(default, int) and name != "generator":
             parser.add_argument(f"--{name}", type=int, default=default, help=name.replace("_", " "))
     parser.add_argument("--design", choices=["factorial", "ring"], default="factorial", help="class layout")
+    parser.add_argument("--class-list", dest="class_list", default=None,
+                        help="class names from 'ucf101' (the official classInd.txt) or a classInd.txt path; "
+                             "--classes then takes the first N of them")
     args = vars(parser.parse_args(argv))
-    out = generate(args.pop("out"), **args)
+    try:
+        out = generate(args.pop("out"), **args)
+    except ValueError as exc:  # bad class count, design or class list: exit 2 with the reason
+        parser.error(str(exc))
     print(f"synthetic mini-UCF101 in {out} (split lists in {out / SPLITS_DIRNAME})")
 
 

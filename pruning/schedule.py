@@ -37,6 +37,7 @@ from training.config import ExperimentConfig, PruneConfig
 from training.data import make_loaders, stream_data, train_eval_loader
 from training.fusion import score_and_save, wants_train_scores
 from training.loop import train
+from training.speed import measure_speed
 from training.tune import epoch_metrics, make_tuner
 
 
@@ -136,13 +137,15 @@ def run_chain(cfg: ExperimentConfig, stream: str, run: int, loaders: ChainLoader
         if loaders.train_eval is not None:
             score_and_save(model, loaders.train_eval, len(classes), paths.scores(stream, run, step, "train"),
                            amp=cfg.train.amp)
+        speed = measure_speed(model, cfg.model.input_size, repeats=cfg.eval.speed_repeats,
+                              throughput_batch=cfg.eval.throughput_batch)
         checkpoint = paths.checkpoint(stream, run, step)
         partition = f"{stream}/run{run}/step{step}"
         row = evaluation.accuracy_row(experiment=cfg.experiment.name, stream=stream, run=run, seed=seed,
                                       split=cfg.data.split, step=step,
                                       prune_ratio=step_ratio(step, prune.step_fraction),
                                       checkpoint=str(checkpoint), residual=prune.residual,
-                                      threshold=threshold, **stats)
+                                      threshold=threshold, **stats, **speed)
         write_rows(paths.results, "accuracy", [row], partition=partition)
         write_gammas(cfg, model, stream, run, step, "finetuned", threshold)
         epochs = [dict(experiment=cfg.experiment.name, stream=stream, run=run, step=step, **entry)

@@ -95,6 +95,9 @@ def test_interrupted_chain_resumes_at_step_k_and_matches_an_uninterrupted_one(tm
     assert table["prune_ratio"].to_list() == pytest.approx([step_ratio(k, 0.04) for k in (1, 2)])
     assert table["channels_removed"].to_list() == pytest.approx(table["prune_ratio"].to_list(), abs=1e-3)
     assert all(0 < f < 1 for f in table["flops_removed"])
+    # each step measures its speed beside params and FLOPs (eval.speed_repeats, eval.throughput_batch)
+    assert all(ms > 0 for ms in table["latency_ms"]) and all(c > 0 for c in table["throughput_cps"])
+    assert table["device"].to_list() == ["cpu", "cpu"]
     reference = read_table(full.paths.results, "accuracy").sort("step")
     assert table["video_accuracy"].to_list() == reference["video_accuracy"].to_list()
     epochs = read_table(cut.paths.results, "epochs")

@@ -1,13 +1,19 @@
 """The report at the paper's size (synthetic tables, no training) and with hostile names."""
 from __future__ import annotations
 
+import html
 import json
+import os
 import re
+import shutil
+import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from analysis import figures
@@ -15,7 +21,8 @@ from analysis.report import build_report
 from analysis.results import write_rows
 from analysis.summary import STUDY_ORDER
 
-STEPS, RUNS, EXPLAINED = range(18), range(1, 6), (0, 4, 8, 12)
+# the paper's grid: 17 steps of 4 % (18 evaluated models per run), explained at 0 / 6 / 7 / 14
+STEPS, RUNS, EXPLAINED = range(18), range(1, 6), (0, 6, 7, 14)
 FUSIONS = ("mean", "svm_softmax", "svm_features")
 HOSTILE = '<script>alert(1)</script> "quoted" & <img src=x onerror=alert(2)>'
 
@@ -28,19 +35,20 @@ def paper_size_experiment(root: Path, name: str = "paper", steps=STEPS, explaine
         for run in RUNS:
             rows = []
             for step in steps:
-                ratio = 1 - 0.9 ** step
+                ratio = 1 - 0.96 ** step
                 acc = 80 - 30 * ratio ** 2 + rng.normal(0, 1)
                 rows.append(dict(experiment=name, stream=stream, fusion=fusion, run=run, seed=run,
                                  step=step, prune_ratio=ratio, channels_removed=ratio,
                                  params_removed=ratio * 0.9, flops_removed=ratio * 0.8, split=1,
                                  clip_accuracy=acc - 3, video_accuracy=acc, video_top5=acc + 10,
                                  loss=1 + ratio, n_videos=3783, latency_ms=5 - 3 * ratio,
+                                 throughput_cps=400 / (1 - 0.6 * ratio), device="cpu",
                                  finished_at=datetime.now(timezone.utc)))
             write_rows(root / "results", "accuracy", rows, partition=f"{stream}/{fusion}/run{run}")
     for stream in ("spatial", "temporal"):
         for run in RUNS:
             rows = [dict(experiment=name, stream=stream, run=run, step=step,
-                         prune_ratio=1 - 0.9 ** step, video=f"v_{cls}_g01_c01", clip=0, label=0,
+                         prune_ratio=1 - 0.96 ** step, video=f"v_{cls}_g01_c01", clip=0, label=0,
                          target=0, predicted=0, method="saliency",
                          irof=float(rng.normal(0.3 - 0.01 * step, 0.02)), n_segments=50, seconds=1.0)
                     for step in explained for cls in ("Archery", "Bowling")]
@@ -60,6 +68,9 @@ def test_paper_size_figures_fit_and_every_link_resolves(paper):
     for plotted in report.figures.values():
         with Image.open(plotted.path) as image:
             assert image.width <= figures.MAX_WIDTH_PX, (plotted.path, image.size)
+            assert image.height <= figures.MAX_WIDTH_PX, (plotted.path, image.size)
+    page = report.index.read_text()
+    assert page.count('src="data:image/png;base64,') == len(report.figures)  # every figure embedded
     markdown = report.markdown.read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
     assert len(links) == len(report.figures)
@@ -79,7 +90,8 @@ def test_summary_table_comes_first_in_study_order(paper):
     assert table.columns[:6] == ["model", "step", "channels_removed_%", "params_removed_%", "flops_removed_%",
                                  "runs"]
     models = table["model"].unique(maintain_order=True).to_list()
-    assert models == list(STUDY_ORDER)
+    assert models == list(STUDY_ORDER[:5]) == ["spatial", "temporal", "fusion: mean", "fusion: svm_softmax",
+                                               "fusion: svm_features"]
     assert table["step"].unique().sort().to_list() == list(EXPLAINED)
     assert set(table["runs"].to_list()) == {5}
     pruned = table.filter(table["step"] > 0)
@@ -87,6 +99,56 @@ def test_summary_table_comes_first_in_study_order(paper):
     singles = pruned.filter(pruned["model"].is_in(["spatial", "temporal"]))
     assert singles["irof_p_vs_step0"].null_count() == 0
     assert (table.filter(table["model"].str.starts_with("fusion"))["irof_mean_sd"] == "–").all()
+
+
+STUDY_MODELS = ["spatial", "temporal", "fusion: mean", "fusion: svm_softmax", "fusion: svm_features"]
+PERCENT = re.compile(r"^[-\u2212]?\d+(\.\d)?$")  # percent pruned: at most 0.1
+
+
+def drawn(plotted):
+    """The figure of a Plotted, laid out and drawn, with its renderer."""
+    renderer = FigureCanvasAgg(plotted.figure).get_renderer()
+    plotted.figure.draw(renderer)
+    return plotted.figure, renderer
+
+
+def test_paper_size_figures_are_legible(paper):
+    """Legends outside the data, percent ticks to 0.1, facets and legends in study order."""
+    _, report = paper
+    legends, figs = 0, {}
+    for name, plotted in report.figures.items():
+        fig, renderer = figs[name] = drawn(plotted)
+        panels = [ax for ax in fig.axes if ax.get_visible()]
+        for legend in [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend())]:
+            legends += 1
+            box = legend.get_window_extent(renderer)
+            assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in panels), name
+        for ax in panels:
+            if "pruned" in ax.get_xlabel():
+                labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+                assert labels and all(PERCENT.match(t) for t in labels), (name, labels)
+    assert legends >= 4  # per run, mean ± sd, trend, efficiency, training curves
+    for name in ("accuracy_boxplots", "accuracy_cohens_d", "accuracy_wilcoxon_p"):
+        fig, _ = figs[name]
+        assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == STUDY_MODELS, name
+    bars = figs["accuracy_cohens_d"][0].axes[0]
+    assert [t.get_text() for t in bars.get_xticklabels()] == [f"{(1 - 0.96 ** k) * 100:.1f}" for k in STEPS[1:]]
+    assert bars.get_xticklabels()[-1].get_text() == "50.0"  # 17 steps of 4 %: 50.04 % pruned
+    fig, _ = figs["accuracy_mean_sd"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == STUDY_MODELS
+    assert report.figures["accuracy_boxplots"].data["model"].unique(maintain_order=True).to_list() == STUDY_MODELS
+
+
+def test_efficiency_panel_draws_latency_and_throughput(paper):
+    _, report = paper
+    fig, _ = drawn(report.figures["efficiency"])
+    sizes, latency, throughput = fig.axes
+    assert latency.get_title() == "latency (cpu)" and throughput.get_title() == "throughput (cpu)"
+    for ax in (latency, throughput):
+        assert len(ax.lines) == 2 and all(len(line.get_xdata()) == len(STEPS) for line in ax.lines)
+        assert not ax.texts  # no "not measured"
+    data = report.figures["efficiency"].data.filter(pl.col("stream") == "spatial").sort("step")
+    assert data["throughput_cps"][0] == pytest.approx(400.0) and data["latency_ms"][0] == pytest.approx(5.0)
 
 
 def test_hostile_names_are_escaped_in_html_and_markdown(tmp_path):
@@ -100,3 +162,51 @@ def test_hostile_names_are_escaped_in_html_and_markdown(tmp_path):
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
         assert "onerror=alert(2)" in text  # shown as text, escaped above
     assert "&quot;quoted&quot; &amp;" in page
+
+
+CHROMIUM = shutil.which("chromium")
+WINDOW = (1280, 900)  # a laptop browser window
+CHECK_SCRIPT = """<script>window.addEventListener('load', () => {
+  const images = [...document.images];
+  document.body.setAttribute('data-check', JSON.stringify({
+    images: images.length,
+    loaded: images.filter(i => i.complete && i.naturalWidth > 0).length,
+    scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
+    scrollHeight: document.documentElement.scrollHeight,
+    overflowing: [...document.querySelectorAll('body *')]
+      .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1).map(e => e.tagName)}));
+});</script>"""
+
+
+def chromium(tmp_path: Path, *args: str) -> str:
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000", *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package")
+def test_paper_size_report_in_headless_chromium(paper, tmp_path):
+    """What a reader sees: every image loads, nothing is wider than the window; a full-page
+    screenshot is saved (CROSSROADS_SCREENSHOT=path keeps a copy to look at)."""
+    root, report = paper
+    checked = tmp_path / "checked.html"  # the page plus a script that reports what loaded
+    checked.write_text(report.index.read_text().replace("</body>", CHECK_SCRIPT + "</body>"))
+    dom = chromium(tmp_path, f"--window-size={WINDOW[0]},{WINDOW[1]}", "--dump-dom", checked.as_uri())
+    found = re.search(r'data-check="([^"]+)"', dom)
+    assert found, dom[-500:]
+    check = json.loads(html.unescape(found.group(1)))
+    assert check["images"] == len(report.figures) and check["loaded"] == check["images"], check
+    assert check["scrollWidth"] <= check["innerWidth"] == WINDOW[0] and check["overflowing"] == [], check
+
+    screenshot = tmp_path / "report.png"
+    chromium(tmp_path, f"--window-size={WINDOW[0]},{check['scrollHeight']}", f"--screenshot={screenshot}",
+             report.index.as_uri())
+    with Image.open(screenshot) as image:
+        assert image.size == (WINDOW[0], check["scrollHeight"])
+        # not a blank page: the figures' pixels are there
+        assert len(image.convert("L").getcolors(256 * 256) or range(257)) > 16
+    if os.environ.get("CROSSROADS_SCREENSHOT"):
+        shutil.copyfile(screenshot, os.environ["CROSSROADS_SCREENSHOT"])

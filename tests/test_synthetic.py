@@ -2,6 +2,7 @@
 deterministic, and a class design where one frame cannot tell motion and flow cannot tell
 appearance."""
 import hashlib
+from pathlib import Path
 import shutil
 
 import av
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 
 from ingest.decode import decode_video
-from ingest.synthetic import HUES, LUMA, _colour, class_names, class_specs, generate, is_complete, main
+from ingest.synthetic import (HUES, LUMA, _colour, class_names, class_specs, generate, is_complete, main,
+                              write_split_lists)
 from ingest.ucf101 import read_classes, read_split
 from tests.conftest import SYNTHETIC_TEST_SET
 
@@ -150,3 +152,58 @@ def test_one_stream_is_capped_and_both_together_are_not(synthetic_shards):
 
     spatial, temporal, both = accuracy([0]), accuracy([1]), accuracy([0, 1])
     assert spatial <= 0.4 and temporal <= 0.65 and both >= 0.9, (spatial, temporal, both)
+
+
+OFFICIAL_LISTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ucfTrainTestlist"
+
+
+def test_ucf101_class_list_gives_the_official_names_and_split_list_format(tmp_path):
+    """101 classes named as UCF101's classInd.txt, lists in the official split-3 format."""
+    names = class_names(101, class_list="ucf101")
+    write_split_lists(tmp_path, names, groups=4, clips=1)  # what generate writes for these names
+    lists = tmp_path / "ucfTrainTestlist"
+    shipped = Path("ingest/ucf101_classInd.txt").read_bytes()
+    assert (lists / "classInd.txt").read_bytes() == shipped  # same names, order, CRLF
+    if OFFICIAL_LISTS.is_dir():
+        assert shipped == (OFFICIAL_LISTS / "classInd.txt").read_bytes()
+        official = (OFFICIAL_LISTS / "trainlist03.txt").read_bytes().split(b"\r\n")[0]
+        assert official == b"ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi 1"
+    classes = read_classes(lists)
+    assert len(classes) == 101 and classes[:2] == ["ApplyEyeMakeup", "ApplyLipstick"] and classes[-1] == "YoYo"
+    train = (lists / "trainlist03.txt").read_bytes()
+    assert train.startswith(b"ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi 1\r\n")
+    assert (lists / "testlist03.txt").read_bytes().startswith(b"ApplyEyeMakeup/v_ApplyEyeMakeup_g03_c01.avi\r\n")
+    test = read_split(lists, 3, "test")
+    assert len(test) == 101 and {e.group for e in test} == {3} and test[-1].label == 100
+    assert len(read_split(lists, 3, "train")) == 303
+    # 8 motions per hue, 13 equal-luma hues within range: one frame narrows a video to 8 classes
+    specs = class_specs_of(101)
+    assert len({a for _, a, _ in specs}) == 13 and len({m for _, _, m in specs}) == 8
+    for appearance in {a for _, a, _ in specs}:
+        colour = _colour(appearance)
+        assert colour.max() <= 255 and colour @ LUMA == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="has 101 names"):
+        class_names(102, class_list="ucf101")
+    # real videos of the first 9 names (two hues), into lists of the same format
+    out = generate(tmp_path / "nine", classes=9, class_list="ucf101", groups=3, clips=1, frames=3,
+                   width=32, height=24, progress=False)
+    assert read_classes(out / "ucfTrainTestlist") == classes[:9]
+    assert is_complete(out, classes=9, class_list="ucf101", groups=3, clips=1, frames=3, width=32, height=24)
+    assert len(read_split(out / "ucfTrainTestlist", 3, "test", videos=out)) == 9
+
+
+def class_specs_of(n):
+    from ingest.synthetic import read_class_list, wheel_specs
+    return wheel_specs(read_class_list("ucf101")[:n])
+
+
+def test_bad_class_list_names_file_and_line(tmp_path):
+    bad = tmp_path / "classInd.txt"
+    bad.write_text("1 A\n3 B\n")
+    with pytest.raises(ValueError, match=r"classInd.txt:2: expected '2 <ClassName>'"):
+        class_names(2, class_list=str(bad))
+    with pytest.raises(ValueError, match="no such file"):
+        class_names(2, class_list=str(tmp_path / "missing.txt"))
+    with pytest.raises(SystemExit) as exit_info:  # the command line: exit 2 naming the file
+        main(["--out", str(tmp_path / "out"), "--classes", "2", "--class-list", str(bad)])
+    assert exit_info.value.code == 2

@@ -103,6 +103,10 @@ class LoaderSection:
 class EvalConfig:
     batch_size: int | None = None  # null = train.batch_size
     ten_crop: bool = False
+    # inference speed of every trained / pruned model (training.speed): timed forward passes per
+    # batch size (0 = not measured), and the batch of the throughput figure
+    speed_repeats: int = 3
+    throughput_batch: int = 8
 
 
 @dataclass

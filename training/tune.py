@@ -27,6 +27,7 @@ from .data import make_loaders, stream_data, train_eval_loader
 from .fusion import score_and_save, wants_train_scores
 from .loop import TrainState, seed_everything, train
 from .models import build_stream
+from .speed import measure_speed
 from .stages import load_stage
 from .tune_state import ResumeRefused, check_resume_root, claim_tune_state, storage_uri  # noqa: F401
 
@@ -134,7 +135,10 @@ def run_trial(cfg: ExperimentConfig, stream: str, run: int,
                partition=partition)
     write_rows(paths.results, "accuracy", [test.accuracy_row(**keys, seed=seed, split=cfg.data.split,
                                                              checkpoint=str(checkpoint),
-                                                             residual=cfg.prune.residual)],
+                                                             residual=cfg.prune.residual,
+                                                             **measure_speed(model, cfg.model.input_size,
+                                                                             repeats=cfg.eval.speed_repeats,
+                                                                             throughput_batch=cfg.eval.throughput_batch))],
                partition=partition)
     return {"epoch": state.epoch, "resumed_from": resumed_from, "video_accuracy": test.video_accuracy,
             "clip_accuracy": test.clip_accuracy, "done": True}
