@@ -28,6 +28,7 @@ from .summary import study_rank
 DPI = 300
 MAX_WIDTH_PX = 2400  # no PNG wider than this: the resolution drops for wide figures
 SINGLE_STREAMS = ("spatial", "temporal")
+FUSION_TABLE_RATIO = "prunable channels removed"  # the fusion table's first column
 EFFECT_GUIDES = (0.2, 0.5, 0.8)  # Cohen's small / medium / large
 ALPHA = 0.05
 MIN_RUNS_FOR_INTERVAL = 3  # fewer runs: the interval is flagged, not drawn
@@ -336,10 +337,10 @@ def fusion_table(summary: pl.DataFrame) -> pl.DataFrame:
     long = long.with_columns(
         pl.Series("cell", [_cell(*r) for r in long.select("mean", "std", "n").iter_rows()], dtype=pl.String),
         pl.format("{} %", pl.col("prune_ratio").mean().over("step").map_elements(
-            percent_label, return_dtype=pl.String)).alias("pruned"))
+            percent_label, return_dtype=pl.String)).alias(FUSION_TABLE_RATIO))
     models = long["model"].unique(maintain_order=True).to_list()
-    wide = long.pivot(on="model", index=["step", "pruned"], values="cell").sort("step")
-    return wide.select("pruned", *models)
+    wide = long.pivot(on="model", index=["step", FUSION_TABLE_RATIO], values="cell").sort("step")
+    return wide.select(FUSION_TABLE_RATIO, *models)
 
 
 def saliency_files(saliency_dir: Path, video: str) -> pl.DataFrame:
@@ -460,7 +461,8 @@ def irof_by_correctness_boxes(irof: pl.DataFrame, out: Path) -> Plotted:
         note = (f"\n{outside[model]} clip(s) beyond the axis (▲▼ at its edge)"
                 f"\nall clips: {values.min():.3g} to {values.max():.3g}") if outside[model] else ""
         ax.set(title=model, xlabel="prunable channels removed (%)" + note, ylabel="IROF per clip")
-        ax.legend(fontsize="x-small")
+    if models:
+        legend_outside(fig, axes[0][0])
     return Plotted(_save(fig, out), {"boxes": data, "limits": limits, "outside": outside}, fig)
 
 
@@ -485,5 +487,5 @@ def saliency_change_trend(change: pl.DataFrame, out: Path) -> Plotted:
                         yerr=[0.0, *sd], marker="o", ms=3, capsize=3, label=model)
         ax.set(xlabel="prunable channels removed (%)", ylabel=f"{title} vs unpruned", title=title)
         ax.set_ylim(top=1.05)
-        ax.legend(fontsize="small")
+    legend_outside(fig, axes[0, 0])
     return Plotted(_save(fig, out), data, fig)

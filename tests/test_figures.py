@@ -171,8 +171,8 @@ def test_fusion_table_cells_come_from_the_summary(experiment):
     accuracy = read_table(experiment / "results", "accuracy")
     summary = stats.summary(accuracy, stats.ACCURACY_GROUPS, "video_accuracy")
     table = figures.fusion_table(summary)
-    assert table.columns == ["pruned", "spatial", "temporal", "fusion: mean", "fusion: svm_softmax"]  # study order
-    assert table["pruned"].to_list() == ["0.0 %", "4.0 %", "8.0 %", "12.0 %"]
+    assert table.columns == ["prunable channels removed", "spatial", "temporal", "fusion: mean", "fusion: svm_softmax"]  # study order
+    assert table["prunable channels removed"].to_list() == ["0.0 %", "4.0 %", "8.0 %", "12.0 %"]
     row = summary.filter((pl.col("fusion") == "mean") & (pl.col("step") == 2)).row(0, named=True)
     assert table["fusion: mean"][2] == f"{row['mean']:.2f} ± {row['std']:.2f} (n=3)"
     assert table["temporal"][3].endswith("(n=2)")

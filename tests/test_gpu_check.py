@@ -194,7 +194,9 @@ def test_full_dry_run_as_the_readme_says(tmp_path):
     assert [r for r in rows if r["error"]] == []
     assert sorted(set(DRY_MEASURES) - set(by_name)) == []
     assert all(isinstance(by_name[m]["value"], (int, float)) for m in DRY_MEASURES)
-    assert all(by_name[m]["value"] > 0 for m in DRY_MEASURES if m != "cuda-marked tests passed")
+    assert all(by_name[m]["value"] >= 0 for m in DRY_MEASURES)
+    assert all(by_name[m]["value"] > 0 for m in DRY_MEASURES  # a tiny stage may take under 0.5 s
+               if m != "cuda-marked tests passed" and not m.startswith("sweep stage"))
     assert len((out / "gpu_check.md").read_text().splitlines()) == len(rows) + 4  # header, blank, head, rule
 
 

@@ -73,7 +73,7 @@ def kill_when_stalled(marker: Path, killed: list[int], timeout: float = 400) -> 
 def comparable(cfg: ExperimentConfig, table: str, keys: list[str]) -> pl.DataFrame:
     """Every row of ``table`` without the columns that record when, where or how long."""
     drop = {"written_at", "finished_at", "seconds", "host", "node_id", "checkpoint", "config_hash",
-            "git_commit"}
+            "git_commit", "latency_ms", "throughput_cps"}  # the last two: measured inference timings
     rows = raw_rows(cfg, table)
     return rows.select([c for c in rows.columns if c not in drop]).sort(keys)
 

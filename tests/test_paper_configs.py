@@ -26,7 +26,7 @@ def test_all_steps_config_differs_only_in_explain_steps_and_name():
     changed = {k for k in paper.keys() | every.keys() if paper.get(k) != every.get(k)}
     assert changed == {"experiment.name", "experiment.root", "explain.steps"}
     assert every["explain.steps"] == "all" and every["experiment.name"] == "ucf101_split3_all_steps"
-    assert every["experiment.root"] == f"runs/{every['experiment.name']}"  # the root follows the name
+    assert every["experiment.root"] == f"../runs/{every['experiment.name']}"  # the root follows the name
 
     cfg = ExperimentConfig.from_yaml(CONFIGS / "ucf101_split3_all_steps.yaml")
     assert explain_steps(cfg) == list(range(18))  # all 18 models, 0 to 50.04 % removed

@@ -95,4 +95,4 @@ def test_prune_stage_retries_a_crashed_chain_from_its_last_step(tmp_path, synthe
     for step in (1, 2):
         streams = rows.filter(pl.col("step") == step)
         assert fused.filter(pl.col("step") == step)["prune_ratio"].to_list() == pytest.approx(
-            [streams["prune_ratio"][0]] * 3)
+            [streams["prune_ratio"][0]] * len(cfg.fusion.methods))
