@@ -421,7 +421,7 @@ def _markdown_table(table: pl.DataFrame) -> str:
 
 
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em;display:block;overflow-x:auto;max-width:100%}td,th{border:1px solid #ccc;
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}td,th{overflow-wrap:anywhere;border:1px solid #ccc;
 padding:.2em .5em;text-align:right}th{background:#f0f0f0}img{max-width:100%;height:auto}figure{margin:1em 0}
 details{margin:.5em 0 1.5em}summary{cursor:pointer;color:#555}
 figcaption,.caption{color:#555;font-size:.9em}pre{background:#f6f6f6;padding:1em;overflow:auto;

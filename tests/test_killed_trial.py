@@ -73,7 +73,8 @@ def kill_when_stalled(marker: Path, killed: list[int], timeout: float = 400) -> 
 def comparable(cfg: ExperimentConfig, table: str, keys: list[str]) -> pl.DataFrame:
     """Every row of ``table`` without the columns that record when, where or how long."""
     drop = {"written_at", "finished_at", "seconds", "host", "node_id", "checkpoint", "config_hash",
-            "git_commit", "latency_ms", "throughput_cps"}  # the last two: measured inference timings
+            "git_commit", "latency_ms", "throughput_cps",  # measured inference timings
+            "explain_hash", "checkpoint_sha256"}  # provenance: the settings and the checkpoint file
     rows = raw_rows(cfg, table)
     return rows.select([c for c in rows.columns if c not in drop]).sort(keys)
 
