@@ -274,6 +274,19 @@ def efficiency(accuracy: pl.DataFrame, out: Path) -> Plotted:
 GAMMA_PHASES = ("initial", "trained", "finetuned")  # the `gammas` table's phases, in training order
 
 
+GAMMA_DISPLAY_BINS = 48  # log-spaced bins over the |γ| range a stream's data covers
+
+
+def _display_edges(part: pl.DataFrame) -> np.ndarray:
+    """Log-spaced edges spanning the non-empty stored bins and the thresholds of one stream."""
+    nonzero = part.filter(pl.col("count") > 0)
+    low, high = nonzero["bin_low"].min(), nonzero["bin_high"].max()
+    thresholds = part["threshold"].drop_nulls()
+    if thresholds.len():
+        low, high = min(low, thresholds.min() / 1.05), max(high, thresholds.max() * 1.05)
+    return np.logspace(np.log10(low), np.log10(high), GAMMA_DISPLAY_BINS + 1)
+
+
 def gamma_distribution(gammas: pl.DataFrame, steps: list[int], out: Path,
                        ratios: dict[int, float] | None = None) -> Plotted:
     """|γ| of each stream's prunable channels as a log-x histogram (Network Slimming's Figure 4):
@@ -281,13 +294,28 @@ def gamma_distribution(gammas: pl.DataFrame, steps: list[int], out: Path,
     fine-tuning each pruned step in ``steps`` (``finetuned``), counts summed over runs and drawn as
     the share (%) of the model's prunable channels; each pruned step's |γ| threshold (mean over
     runs; the step removed the channels of the previous model scoring below it) is a dashed line
-    in that step's colour. ``ratios`` (step → share of prunable channels) labels the steps.
-    Data: stream, phase, step, label, bin_low, bin_high, share, threshold."""
+    in that step's colour. ``ratios`` (step → share of prunable channels) labels the steps. The
+    table's fine bins are re-binned into GAMMA_DISPLAY_BINS log-spaced bins over the range each
+    stream's |γ| and thresholds cover, so a narrow distribution fills its panel.
+    Data: stream, phase, step, label, bin, bin_low, bin_high, count, share, threshold."""
     ratios = ratios or {}
     order = {phase: i for i, phase in enumerate(GAMMA_PHASES)}
-    data = (gammas.filter((pl.col("phase") != "finetuned") | pl.col("step").is_in(list(steps)))
+    shown = gammas.filter((pl.col("phase") != "finetuned") | pl.col("step").is_in(list(steps)))
+    # the threshold of a curve is the mean over its runs (every bin row of a run repeats it)
+    thresholds = (shown.group_by("stream", "phase", "step", "run").agg(pl.col("threshold").first())
+                  .group_by("stream", "phase", "step").agg(pl.col("threshold").mean()))
+    parts = []
+    for (stream,), part in shown.partition_by("stream", as_dict=True, maintain_order=True).items():
+        edges = _display_edges(part)
+        centre = np.sqrt(part["bin_low"].to_numpy() * part["bin_high"].to_numpy())
+        index = np.clip(np.searchsorted(edges, centre, side="right") - 1, 0, GAMMA_DISPLAY_BINS - 1)
+        parts.append(part.select("stream", "phase", "step", "count").with_columns(
+            pl.Series("bin", index, dtype=pl.Int64), pl.Series("bin_low", edges[index]),
+            pl.Series("bin_high", edges[index + 1])))
+    data = (pl.concat(parts)
             .group_by("stream", "phase", "step", "bin")
-            .agg(pl.col("bin_low", "bin_high").first(), pl.col("count").sum(), pl.col("threshold").mean())
+            .agg(pl.col("bin_low", "bin_high").first(), pl.col("count").sum())
+            .join(thresholds, on=["stream", "phase", "step"], how="left")
             .with_columns((100 * pl.col("count") / pl.col("count").sum().over("stream", "phase", "step"))
                           .alias("share"),
                           pl.col("phase").replace_strict(order, default=len(order)).alias("_order"))
@@ -307,20 +335,19 @@ def gamma_distribution(gammas: pl.DataFrame, steps: list[int], out: Path,
     ).drop("_order")
     streams = data["stream"].unique(maintain_order=True).to_list()
     fig, axes = _panels(1, width=8.0, height=3.0, rows=max(len(streams), 1), sharey=False)  # room for the legend
-    nonzero = data.filter(pl.col("count") > 0)
     for ax, stream in zip(axes[:, 0], streams):
-        part = data.filter(pl.col("stream") == stream)
-        for colour, ((lab,), curve) in enumerate(part.partition_by("label", as_dict=True,
-                                                                   maintain_order=True).items()):
-            edges = np.append(curve["bin_low"].to_numpy(), curve["bin_high"][-1])
-            ax.stairs(curve["share"].to_numpy(), edges, color=f"C{colour}", label=lab,
+        edges = _display_edges(shown.filter(pl.col("stream") == stream))
+        curves = data.filter(pl.col("stream") == stream)
+        for colour, ((lab,), curve) in enumerate(curves.partition_by("label", as_dict=True,
+                                                                     maintain_order=True).items()):
+            share = np.zeros(GAMMA_DISPLAY_BINS)  # empty display bins drawn at 0
+            share[curve["bin"].to_numpy()] = curve["share"].to_numpy()
+            ax.stairs(share, edges, color=f"C{colour}", label=lab,
                       lw=1.6 if curve["phase"][0] != "finetuned" else 1.0)
             if curve["threshold"][0] is not None:
                 ax.axvline(curve["threshold"][0], color=f"C{colour}", ls="--", lw=0.9)
         ax.set(xscale="log", title=stream, xlabel="|γ| (channel score: mean |BatchNorm scale|)",
-               ylabel="share of prunable channels (%)")
-        if nonzero.height:
-            ax.set_xlim(nonzero["bin_low"].min(), nonzero["bin_high"].max())
+               ylabel="share of prunable channels (%)", xlim=(edges[0], edges[-1]))
         ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside the data
     return Plotted(_save(fig, out), data, fig)
 

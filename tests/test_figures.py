@@ -30,7 +30,7 @@ def gamma_rows(stream: str, run: int, step: int, phase: str, centre: float, thre
     counts, _ = np.histogram(values, edges)
     return [dict(experiment="demo", stream=stream, run=run, step=step, phase=phase, residual=False, bin=i,
                  bin_low=float(edges[i]), bin_high=float(edges[i + 1]), count=int(counts[i]), threshold=threshold)
-            for i in range(bins)]
+            for i in np.flatnonzero(counts)]  # the table keeps non-empty bins only
 
 
 def build_experiment(root: Path, *, latency: bool = True, epochs: bool = True, irof: bool = True,

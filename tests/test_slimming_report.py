@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+import torch
+import torchvision
 from PIL import Image
 
 from analysis import figures, pruned
 from analysis.report import ReportBuilder, build_report
 from analysis.results import read_table
+from pruning.slimming import gamma_histogram
 from test_figures import STEPS, STREAMS, build_experiment
 
 
@@ -51,6 +54,26 @@ def test_gamma_figure_has_every_phase_and_the_thresholds(tmp_path):
     # before/after training keep their own labels; counts summed over the 3 runs
     assert set(data.filter(pl.col("step") == 0)["label"]) == {"before training", "trained (step 0)"}
     assert data.filter((pl.col("stream") == "spatial") & (pl.col("phase") == "initial"))["count"].sum() == 600
+
+
+def test_a_narrow_gamma_distribution_keeps_its_shape(tmp_path):
+    """Sparsity training at λ = 1e-4 left the demo's |γ| within 0.88–1.0: the stored bins and the
+    figure must resolve that range (60 bins over 1e-8..10 drew it as one bar)."""
+    model = torchvision.models.resnet18(num_classes=4)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.copy_(0.88 + 0.12 * torch.rand(module.num_features, generator=generator))
+    histogram = gamma_histogram(model, residual=False)
+    assert len(histogram) >= 40 and all(row["count"] > 0 for row in histogram)  # fine, non-empty bins only
+    rows = [dict(stream="spatial", run=1, step=0, phase="trained", threshold=None, **row) for row in histogram]
+    plotted = figures.gamma_distribution(pl.DataFrame(rows), [], tmp_path / "g.png")
+    curve = plotted.data
+    assert curve["count"].sum() == sum(row["count"] for row in histogram)
+    assert curve.height >= 0.8 * figures.GAMMA_DISPLAY_BINS  # the range fills the panel's bins
+    assert curve["bin_low"].min() >= 0.87 and curve["bin_high"].max() <= 1.01
+    assert curve["share"].max() < 10  # no single bar holds the distribution
 
 
 @pytest.mark.slow  # builds a whole report (~20 s of CPU)
