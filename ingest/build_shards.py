@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import cv2
+import cv2  # noqa: F401 (loaded before pin_threads sizes its pool)
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -32,9 +32,9 @@ from shards.lock import FolderLocked, folder_lock, unique_tmp, write_text_atomic
 from shards.node import node_info
 from shards.progress import progress as progress_bar
 from shards.tarfiles import is_complete, shard_problem, write_shard
+from shards.threads import pin_threads
 
-from .clips import clip_frames, needed_pairs, video_samples
-from .decode import decode_video
+from .clips import clip_frames, needed_pairs, stream_video_samples
 from .flow import BACKENDS, DIS_PRESETS, FlowUnavailable, get_backend
 from .ucf101 import SUBSETS, VideoEntry, read_split
 
@@ -128,7 +128,7 @@ def flow_pairs(row: dict, opts: Options) -> int:
 
 def build_shard(job: ShardJob, videos: Path, out: Path, opts: Options) -> list[dict]:
     """Decode, flow and encode one shard's videos; write the tar and then the manifest part."""
-    cv2.setNumThreads(1)  # parallelism comes from the tasks
+    threads = pin_threads()  # the actor's CPUs (1): parallelism comes from the tasks
     backend = get_backend(opts.flow, **opts.flow_options)
     flow_row = {"flow_method": backend.name,  # and its effective settings (defaults filled in)
                 "flow_options": json.dumps(getattr(backend, "options", {}), sort_keys=True)}
@@ -136,11 +136,12 @@ def build_shard(job: ShardJob, videos: Path, out: Path, opts: Options) -> list[d
     for entry in job.entries:
         start = time.perf_counter()
         try:
-            video = decode_video(videos / entry.path, short_side=opts.short_side, threads=1)
-            frames = clip_frames(len(video), opts.clips(job.subset),
-                                 spacing="even" if job.subset == "test" else opts.train_spacing,
-                                 seed=opts.seed, video_id=entry.video_id)
-            new = video_samples(video, entry, frames, backend, opts.flow_bound)
+            plan = lambda n, entry=entry: clip_frames(  # noqa: E731 (clips depend on the frame count)
+                n, opts.clips(job.subset), spacing="even" if job.subset == "test" else opts.train_spacing,
+                seed=opts.seed, video_id=entry.video_id)
+            video, frames, new = stream_video_samples(videos / entry.path, entry, plan, backend,
+                                                      opts.flow_bound, short_side=opts.short_side,
+                                                      threads=threads)
         except Exception as exc:  # a bad video is recorded, never stops the others
             rows.append(_row(entry, job, opts, status="failed", error=str(exc) or repr(exc),
                              seconds=time.perf_counter() - start, **flow_row))

@@ -7,13 +7,16 @@ are clamped to the last frame (repeated frames have zero flow) and the samples s
 """
 from __future__ import annotations
 
+import math
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from shards.format import STACK, SampleMeta, encode_sample, quantise_flow
 
-from .decode import Video
+from .decode import TRUNCATION_SLACK, DecodeError, Video, VideoStream, count_packets
 from .ucf101 import VideoEntry
 
 SPACINGS = ("even", "random")
@@ -66,3 +69,97 @@ def video_samples(video: Video, entry: VideoEntry, clips: list[list[int]], backe
                           clamped=len(video) < STACK + 1)
         samples.append(encode_sample(video.rgb(centre), tile_quantised(fields), meta))
     return samples
+
+
+@dataclass(frozen=True)
+class StreamedVideo:
+    """What ``stream_video_samples`` learnt about a video (``len`` is its frame count)."""
+    frames: int
+    fps: float
+    width: int
+    height: int
+    decode_passes: int  # 2 when the container's frame count was wrong and the clips re-planned
+
+    def __len__(self) -> int:
+        return self.frames
+
+
+def stream_video_samples(path, entry: VideoEntry, plan: Callable[[int], list[list[int]]], backend,
+                         bound: float, *, short_side: int | None = None, threads: int = 1
+                         ) -> tuple[StreamedVideo, list[list[int]], list[dict]]:
+    """``video_samples`` of the decoded ``path`` without holding the video: frames stream from
+    the decoder, and only the frames of the clip being built (its STACK + 1 flow inputs and its
+    centre RGB) and the quantised fields a later clip still needs are kept. Memory is bounded
+    by the clip length and count, not by the video's length; the samples are bit-equal to
+    ``video_samples(decode_video(path, ...), entry, plan(len(video)), ...)``.
+
+    ``plan(n_frames)`` gives the clips (``clip_frames``), which depend on the frame count, so
+    the count is taken from the container (or a demux-only packet count) before decoding; if
+    the decoder then gives another count, the video is decoded again with the clips planned
+    on the true count. A count short of the declared one by more than ``TRUNCATION_SLACK`` is
+    a truncated file (``DecodeError``), as in ``decode_video``."""
+    with VideoStream(path, short_side=short_side, threads=threads) as video:
+        declared, fps, width, height = video.declared, video.fps, video.width, video.height
+    guess = declared or count_packets(path) or 1
+    n, clips, samples = _stream_once(path, entry, guess, plan, backend, bound, short_side, threads)
+    passes = 1
+    if n != guess:
+        if n == 0:
+            raise DecodeError(f"{path}: no decodable frames")
+        if declared and n < declared - TRUNCATION_SLACK:
+            raise DecodeError(f"{path}: truncated: the container declares {declared} frames, "
+                              f"only {n} decode")
+        again, clips, samples = _stream_once(path, entry, n, plan, backend, bound, short_side, threads)
+        passes = 2
+        if again != n:
+            raise DecodeError(f"{path}: decodes to {n} frames, then to {again}")
+    return StreamedVideo(n, fps, width, height, passes), clips, samples
+
+
+def _stream_once(path, entry, n_plan, plan, backend, bound, short_side, threads):
+    """One decoding pass with the clips planned for ``n_plan`` frames: (frames decoded, clips,
+    samples); the samples are only right if the count equals ``n_plan``."""
+    clips = plan(n_plan)
+    flow_frames = {i for frames in clips for a, b in zip(frames, frames[1:]) if a != b for i in (a, b)}
+    centres = {frames[STACK // 2] for frames in clips}
+    ends: dict[int, list[int]] = {}  # last frame → clips complete once it is decoded (in order)
+    for k, frames in enumerate(clips):
+        ends.setdefault(frames[-1], []).append(k)
+    window, rgb, quantised, samples = {}, {}, {}, []
+    n = 0
+    with VideoStream(path, short_side=short_side, threads=threads) as video:
+        still = quantise_flow(np.zeros((video.size[1], video.size[0], 2), np.float32), bound)
+        for i, picture in enumerate(video.pictures()):
+            n = i + 1
+            if i > clips[-1][-1]:
+                continue  # past the last clip: only counted
+            if i in flow_frames:
+                window[i] = video.luma(picture) if backend.luma else video.rgb(picture)
+            if i in centres:
+                rgb[i] = video.rgb(picture)
+            for k in ends.get(i, ()):
+                frames = clips[k]
+                todo = [a for a, b in zip(frames, frames[1:]) if a != b and a not in quantised]
+                if todo:
+                    lo, hi = todo[0], todo[-1] + 1
+                    stack = np.stack([window[j] for j in range(lo, hi + 1)])
+                    for a, field in zip(todo, backend.fields(stack, [a - lo for a in todo])):
+                        quantised[a] = quantise_flow(field, bound)
+                fields = [quantised[a] if a != b else still for a, b in zip(frames, frames[1:])]
+                centre = frames[STACK // 2]
+                meta = SampleMeta(video=entry.video_id, clip=k, label=entry.label,
+                                  class_name=entry.class_name, frames=frames, centre_frame=centre,
+                                  fps=video.fps, width=video.width, height=video.height,
+                                  flow_method=backend.name, flow_bound=bound,
+                                  flow_options=dict(getattr(backend, "options", {})),
+                                  clamped=n_plan < STACK + 1)
+                samples.append(encode_sample(rgb[centre], tile_quantised(fields), meta))
+                # what no later clip needs goes (clips are in order of their first frame)
+                keep_from = clips[k + 1][0] if k + 1 < len(clips) else math.inf
+                for held in (window, quantised):
+                    for j in [j for j in held if j < keep_from]:
+                        del held[j]
+                later_centre = clips[k + 1][STACK // 2] if k + 1 < len(clips) else math.inf
+                for j in [j for j in rgb if j < later_centre]:
+                    del rgb[j]
+    return n, clips, samples

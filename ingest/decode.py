@@ -112,3 +112,68 @@ def decode_video(path: Path, *, short_side: int | None = None, threads: int = 0)
         raise DecodeError(f"{path}: truncated: the container declares {declared} frames, "
                           f"only {len(pictures)} decode")
     return Video(np.stack(gray), fps, width, height, pictures, size)
+
+
+class VideoStream:
+    """A video opened for one streaming pass: ``fps``, ``width``/``height`` (source),
+    ``size`` (after any resize), ``declared`` (the container's frame count, 0 if unknown) and
+    ``pictures()``, which yields FFmpeg's pictures one at a time (resized when asked), never
+    holding more than the decoder's own few. Errors are ``DecodeError`` naming the file."""
+
+    def __init__(self, path: Path, *, short_side: int | None = None, threads: int = 1,
+                 thread_type: str = "AUTO"):
+        self.path = Path(path)
+        try:
+            self._container = av.open(str(self.path))
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise DecodeError(f"{self.path}: cannot decode: {exc}") from exc
+        try:
+            if not self._container.streams.video:
+                raise DecodeError(f"{self.path}: no video stream")
+            stream = self._stream = self._container.streams.video[0]
+            stream.thread_type = thread_type
+            stream.codec_context.thread_count = threads
+            self.width, self.height = stream.codec_context.width, stream.codec_context.height
+            self.size = resized_shape(self.width, self.height, short_side)
+            self.declared = stream.frames or 0
+            self.fps = float(stream.average_rate or stream.guessed_rate or 0)
+        except BaseException:
+            self._container.close()
+            raise
+
+    def __enter__(self) -> "VideoStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._container.close()
+
+    def pictures(self):
+        decoded = self._container.decode(self._stream)
+        while True:
+            try:
+                frame = next(decoded)
+            except StopIteration:
+                return
+            except (av.FFmpegError, OSError, ValueError) as exc:
+                raise DecodeError(f"{self.path}: cannot decode: {exc}") from exc
+            if self.size != (self.width, self.height):  # as decode_video: resized before anything else
+                frame = frame.reformat(*self.size, interpolation="AREA")
+            yield frame
+
+    def luma(self, picture: av.VideoFrame) -> np.ndarray:
+        return luma(picture, *self.size)
+
+    def rgb(self, picture: av.VideoFrame) -> np.ndarray:
+        w, h = self.size
+        return picture.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
+
+
+def count_packets(path: Path) -> int:
+    """Non-empty packets of the first video stream (demuxed, not decoded): a cheap guess of the
+    frame count where the container declares none."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            return sum(1 for packet in container.demux(stream) if packet.size)
+    except (av.FFmpegError, OSError, ValueError, IndexError):
+        return 0
