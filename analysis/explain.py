@@ -43,6 +43,7 @@ from analysis.saliency_change import TOP_FRACTION, spearman, top_iou
 from shards.dali import IMAGENET_MEAN, IMAGENET_STD, make_loader
 from shards.format import sample_key
 from shards.progress import progress
+from shards.threads import pin_threads
 from training.checkpoint import load_checkpoint
 from training.config import STREAMS, ExperimentConfig
 from training.data import class_names, loader_config, read_manifest
@@ -279,7 +280,7 @@ def figure_clips(cfg: ExperimentConfig, wanted: dict[str, list[int]]) -> list[tu
 def explain_task(experiment: dict, stream: str, run: int, step: int) -> int:
     """One Ray task: explain one checkpoint and write its rows (the irof rows last: done)."""
     cfg = ExperimentConfig.from_dict(experiment)
-    torch.set_num_threads(max(1, int(cfg.ray.cpus_per_trial)))
+    pin_threads(cfg.ray.cpus_per_trial)  # torch, OpenCV, OpenMP/MKL: the trial's CPUs, not the machine's
     explained = explain_model(cfg, stream, run, step)
     if explained.change:
         write_rows(cfg.paths.results, CHANGE_TABLE, explained.change, partition=partition(stream, run, step))

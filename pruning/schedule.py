@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-import torch
+import torch  # noqa: F401 (loaded before pin_threads sizes its pools)
 from ray import tune
 from torch import nn
 
@@ -32,6 +32,7 @@ from pruning.accounting import pruning_stats
 from pruning.groups import count_prunable_channels
 from pruning.slimming import bn_l1_subgradient, gamma_histogram, prune_threshold, select_channels
 from shards.progress import progress
+from shards.threads import pin_threads
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import ExperimentConfig, PruneConfig
 from training.data import make_loaders, stream_data, train_eval_loader
@@ -164,7 +165,7 @@ def run_prune_trial(cfg: ExperimentConfig, stream: str, run: int, *, resume: boo
                     after_step: Callable[[dict], None] | None = None) -> dict:
     """The chain of one (stream, run) inside a Tune trial, reporting after every step;
     ``after_step(row)`` runs after a step's report (a place to observe or interrupt a trial)."""
-    torch.set_num_threads(max(1, int(cfg.ray.cpus_per_trial)))
+    pin_threads(cfg.ray.cpus_per_trial)  # torch, OpenCV, OpenMP/MKL: the trial's CPUs, not the machine's
     resume = resume or tune.get_checkpoint() is not None  # a retried trial has its marker checkpoint
     start = first_unfinished_step(cfg, stream, run) if resume else 1
     if start > cfg.prune.steps:

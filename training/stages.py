@@ -39,7 +39,10 @@ def load_stage(target: str) -> Callable:
 def run_stage_task(target: str, config: dict, resume: bool):
     """A stage run as a Ray task: the config travels as a plain dict and the context is made
     here (``training.sweep`` may be ``__main__`` in the driver, so its classes do not pickle)."""
+    from shards.threads import pin_threads
+
     from .config import ExperimentConfig
     from .sweep import SweepContext
+    pin_threads()  # the task's CPU (1): synthetic videos, fusion fits, figures
     cfg = ExperimentConfig.from_dict(config)
     return load_stage(target)(cfg, SweepContext(config=cfg, paths=cfg.paths, resume=resume))

@@ -16,10 +16,11 @@ from typing import Callable
 
 import polars as pl
 import ray
-import torch
+import torch  # noqa: F401 (loaded before pin_threads sizes its pools)
 from ray import tune
 
 from analysis.results import table_path, write_rows
+from shards.threads import pin_threads
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import STREAMS, ExperimentConfig
@@ -84,7 +85,7 @@ def run_trial(cfg: ExperimentConfig, stream: str, run: int,
               after_checkpoint: Callable[[TrainState], None] | None = None) -> dict:
     """Train, evaluate and record one (stream, run); ``after_checkpoint`` runs after each
     epoch's checkpoint has been reported (a place to observe or interrupt a trial)."""
-    torch.set_num_threads(max(1, int(cfg.ray.cpus_per_trial)))
+    pin_threads(cfg.ray.cpus_per_trial)  # torch, OpenCV, OpenMP/MKL: the trial's CPUs, not the machine's
     seed, paths = cfg.run_seed(run), cfg.paths
     data = stream_data(cfg, seed)
     loaders = make_loaders(cfg, stream, data, seed)
