@@ -1,45 +1,72 @@
-"""How fast is the ingest? Videos/s and frame pairs/s against a bound and a baseline, one run.
+"""How fast is the ingest? Its overhead over a stage-sum bound, a baseline, scaling, memory, contention.
 
 The three real clips of ../shared/data/real_videos (320x240, 340x256, 426x240), linked
 ``--repeat`` times each into a UCF101-style folder, all in the test list (25 evenly spaced
 clips per video). The ingest computes each pair its clips need once (e.g. 250 of the 299
 pairs of the 300-frame clip); the baseline computes every pair, so pairs/s is the fair speed
-comparison. On ``--workers`` processes, with the same DIS preset and flow bound:
+comparison. On ``--workers`` processes, with the same flow bound, for each DIS preset of
+``--presets`` (the first one also gets the baseline, scaling and contention phases):
 
 - ingest: ``build_shards`` on an already started local Ray (Ray's start-up is printed
   apart): decode, flow, JPEG encode, tar + index + manifest;
-- bound: only the same flow calls, on grayscale frames already decoded in memory;
+- stage-sum bound (issue 20): the same decode (every picture decoded, the luma of the clips'
+  frames, the RGB of their centre frames), the same flow calls and the same JPEG encodes
+  (``encode_sample`` of the same samples), each timed alone in one process (1 thread) on the
+  same clips and summed; divided by the workers, the wall time an ingest with no overhead
+  would need. Goal: ingest >= 90 % of its speed (``stage_sum_ratio``);
+- flow-only bound (issue 2's, kept for comparison): the same flow calls on frames in memory;
 - baseline, laid out the way common two-stream repositories do it: decode to one JPEG file
   per frame in per-video folders, then read those files back and write one JPEG file per x
-  and per y flow field (quantised with the same fixed bound).
+  and per y flow field (quantised with the same fixed bound). Goal >= 1.5x (``baseline_speedup``);
+- scaling: the same ingest with 1 worker; goal 2 workers >= 1.8x one (``worker_scaling``);
+- memory: peak RSS of a fresh worker process that ingests one generated 720p video of
+  ``--long-seconds`` (default 5 min) and one of ``--short-seconds`` (10 s): the same 10 s of
+  MPEG-4 part 2 (UCF101's codec) at 25 fps, encoded once and repeated by remuxing its packets;
+  goal long / short <= 1.25 (``rss_ratio``);
+- contention: the ingest again beside two ``while True: pass`` processes this benchmark
+  starts and stops; goal <= 2.5x the idle wall time (``contention_slowdown``).
 
-Goals (issue 2): ingest >= 85 % of the bound, >= 1.5x the baseline, far fewer files, no more bytes.
-Each is reported on wall time and on CPU seconds (all processes involved, Ray's included):
-on a machine shared with other jobs, only the CPU figures are comparable between phases.
+Wall-time figures are also given on CPU seconds (all processes involved, Ray's included):
+on a machine shared with other jobs, only the CPU figures are comparable between phases, and
+scaling and contention numbers mean something only on an otherwise idle machine (the load
+average is printed before each phase). ``--json FILE`` writes the goals' figures
+(``stage_sum_ratio``, ``baseline_speedup``, ``worker_scaling``, ``rss_ratio``,
+``contention_slowdown``) and the details as one JSON object.
 
     python -m benchmarks.ingest                  # 70 copies of each clip: 210 videos
-    python -m benchmarks.ingest --repeat 4 --short-side 128 --preset medium
+    python -m benchmarks.ingest --quick --json /tmp/ingest.json   # a few minutes
+    python -m benchmarks.ingest --repeat 4 --short-side 128 --presets medium
     python -m benchmarks.ingest --clips ApplyEyeMakeup   # the real UCF101 clip (XviD) alone
     python -m benchmarks.ingest --profile --clips ApplyEyeMakeup --repeat 4   # where a shard's time goes
 """
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing
 import os
+import resource
 import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from multiprocessing import Pool
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 
-from ingest.build_shards import build_shards
-from ingest.clips import clip_frames
-from ingest.decode import decode_video
+from ingest.build_shards import Options, ShardJob, build_shard, build_shards
+from ingest.clips import clip_frames, tile_quantised
+from ingest.decode import VideoStream, decode_video
 from ingest.flow import DIS_PRESETS, get_backend
-from shards.format import DEFAULT_FLOW_BOUND, DEFAULT_TEST_CLIPS, encode_jpeg, quantise_flow
+from ingest.ucf101 import VideoEntry
+from shards.format import (DEFAULT_FLOW_BOUND, DEFAULT_TEST_CLIPS, STACK, SampleMeta, encode_jpeg,
+                           encode_sample, quantise_flow)
+from shards.threads import local_ray_options, pin_threads
 
 REAL_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_videos"
 CLIPS = {"ApplyEyeMakeup": "v_ApplyEyeMakeup_sample.avi", "ArmWrestling": "armwrestling_340x256.mp4",
@@ -143,28 +170,223 @@ def profile_shard(videos: Path, lists: Path, out: Path, short_side: int | None, 
         print(f"  {own / total:6.1%}  {own:6.2f} s  {calls:6d} calls  {name} ({Path(file).name}:{line})")
 
 
-def tree_cpu_seconds() -> float:
-    """User + system CPU seconds of this process's live descendants (and of the children they
-    reaped), from Linux /proc. Unlike wall time, this barely moves when other jobs share the cores."""
-    tick, parent, cpu = os.sysconf("SC_CLK_TCK"), {}, {}
+def process_cpu() -> dict[int, tuple[int, float]]:
+    """{pid: (parent pid, own user + system CPU seconds)} of every process, from Linux /proc."""
+    tick, found = os.sysconf("SC_CLK_TCK"), {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue  # ended meanwhile
-            parent[int(entry.name)] = int(fields[1])
-            cpu[int(entry.name)] = sum(int(f) for f in fields[11:15]) / tick
-    tree, frontier = set(), {os.getpid()}
-    while frontier:
-        frontier = {pid for pid, ppid in parent.items() if ppid in frontier} - tree
-        tree |= frontier
-    return sum(cpu[pid] for pid in tree)
+            found[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    return found
+
+
+class TreeCpu:
+    """CPU seconds spent by this process and its descendants while the block runs (Ray's
+    processes included), sampled every ``interval`` s so that processes that start and end
+    inside the block (killed Ray actors, pool workers) count too, up to their last sample.
+    Unlike wall time, this barely moves when other jobs share the cores.
+
+        with TreeCpu() as cpu: ...
+        cpu.seconds
+    """
+
+    def __init__(self, interval: float = 0.25):
+        self.interval, self.seconds = interval, 0.0
+        self._start: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+
+    def _sample(self) -> None:
+        procs = process_cpu()
+        tree, frontier = {os.getpid()}, {os.getpid()}
+        while frontier:
+            frontier = {pid for pid, (ppid, _) in procs.items() if ppid in frontier} - tree
+            tree |= frontier
+        for pid in tree:
+            self._last[pid] = procs[pid][1]
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> "TreeCpu":
+        import threading
+        self._sample()
+        self._start = dict(self._last)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        self.seconds = sum(cpu - self._start.get(pid, 0.0) for pid, cpu in self._last.items())
 
 
 def tree_size(root: Path) -> tuple[int, int]:
     files = [p for p in root.rglob("*") if p.is_file()]
     return len(files), sum(p.stat().st_size for p in files)
+
+
+def load() -> str:
+    """The 1, 5 and 15 minute load averages, for every figure measured."""
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+# --- the stage-sum bound: decode, flow and encode of the same clips, each timed alone ---
+def stage_times(src: str, short_side: int | None, preset: str, repeats: int) -> dict:
+    """Median over ``repeats`` of each stage's wall and CPU seconds on one video, in this
+    process with one thread: the ingest's decode pass, its flow calls, its sample encodes."""
+    pin_threads(1)
+    backend = get_backend("dis", preset=preset)
+    entry = VideoEntry(path=f"X/v_{Path(src).stem}.avi", class_name="X", label=0, group=1, clip=1)
+    runs = {name: [] for name in ("decode", "flow", "encode", "decode_cpu", "flow_cpu", "encode_cpu")}
+    for _ in range(repeats):
+        t, c = time.perf_counter(), time.process_time()
+        with VideoStream(src, short_side=short_side, threads=1) as video:
+            clips = clip_frames(video.declared, DEFAULT_TEST_CLIPS)
+            flow_frames = {i for f in clips for a, b in zip(f, f[1:]) if a != b for i in (a, b)}
+            centres = {f[STACK // 2] for f in clips}
+            gray, rgb = {}, {}
+            for i, picture in enumerate(video.pictures()):
+                if i in flow_frames:
+                    gray[i] = video.luma(picture)
+                if i in centres:
+                    rgb[i] = video.rgb(picture)
+        runs["decode"].append(time.perf_counter() - t)
+        runs["decode_cpu"].append(time.process_time() - c)
+        assert i + 1 == video.declared, (src, i + 1, video.declared)
+        pairs = sorted({a for f in clips for a, b in zip(f, f[1:]) if a != b})
+        stack = np.stack([gray.get(i, gray[pairs[0]]) for i in range(max(gray) + 1)])
+        fields, spent, spent_cpu = {}, 0.0, 0.0
+        flows = backend.fields(stack, pairs)
+        for a in pairs:  # only the calls are timed; quantising is the ingest's own work
+            t, c = time.perf_counter(), time.process_time()
+            field = next(flows)
+            spent, spent_cpu = spent + time.perf_counter() - t, spent_cpu + time.process_time() - c
+            fields[a] = quantise_flow(field, DEFAULT_FLOW_BOUND)
+        runs["flow"].append(spent)
+        runs["flow_cpu"].append(spent_cpu)
+        todo = []
+        for k, f in enumerate(clips):
+            tile = tile_quantised([fields[a] for a, b in zip(f, f[1:])])
+            meta = SampleMeta(video=entry.video_id, clip=k, label=0, class_name="X", frames=f,
+                              centre_frame=f[STACK // 2], fps=video.fps, width=video.width,
+                              height=video.height, flow_method="dis", flow_bound=DEFAULT_FLOW_BOUND,
+                              flow_options=backend.options, clamped=False)
+            todo.append((rgb[f[STACK // 2]], tile, meta))
+        t, c = time.perf_counter(), time.process_time()
+        for args in todo:
+            encode_sample(*args)
+        runs["encode"].append(time.perf_counter() - t)
+        runs["encode_cpu"].append(time.process_time() - c)
+    return {name: statistics.median(values) for name, values in runs.items()} | {"pairs": len(pairs)}
+
+
+# --- memory: peak RSS of a fresh worker that ingests one long or one short 720p video ---
+def write_segment(path: Path, seconds: float, fps: int = 25, width: int = 1280, height: int = 720) -> int:
+    """``seconds`` of a smoothly textured camera pan, MPEG-4 part 2 (UCF101's codec) in AVI."""
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.integers(0, 255, (height, width, 3), dtype=np.uint8), (0, 0), 4)
+    n = int(round(seconds * fps))
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.thread_count = 1
+        for t in range(n):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.roll(texture, 3 * t, axis=1), format="rgb24")))
+        out.mux(stream.encode())
+    return n
+
+
+def repeat_segment(src: Path, dst: Path, times: int) -> None:
+    """``src`` played ``times`` times in a row: its packets remuxed with shifted timestamps
+    (it starts with a key frame and has no B-frames), no re-encoding."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream = inp.streams.video[0]
+        target = out.add_stream_from_template(stream)
+        packets = [p for p in inp.demux(stream) if p.dts is not None]
+        step = packets[-1].pts - packets[0].pts + (packets[1].pts - packets[0].pts)
+        for r in range(times):
+            for p in packets:
+                q = av.Packet(bytes(p))
+                q.pts, q.dts, q.time_base, q.stream = p.pts + r * step, p.dts + r * step, p.time_base, target
+                q.is_keyframe = p.is_keyframe
+                out.mux(q)
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM: unlike getrusage's ru_maxrss, not inherited
+    from the parent a spawned process was forked from)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _peak_rss(folder: str, name: str, out: str, short_side: int | None, preset: str) -> dict:
+    """In a fresh process: ``build_shard`` of a one-video shard; the process's peak RSS."""
+    before = peak_rss_mib()
+    entry = VideoEntry(path=name, class_name=Path(name).parent.name, label=0, group=1, clip=1)
+    opts = Options(split=1, short_side=short_side, flow_options={"preset": preset})
+    t = time.perf_counter()
+    [row] = build_shard(ShardJob("test", 0, (entry,)), Path(folder), Path(out), opts)
+    assert row["status"] == "ok", row["error"]
+    return {"frames": row["frames"], "seconds": time.perf_counter() - t,
+            "rss_before_mib": before, "peak_rss_mib": peak_rss_mib()}
+
+
+def measure_rss(root: Path, long_s: float, short_s: float, short_side: int | None, preset: str) -> dict:
+    videos = root / "videos" / "Long"
+    videos.mkdir(parents=True)
+    segment = videos / "v_Long_g01_c01.avi"
+    t = time.perf_counter()
+    write_segment(segment, short_s)
+    repeat_segment(segment, videos / "v_Long_g01_c02.avi", max(1, round(long_s / short_s)))
+    print(f"generated the 720p videos ({short_s:g} s, {long_s:g} s, 25 fps) in {time.perf_counter() - t:.1f} s")
+    found = {}
+    spawn = multiprocessing.get_context("spawn")
+    for label, name in (("short", segment.name), ("long", "v_Long_g01_c02.avi")):
+        with spawn.Pool(1) as pool:  # a fresh process each: its peak is this video's alone
+            found[label] = pool.apply(_peak_rss, (str(root / "videos"), f"Long/{name}", str(root / label),
+                                                 short_side, preset))
+        print(f"  {label:5s} video: {found[label]['frames']:5d} frames, {found[label]['seconds']:6.1f} s, "
+              f"worker peak RSS {found[label]['peak_rss_mib']:7.1f} MiB "
+              f"(after imports {found[label]['rss_before_mib']:.1f} MiB)  [{load()}]")
+    found["rss_ratio"] = found["long"]["peak_rss_mib"] / found["short"]["peak_rss_mib"]
+    return found
+
+
+# --- contention: two busy loops this benchmark starts and stops ---
+class BusyLoops:
+    def __init__(self, n: int = 2):
+        self.n, self.procs = n, []
+
+    def __enter__(self) -> "BusyLoops":
+        self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(self.n)]
+        time.sleep(1.0)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for proc in self.procs:  # only the processes started here
+            proc.terminate()
+        for proc in self.procs:
+            proc.wait(timeout=10)
+
+
+def run_ingest(videos: Path, lists: Path, out: Path, workers: int, short_side, preset: str, n: int) -> tuple[float, float]:
+    with TreeCpu() as meter:
+        t = time.perf_counter()
+        summary = build_shards(videos, lists, 1, out, workers=workers, short_side=short_side,
+                               flow_options={"preset": preset}, progress=False)
+        wall = time.perf_counter() - t
+    cpu = meter.seconds
+    assert summary.failed == 0 and summary.ok == n, summary
+    return wall, cpu
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -175,75 +397,178 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeat", type=int, default=70, help="copies of each of the 3 clips")
     p.add_argument("--workers", type=int, default=2, help="Ray workers (processes)")
     p.add_argument("--short-side", type=int, default=None)
-    p.add_argument("--preset", default="fast", choices=sorted(DIS_PRESETS), help="DIS preset")
+    p.add_argument("--presets", nargs="+", default=["fast", "medium"], choices=sorted(DIS_PRESETS),
+                   help="DIS presets; the first also gets the baseline, scaling and contention phases")
+    p.add_argument("--preset", default=None, choices=sorted(DIS_PRESETS), help="one preset (as --presets X)")
     p.add_argument("--clips", nargs="+", choices=list(CLIPS), default=None,
                    help="only these clips (ApplyEyeMakeup is the real UCF101 one: XviD, 320x240)")
+    p.add_argument("--stage-repeats", type=int, default=3, help="stage-sum: median of this many timings per clip")
+    p.add_argument("--long-seconds", type=float, default=300.0, help="memory: the long 720p video")
+    p.add_argument("--short-seconds", type=float, default=10.0, help="memory: the short 720p video")
+    p.add_argument("--skip", nargs="+", default=[], choices=["flow_only", "baseline", "scaling", "rss", "contention"],
+                   help="leave these phases out (their JSON figures are null)")
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes (a few minutes): --repeat 4 unless given, --presets fast, "
+                        "--long-seconds 60, --stage-repeats 1")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures here as one JSON object")
     p.add_argument("--profile", action="store_true",
                    help="only profile build_shard in one process (no Ray, bound or baseline)")
     p.add_argument("--keep", type=Path, default=None, help="work here and keep the outputs")
     a = p.parse_args(argv)
+    if a.preset:
+        a.presets = [a.preset]
+    if a.quick:
+        given = argv if argv is not None else sys.argv[1:]
+        a.repeat = a.repeat if "--repeat" in given else 4
+        a.presets = a.presets if any(x in given for x in ("--presets", "--preset")) else ["fast"]
+        a.long_seconds = a.long_seconds if "--long-seconds" in given else 60.0
+        a.stage_repeats = a.stage_repeats if "--stage-repeats" in given else 1
     import ray
 
     root = Path(a.keep or tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
         videos, lists, paths = make_folder(root / "data", a.repeat, a.clips)
         if a.profile:
-            return profile_shard(videos, lists, root, a.short_side, a.preset)
-        sources = [src for name, src in CLIPS.items() if not a.clips or name in a.clips]
-        n_frames = {src: len(decode_video(REAL_VIDEOS / src, short_side=a.short_side))
-                    for src in sources}
-        pairs = a.repeat * sum(len(needed_pairs(n)) for n in n_frames.values())
-        n = len(paths)
-        print(f"{n} videos ({a.repeat} x {list(n_frames.values())} frames), {pairs} frame pairs, "
-              f"{a.workers} workers, DIS {a.preset}, short side {a.short_side or 'source'}")
-
-        t = time.perf_counter()
-        ray.init(num_cpus=a.workers, include_dashboard=False, log_to_driver=False)
-        print(f"Ray start-up (not counted): {time.perf_counter() - t:.1f} s")
-        try:
-            t, c = time.perf_counter(), tree_cpu_seconds()
-            summary = build_shards(videos, lists, 1, root / "shards", workers=a.workers,
-                                   short_side=a.short_side, flow_options={"preset": a.preset},
-                                   progress=False)
-            ingest_s, ingest_cpu = time.perf_counter() - t, tree_cpu_seconds() - c
-        finally:
-            ray.shutdown()
-        assert summary.failed == 0 and summary.ok == n, summary
-
-        srcs = [str(REAL_VIDEOS / s) for s in sources]
-        with Pool(a.workers, initializer=_load, initargs=(srcs, a.short_side, a.preset)) as pool:
-            pool.map(_ready, range(4 * a.workers), chunksize=1)  # workers up, frames decoded
-            t, c = time.perf_counter(), tree_cpu_seconds()
-            assert sum(pool.map(_flow_only, [str(p.resolve()) for p in paths], chunksize=1)) == pairs
-            bound_s, bound_cpu = time.perf_counter() - t, tree_cpu_seconds() - c
-
-        base = root / "per_file"
-        jobs = [(str(path), str(base / path.parent.name / path.stem), a.short_side, a.preset)
-                for path in paths]
-        with Pool(a.workers) as pool:
-            t, c = time.perf_counter(), tree_cpu_seconds()
-            base_pairs = sum(pool.map(_per_file, jobs, chunksize=1))
-            base_s, base_cpu = time.perf_counter() - t, tree_cpu_seconds() - c
-
-        shard_files, shard_bytes = tree_size(root / "shards")
-        base_files, base_bytes = tree_size(base)
-        rows = [("ingest (shards, Ray)", ingest_s, ingest_cpu, pairs),
-                ("bound (flow only, in memory)", bound_s, bound_cpu, pairs),
-                ("baseline (JPEG per frame/field)", base_s, base_cpu, base_pairs)]
-        print(f"\n{'method':32s} {'wall s':>7s} {'videos/s':>8s} {'pairs/s':>7s} {'CPU s':>7s} "
-              f"{'pairs/CPU s':>11s}")
-        for name, s, cpu, k in rows:
-            print(f"{name:32s} {s:7.1f} {n / s:8.2f} {k / s:7.0f} {cpu:7.1f} {k / cpu:11.0f}")
-        print(f"\ningest / bound speed (pairs/s):    wall {bound_s / ingest_s:6.1%}, "
-              f"CPU {bound_cpu / ingest_cpu:6.1%}  (goal >= 85 %)")
-        print(f"ingest / baseline speed (pairs/s): wall {(pairs / ingest_s) / (base_pairs / base_s):5.2f}x, "
-              f"CPU {(pairs / ingest_cpu) / (base_pairs / base_cpu):5.2f}x  (goal >= 1.5x)")
-        print(f"files: shards {shard_files}, baseline {base_files} ({base_files / shard_files:.0f}x more)")
-        print(f"bytes: shards {shard_bytes / 2**20:.1f} MiB, baseline {base_bytes / 2**20:.1f} MiB "
-              f"(shards / baseline {shard_bytes / base_bytes:.2f})")
+            return profile_shard(videos, lists, root, a.short_side, a.presets[0])
+        result = measure(a, root, videos, lists, paths, ray)
+        if a.json:
+            a.json.parent.mkdir(parents=True, exist_ok=True)
+            a.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
+            print(f"\nfigures written to {a.json}")
     finally:
         if a.keep is None:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def measure(a, root: Path, videos: Path, lists: Path, paths: list[Path], ray) -> dict:
+    sources = [src for name, src in CLIPS.items() if not a.clips or name in a.clips]
+    n_frames = {src: len(decode_video(REAL_VIDEOS / src, short_side=a.short_side)) for src in sources}
+    pairs = a.repeat * sum(len(needed_pairs(k)) for k in n_frames.values())
+    n, first = len(paths), a.presets[0]
+    print(f"{n} videos ({a.repeat} x {list(n_frames.values())} frames), {pairs} frame pairs, "
+          f"{a.workers} workers, DIS {' and '.join(a.presets)}, short side {a.short_side or 'source'}, "
+          f"{os.cpu_count()} CPUs, {load()}")
+    result = {"stage_sum_ratio": None, "baseline_speedup": None, "worker_scaling": None,
+              "rss_ratio": None, "contention_slowdown": None,
+              "details": {"videos": n, "pairs": pairs, "workers": a.workers, "repeat": a.repeat,
+                          "short_side": a.short_side, "presets": a.presets, "cpus": os.cpu_count(),
+                          "load_before": os.getloadavg(), "ingest": {}, "stage_sum": {}, "phases_load": {}}}
+    d = result["details"]
+
+    t = time.perf_counter()
+    ray.init(num_cpus=a.workers, include_dashboard=False, log_to_driver=False, **local_ray_options())
+    print(f"Ray start-up (not counted): {time.perf_counter() - t:.1f} s")
+    rows, ingest = [], {}
+    try:
+        for preset in a.presets:
+            d["phases_load"][f"ingest_{preset}"] = os.getloadavg()
+            ingest[preset] = run_ingest(videos, lists, root / f"shards-{preset}", a.workers, a.short_side, preset, n)
+            rows.append((f"ingest DIS {preset} ({a.workers} workers)", *ingest[preset], pairs))
+            print(f"  ingest DIS {preset}: {ingest[preset][0]:.1f} s  [{load()}]")
+        if "scaling" not in a.skip:
+            d["phases_load"]["ingest_1_worker"] = os.getloadavg()
+            one = run_ingest(videos, lists, root / "shards-1worker", 1, a.short_side, first, n)
+            rows.append((f"ingest DIS {first} (1 worker)", *one, pairs))
+            print(f"  ingest DIS {first}, 1 worker: {one[0]:.1f} s  [{load()}]")
+            result["worker_scaling"] = one[0] / ingest[first][0]
+            d["scaling"] = {"one_worker_s": one[0], "workers_s": ingest[first][0],
+                            "one_worker_cpu": one[1], "workers_cpu": ingest[first][1]}
+        if "contention" not in a.skip:
+            d["phases_load"]["contention"] = os.getloadavg()
+            with BusyLoops(2):
+                busy = run_ingest(videos, lists, root / "shards-busy", a.workers, a.short_side, first, n)
+            rows.append((f"ingest DIS {first} beside 2 busy loops", *busy, pairs))
+            print(f"  ingest DIS {first} beside 2 busy loops: {busy[0]:.1f} s  [{load()}]")
+            result["contention_slowdown"] = busy[0] / ingest[first][0]
+            d["contention"] = {"busy_s": busy[0], "idle_s": ingest[first][0], "busy_cpu": busy[1]}
+    finally:
+        ray.shutdown()
+
+    srcs = [str(REAL_VIDEOS / s) for s in sources]
+    print(f"stage-sum bound: each stage alone, one process, 1 thread, median of {a.stage_repeats}  [{load()}]")
+    for preset in a.presets:
+        with Pool(1) as pool:
+            parts = [pool.apply(stage_times, (src, a.short_side, preset, a.stage_repeats)) for src in srcs]
+        total = {k: a.repeat * sum(part[k] for part in parts) for k in parts[0] if k != "pairs"}
+        assert a.repeat * sum(part["pairs"] for part in parts) == pairs
+        bound_s = (total["decode"] + total["flow"] + total["encode"]) / a.workers
+        bound_cpu = total["decode_cpu"] + total["flow_cpu"] + total["encode_cpu"]
+        wall, cpu = ingest[preset]
+        ratio, ratio_cpu = bound_s / wall, bound_cpu / cpu
+        d["stage_sum"][preset] = {**total, "bound_wall_s": bound_s, "bound_cpu_s": bound_cpu,
+                                  "ingest_wall_s": wall, "ingest_cpu_s": cpu,
+                                  "ratio_wall": ratio, "ratio_cpu": ratio_cpu}
+        d["ingest"][preset] = {"wall_s": wall, "cpu_s": cpu, "pairs_per_s": pairs / wall}
+        if preset == first:
+            result["stage_sum_ratio"] = ratio
+        ms = lambda x: 1e3 * x / pairs  # noqa: E731 (per pair, in one process)
+        print(f"  DIS {preset}: per pair decode {ms(total['decode']):.2f} + flow {ms(total['flow']):.2f} + "
+              f"encode {ms(total['encode']):.2f} = {ms(a.workers * bound_s):.2f} ms; ingest "
+              f"{ms(a.workers * wall):.2f} worker-ms ({ms(cpu):.2f} CPU-ms, Ray included)\n"
+              f"    bound {bound_s:.1f} s on {a.workers} workers vs ingest {wall:.1f} s: "
+              f"{ratio:.1%} (wall), {ratio_cpu:.1%} (CPU)  (goal >= 90 %)")
+        rows.append((f"stage-sum bound DIS {preset}", bound_s, bound_cpu, pairs))
+    result["stage_sum_ratio_by_preset"] = {k: v["ratio_wall"] for k, v in d["stage_sum"].items()}
+
+    if "flow_only" not in a.skip:
+        with Pool(a.workers, initializer=_load, initargs=(srcs, a.short_side, first)) as pool:
+            pool.map(_ready, range(4 * a.workers), chunksize=1)  # workers up, frames decoded
+            with TreeCpu() as meter:
+                t = time.perf_counter()
+                assert sum(pool.map(_flow_only, [str(p.resolve()) for p in paths], chunksize=1)) == pairs
+                bound_s = time.perf_counter() - t
+            bound_cpu = meter.seconds
+        rows.append((f"flow-only bound DIS {first}", bound_s, bound_cpu, pairs))
+        d["flow_only"] = {"wall_s": bound_s, "cpu_s": bound_cpu, "ratio_wall": bound_s / ingest[first][0]}
+
+    if "baseline" not in a.skip:
+        base = root / "per_file"
+        jobs = [(str(path), str(base / path.parent.name / path.stem), a.short_side, first) for path in paths]
+        d["phases_load"]["baseline"] = os.getloadavg()
+        with Pool(a.workers) as pool:
+            with TreeCpu() as meter:
+                t = time.perf_counter()
+                base_pairs = sum(pool.map(_per_file, jobs, chunksize=1))
+                base_s = time.perf_counter() - t
+            base_cpu = meter.seconds
+        rows.append((f"baseline DIS {first} (JPEG per frame/field)", base_s, base_cpu, base_pairs))
+        wall, cpu = ingest[first]
+        result["baseline_speedup"] = (pairs / wall) / (base_pairs / base_s)
+        shard_files, shard_bytes = tree_size(root / f"shards-{first}")
+        base_files, base_bytes = tree_size(base)
+        d["baseline"] = {"wall_s": base_s, "cpu_s": base_cpu, "pairs": base_pairs,
+                         "speedup_cpu": (pairs / cpu) / (base_pairs / base_cpu),
+                         "files": [shard_files, base_files], "bytes": [shard_bytes, base_bytes]}
+
+    if "rss" not in a.skip:
+        print(f"memory: one video per fresh worker, DIS {first}, short side {a.short_side or 'source'}")
+        rss = measure_rss(root / "rss", a.long_seconds, a.short_seconds, a.short_side, first)
+        result["rss_ratio"] = rss["rss_ratio"]
+        d["rss"] = rss | {"long_seconds": a.long_seconds, "short_seconds": a.short_seconds}
+
+    print(f"\n{'method':44s} {'wall s':>7s} {'videos/s':>8s} {'pairs/s':>7s} {'CPU s':>7s} {'pairs/CPU s':>11s}")
+    for name, s, cpu, k in rows:
+        print(f"{name:44s} {s:7.1f} {n / s:8.2f} {k / s:7.0f} {cpu:7.1f} {k / cpu:11.0f}")
+    print()
+    for preset, v in d["stage_sum"].items():
+        print(f"ingest / stage-sum bound DIS {preset:6s}: wall {v['ratio_wall']:6.1%}, CPU {v['ratio_cpu']:6.1%}"
+              f"  (goal >= 90 %)")
+    if "flow_only" in d:
+        print(f"ingest / flow-only bound DIS {first}: wall {d['flow_only']['ratio_wall']:6.1%}  (issue 2's, for comparison)")
+    if "baseline" in d:
+        b = d["baseline"]
+        print(f"ingest / baseline (pairs/s) DIS {first}: wall {result['baseline_speedup']:5.2f}x, "
+              f"CPU {b['speedup_cpu']:5.2f}x  (goal >= 1.5x); files {b['files'][0]} vs {b['files'][1]}, "
+              f"bytes {b['bytes'][0] / 2**20:.1f} vs {b['bytes'][1] / 2**20:.1f} MiB")
+    if result["worker_scaling"] is not None:
+        print(f"scaling: {a.workers} workers / 1 worker = {result['worker_scaling']:.2f}x  (goal >= 1.8x with 2)")
+    if result["rss_ratio"] is not None:
+        print(f"worker peak RSS: long / short video = {result['rss_ratio']:.2f}  (goal <= 1.25)")
+    if result["contention_slowdown"] is not None:
+        print(f"beside 2 busy loops: {result['contention_slowdown']:.2f}x the idle wall time  (goal <= 2.5x)")
+    print(f"{load()} (scaling and contention figures mean something only on an otherwise idle machine)")
+    d["load_after"] = os.getloadavg()
+    return result
 
 
 if __name__ == "__main__":
