@@ -32,7 +32,7 @@ from shards.lock import FolderLocked, folder_lock, unique_tmp, write_text_atomic
 from shards.node import node_info
 from shards.progress import progress as progress_bar
 from shards.tarfiles import is_complete, shard_problem, write_shard
-from shards.threads import pin_threads
+from shards.threads import local_ray_options, pin_threads
 
 from .clips import clip_frames, needed_pairs, stream_video_samples
 from .flow import BACKENDS, DIS_PRESETS, FlowUnavailable, get_backend
@@ -267,7 +267,8 @@ def _run_on_ray(jobs: list[ShardJob], videos: Path, out: Path, opts: Options, wo
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                     **local_ray_options())  # workers at niceness 0, not Ray's 15
     builder = ray.remote(**INGEST_TASK, max_restarts=0)(ShardBuilder)
     actors = [builder.remote() for _ in range(min(workers, len(jobs)))]  # spread over all nodes
     results, waiting, running, failures = {}, list(jobs), {}, {}

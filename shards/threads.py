@@ -11,6 +11,12 @@ prune / explain trial and task; ``THREAD_ENV`` is what child processes read at s
     n = pin_threads()          # inside Ray: the CPUs Ray assigned to this task/actor
     n = pin_threads(cfg_cpus)  # or an explicit allotment (e.g. ray.cpus_per_trial)
 
+Priority: Ray starts its worker processes at niceness 15 (its ``worker_niceness`` setting),
+so beside any ordinary process (another job, a busy loop) a task gets a small fraction of a
+core — CFS weighs nice 15 against nice 0 as 36 to 1024 — however its threads are set. A local
+Ray started by this project passes ``RAY_SYSTEM_CONFIG`` (workers at niceness 0, a fair share);
+cluster nodes need ``RAY_worker_niceness=0`` in the environment of ``ray start``.
+
 This module imports nothing of ours and no heavy library: OpenCV and torch are pinned only
 if the process has already imported them (their environment variables cover a later import).
 """
@@ -24,6 +30,15 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NU
                "VECLIB_MAXIMUM_THREADS")
 # OpenMP threads that wait for work sleep instead of spinning (libgomp, Intel OpenMP)
 WAIT_VARS = {"OMP_WAIT_POLICY": "PASSIVE"}
+# for ray.init(_system_config=...) of a local Ray: workers at the niceness of everything else
+RAY_SYSTEM_CONFIG = {"worker_niceness": 0}
+# the same for `ray start` (a cluster node's raylet reads it from its environment)
+RAY_NODE_ENV = {"RAY_worker_niceness": "0"}
+
+
+def local_ray_options() -> dict:
+    """Keyword arguments for a ``ray.init`` that starts a local Ray (not one that connects)."""
+    return {"_system_config": dict(RAY_SYSTEM_CONFIG)}
 
 
 def machine_cpus() -> int:

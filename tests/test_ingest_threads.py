@@ -1,7 +1,10 @@
 """Thread pinning (issue 20): inside a Ray task or ingest actor every library gets the task's CPUs."""
+import os
+
 import pytest
 
-from shards.threads import allotment, decoder_threads, pin_threads, thread_env, thread_report
+from shards.threads import (allotment, decoder_threads, local_ray_options, pin_threads, thread_env,
+                            thread_report)
 
 
 def probe_builder():
@@ -17,7 +20,7 @@ def probe_builder():
 def local_ray():
     import ray
     assert not ray.is_initialized()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, **local_ray_options())
     try:
         yield ray
     finally:
@@ -31,11 +34,14 @@ def test_libraries_report_the_tasks_cpus_inside_ray(local_ray, tmp_path):
         import cv2  # noqa: F401 (loaded, as in the workers, before pinning)
         import torch  # noqa: F401
         n = pin_threads(cpus)
-        return {"n": n, "decoder": decoder_threads(), **thread_report()}
+        return {"n": n, "decoder": decoder_threads(), "nice": os.nice(0), **thread_report()}
 
     one = ray.get(ray.remote(num_cpus=1)(pinned_report).remote())
     assert one["n"] == 1 and one["cv2"] == 1 and one["torch"] == 1 and one["torch_interop"] == 1
     assert one["omp_env"] == 1 and one["decoder"] == (1, "SLICE")
+    # Ray's default worker niceness (15) would leave a task a sliver of a core beside any
+    # other busy process; the project's local Ray runs its workers at 0
+    assert one["nice"] == 0
     two = ray.get(ray.remote(num_cpus=2)(pinned_report).remote())
     assert two["n"] == two["cv2"] == two["torch"] == two["omp_env"] == 2 and two["decoder"] == (2, "AUTO")
     # an explicit allotment (a trial's ray.cpus_per_trial) wins over what Ray assigned

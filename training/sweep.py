@@ -27,6 +27,7 @@ import ray
 
 from analysis.results import atomic_file, read_table
 from shards.lock import FolderLocked, folder_lock
+from shards.threads import local_ray_options
 
 from .config import ConfigError, ExperimentConfig, ExperimentPaths, config_hash
 from .overrides import load_config
@@ -155,7 +156,8 @@ def connect_ray(cfg: ExperimentConfig, address: str | None) -> bool:
         ray.init(address=address)  # None: the RAY_ADDRESS of a submitted job
         check_node_temp_dirs()
     else:
-        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False)
+        # workers at niceness 0, not Ray's 15: a fair share beside other jobs (shards.threads)
+        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, **local_ray_options())
     return True
 
 
