@@ -13,6 +13,10 @@ In one run, on the same shards, for each stream:
   threads (nothing else: no reading, conversion, copy, cropping, normalising or batching).
 
 Goals (issue 3): DALI temporal train ≥ 3× (b), spatial ≥ 1.5× (b), both ≥ 80 % of (c).
+``--busy N`` adds the contention case (issue 20): DALI train ``random`` timed as the machine
+is and beside N ``while True: pass`` processes, with this process's CPU seconds per 1,000
+samples (threads that spin while they wait would burn more of them beside the busy loops);
+a fair share on 2 cores beside 2 busy loops costs about 2x, goal <= 2.5x.
 On the CPU the resize dominates ``random_resized`` (DALI's CPU resize is slow on 20 planes);
 on a GPU it is cheap.
 Each contender is timed over ``--epochs`` consecutive epochs (its first batch, start-up and
@@ -20,6 +24,7 @@ prefetch, not timed) once per round; the best of ``--rounds`` rounds is kept.
 
     python -m benchmarks.loader                       # synthetic 320×240 shards, built once under runs/
     python -m benchmarks.loader --shards runs/exp/shards/split1/train --rounds 1
+    python -m benchmarks.loader --busy 2 --rounds 1 --only-contention   # the contention case alone
 """
 from __future__ import annotations
 
@@ -183,6 +188,34 @@ def report(stream: str, rates: dict) -> str:
     return "\n".join(lines)
 
 
+def contention(stream: str, paths: list[Path], args) -> dict:
+    """DALI train ``random`` samples/s (best of ``--rounds``) and CPU seconds per 1,000 samples,
+    idle and beside ``--busy`` busy loops."""
+    import os
+
+    from benchmarks.contention import BusyLoops
+    cfg = LoaderConfig(stream=stream, batch_size=args.batch_size, input_size=args.input_size,
+                       threads=args.threads, device="cpu", train=True, crop_mode="random")
+    found = {}
+    for phase in ("idle", "busy"):
+        load = os.getloadavg()
+        best, cpu_per_k = 0.0, None
+        with BusyLoops(args.busy if phase == "busy" else 0):
+            for _ in range(args.rounds):
+                loader = make_loader(paths, cfg)
+                c = time.process_time()
+                rate = epochs_rate(loader, args.epochs)
+                cpu = time.process_time() - c
+                samples = args.epochs * len(loader) * args.batch_size if hasattr(loader, "__len__") else None
+                if rate > best:
+                    best, cpu_per_k = rate, (1000 * cpu / samples if samples else None)
+                del loader
+                gc.collect()
+        found[phase] = {"samples_per_s": best, "cpu_s_per_1000": cpu_per_k, "load": load}
+    found["slowdown"] = found["idle"]["samples_per_s"] / found["busy"]["samples_per_s"]
+    return found
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.loader", description=__doc__.split("\n")[0],
                                 epilog="exit codes: 0 measured; "
@@ -198,14 +231,26 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the baselines")
     p.add_argument("--rounds", type=int, default=3, help="each contender is timed once per round; best kept")
     p.add_argument("--epochs", type=int, default=3, help="consecutive epochs timed per contender and round")
+    p.add_argument("--busy", type=int, default=0,
+                   help="also time DALI train random beside this many busy-loop processes (0: not)")
+    p.add_argument("--only-contention", action="store_true", help="only the --busy case")
     args = p.parse_args(argv)
     paths = shard_paths(args.shards) if args.shards else synthetic_shards(args.root)
-    samples = export_frames(paths, args.root / "frames")
+    samples = [] if args.only_contention else export_frames(paths, args.root / "frames")
     print(f"{len(samples)} samples in {len(paths)} shards, batch {args.batch_size}, "
           f"{args.input_size} px, {args.threads} DALI threads, {args.workers} DataLoader workers, "
           f"best of {args.rounds} rounds of {args.epochs} epochs, torch {torch.__version__}")
     for stream in args.streams:
-        print(report(stream, measure_stream(stream, paths, samples, args)), flush=True)
+        if not args.only_contention:
+            print(report(stream, measure_stream(stream, paths, samples, args)), flush=True)
+        if args.busy:
+            c = contention(stream, paths, args)
+            per_k = lambda x: f"{x:.2f}" if x is not None else "?"  # noqa: E731
+            print(f"{stream} DALI train random, {args.threads} threads: {c['idle']['samples_per_s']:.0f} samples/s "
+                  f"(load {c['idle']['load'][0]:.2f}), beside {args.busy} busy loops "
+                  f"{c['busy']['samples_per_s']:.0f} (load {c['busy']['load'][0]:.2f}): {c['slowdown']:.2f}x "
+                  f"(goal <= 2.5x); CPU s per 1,000 samples {per_k(c['idle']['cpu_s_per_1000'])} idle, "
+                  f"{per_k(c['busy']['cpu_s_per_1000'])} beside them", flush=True)
 
 
 if __name__ == "__main__":
