@@ -185,18 +185,20 @@ def process_cpu() -> dict[int, tuple[int, float]]:
 
 class TreeCpu:
     """CPU seconds spent by this process and its descendants while the block runs (Ray's
-    processes included), sampled every ``interval`` s so that processes that start and end
-    inside the block (killed Ray actors, pool workers) count too, up to their last sample.
+    processes included), sampled every ``interval`` s (a scan costs a few ms) so that
+    processes that start and end inside the block (killed Ray actors, pool workers) count
+    too, up to their last sample.
     Unlike wall time, this barely moves when other jobs share the cores.
 
         with TreeCpu() as cpu: ...
         cpu.seconds
     """
 
-    def __init__(self, interval: float = 0.25):
+    def __init__(self, interval: float = 0.5):
         self.interval, self.seconds = interval, 0.0
         self._start: dict[int, float] = {}
         self._last: dict[int, float] = {}
+        self._names: dict[int, str] = {}
 
     def _sample(self) -> None:
         procs = process_cpu()
@@ -206,6 +208,11 @@ class TreeCpu:
             tree |= frontier
         for pid in tree:
             self._last[pid] = procs[pid][1]
+            if pid not in self._names:
+                try:
+                    self._names[pid] = Path(f"/proc/{pid}/comm").read_text().strip()
+                except OSError:
+                    self._names[pid] = "?"
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -225,6 +232,14 @@ class TreeCpu:
         self._thread.join()
         self._sample()
         self.seconds = sum(cpu - self._start.get(pid, 0.0) for pid, cpu in self._last.items())
+
+    def by_name(self) -> dict[str, float]:
+        """CPU seconds per process name (``ray::ShardBuilder``, ``raylet``, ``gcs_server``, …)."""
+        found: dict[str, float] = {}
+        for pid, cpu in self._last.items():
+            name = "this process" if pid == os.getpid() else self._names.get(pid, "?")
+            found[name] = found.get(name, 0.0) + cpu - self._start.get(pid, 0.0)
+        return dict(sorted(found.items(), key=lambda kv: -kv[1]))
 
 
 def tree_size(root: Path) -> tuple[int, int]:
@@ -378,6 +393,9 @@ class BusyLoops:
             proc.wait(timeout=10)
 
 
+INGEST_CPU: dict[str, dict[str, float]] = {}  # per ingest run: CPU seconds by process name
+
+
 def run_ingest(videos: Path, lists: Path, out: Path, workers: int, short_side, preset: str, n: int) -> tuple[float, float]:
     with TreeCpu() as meter:
         t = time.perf_counter()
@@ -385,6 +403,7 @@ def run_ingest(videos: Path, lists: Path, out: Path, workers: int, short_side, p
                                flow_options={"preset": preset}, progress=False)
         wall = time.perf_counter() - t
     cpu = meter.seconds
+    INGEST_CPU[out.name] = meter.by_name()
     assert summary.failed == 0 and summary.ok == n, summary
     return wall, cpu
 
@@ -509,6 +528,11 @@ def measure(a, root: Path, videos: Path, lists: Path, paths: list[Path], ray) ->
               f"{ratio:.1%} (wall), {ratio_cpu:.1%} (CPU)  (goal >= 90 %)")
         rows.append((f"stage-sum bound DIS {preset}", bound_s, bound_cpu, pairs))
     result["stage_sum_ratio_by_preset"] = {k: v["ratio_wall"] for k, v in d["stage_sum"].items()}
+    d["ingest_cpu_by_process"] = INGEST_CPU
+    for preset in a.presets:
+        parts = INGEST_CPU.get(f"shards-{preset}", {})
+        print(f"  ingest DIS {preset}: CPU s by process: "
+              + ", ".join(f"{name} {cpu:.1f}" for name, cpu in list(parts.items())[:8] if cpu >= 0.05))
 
     if "flow_only" not in a.skip:
         with Pool(a.workers, initializer=_load, initargs=(srcs, a.short_side, first)) as pool:
