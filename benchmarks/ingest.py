@@ -48,7 +48,6 @@ import os
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -59,6 +58,7 @@ import av
 import cv2
 import numpy as np
 
+from benchmarks.contention import BusyLoops
 from ingest.build_shards import Options, ShardJob, build_shard, build_shards
 from ingest.clips import clip_frames, tile_quantised
 from ingest.decode import VideoStream, decode_video
@@ -194,8 +194,8 @@ class TreeCpu:
         cpu.seconds
     """
 
-    def __init__(self, interval: float = 0.5):
-        self.interval, self.seconds = interval, 0.0
+    def __init__(self, interval: float = 0.5, exclude: set[int] = frozenset()):
+        self.interval, self.seconds, self.exclude = interval, 0.0, set(exclude)
         self._start: dict[int, float] = {}
         self._last: dict[int, float] = {}
         self._names: dict[int, str] = {}
@@ -206,13 +206,12 @@ class TreeCpu:
         while frontier:
             frontier = {pid for pid, (ppid, _) in procs.items() if ppid in frontier} - tree
             tree |= frontier
-        for pid in tree:
+        for pid in tree - self.exclude:
             self._last[pid] = procs[pid][1]
-            if pid not in self._names:
-                try:
-                    self._names[pid] = Path(f"/proc/{pid}/comm").read_text().strip()
-                except OSError:
-                    self._names[pid] = "?"
+            try:  # the latest name: a Ray worker is "ray::IDLE" until it runs an actor
+                self._names[pid] = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                pass
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -377,27 +376,13 @@ def measure_rss(root: Path, long_s: float, short_s: float, short_side: int | Non
 
 
 # --- contention: two busy loops this benchmark starts and stops ---
-class BusyLoops:
-    def __init__(self, n: int = 2):
-        self.n, self.procs = n, []
-
-    def __enter__(self) -> "BusyLoops":
-        self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(self.n)]
-        time.sleep(1.0)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for proc in self.procs:  # only the processes started here
-            proc.terminate()
-        for proc in self.procs:
-            proc.wait(timeout=10)
-
-
 INGEST_CPU: dict[str, dict[str, float]] = {}  # per ingest run: CPU seconds by process name
 
 
-def run_ingest(videos: Path, lists: Path, out: Path, workers: int, short_side, preset: str, n: int) -> tuple[float, float]:
-    with TreeCpu() as meter:
+def run_ingest(videos: Path, lists: Path, out: Path, workers: int, short_side, preset: str, n: int,
+               exclude: set[int] = frozenset()) -> tuple[float, float]:
+    """(wall s, CPU s of this process tree but the ``exclude`` pids) of one ``build_shards``."""
+    with TreeCpu(exclude=exclude) as meter:
         t = time.perf_counter()
         summary = build_shards(videos, lists, 1, out, workers=workers, short_side=short_side,
                                flow_options={"preset": preset}, progress=False)
@@ -494,8 +479,9 @@ def measure(a, root: Path, videos: Path, lists: Path, paths: list[Path], ray) ->
                             "one_worker_cpu": one[1], "workers_cpu": ingest[first][1]}
         if "contention" not in a.skip:
             d["phases_load"]["contention"] = os.getloadavg()
-            with BusyLoops(2):
-                busy = run_ingest(videos, lists, root / "shards-busy", a.workers, a.short_side, first, n)
+            with BusyLoops(2) as loops:  # their CPU is not the ingest's
+                busy = run_ingest(videos, lists, root / "shards-busy", a.workers, a.short_side, first, n,
+                                  exclude={p.pid for p in loops.procs})
             rows.append((f"ingest DIS {first} beside 2 busy loops", *busy, pairs))
             print(f"  ingest DIS {first} beside 2 busy loops: {busy[0]:.1f} s  [{load()}]")
             result["contention_slowdown"] = busy[0] / ingest[first][0]
