@@ -71,10 +71,10 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.contention", description=__doc__.split("\n")[0],
                                 epilog="exit codes: 0 measured; 1 a sweep failed; 2 bad command line",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--config", type=Path, default=Path("ray_configs/demo.yaml"))
+    p.add_argument("--config", type=Path, default=Path("ray_configs/demo.yaml"), help="sweep config")
     p.add_argument("--set", dest="sets", action="append",
                    default=None, metavar="KEY=VALUE", help="sweep overrides (default: train.runs=1, train.epochs=2)")
-    p.add_argument("--stages", nargs="+", default=["data", "train"])
+    p.add_argument("--stages", nargs="+", default=["data", "train"], help="sweep stages timed")
     p.add_argument("--busy", type=int, default=2, help="busy-loop processes beside the second run")
     p.add_argument("--niceness", type=int, default=None, help="RAY_worker_niceness for both runs "
                    "(default: the project's, 0; 15 is Ray's own default)")

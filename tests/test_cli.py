@@ -102,7 +102,8 @@ def test_console_scripts_are_declared_and_resolve_to_callables():
 ENTRY_POINTS = ["training.sweep:main", "ingest.build_shards:main", "ingest.synthetic:main",
                 "shards.inspect:main", "analysis.stats:main", "analysis.report:main",
                 "benchmarks.gpu_check:main", "benchmarks.ingest:main", "benchmarks.irof:main",
-                "benchmarks.loader:main", "benchmarks.loader_stages:main", "benchmarks.pruning:main"]
+                "benchmarks.loader:main", "benchmarks.loader_stages:main", "benchmarks.pruning:main",
+                "benchmarks.contention:main"]
 
 
 @pytest.mark.parametrize("target", ENTRY_POINTS)
