@@ -321,11 +321,12 @@ def _failed_inputs(out: Path) -> set[str]:
             if r["status"] != "ok"}
 
 
-def _check_options(out: Path, record: dict, overwrite: bool) -> None:
+def _check_options(out: Path, record: dict, overwrite: bool, write: bool = True) -> None:
     """Refuse to mix shards built with other options or from other inputs into one folder.
 
     ``record`` is the options plus ``inputs`` (the fingerprint). Under ``overwrite`` the old
-    shards, parts and manifest are removed instead. Call with the folder's lock held.
+    shards, parts and manifest are removed instead. Call with the folder's lock held (or with
+    ``write=False``: only the check, nothing removed or written).
     """
     path = out / PARTS_DIRNAME / OPTIONS_NAME
     if path.is_file() and not overwrite:
@@ -346,11 +347,12 @@ def _check_options(out: Path, record: dict, overwrite: bool) -> None:
             raise OptionsChanged(f"{out} holds shards built with other options or inputs:\n"
                                  + "\n".join(diff)
                                  + "\nuse another --out, or --overwrite to rebuild it")
-    elif path.is_file():  # overwrite: remove what the old build wrote
+    elif path.is_file() and write:  # overwrite: remove what the old build wrote
         for old in [*out.glob("*/shard-*.tar"), *out.glob("*/shard-*.idx"),
                     *(out / PARTS_DIRNAME).glob("*.parquet"), out / MANIFEST_NAME]:
             old.unlink(missing_ok=True)
-    write_text_atomic(path, json.dumps(record, sort_keys=True))
+    if write:
+        write_text_atomic(path, json.dumps(record, sort_keys=True))
 
 
 # each ingest actor: CPUs only (decoding and flow on the CPU), spread over all nodes
@@ -548,15 +550,22 @@ def _size(n: float) -> str:
         n /= 1024
 
 
+def _duration(seconds: float) -> str:
+    return (f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200
+            else f"{seconds / 3600:.1f} h")
+
+
 def dry_run(videos, splits, split: int, out, *, flow: str = "dis", clips_per_video: int = 5,
             test_clips: int = DEFAULT_TEST_CLIPS, short_side: int | None = None,
             classes: list[str] | None = None, allow_missing: bool = False,
             shard_videos: int | None = None, flow_bound: float = DEFAULT_FLOW_BOUND,
             train_spacing: str = "even", seed: int = 0, flow_options: dict | None = None,
-            retry_failed: bool = True, sample: int = DRY_RUN_SAMPLE, probe: int = DRY_RUN_PROBE) -> str:
+            retry_failed: bool = True, workers: int = 2, overwrite: bool = False, sample: int = DRY_RUN_SAMPLE,
+            probe: int = DRY_RUN_PROBE) -> tuple[str, str | None]:
     """The work an ingest would do, as text: videos, expected flow pairs (from the frame counts of
     up to ``probe`` videos per subset), shards, and bytes (measured on ``sample`` videos ingested
-    into a temporary folder, then extrapolated). Writes nothing into ``out``, takes no lock."""
+    into a temporary folder, then extrapolated); and why a run would stop (``out`` holds shards of
+    other options or inputs), else None. Writes nothing into ``out``, takes no lock."""
     videos, out = Path(videos), Path(out)
     opts = Options(split=split, flow=flow, flow_bound=flow_bound, clips_per_video=clips_per_video,
                    train_spacing=train_spacing, test_clips=test_clips, short_side=short_side,
@@ -572,7 +581,16 @@ def dry_run(videos, splits, split: int, out, *, flow: str = "dis", clips_per_vid
              f"shards: {sum(len(j) for j in jobs.values())} "
              f"({', '.join(f'{len(jobs[s])} {s}' for s in SUBSETS)}), at most "
              f"{max((len(j.entries) for js in jobs.values() for j in js), default=0)} videos each"]
-    if (out / PARTS_DIRNAME).is_dir():
+    record = asdict(opts) | {"classes": sorted(classes) if classes else None, "shard_videos": shard_videos,
+                             "inputs": _fingerprint(videos, splits, split, [j for js in jobs.values() for j in js])}
+    try:
+        _check_options(out, record, overwrite, write=False)
+        problem = None
+    except OptionsChanged as exc:
+        problem = str(exc)
+    if overwrite and (out / PARTS_DIRNAME / OPTIONS_NAME).is_file():
+        lines.append(f"--overwrite: the shards already in {out} would be removed and rebuilt")
+    elif (out / PARTS_DIRNAME).is_dir() and not problem:
         done = [j for js in jobs.values() for j in js if _finished_rows(j, out, retry_failed) is not None]
         retried = sum(r["status"] != "ok" for js in jobs.values() for j in js if j not in done
                       for r in (pq.read_table(out / PARTS_DIRNAME / j.part_name).to_pylist()
@@ -616,11 +634,13 @@ def dry_run(videos, splits, split: int, out, *, flow: str = "dis", clips_per_vid
         lines.append(f"estimated bytes: {_size(per_clip * clips)} ({_size(per_clip)} per clip, measured on "
                      f"{len(measured) - n_failed} sample videos ingested into a temporary folder"
                      + (f"; {n_failed} failed" if n_failed else "") + ")")
-        lines.append(f"estimated time: {pairs * seconds / max(n_pairs, 1) / 3600:.2f} CPU hours "
-                     f"({n_pairs / seconds if seconds else 0:.0f} pairs/s on one CPU in the sample)")
+        cpu_s = pairs * seconds / max(n_pairs, 1)
+        lines.append(f"estimated time: {_duration(cpu_s)} of one CPU, {_duration(cpu_s / max(workers, 1))} "
+                     f"with {workers} workers ({n_pairs / seconds if seconds else 0:.0f} pairs/s per CPU "
+                     "in the sample; Ray's start-up not included)")
     else:
         lines.append(f"estimated bytes: unknown (none of the {len(measured)} sample videos could be ingested)")
-    return "\n".join(lines)
+    return "\n".join(lines), problem
 
 
 class IngestFailed(RuntimeError):
@@ -689,13 +709,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if a.dry_run:
-            print(dry_run(a.videos, a.splits, a.split, a.out, flow=a.flow,
+            text, problem = dry_run(a.videos, a.splits, a.split, a.out, flow=a.flow,
                           clips_per_video=a.clips_per_video, test_clips=a.test_clips,
                           short_side=a.short_side, classes=a.classes, allow_missing=a.allow_missing,
                           shard_videos=a.shard_videos, flow_bound=a.flow_bound,
                           flow_options=flow_options(a.flow, a.dis_preset, a.raft_weights),
-                          retry_failed=a.retry_failed))
-            return 0
+                          retry_failed=a.retry_failed, workers=a.workers, overwrite=a.overwrite)
+            print(text)
+            if problem:
+                print(f"error: a run would stop: {problem}", file=sys.stderr)
+            return 2 if problem else 0
         summary = build_shards(a.videos, a.splits, a.split, a.out, flow=a.flow, workers=a.workers,
                                clips_per_video=a.clips_per_video, test_clips=a.test_clips,
                                short_side=a.short_side, classes=a.classes,

@@ -171,6 +171,12 @@ def test_dry_run_prints_the_work_and_writes_nothing(videos, reference, tmp_path,
     assert main(args(videos, copy) + ["--dry-run"]) == 0
     assert f"already in {copy}: 3 finished shards (skipped)" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in copy.rglob("*")} == before and not (copy / LOCK_NAME).exists()
+    # other options into it: the work is printed, and why a run would stop (exit 2)
+    other = args(videos, copy) + ["--dry-run", "--clips-per-video", "3"]
+    assert main(other) == 2
+    printed = capsys.readouterr()
+    assert "videos: 12" in printed.out and "clips_per_video: was 2, now 3" in printed.err
+    assert {p: p.stat().st_mtime_ns for p in copy.rglob("*")} == before
 
 
 def test_dry_run_with_bad_input_exits_2_with_one_line(videos, tmp_path, capsys):
