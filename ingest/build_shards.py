@@ -59,6 +59,7 @@ OPTIONS_NAME = "options.json"
 SAMPLES_PER_SHARD = 1000  # bound on a shard's size (~100-200 MB at 320x240)
 MIN_SHARDS = 8  # small sets still get several shards (parallel tasks, per-GPU sharding)
 MAX_RETRIES = 3  # a shard whose builder process died between videos is taken over by a new one, this often
+PROGRESS_POLL_S = 2.0  # how often the driver counts the videos finished inside running shards
 VIDEO_TRIES = 2  # a video whose builder process died is tried once more, in a fresh worker, then `failed`
 SPOOL_SUFFIX = ".videos"  # .parts/<subset>-shard-NNNNNN.videos/: a shard's finished videos until it is written
 # test hook: the worker that starts the video with this id kills itself with SIGKILL (kill -9,
@@ -189,16 +190,21 @@ def in_progress(job: ShardJob, out: Path) -> VideoEntry | None:
     return job.entries[started[-1]] if started else None
 
 
-def _kept(job: ShardJob, out: Path) -> dict[str, tuple[dict, list[dict]]]:
-    """The ok videos of a finished shard being rebuilt to retry its failed ones: their rows and
-    samples from the existing tar, by video id (none if the tar is damaged: all are redone)."""
+def kept_rows(job: ShardJob, out: Path) -> dict[str, dict]:
+    """The ok rows of a finished shard being rebuilt to retry its failed videos, by video id
+    (none if its tar is damaged: then all its videos are redone)."""
     part = out / PARTS_DIRNAME / job.part_name
     if not part.is_file() or shard_problem(out / job.name):
         return {}
     paths = {e.video_id: e.path for e in job.entries}
-    kept = {r["video"]: (r, []) for r in pq.read_table(part).to_pylist()
+    return {r["video"]: r for r in pq.read_table(part).to_pylist()
             if r["status"] == "ok" and paths.get(r["video"]) == r["path"]}
-    for sample in iter_shard(out / job.name):
+
+
+def _kept(job: ShardJob, out: Path) -> dict[str, tuple[dict, list[dict]]]:
+    """``kept_rows`` with each video's samples from the existing tar."""
+    kept = {video: (row, []) for video, row in kept_rows(job, out).items()}
+    for sample in iter_shard(out / job.name) if kept else ():
         video = sample["__key__"].rsplit("__", 1)[0]
         if video in kept:
             kept[video][1].append({k: v for k, v in sample.items() if k != "__shard__"})
@@ -399,8 +405,22 @@ def death_reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: " + ("; ".join(facts) or text[:300])
 
 
+def _spool_rows(job: ShardJob, out: Path, seen: set[str]) -> list[dict]:
+    """Rows of videos a builder of ``job`` finished since the last call (names kept in ``seen``)."""
+    rows = []
+    for path in sorted(spool_dir(job, out).glob("*.json")):
+        if path.name not in seen:
+            try:
+                rows.append(json.loads(path.read_text()))
+            except (OSError, ValueError):  # the shard finished meanwhile (spool removed)
+                continue
+            seen.add(path.name)
+    return rows
+
+
 def _run_on_ray(jobs: list[ShardJob], videos: Path, out: Path, opts: Options, workers: int,
-                address: str | None, bar) -> dict[str, list[dict]]:
+                address: str | None, bar, done_before: dict[str, set[str]] | None = None
+                ) -> dict[str, list[dict]]:
     import ray
 
     started = not ray.is_initialized()
@@ -415,13 +435,34 @@ def _run_on_ray(jobs: list[ShardJob], videos: Path, out: Path, opts: Options, wo
     deaths: dict[str, int] = {}  # video path -> builder processes that died on it
     dead: dict[str, dict[str, str]] = {}  # shard -> {video id: error} of videos that died twice
     started_at, pairs, failed = time.perf_counter(), 0, 0
+    # progress per video: rows in the running shards' spools, then the finished shard's rows;
+    # videos kept from before this run are in the bar's start and in no rate
+    counted = {(name, video) for name, kept in (done_before or {}).items() for video in kept}
+    seen: dict[str, set[str]] = {}
+
+    def count(job: ShardJob, rows: list[dict]) -> None:
+        nonlocal pairs, failed
+        new = [r for r in rows if (job.name, r["video"]) not in counted]
+        counted.update((job.name, r["video"]) for r in new)
+        pairs += sum(flow_pairs(r, opts) for r in new)
+        failed += sum(r["status"] != "ok" for r in new)
+        if new:
+            bar.set_postfix_str(f"{pairs / (time.perf_counter() - started_at):.1f} pairs/s"
+                                + (f", {failed} failed" if failed else ""), refresh=False)
+            bar.update(len(new))  # videos done, videos/s and the ETA
+
     try:
         idle = list(actors)
         while waiting or running:
             while waiting and idle:  # at most `workers` shards at once
                 actor, job = idle.pop(), waiting.pop(0)
                 running[actor.build.remote(job, videos, out, opts, dead.get(job.name))] = (actor, job)
-            [ref], _ = ray.wait(list(running), num_returns=1)
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=PROGRESS_POLL_S)
+            if not ready:
+                for _, job in running.values():
+                    count(job, _spool_rows(job, out, seen.setdefault(job.name, set())))
+                continue
+            ref = ready[0]
             actor, job = running.pop(ref)
             try:
                 results[job.name] = ray.get(ref)
@@ -448,11 +489,7 @@ def _run_on_ray(jobs: list[ShardJob], videos: Path, out: Path, opts: Options, wo
                 actors.append(actor := builder.remote())
                 waiting.insert(0, job)
             else:
-                pairs += sum(flow_pairs(row, opts) for row in results[job.name])
-                failed += sum(row["status"] != "ok" for row in results[job.name])
-                bar.set_postfix_str(f"{pairs / (time.perf_counter() - started_at):.1f} pairs/s"
-                                    + (f", {failed} failed" if failed else ""), refresh=False)
-                bar.update(len(job.entries))  # videos done, videos/s and the ETA
+                count(job, results[job.name])
             idle.append(actor)
     finally:
         for actor in actors:  # end their processes now, without a graceful shutdown (see ShardBuilder)
@@ -499,11 +536,13 @@ def _build_locked(jobs, videos, out, opts, record, workers, address, overwrite, 
         shutil.rmtree(spool, ignore_errors=True)  # a killed run's unfinished shards: redone whole
     finished = {job.name: _finished_rows(job, out, retry_failed) for job in jobs}
     todo = [job for job in jobs if finished[job.name] is None]
+    kept = {job.name: set(kept_rows(job, out)) for job in todo}  # ok videos of shards retrying failed ones
     with progress_bar(total=sum(len(j.entries) for j in jobs), unit="video", desc=f"split {split} shards",
-                      initial=sum(len(j.entries) for j in jobs if finished[j.name] is not None),
-                      disable=not progress) as bar:  # initial: skipped videos do not count in videos/s
+                      initial=sum(len(j.entries) for j in jobs if finished[j.name] is not None)
+                      + sum(map(len, kept.values())),
+                      disable=not progress) as bar:  # initial: videos done before count in no rate
         if todo:
-            finished.update(_run_on_ray(todo, videos, out, opts, workers, address, bar))
+            finished.update(_run_on_ray(todo, videos, out, opts, workers, address, bar, kept))
     rows = [row for job in jobs for row in finished[job.name]]
     _write_parquet(out / MANIFEST_NAME, rows)
     failures = [(r["path"], r["error"]) for r in rows if r["status"] != "ok"]
