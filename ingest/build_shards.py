@@ -393,7 +393,7 @@ def death_reason(exc: Exception) -> str:
     """What Ray says about a dead builder, in one line: pid, exit type and detail, OOM or signal."""
     import ray.exceptions as rex
     text = " ".join(str(exc).split())
-    facts = [f"{label}{m[1]}" for label, pattern in (("pid ", r"\bpid: (\d+)"),
+    facts = [f"{label}{m[1]}" for label, pattern in (("pid ", r"\bpid[:=] ?(\d+)"),
                                                      ("exit type ", r"Worker exit type: (\S+)"),
                                                      ("", r"Worker exit detail: (.*?)\.(?: |$)"))
              if (m := re.search(pattern, text))]

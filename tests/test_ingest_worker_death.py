@@ -195,3 +195,19 @@ def test_dry_run_with_bad_input_exits_2_with_one_line(videos, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "trainlist01.txt" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_death_reason_is_one_line_naming_pid_exit_and_oom():
+    from ray.exceptions import OutOfMemoryError, RayActorError
+    died = RayActorError(error_msg=(  # what Ray 2.x says of a SIGKILLed actor worker
+        "The actor died unexpectedly before finishing this task.\n\tclass_name: ShardBuilder\n\tpid: 15186\n"
+        "The actor is dead because its worker process has died. Worker exit type: SYSTEM_ERROR Worker exit "
+        "detail: Worker unexpectedly exits with a connection error code 2. End of file. Some common causes "
+        "include: (1) the process was killed by the OOM killer due to high memory usage, (2) ..."))
+    reason = bs.death_reason(died)
+    assert "\n" not in reason and "pid 15186" in reason and "exit type SYSTEM_ERROR" in reason
+    assert "connection error code 2" in reason and "SIGKILL" in reason
+    oom = OutOfMemoryError("Task was killed due to the node running low on memory. Memory on the node "
+                           "(IP: 10.0.0.1) where the task (actor ID: ab, name=ShardBuilder.build, pid=4242, "
+                           "memory used=3.1GB) was running was 7.6GB / 8GB (0.95)")
+    assert bs.death_reason(oom).startswith("OutOfMemoryError: pid 4242;") and "low on memory" in bs.death_reason(oom)
