@@ -435,6 +435,7 @@ def _run_on_ray(jobs: list[ShardJob], videos: Path, out: Path, opts: Options, wo
     deaths: dict[str, int] = {}  # video path -> builder processes that died on it
     dead: dict[str, dict[str, str]] = {}  # shard -> {video id: error} of videos that died twice
     started_at, pairs, failed = time.perf_counter(), 0, 0
+    bar.start_t = bar.last_print_t = time.time()  # tqdm's clock (time.time): rates and ETA without Ray's start-up
     # progress per video: rows in the running shards' spools, then the finished shard's rows;
     # videos kept from before this run are in the bar's start and in no rate
     counted = {(name, video) for name, kept in (done_before or {}).items() for video in kept}
