@@ -10,14 +10,30 @@ with its DALI index) and then its manifest part ``OUT/.parts/<subset>-shard-NNNN
 (atomic). A shard whose part exists is finished and skipped on a rerun, so a run killed at any
 moment and rerun ends with the same shards and manifest (all columns but ``seconds``).
 A video that cannot be decoded is a ``failed`` manifest row with the decoder's error.
+
+A builder keeps each finished video of its shard in a spool folder
+``OUT/.parts/<subset>-shard-NNNNNN.videos/`` (its samples, then its manifest row) until the
+shard is written. When a builder's process dies (the OOM killer, a crash, ``kill -9``), a fresh
+builder takes the shard over: the finished videos come from the spool, the video in progress is
+tried once more, and if the worker dies on it again it becomes a ``failed`` row whose error says
+so. A rerun retries the failed videos of a shard (``--retry-failed``, the default) and takes its
+other videos' samples from the existing tar; ``--no-retry-failed`` keeps such shards as they are.
+``--dry-run`` prints the work (videos, flow pairs, shards and bytes, the bytes measured on a few
+videos ingested into a temporary folder) and writes nothing into ``--out``.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
+import re
+import shutil
+import signal
 import sys
+import tarfile
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,18 +47,25 @@ from shards.format import (DEFAULT_FLOW_BOUND, DEFAULT_TEST_CLIPS, FORMAT_VERSIO
 from shards.lock import FolderLocked, folder_lock, unique_tmp, write_text_atomic
 from shards.node import node_info
 from shards.progress import progress as progress_bar
-from shards.tarfiles import is_complete, shard_problem, write_shard
+from shards.tarfiles import is_complete, iter_shard, shard_problem, write_shard
 from shards.threads import local_ray_options, pin_threads
 
 from .clips import clip_frames, needed_pairs, stream_video_samples
 from .flow import BACKENDS, DIS_PRESETS, FlowUnavailable, get_backend
-from .ucf101 import SUBSETS, VideoEntry, read_split
+from .ucf101 import SUBSETS, SplitListError, VideoEntry, read_split
 
 PARTS_DIRNAME = ".parts"
 OPTIONS_NAME = "options.json"
 SAMPLES_PER_SHARD = 1000  # bound on a shard's size (~100-200 MB at 320x240)
 MIN_SHARDS = 8  # small sets still get several shards (parallel tasks, per-GPU sharding)
-MAX_RETRIES = 3  # a shard whose builder process died is rebuilt by a new one, this often
+MAX_RETRIES = 3  # a shard whose builder process died between videos is taken over by a new one, this often
+PROGRESS_POLL_S = 2.0  # how often the driver counts the videos finished inside running shards
+VIDEO_TRIES = 2  # a video whose builder process died is tried once more, in a fresh worker, then `failed`
+SPOOL_SUFFIX = ".videos"  # .parts/<subset>-shard-NNNNNN.videos/: a shard's finished videos until it is written
+# test hook: the worker that starts the video with this id kills itself with SIGKILL (kill -9,
+# standing for the OOM killer); with KILL_ONCE_ENV=FILE only while FILE does not exist (it creates it)
+KILL_VIDEO_ENV = "CROSSROADS_TEST_KILL_VIDEO"
+KILL_ONCE_ENV = "CROSSROADS_TEST_KILL_ONCE"
 
 
 @dataclass(frozen=True)
@@ -126,36 +149,135 @@ def flow_pairs(row: dict, opts: Options) -> int:
     return len(needed_pairs(clips))
 
 
-def build_shard(job: ShardJob, videos: Path, out: Path, opts: Options) -> list[dict]:
-    """Decode, flow and encode one shard's videos; write the tar and then the manifest part."""
+def spool_dir(job: ShardJob, out: Path) -> Path:
+    return out / PARTS_DIRNAME / (job.part_name.removesuffix(".parquet") + SPOOL_SUFFIX)
+
+
+def _spool(spool: Path, i: int, row: dict, samples: list[dict]) -> None:
+    """Keep one finished video: its samples (a plain tar, if any), then its row (the marker)."""
+    if samples:
+        tmp = unique_tmp(spool / f"{i:04d}.tar")
+        try:
+            with tarfile.open(tmp, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+                for sample in samples:
+                    for ext, data in sample.items():
+                        if not ext.startswith("__"):
+                            info = tarfile.TarInfo(f"{sample['__key__']}.{ext}")
+                            info.size = len(data)
+                            tar.addfile(info, io.BytesIO(bytes(data)))
+            os.replace(tmp, spool / f"{i:04d}.tar")
+        finally:
+            tmp.unlink(missing_ok=True)
+    write_text_atomic(spool / f"{i:04d}.json", json.dumps(row))
+
+
+def _spooled(spool: Path, i: int) -> tuple[dict, list[dict]] | None:
+    """A video a builder of this shard finished before its process died, else None."""
+    try:
+        row = json.loads((spool / f"{i:04d}.json").read_text())
+    except FileNotFoundError:
+        return None
+    samples = [{k: v for k, v in s.items() if k != "__shard__"}
+               for s in iter_shard(spool / f"{i:04d}.tar")] if row["status"] == "ok" else []
+    return row, samples
+
+
+def in_progress(job: ShardJob, out: Path) -> VideoEntry | None:
+    """The video a builder of ``job`` had started and not finished (after its process died)."""
+    spool = spool_dir(job, out)
+    started = [i for i, _ in enumerate(job.entries)
+               if (spool / f"{i:04d}.started").exists() and not (spool / f"{i:04d}.json").exists()]
+    return job.entries[started[-1]] if started else None
+
+
+def kept_rows(job: ShardJob, out: Path) -> dict[str, dict]:
+    """The ok rows of a finished shard being rebuilt to retry its failed videos, by video id
+    (none if its tar is damaged: then all its videos are redone)."""
+    part = out / PARTS_DIRNAME / job.part_name
+    if not part.is_file() or shard_problem(out / job.name):
+        return {}
+    paths = {e.video_id: e.path for e in job.entries}
+    return {r["video"]: r for r in pq.read_table(part).to_pylist()
+            if r["status"] == "ok" and paths.get(r["video"]) == r["path"]}
+
+
+def _kept(job: ShardJob, out: Path) -> dict[str, tuple[dict, list[dict]]]:
+    """``kept_rows`` with each video's samples from the existing tar."""
+    kept = {video: (row, []) for video, row in kept_rows(job, out).items()}
+    for sample in iter_shard(out / job.name) if kept else ():
+        video = sample["__key__"].rsplit("__", 1)[0]
+        if video in kept:
+            kept[video][1].append({k: v for k, v in sample.items() if k != "__shard__"})
+    return kept
+
+
+def _kill_for_tests(entry: VideoEntry) -> None:
+    """``kill -9`` of this worker at the start of the video named by ``$CROSSROADS_TEST_KILL_VIDEO``
+    (a test's stand-in for the OOM killer); with ``$CROSSROADS_TEST_KILL_ONCE=FILE`` only once."""
+    if os.environ.get(KILL_VIDEO_ENV) != entry.video_id:
+        return
+    if marker := os.environ.get(KILL_ONCE_ENV):
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def build_shard(job: ShardJob, videos: Path, out: Path, opts: Options,
+                dead: dict[str, str] | None = None) -> list[dict]:
+    """Decode, flow and encode one shard's videos; write the tar and then the manifest part.
+
+    Videos a builder of this shard finished before its process died come from the spool, the ok
+    videos of an earlier build of it (being rebuilt to retry its failed ones) from its tar;
+    ``dead`` ({video id: error}) names videos that killed their worker twice: ``failed`` rows.
+    """
     threads = pin_threads()  # the actor's CPUs (1): parallelism comes from the tasks
     backend = get_backend(opts.flow, **opts.flow_options)
     flow_row = {"flow_method": backend.name,  # and its effective settings (defaults filled in)
                 "flow_options": json.dumps(getattr(backend, "options", {}), sort_keys=True)}
+    where = node_info()
+    spool, kept, dead = spool_dir(job, out), _kept(job, out), dead or {}
+    spool.mkdir(parents=True, exist_ok=True)
     samples, rows = [], []
-    for entry in job.entries:
-        start = time.perf_counter()
-        try:
-            plan = lambda n, entry=entry: clip_frames(  # noqa: E731 (clips depend on the frame count)
-                n, opts.clips(job.subset), spacing="even" if job.subset == "test" else opts.train_spacing,
-                seed=opts.seed, video_id=entry.video_id)
-            video, frames, new = stream_video_samples(videos / entry.path, entry, plan, backend,
-                                                      opts.flow_bound, short_side=opts.short_side,
-                                                      threads=threads)
-        except Exception as exc:  # a bad video is recorded, never stops the others
-            rows.append(_row(entry, job, opts, status="failed", error=str(exc) or repr(exc),
-                             seconds=time.perf_counter() - start, **flow_row))
+    for i, entry in enumerate(job.entries):
+        done = _spooled(spool, i) or kept.get(entry.video_id)
+        if done:
+            rows.append(done[0])
+            samples += done[1]
             continue
+        start, new = time.perf_counter(), []
+        if entry.video_id in dead:
+            row = _row(entry, job, opts, status="failed", error=dead[entry.video_id], **flow_row)
+        else:
+            (spool / f"{i:04d}.started").touch()
+            _kill_for_tests(entry)
+            try:
+                plan = lambda n, entry=entry: clip_frames(  # noqa: E731 (clips depend on the frame count)
+                    n, opts.clips(job.subset), spacing="even" if job.subset == "test" else opts.train_spacing,
+                    seed=opts.seed, video_id=entry.video_id)
+                video, frames, new = stream_video_samples(videos / entry.path, entry, plan, backend,
+                                                          opts.flow_bound, short_side=opts.short_side,
+                                                          threads=threads)
+            except Exception as exc:  # a bad video is recorded, never stops the others
+                row = _row(entry, job, opts, status="failed", error=str(exc) or repr(exc),
+                           seconds=time.perf_counter() - start, **flow_row)
+            else:
+                row = _row(entry, job, opts, frames=len(video), fps=video.fps,
+                           width=video.width, height=video.height, clips=len(new),
+                           clamped=len(video) < len(frames[0]), shard=job.name,
+                           seconds=time.perf_counter() - start, **flow_row)
+        row = {**row, **where}
+        _spool(spool, i, row, new)
         samples += new
-        rows.append(_row(entry, job, opts, frames=len(video), fps=video.fps,
-                         width=video.width, height=video.height, clips=len(new),
-                         clamped=len(video) < len(frames[0]), shard=job.name,
-                         seconds=time.perf_counter() - start, **flow_row))
+        rows.append(row)
     if samples:
         write_shard(out / job.name, samples)
-    where = node_info()
-    rows = [{**row, **where} for row in rows]
+    else:  # every video failed: no tar (nor an index of an older one)
+        for old in (out / job.name, (out / job.name).with_suffix(".idx")):
+            old.unlink(missing_ok=True)
     _write_parquet(out / PARTS_DIRNAME / job.part_name, rows)
+    shutil.rmtree(spool, ignore_errors=True)
     return rows
 
 
@@ -170,14 +292,14 @@ def _write_parquet(path: Path, rows: list[dict]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _finished_rows(job: ShardJob, out: Path) -> list[dict] | None:
+def _finished_rows(job: ShardJob, out: Path, retry_failed: bool = True) -> list[dict] | None:
     part = out / PARTS_DIRNAME / job.part_name
     if not part.is_file():
         return None
     rows = pq.read_table(part).to_pylist()
-    if any(r["status"] != "ok" for r in rows):
+    if retry_failed and any(r["status"] != "ok" for r in rows):
         return None  # retry failed videos on a rerun (a fixed or now readable file gets in)
-    if rows and shard_problem(out / job.name):
+    if any(r["status"] == "ok" for r in rows) and shard_problem(out / job.name):
         return None  # missing, unindexed, truncated or missing a component: rebuild it
     return rows
 
@@ -206,11 +328,12 @@ def _failed_inputs(out: Path) -> set[str]:
             if r["status"] != "ok"}
 
 
-def _check_options(out: Path, record: dict, overwrite: bool) -> None:
+def _check_options(out: Path, record: dict, overwrite: bool, write: bool = True) -> None:
     """Refuse to mix shards built with other options or from other inputs into one folder.
 
     ``record`` is the options plus ``inputs`` (the fingerprint). Under ``overwrite`` the old
-    shards, parts and manifest are removed instead. Call with the folder's lock held.
+    shards, parts and manifest are removed instead. Call with the folder's lock held (or with
+    ``write=False``: only the check, nothing removed or written).
     """
     path = out / PARTS_DIRNAME / OPTIONS_NAME
     if path.is_file() and not overwrite:
@@ -231,11 +354,12 @@ def _check_options(out: Path, record: dict, overwrite: bool) -> None:
             raise OptionsChanged(f"{out} holds shards built with other options or inputs:\n"
                                  + "\n".join(diff)
                                  + "\nuse another --out, or --overwrite to rebuild it")
-    elif path.is_file():  # overwrite: remove what the old build wrote
+    elif path.is_file() and write:  # overwrite: remove what the old build wrote
         for old in [*out.glob("*/shard-*.tar"), *out.glob("*/shard-*.idx"),
                     *(out / PARTS_DIRNAME).glob("*.parquet"), out / MANIFEST_NAME]:
             old.unlink(missing_ok=True)
-    write_text_atomic(path, json.dumps(record, sort_keys=True))
+    if write:
+        write_text_atomic(path, json.dumps(record, sort_keys=True))
 
 
 # each ingest actor: CPUs only (decoding and flow on the CPU), spread over all nodes
@@ -254,12 +378,50 @@ class ShardBuilder:
     still run. A killed actor finalizes nothing.
     """
 
-    def build(self, job: ShardJob, videos: Path, out: Path, opts: Options) -> list[dict]:
-        return build_shard(job, videos, out, opts)
+    def build(self, job: ShardJob, videos: Path, out: Path, opts: Options,
+              dead: dict[str, str] | None = None) -> list[dict]:
+        return build_shard(job, videos, out, opts, dead)
+
+
+# what a builder whose process died raises in the driver (OOM killer, crash, kill -9, node lost)
+def _worker_died_errors() -> tuple[type, ...]:
+    import ray.exceptions as rex
+    return tuple(getattr(rex, name) for name in ("RayActorError", "WorkerCrashedError", "OutOfMemoryError",
+                                                 "NodeDiedError") if hasattr(rex, name))
+
+
+def death_reason(exc: Exception) -> str:
+    """What Ray says about a dead builder, in one line: pid, exit type and detail, OOM or signal."""
+    import ray.exceptions as rex
+    text = " ".join(str(exc).split())
+    facts = [f"{label}{m[1]}" for label, pattern in (("pid ", r"\bpid[:=] ?(\d+)"),
+                                                     ("exit type ", r"Worker exit type: (\S+)"),
+                                                     ("", r"Worker exit detail: (.*?)\.(?: |$)"))
+             if (m := re.search(pattern, text))]
+    if isinstance(exc, getattr(rex, "OutOfMemoryError", ())) or re.search(r"memory pressure|low on memory", text):
+        facts.append("Ray's memory monitor killed it (the node ran low on memory)")
+    elif "OOM killer" in text:
+        facts.append("killed by a signal (SIGKILL: the OOM killer, kill -9) or crashed (SIGSEGV); "
+                     "Ray cannot tell which")
+    return f"{type(exc).__name__}: " + ("; ".join(facts) or text[:300])
+
+
+def _spool_rows(job: ShardJob, out: Path, seen: set[str]) -> list[dict]:
+    """Rows of videos a builder of ``job`` finished since the last call (names kept in ``seen``)."""
+    rows = []
+    for path in sorted(spool_dir(job, out).glob("*.json")):
+        if path.name not in seen:
+            try:
+                rows.append(json.loads(path.read_text()))
+            except (OSError, ValueError):  # the shard finished meanwhile (spool removed)
+                continue
+            seen.add(path.name)
+    return rows
 
 
 def _run_on_ray(jobs: list[ShardJob], videos: Path, out: Path, opts: Options, workers: int,
-                address: str | None, bar) -> dict[str, list[dict]]:
+                address: str | None, bar, done_before: dict[str, set[str]] | None = None
+                ) -> dict[str, list[dict]]:
     import ray
 
     started = not ray.is_initialized()
@@ -272,27 +434,65 @@ def _run_on_ray(jobs: list[ShardJob], videos: Path, out: Path, opts: Options, wo
     builder = ray.remote(**INGEST_TASK, max_restarts=0)(ShardBuilder)
     actors = [builder.remote() for _ in range(min(workers, len(jobs)))]  # spread over all nodes
     results, waiting, running, failures = {}, list(jobs), {}, {}
-    started_at, pairs = time.perf_counter(), 0
+    deaths: dict[str, int] = {}  # video path -> builder processes that died on it
+    dead: dict[str, dict[str, str]] = {}  # shard -> {video id: error} of videos that died twice
+    started_at, pairs, failed = time.perf_counter(), 0, 0
+    bar.start_t = bar.last_print_t = time.time()  # tqdm's clock (time.time): rates and ETA without Ray's start-up
+    # progress per video: rows in the running shards' spools, then the finished shard's rows;
+    # videos kept from before this run are in the bar's start and in no rate
+    counted = {(name, video) for name, kept in (done_before or {}).items() for video in kept}
+    seen: dict[str, set[str]] = {}
+
+    def count(job: ShardJob, rows: list[dict]) -> None:
+        nonlocal pairs, failed
+        new = [r for r in rows if (job.name, r["video"]) not in counted]
+        counted.update((job.name, r["video"]) for r in new)
+        pairs += sum(flow_pairs(r, opts) for r in new)
+        failed += sum(r["status"] != "ok" for r in new)
+        if new:
+            bar.set_postfix_str(f"{pairs / (time.perf_counter() - started_at):.1f} pairs/s"
+                                + (f", {failed} failed" if failed else ""), refresh=False)
+            bar.update(len(new))  # videos done, videos/s and the ETA
+
     try:
         idle = list(actors)
         while waiting or running:
             while waiting and idle:  # at most `workers` shards at once
                 actor, job = idle.pop(), waiting.pop(0)
-                running[actor.build.remote(job, videos, out, opts)] = (actor, job)
-            [ref], _ = ray.wait(list(running), num_returns=1)
+                running[actor.build.remote(job, videos, out, opts, dead.get(job.name))] = (actor, job)
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=PROGRESS_POLL_S)
+            if not ready:
+                for _, job in running.values():
+                    count(job, _spool_rows(job, out, seen.setdefault(job.name, set())))
+                continue
+            ref = ready[0]
             actor, job = running.pop(ref)
             try:
                 results[job.name] = ray.get(ref)
-            except ray.exceptions.RayActorError:  # its process died (OOM, node lost): a new one retries
-                failures[job.name] = failures.get(job.name, 0) + 1
-                if failures[job.name] > MAX_RETRIES:
-                    raise
+            except _worker_died_errors() as exc:  # its process died (OOM, crash, node lost): a new one goes on
+                video = in_progress(job, out)
+                if video is None:  # between videos (writing the shard, starting up)
+                    failures[job.name] = failures.get(job.name, 0) + 1
+                    if failures[job.name] > MAX_RETRIES:
+                        raise
+                    what = "retrying the shard"
+                else:
+                    deaths[video.path] = deaths.get(video.path, 0) + 1
+                    what = "retrying it in a fresh worker"
+                    if deaths[video.path] >= VIDEO_TRIES:
+                        dead.setdefault(job.name, {})[video.video_id] = (
+                            f"the ingest worker process died while processing this video, "
+                            f"{deaths[video.path]} times (a retry in a fresh worker included): "
+                            f"{death_reason(exc)}")
+                        what = "recording it as failed"
+                print(f"ingest: the worker building {job.name} died"
+                      + (f" on {video.path}" if video else "") + f" ({death_reason(exc)}); {what}",
+                      file=sys.stderr, flush=True)
+                ray.kill(actor, no_restart=True)
                 actors.append(actor := builder.remote())
                 waiting.insert(0, job)
             else:
-                pairs += sum(flow_pairs(row, opts) for row in results[job.name])
-                bar.set_postfix_str(f"{pairs / (time.perf_counter() - started_at):.1f} pairs/s", refresh=False)
-                bar.update(len(job.entries))  # videos done, videos/s and the ETA
+                count(job, results[job.name])
             idle.append(actor)
     finally:
         for actor in actors:  # end their processes now, without a graceful shutdown (see ShardBuilder)
@@ -308,8 +508,10 @@ def build_shards(videos, splits, split: int, out, *, flow: str = "dis", workers:
                  allow_missing: bool = False, strict: bool = False, address: str | None = None,
                  shard_videos: int | None = None, flow_bound: float = DEFAULT_FLOW_BOUND,
                  train_spacing: str = "even", seed: int = 0, flow_options: dict | None = None,
-                 progress: bool = True, overwrite: bool = False) -> Summary:
-    """Build (or finish building) the shards and manifest of one split; see the module doc."""
+                 progress: bool = True, overwrite: bool = False, retry_failed: bool = True) -> Summary:
+    """Build (or finish building) the shards and manifest of one split; see the module doc.
+
+    ``retry_failed``: a rerun rebuilds shards with failed videos, redoing only those videos."""
     videos, out = Path(videos), Path(out)
     opts = Options(split=split, flow=flow, flow_bound=flow_bound, clips_per_video=clips_per_video,
                    train_spacing=train_spacing, test_clips=test_clips, short_side=short_side,
@@ -325,21 +527,25 @@ def build_shards(videos, splits, split: int, out, *, flow: str = "dis", workers:
                              "inputs": _fingerprint(videos, splits, split, jobs)}
     with folder_lock(out, what="ingest"):
         return _build_locked(jobs, videos, out, opts, record, workers, address, overwrite,
-                             strict, split, progress)
+                             strict, split, progress, retry_failed)
 
 
 def _build_locked(jobs, videos, out, opts, record, workers, address, overwrite, strict, split,
-                  progress) -> Summary:
+                  progress, retry_failed=True) -> Summary:
     _check_options(out, record, overwrite)
     for stale in [*out.glob("*/shard-*.tmp-*"), *out.glob(f"{PARTS_DIRNAME}/*.tmp-*")]:
         stale.unlink(missing_ok=True)  # left by a killed run: we hold the lock, so not a live one's
-    finished = {job.name: _finished_rows(job, out) for job in jobs}
+    for spool in (out / PARTS_DIRNAME).glob(f"*{SPOOL_SUFFIX}"):
+        shutil.rmtree(spool, ignore_errors=True)  # a killed run's unfinished shards: redone whole
+    finished = {job.name: _finished_rows(job, out, retry_failed) for job in jobs}
     todo = [job for job in jobs if finished[job.name] is None]
+    kept = {job.name: set(kept_rows(job, out)) for job in todo}  # ok videos of shards retrying failed ones
     with progress_bar(total=sum(len(j.entries) for j in jobs), unit="video", desc=f"split {split} shards",
-                      disable=not progress) as bar:
-        bar.update(sum(len(j.entries) for j in jobs if finished[j.name] is not None))
+                      initial=sum(len(j.entries) for j in jobs if finished[j.name] is not None)
+                      + sum(map(len, kept.values())),
+                      disable=not progress) as bar:  # initial: videos done before count in no rate
         if todo:
-            finished.update(_run_on_ray(todo, videos, out, opts, workers, address, bar))
+            finished.update(_run_on_ray(todo, videos, out, opts, workers, address, bar, kept))
     rows = [row for job in jobs for row in finished[job.name]]
     _write_parquet(out / MANIFEST_NAME, rows)
     failures = [(r["path"], r["error"]) for r in rows if r["status"] != "ok"]
@@ -349,6 +555,134 @@ def _build_locked(jobs, videos, out, opts, record, workers, address, overwrite, 
     if strict and failures:
         raise IngestFailed(summary)
     return summary
+
+
+DRY_RUN_SAMPLE = 3  # videos the dry run ingests (into a temporary folder) to measure bytes per clip
+DRY_RUN_PROBE = 200  # videos per subset whose frame counts the dry run reads (evenly spaced)
+
+
+def probe_frames(path: Path) -> int | None:
+    """The frame count a video's container declares (or duration × rate); None if unreadable."""
+    import av
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            if stream.frames:
+                return int(stream.frames)
+            duration = stream.duration * stream.time_base if stream.duration else (
+                container.duration / av.time_base if container.duration else 0)
+            rate = stream.average_rate or stream.guessed_rate or 0
+            return int(round(float(duration * rate))) or None
+    except (av.FFmpegError, OSError, ValueError, IndexError):
+        return None
+
+
+def _spread(items: list, n: int) -> list:
+    """``n`` items evenly spaced over the list (all of them if it is not longer)."""
+    if len(items) <= n:
+        return list(items)
+    return [items[round(i * (len(items) - 1) / (n - 1))] if n > 1 else items[len(items) // 2]
+            for i in range(n)]
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n:.0f} B"
+        n /= 1024
+
+
+def _duration(seconds: float) -> str:
+    return (f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200
+            else f"{seconds / 3600:.1f} h")
+
+
+def dry_run(videos, splits, split: int, out, *, flow: str = "dis", clips_per_video: int = 5,
+            test_clips: int = DEFAULT_TEST_CLIPS, short_side: int | None = None,
+            classes: list[str] | None = None, allow_missing: bool = False,
+            shard_videos: int | None = None, flow_bound: float = DEFAULT_FLOW_BOUND,
+            train_spacing: str = "even", seed: int = 0, flow_options: dict | None = None,
+            retry_failed: bool = True, workers: int = 2, overwrite: bool = False, sample: int = DRY_RUN_SAMPLE,
+            probe: int = DRY_RUN_PROBE) -> tuple[str, str | None]:
+    """The work an ingest would do, as text: videos, expected flow pairs (from the frame counts of
+    up to ``probe`` videos per subset), shards, and bytes (measured on ``sample`` videos ingested
+    into a temporary folder, then extrapolated); and why a run would stop (``out`` holds shards of
+    other options or inputs), else None. Writes nothing into ``out``, takes no lock."""
+    videos, out = Path(videos), Path(out)
+    opts = Options(split=split, flow=flow, flow_bound=flow_bound, clips_per_video=clips_per_video,
+                   train_spacing=train_spacing, test_clips=test_clips, short_side=short_side,
+                   seed=seed, flow_options=dict(flow_options or {}))
+    get_backend(flow, **opts.flow_options)
+    entries = {subset: read_split(splits, split, subset, videos=videos, classes=classes,
+                                  allow_missing=allow_missing) for subset in SUBSETS}
+    jobs = {subset: plan_shards(entries[subset], subset, opts.clips(subset), shard_videos)
+            for subset in SUBSETS}
+    n_videos = sum(len(e) for e in entries.values())
+    lines = [f"dry run: nothing is written to {out}",
+             f"videos: {n_videos} ({', '.join(f'{len(entries[s])} {s}' for s in SUBSETS)})",
+             f"shards: {sum(len(j) for j in jobs.values())} "
+             f"({', '.join(f'{len(jobs[s])} {s}' for s in SUBSETS)}), at most "
+             f"{max((len(j.entries) for js in jobs.values() for j in js), default=0)} videos each"]
+    record = asdict(opts) | {"classes": sorted(classes) if classes else None, "shard_videos": shard_videos,
+                             "inputs": _fingerprint(videos, splits, split, [j for js in jobs.values() for j in js])}
+    try:
+        _check_options(out, record, overwrite, write=False)
+        problem = None
+    except OptionsChanged as exc:
+        problem = str(exc)
+    if overwrite and (out / PARTS_DIRNAME / OPTIONS_NAME).is_file():
+        lines.append(f"--overwrite: the shards already in {out} would be removed and rebuilt")
+    elif (out / PARTS_DIRNAME).is_dir() and not problem:
+        done = [j for js in jobs.values() for j in js if _finished_rows(j, out, retry_failed) is not None]
+        retried = sum(r["status"] != "ok" for js in jobs.values() for j in js if j not in done
+                      for r in (pq.read_table(out / PARTS_DIRNAME / j.part_name).to_pylist()
+                                if (out / PARTS_DIRNAME / j.part_name).is_file() else []))
+        lines.append(f"already in {out}: {len(done)} finished shards (skipped)"
+                     + (f"; {retried} failed videos would be retried" if retried else ""))
+    pairs, clips, probed, unreadable = 0.0, 0, [], 0
+    for subset in SUBSETS:
+        spacing = "even" if subset == "test" else opts.train_spacing
+        picked = _spread(entries[subset], probe)
+        counts = [(e, probe_frames(videos / e.path)) for e in picked]
+        readable = [(e, n) for e, n in counts if n]
+        unreadable += len(counts) - len(readable)
+        if readable:
+            per_video = [len(needed_pairs(clip_frames(n, opts.clips(subset), spacing=spacing, seed=opts.seed,
+                                                      video_id=e.video_id))) for e, n in readable]
+            pairs += sum(per_video) / len(per_video) * len(entries[subset])
+        clips += opts.clips(subset) * len(entries[subset])
+        probed.append(f"{len(readable)} of {len(entries[subset])} {subset}")
+    exact = all(len(_spread(entries[s], probe)) == len(entries[s]) for s in SUBSETS) and not unreadable
+    lines.append(f"expected flow pairs: {pairs:,.0f}{'' if exact else ' (estimated)'}, for {clips:,} clips "
+                 f"({opts.clips_per_video} per train video, {opts.test_clips} per test video); frame counts "
+                 f"read from {', '.join(probed)} videos" + (f", {unreadable} unreadable" if unreadable else ""))
+    measured = [e for s in SUBSETS for e in _spread(entries[s], 1)]
+    measured += [e for e in _spread([e for s in SUBSETS for e in entries[s]], sample) if e not in measured]
+    measured = measured[:sample]
+    with tempfile.TemporaryDirectory(prefix="crossroads-dry-run-") as tmp:
+        tmp, n_clips, n_bytes, n_pairs, seconds, n_failed = Path(tmp), 0, 0, 0, 0.0, 0
+        for i, entry in enumerate(measured):
+            subset = "test" if entry in entries["test"] else "train"
+            job = ShardJob(subset, i, (entry,))
+            rows = build_shard(job, videos, tmp, opts)
+            n_failed += sum(r["status"] != "ok" for r in rows)
+            if (tmp / job.name).is_file():
+                n_bytes += (tmp / job.name).stat().st_size + (tmp / job.name).with_suffix(".idx").stat().st_size
+                n_clips += sum(r["clips"] for r in rows)
+                n_pairs += sum(flow_pairs(r, opts) for r in rows)
+                seconds += sum(r["seconds"] or 0 for r in rows)
+    if n_clips:
+        per_clip = n_bytes / n_clips
+        lines.append(f"estimated bytes: {_size(per_clip * clips)} ({_size(per_clip)} per clip, measured on "
+                     f"{len(measured) - n_failed} sample videos ingested into a temporary folder"
+                     + (f"; {n_failed} failed" if n_failed else "") + ")")
+        cpu_s = pairs * seconds / max(n_pairs, 1)
+        lines.append(f"estimated time: {_duration(cpu_s)} of one CPU, {_duration(cpu_s / max(workers, 1))} "
+                     f"with {workers} workers ({n_pairs / seconds if seconds else 0:.0f} pairs/s per CPU "
+                     "in the sample; Ray's start-up not included)")
+    else:
+        lines.append(f"estimated bytes: unknown (none of the {len(measured)} sample videos could be ingested)")
+    return "\n".join(lines), problem
 
 
 class IngestFailed(RuntimeError):
@@ -405,20 +739,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strict", action="store_true", help="exit 1 if any video failed")
     p.add_argument("--overwrite", action="store_true",
                    help="rebuild an --out built with other options or inputs")
+    p.add_argument("--retry-failed", action=argparse.BooleanOptionalAction, default=True,
+                   help="a rerun retries the videos that failed (their shards' other videos are kept)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the work (videos, flow pairs, shards, bytes from a few sample videos) "
+                        "and exit; nothing is written to --out")
     a = p.parse_args(argv)
     problem = input_problem(a.videos, a.splits)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
+        if a.dry_run:
+            text, problem = dry_run(a.videos, a.splits, a.split, a.out, flow=a.flow,
+                          clips_per_video=a.clips_per_video, test_clips=a.test_clips,
+                          short_side=a.short_side, classes=a.classes, allow_missing=a.allow_missing,
+                          shard_videos=a.shard_videos, flow_bound=a.flow_bound,
+                          flow_options=flow_options(a.flow, a.dis_preset, a.raft_weights),
+                          retry_failed=a.retry_failed, workers=a.workers, overwrite=a.overwrite)
+            print(text)
+            if problem:
+                print(f"error: a run would stop: {problem}", file=sys.stderr)
+            return 2 if problem else 0
         summary = build_shards(a.videos, a.splits, a.split, a.out, flow=a.flow, workers=a.workers,
                                clips_per_video=a.clips_per_video, test_clips=a.test_clips,
                                short_side=a.short_side, classes=a.classes,
                                allow_missing=a.allow_missing, strict=a.strict, address=a.address,
                                shard_videos=a.shard_videos, flow_bound=a.flow_bound,
                                flow_options=flow_options(a.flow, a.dis_preset, a.raft_weights),
-                               overwrite=a.overwrite)
-    except (OptionsChanged, FolderLocked, FlowUnavailable) as exc:
+                               overwrite=a.overwrite, retry_failed=a.retry_failed)
+    except (OptionsChanged, FolderLocked, FlowUnavailable, SplitListError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except IngestFailed as exc:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import ray
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
@@ -29,6 +30,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from analysis.results import atomic_file, read_table, table_path, write_rows
+from shards.progress import progress
 
 from .config import STREAMS
 from .evaluate import EvalResult, evaluate, summarise
@@ -198,38 +200,70 @@ def run_fusion_stage(cfg, ctx) -> None:
     """Fuse both streams of every run at every step (0 = unpruned) whose test scores both
     streams saved (the pruning steps too when ``fuse`` comes after ``prune`` in the stages);
     rows go to ``accuracy``, a pruned step's with the streams' prune ratio and the mean of
-    their removed channel, parameter and FLOP fractions."""
+    their removed channel, parameter and FLOP fractions.
+
+    Each (run, step) is one Ray task of one CPU when Ray is running (the SVMs' cross-validated
+    fits take ~25 s a pair at 101 classes on this VM's cores, so 90 pairs in one process were the
+    longest stage of the paper-shape run), else the pairs are fused here one after another."""
     paths = cfg.paths
-    needs_train = uses_svm(cfg.fusion.methods)
-    stream_rows = None  # the streams' accuracy rows, read once if a pruned step is fused
+    pairs = []
     for run in range(1, cfg.train.runs + 1):
         steps = [k for k in range(cfg.prune.steps + 1)
                  if all(paths.scores(s, run, k, "test").is_file() for s in STREAMS)]
         if not steps:
             raise FusionError(f"run {run}: no step with test scores of both streams under "
                               f"{paths.root / 'scores'}; run the `train` stage first")
-        fit_videos = heldout_videos(cfg, run) if needs_train else None
-        for step in steps:
-            if _fused_already(cfg, run, step):
-                print(f"fusion run {run} step {step}: already fused, skipped")
-                continue
-            test = [load_scores(paths.scores(s, run, step, "test")) for s in STREAMS]
-            train = [load_scores(paths.scores(s, run, step, "train")) for s in STREAMS] \
-                if needs_train else [None, None]
-            chosen_c = {}
-            results = fuse(*test, *train, cfg.fusion.methods, svm_c=cfg.fusion.svm_c,
-                           seed=cfg.run_seed(run), fit_videos=fit_videos, cv_folds=cfg.fusion.cv_folds,
-                           chosen_c=chosen_c)
-            if step and stream_rows is None:
-                stream_rows = read_table(paths.results, "accuracy").filter(pl.col("stream").is_in(STREAMS))
-            pruning = _pruning_fields(stream_rows, run, step) if step else {}
-            rows = [r.accuracy_row(experiment=cfg.experiment.name, stream="fusion", fusion=method, run=run,
-                                   seed=cfg.run_seed(run), split=cfg.data.split, step=step,
-                                   svm_c=chosen_c.get(method), residual=cfg.prune.residual, **pruning)
-                    for method, r in results.items()]
-            write_rows(paths.results, "accuracy", rows, partition=f"fusion/run{run}/step{step}")
-            print(f"fusion run {run} step {step}: " + ", ".join(f"{m} {r.video_accuracy:.1f} %"
-                                                                for m, r in results.items()))
+        pairs += [(run, step) for step in steps]
+    if not ray.is_initialized():
+        for run, step in pairs:
+            print(fuse_pair(cfg, run, step))
+        return
+    remote = ray.remote(fuse_pair_task).options(num_cpus=1, num_gpus=0, max_retries=cfg.ray.max_failures)
+    pending = {remote.remote(cfg.to_dict(), run, step): (run, step) for run, step in pairs}
+    failed = []
+    with progress(total=len(pending), desc="fuse (run, step)") as bar:
+        while pending:
+            (ready,), _ = ray.wait(list(pending), num_returns=1)
+            run, step = pending.pop(ready)
+            try:
+                print(ray.get(ready), flush=True)
+            except Exception as exc:  # keep the other pairs' rows; report every failure at the end
+                failed.append(f"run {run} step {step}: {exc}")
+            bar.update()
+    if failed:
+        raise FusionError(f"fuse: {len(failed)} of {len(pairs)} (run, step) pairs failed: " + "; ".join(failed))
+
+
+def fuse_pair_task(config: dict, run: int, step: int) -> str:
+    """:func:`fuse_pair` as a Ray task (the config travels as a plain dict)."""
+    from .config import ExperimentConfig
+    return fuse_pair(ExperimentConfig.from_dict(config), run, step)
+
+
+def fuse_pair(cfg, run: int, step: int) -> str:
+    """Fuse run ``run`` at step ``step`` unless its rows are there and current; a line saying
+    what was done."""
+    paths = cfg.paths
+    if _fused_already(cfg, run, step):
+        return f"fusion run {run} step {step}: already fused, skipped"
+    fit_videos = heldout_videos(cfg, run) if uses_svm(cfg.fusion.methods) else None
+    test = [load_scores(paths.scores(s, run, step, "test")) for s in STREAMS]
+    train = [load_scores(paths.scores(s, run, step, "train")) for s in STREAMS] \
+        if uses_svm(cfg.fusion.methods) else [None, None]
+    chosen_c = {}
+    results = fuse(*test, *train, cfg.fusion.methods, svm_c=cfg.fusion.svm_c,
+                   seed=cfg.run_seed(run), fit_videos=fit_videos, cv_folds=cfg.fusion.cv_folds,
+                   chosen_c=chosen_c)
+    pruning = {}
+    if step:
+        stream_rows = read_table(paths.results, "accuracy").filter(pl.col("stream").is_in(STREAMS))
+        pruning = _pruning_fields(stream_rows, run, step)
+    rows = [r.accuracy_row(experiment=cfg.experiment.name, stream="fusion", fusion=method, run=run,
+                           seed=cfg.run_seed(run), split=cfg.data.split, step=step,
+                           svm_c=chosen_c.get(method), residual=cfg.prune.residual, **pruning)
+            for method, r in results.items()]
+    write_rows(paths.results, "accuracy", rows, partition=f"fusion/run{run}/step{step}")
+    return f"fusion run {run} step {step}: " + ", ".join(f"{m} {r.video_accuracy:.1f} %" for m, r in results.items())
 
 
 def _fused_already(cfg, run: int, step: int) -> bool:

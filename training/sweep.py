@@ -164,7 +164,7 @@ def connect_ray(cfg: ExperimentConfig, address: str | None) -> bool:
 # Stages whose work is not spread over Ray trials or tasks by the stage itself run whole as one
 # Ray task (CPUs only): the driver, a job's entrypoint on the head node, never makes videos,
 # reads shards or scores, fits or builds models. It only plans and waits.
-TASK_STAGES = ("data", "fuse", "report")
+TASK_STAGES = ("data", "report")  # fuse spreads its (run, step) pairs over Ray tasks itself
 
 
 def run_stage(stage: str, cfg: ExperimentConfig, ctx: SweepContext) -> None:
