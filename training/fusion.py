@@ -236,7 +236,10 @@ def run_fusion_stage(cfg, ctx) -> None:
 
 def fuse_pair_task(config: dict, run: int, step: int) -> str:
     """:func:`fuse_pair` as a Ray task (the config travels as a plain dict)."""
+    from shards.threads import pin_threads
+
     from .config import ExperimentConfig
+    pin_threads(1)  # the task's one CPU: numpy/BLAS under the SVM fits
     return fuse_pair(ExperimentConfig.from_dict(config), run, step)
 
 

@@ -43,6 +43,6 @@ def run_stage_task(target: str, config: dict, resume: bool):
 
     from .config import ExperimentConfig
     from .sweep import SweepContext
-    pin_threads()  # the task's CPU (1): synthetic videos, fusion fits, figures
+    pin_threads()  # the task's CPU (1): synthetic videos, figures
     cfg = ExperimentConfig.from_dict(config)
     return load_stage(target)(cfg, SweepContext(config=cfg, paths=cfg.paths, resume=resume))
