@@ -9,6 +9,12 @@ threads, step): the median latencies (ms), the FLOPs speedup, the measured laten
 their ratio ("efficiency"); the goal at 21.72, 24.86 and 43.53 % (steps 6, 7, 14) is
 efficiency ≥ 0.8. Each row records the 1-minute load average when it was measured.
 
+On a machine shared with other jobs (load average above the core count) run several threads
+as ``OMP_WAIT_POLICY=PASSIVE python -m benchmarks.pruning …``: libgomp's default spin-waiting
+threads then wait at every layer's barrier for a thread the kernel has descheduled (measured
+here, load 21 on 2 cores, ResNet-50 batch 1, 2 threads: 6.4 s per forward spinning, 0.73 s
+passive, 0.60 s with 1 thread). Each row records the policy (``omp_wait_policy``).
+
 ``--fold-bn`` folds every eval BatchNorm into the convolution before it, in both models (what
 an inference deployment does; the weights change, the function does not). ``--layers`` also
 prints, per case, the time and FLOPs of each layer kind of both models (forward hooks with
@@ -234,7 +240,8 @@ def benchmark(args, profiles: list | None = None) -> pl.DataFrame:
                     row[f"efficiency_b{b}"] = round(speedup / row["flops_speedup"], 3)
                 row.update(round_to=args.round_to, min_channels=args.min_channels,
                            channels_last=bool(args.channels_last), fold_bn=bool(fold), input_size=args.input_size,
-                           repeats=args.repeats, load_1min=round(os.getloadavg()[0], 2))
+                           repeats=args.repeats, omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", ""),
+                           load_1min=round(os.getloadavg()[0], 2))
                 rows.append(row)
                 if profiles is not None and getattr(args, "layers", False) and device == "cpu":
                     x = inputs[min(inputs)]

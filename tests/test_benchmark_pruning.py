@@ -121,3 +121,18 @@ def test_paper_config_pruning_settings_validate():
         assert config_problems(ExperimentConfig.from_dict(data)) == []
     data = {"experiment": {"name": "ok"}, "data": {"synthetic": {"classes": 3}}, "prune": {"round_to": 0}}
     assert any(p.startswith("prune.round_to") for p in config_problems(ExperimentConfig.from_dict(data)))
+
+
+def test_prune_model_keeps_a_channels_last_model_channels_last():
+    """The benchmark times channels_last models (the paper config trains with train.channels_last)."""
+    from pruning import prune_model
+    model = bench.random_gammas(bench.build_stream("spatial", "resnet18", 5), 0).to(memory_format=torch.channels_last)
+    pruned = prune_model(model, 0.4353, round_to=8)
+    convs = [m for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    assert not pruned.layer1[0].conv1.weight.is_contiguous()  # a pruned 3×3 conv, really channels_last
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert pruned(x).shape == (1, 5)
+    plain = prune_model(bench.random_gammas(bench.build_stream("spatial", "resnet18", 5), 0), 0.4353, round_to=8)
+    assert plain.layer1[0].conv1.weight.is_contiguous()  # an NCHW model stays NCHW
