@@ -269,6 +269,43 @@ def goal_lines(table: pl.DataFrame, batch_sizes) -> list[str]:
     return lines
 
 
+def readme_table(table: pl.DataFrame) -> str:
+    """The compact Markdown table the README quotes: per (arch, stream, pruning, threads, memory
+    format, round_to) a row of FLOPs speedups, then per batch size a row of efficiencies (latency
+    speedup in brackets; bold: ≥ the goal), a column per step; the last column the range of
+    1-minute load averages of those rows."""
+    table = table.with_columns(
+        setting=pl.concat_str([pl.when(pl.col("channels_last")).then(pl.lit("channels_last"))
+                               .otherwise(pl.lit("NCHW")), pl.lit(", round_to "), pl.col("round_to").cast(pl.String)])
+        if {"channels_last", "round_to"} <= set(table.columns) else pl.lit(""))
+    steps = sorted(set(table["step"]))
+    ratio = dict(zip(table["step"], table["prune_ratio"]))
+    batches = sorted(int(c.rsplit("_b", 1)[1]) for c in table.columns if c.startswith("efficiency_b"))
+    head = (["arch", "stream", "pruning", "threads", "setting", "row"]
+            + [f"k={k} ({ratio[k]:.2f} %)" for k in steps] + ["load"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    names = ["arch", "stream", "pruning", "threads", "setting"]
+    for key in table.select(names).unique(maintain_order=True).iter_rows():
+        part = table.filter(pl.all_horizontal([pl.col(n) == v for n, v in zip(names, key)]))
+        by_step = {row["step"]: row for row in part.iter_rows(named=True)}
+        load = f"{part['load_1min'].min():.1f}–{part['load_1min'].max():.1f}" if "load_1min" in part.columns else ""
+        key = [str(v) for v in key]
+        lines.append("| " + " | ".join(key + ["FLOPs speedup"] + [
+            f"{by_step[k]['flops_speedup']:.2f}×" if k in by_step else "" for k in steps] + [load]) + " |")
+        for b in batches:
+            cells = []
+            for k in steps:
+                row = by_step.get(k)
+                if row is None:
+                    cells.append("")
+                    continue
+                eff = row[f"efficiency_b{b}"]
+                mark = "**" if eff >= GOAL else ""
+                cells.append(f"{mark}{eff:.2f}{mark} ({row[f'latency_speedup_b{b}']:.2f}×)")
+            lines.append("| " + " | ".join(key + [f"eff. b{b} (latency ×)"] + cells + [""]) + " |")
+    return "\n".join(lines)
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """The module doc as written, and every option's default."""
 
@@ -302,6 +339,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="torch intra-op thread counts, each timed (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--csv", help="also write the table here (every column)")
+    parser.add_argument("--markdown", help="also write the README's compact table (efficiency per step) here")
+    parser.add_argument("--from-csv", nargs="+", metavar="CSV",
+                        help="measure nothing: read these --csv tables (concatenated) and print / write them")
     args = parser.parse_args(argv)
     for name in ("steps", "batch_sizes", "threads"):
         values = getattr(args, name) or []
@@ -320,20 +360,28 @@ SHOWN = ["arch", "stream", "pruning", "threads", "step", "prune_ratio", "params_
 def main(argv=None) -> None:
     args = parse_args(argv)
     profiles = []
-    table = benchmark(args, profiles)
+    if args.from_csv:
+        table = pl.concat([pl.read_csv(path) for path in args.from_csv], how="diagonal_relaxed")
+        args.batch_sizes = sorted(int(c.rsplit("_b", 1)[1]) for c in table.columns if c.startswith("efficiency_b"))
+    else:
+        table = benchmark(args, profiles)
     print(f"\ninput {args.input_size} px, median of {args.repeats}, round_to={args.round_to}, "
           f"min_channels={args.min_channels}, channels_last={args.channels_last}, fold_bn={args.fold_bn}; "
           f"percentages removed, speedups vs unpruned in the same process; load_1min: the 1-minute load "
           f"average when the row was measured ({os.cpu_count()} CPUs)")
-    shown = SHOWN + [f"{key}_b{b}" for b in args.batch_sizes for key in ("latency_speedup", "efficiency")] + ["load_1min"]
+    shown = SHOWN + [f"{key}_b{b}" for b in args.batch_sizes for key in ("latency_speedup", "efficiency")]
+    shown += [c for c in ("channels_last", "load_1min") if c in table.columns]
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, tbl_formatting="MARKDOWN",
                    tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True):
         print(table.select(shown))
         for title, profile in profiles:
             print(f"\nper layer kind: {title}")
             print(profile)
-    if args.csv:
+    if args.csv and not args.from_csv:
         table.write_csv(args.csv)
+    if args.markdown:
+        with open(args.markdown, "w") as handle:
+            handle.write(readme_table(table) + "\n")
     for line in goal_lines(table, args.batch_sizes):
         print(line)
 

@@ -136,3 +136,18 @@ def test_prune_model_keeps_a_channels_last_model_channels_last():
         assert pruned(x).shape == (1, 5)
     plain = prune_model(bench.random_gammas(bench.build_stream("spatial", "resnet18", 5), 0), 0.4353, round_to=8)
     assert plain.layer1[0].conv1.weight.is_contiguous()  # an NCHW model stays NCHW
+
+
+def test_from_csv_regenerates_the_readme_table_without_measuring(tmp_path, capsys, monkeypatch):
+    table = bench.benchmark(tiny(streams=["spatial"], threads=[1]))
+    csv, md = tmp_path / "grid.csv", tmp_path / "grid.md"
+    table.write_csv(csv)
+    monkeypatch.setattr(bench, "benchmark", lambda *a, **k: pytest.fail("measured"))
+    bench.main(["--from-csv", str(csv), "--markdown", str(md)])
+    text = md.read_text().splitlines()
+    assert text[0].startswith("| arch | stream | pruning | threads | setting | row | k=7 (24.86 %) | k=14 (43.53 %) |")
+    # per (arch, stream, mode, threads, setting): a FLOPs row and one per batch size
+    assert len(text) == 2 + 2 * 3
+    assert sum("FLOPs speedup" in line for line in text) == 2 and sum("eff. b2" in line for line in text) == 2
+    assert "NCHW, round_to 8" in text[2]
+    assert "efficiency" in capsys.readouterr().out
