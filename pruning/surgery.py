@@ -31,10 +31,17 @@ def _slice_conv(conv: nn.Conv2d, *, keep_out=None, keep_in=None) -> nn.Conv2d:
     new = nn.Conv2d(weight.shape[1], weight.shape[0], conv.kernel_size, stride=conv.stride, padding=conv.padding,
                     dilation=conv.dilation, bias=conv.bias is not None, padding_mode=conv.padding_mode,
                     device=weight.device, dtype=weight.dtype)
+    if _channels_last(conv.weight):  # keep the memory format (a channels_last model stays one)
+        new = new.to(memory_format=torch.channels_last)
     new.weight.copy_(weight)
     if conv.bias is not None:
         new.bias.copy_(conv.bias if keep_out is None else conv.bias[keep_out])
     return _new_like(conv, new)
+
+
+def _channels_last(weight: torch.Tensor) -> bool:
+    """Stored channels_last (and not also plain contiguous, as a 1×1 kernel with one input is)."""
+    return weight.dim() == 4 and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
 
 @torch.no_grad()
