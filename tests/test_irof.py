@@ -183,41 +183,58 @@ def fresh_calibration(monkeypatch):
     """No calibration left over from other tests, and small candidates, so a test's few inputs
     go through the whole search; the stop rule disabled (timings of a tiny model are noise)."""
     clear_auto_batch_sizes()
-    monkeypatch.setitem(irof_module.AUTO_CANDIDATES, "cpu", (2, 4, 8))
+    monkeypatch.setitem(irof_module.AUTO_CANDIDATES, "cpu", (8, 16, 32))
     monkeypatch.setattr(irof_module, "AUTO_STOP", float("inf"))
     yield
     clear_auto_batch_sizes()
 
 
 def test_auto_batch_gives_the_scores_of_a_fixed_batch(fresh_calibration):
-    model = BatchSizeRecorder(small_cnn(3, seed=4))  # float64: rounding cannot hide a difference
-    x = smooth_images(3, 3, 32, seed=2)
-    a, labels = np.random.default_rng(3).random((3, 32, 32)), [0, 3, 1]
+    model = BatchSizeRecorder(small_cnn(3, seed=4))
+    x = smooth_images(3, 3, 64, seed=2)
+    a, labels = np.random.default_rng(3).random((3, 64, 64)), [0, 3, 1]
     fixed = irof(model, x, a, labels, batch_size=64, baseline="quantus")
+    assert fixed.n_segments.sum() + 3 >= 2 * (8 + 16 + 32), "enough inputs for the whole search"
     model.sizes.clear()
     calibrating = irof(model, x, a, labels, baseline="quantus")  # "auto" is the default
-    assert set(model.sizes[:6]) == {2, 4, 8} and model.sizes[:6] == [2, 2, 4, 4, 8, 8], model.sizes
+    assert model.sizes[:6] == [8, 8, 16, 16, 32, 32], model.sizes
     (choice,) = auto_batch_sizes().values()
-    assert choice in (2, 4, 8)
+    assert choice in (8, 16, 32)
     model.sizes.clear()
     chosen = irof(model, x, a, labels, batch_size="auto", baseline="quantus")
-    assert set(model.sizes[:-1]) == {choice} and model.sizes[-1] <= choice, "the cached choice is used"
+    assert set(model.sizes[:-1]) == {choice}, "the cached choice is used"
+    assert model.sizes[-1] <= choice and model.sizes[-1] % 8 == 0, "a last partial batch padded to 8s"
     for result in (calibrating, chosen):
-        np.testing.assert_allclose(result.score, fixed.score, rtol=1e-12, atol=0)
+        np.testing.assert_array_equal(result.score, fixed.score)
         for c, f in zip(result.curves, fixed.curves):
-            np.testing.assert_allclose(c, f, rtol=1e-12, atol=0)
+            np.testing.assert_array_equal(c, f)
 
 
-def test_auto_batch_is_cached_per_model_input_shape_and_device(fresh_calibration):
-    a3 = np.random.default_rng(0).random((2, 32, 32))
-    irof(small_cnn(3, seed=1), smooth_images(2, 3, 32, seed=1), a3, [0, 1])
-    irof(small_cnn(3, seed=2), smooth_images(2, 3, 32, seed=5), a3, [0, 1])  # same architecture
+def test_cpu_scores_are_bit_identical_whatever_the_batch(fresh_calibration):
+    """A float32 ResNet: batches padded to multiples of 8 give every input the same logits, so
+    no batch size (nor the calibration's timing) changes a score in the last bit."""
+    import torchvision
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=7).eval()
+    x = smooth_images(2, 3, 32, seed=4)
+    a, labels = np.random.default_rng(5).random((2, 32, 32)), [1, 6]
+    reference = irof(model, x, a, labels, batch_size=256)
+    for batch in (1, 3, 5, 8, 13, 40, "auto", "auto"):  # 1 differed in the 5th digit before padding
+        result = irof(model, x, a, labels, batch_size=batch)
+        np.testing.assert_array_equal(result.score, reference.score, err_msg=f"batch {batch}")
+
+
+def test_auto_batch_is_cached_per_model_input_shape_and_device(fresh_calibration, monkeypatch):
+    monkeypatch.setattr(irof_module, "AUTO_TIMINGS", 1)
+    a3 = np.random.default_rng(0).random((3, 48, 48))
+    irof(small_cnn(3, seed=1), smooth_images(3, 3, 48, seed=1), a3, [0, 1, 2])
+    irof(small_cnn(3, seed=2), smooth_images(3, 3, 48, seed=5), a3, [0, 1, 2])  # same architecture
     assert len(auto_batch_sizes()) == 1
-    irof(small_cnn(20, seed=1), smooth_images(2, 20, 32, seed=1), a3, [0, 1])  # another model
-    a24 = np.random.default_rng(0).random((2, 24, 24))
-    irof(small_cnn(3, seed=1), smooth_images(2, 3, 24, seed=1), a24, [0, 1])  # another input size
+    irof(small_cnn(20, seed=1), smooth_images(3, 20, 48, seed=1), a3, [0, 1, 2])  # another model
+    a64 = np.random.default_rng(0).random((3, 64, 64))
+    irof(small_cnn(3, seed=1), smooth_images(3, 3, 64, seed=1), a64, [0, 1, 2])  # another input size
     assert len(auto_batch_sizes()) == 3
-    assert all(choice in (2, 4, 8) for choice in auto_batch_sizes().values())
+    assert all(choice in (8, 16, 32) for choice in auto_batch_sizes().values()), auto_batch_sizes()
 
 
 def test_calibration_picks_the_fastest_candidate_and_stops_when_slower():
@@ -242,13 +259,9 @@ def test_calibration_ignores_partial_batches_and_settles_when_calls_are_too_smal
 def test_settle_without_timings_keeps_the_batch_being_tried(fresh_calibration):
     model = BatchSizeRecorder(small_cnn(3, seed=4))
     x, a = smooth_images(1, 3, 16, seed=2), np.random.default_rng(3).random((1, 16, 16))
-    n = irof(model, x, a, [0], segments=np.arange(256).reshape(1, 16, 16) % 2).n_segments[0]
-    assert n == 2 and model.sizes == [2, 1]  # 3 inputs: one whole batch of 2, then a partial one
-    clear_auto_batch_sizes()
-    irof_module.AUTO_CANDIDATES["cpu"] = (4, 8)
-    model.sizes.clear()
-    irof(model, x, a, [0], segments=np.arange(256).reshape(1, 16, 16) % 2)
-    assert model.sizes == [3] and list(auto_batch_sizes().values()) == [4]
+    two = np.arange(256).reshape(1, 16, 16) % 2  # 2 segments: 3 inputs, never a whole batch of 8
+    assert irof(model, x, a, [0], segments=two).n_segments[0] == 2
+    assert model.sizes == [8] and list(auto_batch_sizes().values()) == [8]  # padded from 3
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, "big", "AUTO", None, True])
