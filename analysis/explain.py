@@ -52,8 +52,9 @@ from training.tune import trial_resources
 
 TABLE = "irof"
 CHANGE_TABLE = "saliency_change"
-# explain settings that choose what runs, not what an explanation is
-NOT_IN_EXPLAIN_HASH = ("steps", "enabled")
+# explain settings that choose what runs or how fast, not what an explanation is: the IROF
+# forward batch changes scores at most in float rounding of a final partial batch
+NOT_IN_EXPLAIN_HASH = ("steps", "enabled", "forward_batch")
 
 
 class ExplainError(ValueError):

@@ -21,12 +21,29 @@ Baselines:
 
 Speed: every (sample, removal step) input is built on the model's device from its image, a
 rank map and a fill map, and all of them (originals included, ``n_segments + 1`` per sample,
-never padded) run as large forward batches; the scores stay on the device until one copy at
-the end.
+never padded) run as forward batches; the scores stay on the device until one copy at the end
+(except while the batch size is being calibrated, see :class:`BatchCalibration`).
+
+Forward batch (``batch_size="auto"``, the default): the number of inputs per forward pass is
+chosen by timing, on the first real inputs of a (model, input shape, device), powers of two
+from 8 up (``AUTO_CANDIDATES``; each twice, its best time per input counts) until one is clearly
+slower than the best so far, then the best is kept for the rest of the process. Why: the best
+batch depends on the input size, the model and the device, and no fixed value suits them all.
+Measured on the 2-core development CPU (ResNet-18, 2 threads): at 3x64x64 batches of 128-256
+were fastest, but at 3x160x160 and 20x112x112 a batch of 256 (hundreds of MB of activations
+per layer) made IROF 0.65x and 1.25x Quantus' speed, which forwards its 4 samples at a time;
+see the README's IROF section for time per input against batch size. Calibrating inputs are real
+work (their scores are kept), so calibration only costs the time of the slower batches tried.
+Logits of one input are bit-identical at any batch that is a multiple of 8 on that CPU
+(oneDNN), and on a CPU every batch is padded to one, so the choice (and any fixed batch size)
+leaves the scores bit-identical there; on a GPU they may differ in float rounding.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
+
+import time
 
 import numpy as np
 import torch
@@ -35,6 +52,14 @@ from skimage.segmentation import slic
 from analysis.saliency import eval_mode
 
 BASELINES = ("per_image_mean", "quantus")
+AUTO = "auto"
+# forward batches tried by the calibration: powers of two (multiples of 8, see the module doc),
+# up to 256 on a CPU (the old fixed default, past the best on every size measured) and 1024 on
+# a GPU; never more than the inputs of the call that starts the calibration.
+AUTO_CANDIDATES = {"cpu": (8, 16, 32, 64, 128, 256), "cuda": (8, 16, 32, 64, 128, 256, 512, 1024)}
+CPU_BATCH_MULTIPLE = 8  # see forward_all_steps
+AUTO_TIMINGS = 2  # chunks timed per candidate; the first also absorbs one-off costs of a new shape
+AUTO_STOP = 1.10  # a candidate this much slower per input than the best so far ends the search
 
 
 @dataclass
@@ -43,6 +68,89 @@ class IrofResult:
     normalised: np.ndarray  # (N,) score / n_segments
     curves: list[np.ndarray]  # per sample (n_segments,): ratio after removing 1..n segments
     n_segments: np.ndarray  # (N,) int
+
+
+def check_batch_size(batch_size) -> None:
+    """``batch_size`` must be ``"auto"`` or a positive int (inputs per forward pass)."""
+    if batch_size == AUTO and isinstance(batch_size, str):
+        return
+    if isinstance(batch_size, (int, np.integer)) and not isinstance(batch_size, bool) and batch_size >= 1:
+        return
+    raise ValueError(f"batch_size must be {AUTO!r} or a positive int (inputs per forward pass), got {batch_size!r}")
+
+
+class BatchCalibration:
+    """The forward batch of one (model, input shape, device): a search over ``candidates`` on the
+    real chunks IROF runs (see the module doc), finished with ``choice`` set. It may span calls:
+    a call with fewer inputs than the search needs leaves it to the next one."""
+
+    def __init__(self, candidates: tuple[int, ...]):
+        self.candidates = tuple(candidates)
+        self.times: dict[int, list[float]] = {}  # batch -> seconds per input, one per timed chunk
+        self.choice: int | None = None
+
+    def per_input(self, batch: int) -> float:
+        return min(self.times[batch])
+
+    def next_batch(self) -> int:
+        """The batch to run next: the chosen one, or the candidate still being timed."""
+        if self.choice is not None:
+            return self.choice
+        for batch in self.candidates:
+            if len(self.times.get(batch, ())) < AUTO_TIMINGS:
+                return batch
+        raise AssertionError("calibration finished without a choice")
+
+    def record(self, batch: int, count: int, seconds: float) -> bool:
+        """A chunk of ``count`` inputs planned at ``batch`` took ``seconds``; whether it counted
+        (a last partial chunk does not: its time per input would not be that batch's)."""
+        if self.choice is not None or count != batch:
+            return False
+        self.times.setdefault(batch, []).append(seconds / count)
+        if len(self.times[batch]) < AUTO_TIMINGS:
+            return True
+        best = min(self.times, key=self.per_input)
+        done = [b for b in self.candidates if len(self.times.get(b, ())) >= AUTO_TIMINGS]
+        if self.per_input(batch) > AUTO_STOP * self.per_input(best) or len(done) == len(self.candidates):
+            self.choice = best
+        return True
+
+    def settle(self) -> None:
+        """End the search now: the best batch timed so far, else the one being tried."""
+        if self.choice is None:
+            self.choice = min(self.times, key=self.per_input) if self.times else self.next_batch()
+
+
+_CALIBRATIONS: dict[tuple, BatchCalibration] = {}
+
+
+def calibration_key(model: torch.nn.Module, shape: tuple, dtype, device: torch.device) -> tuple:
+    """What the best batch depends on: the model's architecture (its class and every parameter's
+    shape, so a pruned model is another key), one input's shape and dtype, the device and the
+    CPU threads."""
+    params = tuple(tuple(p.shape) for p in model.parameters())
+    return (type(model).__qualname__, params, tuple(shape), str(dtype), str(device), torch.get_num_threads())
+
+
+def calibration_for(model: torch.nn.Module, shape: tuple, dtype, device: torch.device, work: int) -> BatchCalibration:
+    """The process-wide calibration of this key, made on first use with the candidates for
+    ``device`` up to the smallest power of two >= ``work`` (the inputs of this first call)."""
+    key = calibration_key(model, shape, dtype, device)
+    if key not in _CALIBRATIONS:
+        candidates = AUTO_CANDIDATES["cuda" if device.type == "cuda" else "cpu"]
+        kept = tuple(b for b in candidates if b < work)
+        kept += tuple(b for b in candidates if b >= work)[:1]
+        _CALIBRATIONS[key] = BatchCalibration(kept or candidates[:1])
+    return _CALIBRATIONS[key]
+
+
+def auto_batch_sizes() -> dict[tuple, int | None]:
+    """Every calibration of this process: key -> chosen batch (None while still searching)."""
+    return {key: cal.choice for key, cal in _CALIBRATIONS.items()}
+
+
+def clear_auto_batch_sizes() -> None:
+    _CALIBRATIONS.clear()
 
 
 def slic_segments(x: np.ndarray) -> np.ndarray:
@@ -108,13 +216,15 @@ def area_over_curve(curve: np.ndarray, pad_to: int = 0) -> float:
 
 
 def irof(model: torch.nn.Module, x, attributions, target, *, segments=None,
-         baseline: str = "per_image_mean", softmax: bool = True, batch_size: int = 256) -> IrofResult:
+         baseline: str = "per_image_mean", softmax: bool = True, batch_size: int | str = AUTO) -> IrofResult:
     """IROF of each sample of ``x`` (N, C, H, W; float32, or float64 for a float64 model) for
     its class ``target`` (N,), given ``attributions`` (N, H, W) or (N, C|1, H, W) and optional
     precomputed ``segments`` (N, H, W) integer labels (default: SLIC as Quantus computes it).
-    ``batch_size`` is the number of inputs per forward pass."""
+    ``batch_size`` is the number of inputs per forward pass, or ``"auto"`` (calibrated once
+    per model, input shape and device in this process; see the module doc)."""
     if baseline not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    check_batch_size(batch_size)
     x_host = as_numpy(x)
     x_host = x_host.astype(np.float64 if x_host.dtype == np.float64 else np.float32, copy=False)
     if x_host.ndim != 4:
@@ -151,10 +261,11 @@ def irof(model: torch.nn.Module, x, attributions, target, *, segments=None,
     return IrofResult(score=score, normalised=score / n_segments, curves=curves, n_segments=n_segments)
 
 
-def chunk_plan(n_segments: np.ndarray, batch_size: int) -> list[list[tuple[int, int, int]]]:
-    """The forward batches: each a list of runs (sample, first step, count) of consecutive
-    removal steps of one sample, at most ``batch_size`` inputs in all; steps 0..n_segments."""
-    chunks, current, room = [], [], batch_size
+def chunks(n_segments: np.ndarray, next_size) -> Iterator[list[tuple[int, int, int]]]:
+    """The forward batches, lazily: each a list of runs (sample, first step, count) of consecutive
+    removal steps of one sample, at most ``next_size()`` inputs in all (asked afresh for every
+    batch); steps 0..n_segments."""
+    current, room = [], next_size()
     for sample, n in enumerate(n_segments.tolist()):
         step = 0
         while step <= n:
@@ -162,37 +273,75 @@ def chunk_plan(n_segments: np.ndarray, batch_size: int) -> list[list[tuple[int, 
             current.append((sample, step, count))
             step, room = step + count, room - count
             if room == 0:
-                chunks.append(current)
-                current, room = [], batch_size
-    return chunks + [current] if current else chunks
+                yield current
+                current, room = [], next_size()
+    if current:
+        yield current
+
+
+def chunk_plan(n_segments: np.ndarray, batch_size: int) -> list[list[tuple[int, int, int]]]:
+    """All forward batches at a fixed ``batch_size`` (see :func:`chunks`)."""
+    return list(chunks(n_segments, lambda: batch_size))
 
 
 def forward_all_steps(model, x, ranks, fill_maps, target, n_segments, *, softmax, batch_size) -> np.ndarray:
     """Target scores of every (sample, k segments removed) input, k = 0..n_segments, flattened
     sample by sample. Each input is written once, straight into a reused batch buffer on the
     model's device, from its sample's image, rank map and fill map (broadcast, no gathers);
-    the plan is host-side, so nothing waits for the device until the one copy at the end."""
+    the plan is host-side, so nothing waits for the device until the one copy at the end, except
+    while ``batch_size="auto"`` is calibrating (each timed batch is synchronised)."""
     device = next(model.parameters()).device
+    work = int((n_segments + 1).sum())
+    calibration = None
+    if batch_size == AUTO:
+        found = calibration_for(model, x.shape[1:], x.dtype, device, work)
+        batch_size, calibration = found.choice, (found if found.choice is None else None)
     x_dev = torch.from_numpy(x).to(device)
     ranks_dev = torch.from_numpy(ranks.astype(np.int32)).to(device)
     fill_dev = torch.from_numpy(fill_maps).to(device)
     steps_dev = torch.arange(int(n_segments.max()) + 1, device=device, dtype=torch.int32)
     targets = torch.from_numpy(np.repeat(target, n_segments + 1)).to(device)
     out = torch.empty(len(targets), device=device, dtype=x_dev.dtype)
-    buffer = torch.empty((min(batch_size, len(targets)), *x.shape[1:]), device=device, dtype=x_dev.dtype)
-    start = 0
+    largest = max(calibration.candidates) if calibration is not None else batch_size
+    # On a CPU every forward batch is padded to a multiple of CPU_BATCH_MULTIPLE (with copies of
+    # its last input, outputs dropped): oneDNN then gives each input bit-identical logits
+    # whatever the batch (measured: ResNet-18/50, 3 and 20 channels, 32-112 px, batches 8-48 and
+    # a padded partial batch all equal; batches of 1 or 3 differ in the last bits), so scores do
+    # not depend on the batch size or on the calibration's timing. At most 7 extra inputs a call.
+    multiple = CPU_BATCH_MULTIPLE if device.type == "cpu" else 1
+    rows = -(-min(largest, work) // multiple) * multiple
+    buffer = torch.empty((rows, *x.shape[1:]), device=device, dtype=x_dev.dtype)
+    next_size = calibration.next_batch if calibration is not None else (lambda: batch_size)
+    start = timed = 0
     with eval_mode(model), torch.inference_mode():
-        for chunk in chunk_plan(n_segments, batch_size):
+        for chunk in chunks(n_segments, next_size):
+            if calibration is not None:
+                size = calibration.next_batch()  # the size this chunk was planned with
+                _synchronize(device)
+                began = time.perf_counter()
             filled = 0
             for sample, step, count in chunk:
                 removed = (ranks_dev[sample] < steps_dev[step:step + count, None, None])[:, None]
                 torch.where(removed, fill_dev[sample], x_dev[sample], out=buffer[filled:filled + count])
                 filled += count
-            logits = model(buffer[:filled])
+            padded = min(-(-filled // multiple) * multiple, len(buffer))
+            if padded > filled:
+                buffer[filled:padded] = buffer[filled - 1]
+            logits = model(buffer[:padded])[:filled]
             probs = torch.softmax(logits, dim=1) if softmax else logits
             out[start:start + filled] = probs.gather(1, targets[start:start + filled, None])[:, 0]
             start += filled
+            if calibration is not None:
+                _synchronize(device)
+                timed += calibration.record(size, filled, time.perf_counter() - began)
+    if calibration is not None and not timed:
+        calibration.settle()  # calls too small to time a whole candidate batch: no progress is possible
     return out.cpu().numpy()
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def quantus_irof(model: torch.nn.Module, x: np.ndarray, attributions: np.ndarray, target: np.ndarray,

@@ -36,6 +36,7 @@ def test_good_config_and_demo_have_no_problems():
     ("train", {"runs": 0}, "train.runs: 0 is not allowed (must be > 0)"),
     ("train", {"lr": -1}, "train.lr: -1.0 is not allowed (must be > 0)"),
     ("explain", {"steps": [0, 18]}, "explain.steps: [18] outside 0..prune.steps (17)"),
+    ("explain", {"forward_batch": 0}, "explain.forward_batch: 0 is not allowed (must be > 0)"),
     ("model", {"weights": "/nonexistent/w.pt"}, "model.weights: '/nonexistent/w.pt' is not 'none', 'imagenet' or an existing file"),
     ("experiment", {"name": "../../x"}, "experiment.name: '../../x' is not a plain name"),
     ("experiment", {"name": "/abs"}, "experiment.name: '/abs' is not a plain name"),
@@ -51,6 +52,18 @@ def test_good_config_and_demo_have_no_problems():
 def test_each_bad_value_is_named(section, values, message):
     found = problems(**{section: values})
     assert len(found) >= 1 and any(p.startswith(message) for p in found), found
+
+
+@pytest.mark.parametrize("value", ["auto", 1, 256])
+def test_irof_forward_batch_auto_by_default_or_a_positive_int(value):
+    assert ExperimentConfig().explain.forward_batch == "auto"
+    assert problems(explain={"forward_batch": value}) == []
+
+
+@pytest.mark.parametrize("value", ["big", 2.5, True])
+def test_irof_forward_batch_of_another_type_is_named(value):
+    with pytest.raises(ConfigError, match=r"explain.forward_batch: expected int or 'auto', got"):
+        ExperimentConfig.from_dict({"explain": {"forward_batch": value}})
 
 
 @pytest.mark.parametrize("gpus", [None, 0, 0.25, 0.5, 1, 2, 8])

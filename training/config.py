@@ -147,7 +147,8 @@ class ExplainConfig:
     reduce: Literal["max", "mean", "sum"] = "max"  # over channels of |gradient| (analysis.saliency)
     baseline: Literal["per_image_mean", "quantus"] = "per_image_mean"  # IROF fill (analysis.irof)
     batch_size: int = 8  # clips per saliency + IROF call
-    forward_batch: int = 256  # IROF inputs per forward pass
+    # IROF inputs per forward pass; "auto" = timed on the first inputs of each model (analysis.irof)
+    forward_batch: Union[int, Literal["auto"]] = "auto"
 
 
 @dataclass

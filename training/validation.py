@@ -119,8 +119,10 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
         bad = [s for s in e.steps if not 0 <= s <= pr.steps]
         if bad:
             p.append(f"explain.steps: {bad!r} outside 0..prune.steps ({pr.steps})")
-    for key in ("clips_per_video", "max_videos", "batch_size", "forward_batch"):
+    for key in ("clips_per_video", "max_videos", "batch_size"):
         _positive(p, f"explain.{key}", getattr(e, key))
+    if e.forward_batch != "auto":
+        _positive(p, "explain.forward_batch", e.forward_batch)
 
     r = cfg.ray
     _positive(p, "ray.num_cpus", r.num_cpus)
