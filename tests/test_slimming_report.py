@@ -71,7 +71,7 @@ def test_a_narrow_gamma_distribution_keeps_its_shape(tmp_path):
     plotted = figures.gamma_distribution(pl.DataFrame(rows), [], tmp_path / "g.png")
     curve = plotted.data
     assert curve["count"].sum() == sum(row["count"] for row in histogram)
-    assert curve.height >= 0.8 * figures.GAMMA_DISPLAY_BINS  # the range fills the panel's bins
+    assert 20 <= curve.height <= figures.GAMMA_DISPLAY_BINS  # the range fills the panel, no stored bin split
     assert curve["bin_low"].min() >= 0.87 and curve["bin_high"].max() <= 1.01
     assert curve["share"].max() < 10  # no single bar holds the distribution
 
