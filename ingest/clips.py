@@ -60,15 +60,20 @@ def video_samples(video: Video, entry: VideoEntry, clips: list[list[int]], backe
     samples = []
     for clip, frames in enumerate(clips):
         fields = [quantised[a] if a != b else still for a, b in zip(frames, frames[1:])]
-        centre = frames[STACK // 2]
-        meta = SampleMeta(video=entry.video_id, clip=clip, label=entry.label,
-                          class_name=entry.class_name, frames=frames, centre_frame=centre,
-                          fps=video.fps, width=video.width, height=video.height,
-                          flow_method=backend.name, flow_bound=bound,
-                          flow_options=dict(getattr(backend, "options", {})),
-                          clamped=len(video) < STACK + 1)
-        samples.append(encode_sample(video.rgb(centre), tile_quantised(fields), meta))
+        samples.append(_clip_sample(entry, video, backend, bound, clip, frames, fields,
+                                    video.rgb(frames[STACK // 2]), clamped=len(video) < STACK + 1))
     return samples
+
+
+def _clip_sample(entry, video, backend, bound: float, clip: int, frames, fields, centre_rgb, *,
+                 clamped: bool) -> dict:
+    """One clip's encoded sample: its centre RGB frame, its tiled quantised fields, its meta."""
+    meta = SampleMeta(video=entry.video_id, clip=clip, label=entry.label,
+                      class_name=entry.class_name, frames=frames, centre_frame=frames[STACK // 2],
+                      fps=video.fps, width=video.width, height=video.height,
+                      flow_method=backend.name, flow_bound=bound,
+                      flow_options=dict(getattr(backend, "options", {})), clamped=clamped)
+    return encode_sample(centre_rgb, tile_quantised(fields), meta)
 
 
 @dataclass(frozen=True)
@@ -146,14 +151,8 @@ def _stream_once(path, entry, n_plan, plan, backend, bound, short_side, threads)
                     for a, field in zip(todo, backend.fields(stack, [a - lo for a in todo])):
                         quantised[a] = quantise_flow(field, bound)
                 fields = [quantised[a] if a != b else still for a, b in zip(frames, frames[1:])]
-                centre = frames[STACK // 2]
-                meta = SampleMeta(video=entry.video_id, clip=k, label=entry.label,
-                                  class_name=entry.class_name, frames=frames, centre_frame=centre,
-                                  fps=video.fps, width=video.width, height=video.height,
-                                  flow_method=backend.name, flow_bound=bound,
-                                  flow_options=dict(getattr(backend, "options", {})),
-                                  clamped=n_plan < STACK + 1)
-                samples.append(encode_sample(rgb[centre], tile_quantised(fields), meta))
+                samples.append(_clip_sample(entry, video, backend, bound, k, frames, fields,
+                                            rgb[frames[STACK // 2]], clamped=n_plan < STACK + 1))
                 # what no later clip needs goes (clips are in order of their first frame)
                 keep_from = clips[k + 1][0] if k + 1 < len(clips) else math.inf
                 for held in (window, quantised):
