@@ -365,10 +365,14 @@ def main(argv=None) -> None:
         args.batch_sizes = sorted(int(c.rsplit("_b", 1)[1]) for c in table.columns if c.startswith("efficiency_b"))
     else:
         table = benchmark(args, profiles)
-    print(f"\ninput {args.input_size} px, median of {args.repeats}, round_to={args.round_to}, "
-          f"min_channels={args.min_channels}, channels_last={args.channels_last}, fold_bn={args.fold_bn}; "
-          f"percentages removed, speedups vs unpruned in the same process; load_1min: the 1-minute load "
-          f"average when the row was measured ({os.cpu_count()} CPUs)")
+    if args.from_csv:  # the settings are the saved rows' own, not this command line's
+        print(f"\nfrom {', '.join(args.from_csv)}: settings per row in its columns (input_size, repeats, "
+              f"round_to, channels_last, fold_bn); nothing measured")
+    else:
+        print(f"\ninput {args.input_size} px, median of {args.repeats}, round_to={args.round_to}, "
+              f"min_channels={args.min_channels}, channels_last={args.channels_last}, fold_bn={args.fold_bn}; "
+              f"percentages removed, speedups vs unpruned in the same process; load_1min: the 1-minute load "
+              f"average when the row was measured ({os.cpu_count()} CPUs)")
     shown = SHOWN + [f"{key}_b{b}" for b in args.batch_sizes for key in ("latency_speedup", "efficiency")]
     shown += [c for c in ("channels_last", "load_1min") if c in table.columns]
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, tbl_formatting="MARKDOWN",
