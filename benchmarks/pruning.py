@@ -271,12 +271,15 @@ def goal_lines(table: pl.DataFrame, batch_sizes) -> list[str]:
 
 def readme_table(table: pl.DataFrame) -> str:
     """The compact Markdown table the README quotes: per (arch, stream, pruning, threads, memory
-    format, round_to) a row of FLOPs speedups, then per batch size a row of efficiencies (latency
+    format, round_to, BN folding) a row of FLOPs speedups, then per batch size a row of efficiencies (latency
     speedup in brackets; bold: ≥ the goal), a column per step; the last column the range of
     1-minute load averages of those rows."""
+    folded = (pl.when(pl.col("fold_bn")).then(pl.lit(", BN folded")).otherwise(pl.lit(""))
+              if "fold_bn" in table.columns else pl.lit(""))
     table = table.with_columns(
         setting=pl.concat_str([pl.when(pl.col("channels_last")).then(pl.lit("channels_last"))
-                               .otherwise(pl.lit("NCHW")), pl.lit(", round_to "), pl.col("round_to").cast(pl.String)])
+                               .otherwise(pl.lit("NCHW")), pl.lit(", round_to "), pl.col("round_to").cast(pl.String),
+                               folded])
         if {"channels_last", "round_to"} <= set(table.columns) else pl.lit(""))
     steps = sorted(set(table["step"]))
     ratio = dict(zip(table["step"], table["prune_ratio"]))

@@ -149,7 +149,10 @@ def test_from_csv_regenerates_the_readme_table_without_measuring(tmp_path, capsy
     # per (arch, stream, mode, threads, setting): a FLOPs row and one per batch size
     assert len(text) == 2 + 2 * 3
     assert sum("FLOPs speedup" in line for line in text) == 2 and sum("eff. b2" in line for line in text) == 2
-    assert "NCHW, round_to 8" in text[2]
+    assert "NCHW, round_to 8" in text[2] and "BN folded" not in md.read_text()
+    table.with_columns(fold_bn=True).write_csv(csv)
+    bench.main(["--from-csv", str(csv), "--markdown", str(md)])
+    assert "NCHW, round_to 8, BN folded" in md.read_text().splitlines()[2]
     out = capsys.readouterr().out
     assert "efficiency" in out
     assert "nothing measured" in out and "median of 10" not in out  # no settings of this command line claimed
