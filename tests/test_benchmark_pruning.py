@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import polars as pl
 import pytest
 import torch
 
@@ -156,3 +157,11 @@ def test_from_csv_regenerates_the_readme_table_without_measuring(tmp_path, capsy
     out = capsys.readouterr().out
     assert "efficiency" in out
     assert "nothing measured" in out and "median of 10" not in out  # no settings of this command line claimed
+
+
+def test_flops_paced_efficiency_replaces_each_layer_by_its_flops_pace():
+    # convs: 60 ms -> 40 ms measured at a 2x FLOPs speedup (30 ms if paced); BN 20 -> 20 ms; 10 ms between hooks
+    profile = pl.DataFrame({"layers": ["total", "conv", "bn"], "base_ms": [90.0, 60.0, 20.0],
+                            "pruned_ms": [70.0, 40.0, 20.0], "flops_speedup": [2.0, 2.0, None]})
+    speedup, efficiency = bench.flops_paced_efficiency(profile)
+    assert speedup == pytest.approx(90 / 60) and efficiency == pytest.approx(90 / 60 / 2)
