@@ -257,21 +257,23 @@ def step_irof(dry: bool, work: Path) -> list[dict]:
 
 def step_pruning(dry: bool, work: Path) -> list[dict]:
     """benchmarks/pruning.py at 21.72/24.86/43.53 % (steps 6, 7, 14) against the unpruned model:
-    latency, throughput, and latency speedup / FLOPs speedup (goal >= 0.8 at 43.53 %)."""
+    latency, throughput, and latency speedup / FLOPs speedup (goal >= 0.8 at 43.53 %), for the
+    paper config's internal pruning and for residual pruning."""
     from benchmarks.pruning import GOAL_STEP, benchmark
     device = _device(dry)
     batch = 2 if dry else 64
     args = argparse.Namespace(archs=["resnet18"] if dry else ["resnet50"], streams=["spatial", "temporal"],
                               steps=list(PRUNE_STEPS), batch_sizes=[batch], input_size=32 if dry else 224,
-                              repeats=1 if dry else 10, residual=True, min_channels=8, round_to=8,
+                              repeats=1 if dry else 10, pruning=["internal", "residual"], min_channels=8, round_to=8,
                               channels_last=True, threads=None, seed=0, csv=None, device=device,
                               amp=device == "cuda")
     out = []
     for row in benchmark(args).iter_rows(named=True):
-        model = f"{row['arch']} {row['stream']}"
+        model = f"{row['arch']} {row['stream']} {row['pruning']}"
         base_ms, pruned_ms = row[f"base_ms_b{batch}"], row[f"pruned_ms_b{batch}"]
-        if row["step"] == min(PRUNE_STEPS):
-            out.append(measure(f"unpruned {model} b{batch}", round(batch / base_ms * 1000, 1), "samples/s"))
+        if row["step"] == min(PRUNE_STEPS) and row["pruning"] == "internal":  # one unpruned row per model
+            out.append(measure(f"unpruned {row['arch']} {row['stream']} b{batch}", round(batch / base_ms * 1000, 1),
+                               "samples/s"))
         name = f"pruned {model} {PRUNE_STEPS[row['step']]} b{batch}"
         eff = row[f"efficiency_b{batch}"]
         goal = row["step"] == GOAL_STEP

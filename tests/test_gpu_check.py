@@ -175,7 +175,8 @@ DRY_MEASURES = [
     *(f"loader-bound ratio {a} {s}" for a in ("resnet18", "resnet50") for s in ("spatial", "temporal")),
     "IROF ours / forward-pass bound", "IROF speed ours / quantus", "IROF forward passes per run",
     *(f"unpruned resnet18 {s} b2" for s in ("spatial", "temporal")),
-    *(f"pruned resnet18 {s} {r} b2 {what}" for s in ("spatial", "temporal") for r in ("21.72 %", "24.86 %", "43.53 %")
+    *(f"pruned resnet18 {s} {m} {r} b2 {what}" for s in ("spatial", "temporal") for m in ("internal", "residual")
+      for r in ("21.72 %", "24.86 %", "43.53 %")
       for what in ("throughput", "latency speedup", "FLOPs speedup", "latency/FLOPs speedup")),
     "flow dis cpu 32x32", "flow raft_small cpu 32x32", "flow raft_small cpu / dis cpu",
     *(f"sweep stage {s}" for s in ("data", "train", "prune", "fuse", "explain", "report")), "sweep end to end",
