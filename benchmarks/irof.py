@@ -242,7 +242,8 @@ def run(args: argparse.Namespace, log=print) -> dict:
         f"(range {paired.min():.3f}-{paired.max():.3f}; best-of times: {bound_s / ours_s:.3f}), "
         f"ours at batch {auto_bs} (auto), bound at {best_bs}")
     log(f"ours / quantus            {np.median(vs_quantus):8.2f}x  median of paired rounds "
-        f"(best-of times: {quantus_s / ours_s:.2f}x; computing SLIC: {quantus_s / ours_slic_s:.2f}x)")
+        f"(best-of times: {quantus_s / ours_s:.2f}x; computing SLIC: "
+        f"{'skipped' if args.skip_slic else f'{quantus_s / ours_slic_s:.2f}x'})")
     log(f"ours: share of its time in forward passes {timer.seconds / total:.3f}; "
         f"vs quantus range {vs_quantus.min():.2f}-{vs_quantus.max():.2f}x; load average {load_average()}")
     return {"ours_over_bound": float(np.median(paired)), "ours_over_quantus": float(np.median(vs_quantus)),
