@@ -53,7 +53,8 @@ from training.tune import trial_resources
 TABLE = "irof"
 CHANGE_TABLE = "saliency_change"
 # explain settings that choose what runs or how fast, not what an explanation is: the IROF
-# forward batch changes scores at most in float rounding of a final partial batch
+# forward batch leaves CPU scores bit-identical (batches padded to multiples of 8, see
+# analysis.irof) and may change GPU scores only in float rounding
 NOT_IN_EXPLAIN_HASH = ("steps", "enabled", "forward_batch")
 
 

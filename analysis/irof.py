@@ -40,10 +40,9 @@ leaves the scores bit-identical there; on a GPU they may differ in float roundin
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Iterator
-
-import time
 
 import numpy as np
 import torch

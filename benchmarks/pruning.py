@@ -18,7 +18,8 @@ passive, 0.60 s with 1 thread). Each row records the policy (``omp_wait_policy``
 ``--fold-bn`` folds every eval BatchNorm into the convolution before it, in both models (what
 an inference deployment does; the weights change, the function does not). ``--layers`` also
 prints, per case, the time and FLOPs of each layer kind of both models (forward hooks with
-perf_counter, batch 1): where a pruned model loses against its FLOPs.
+perf_counter, the smallest batch size), and the efficiency the pruned model would reach if
+every layer with FLOPs kept pace with them: where a pruned model loses against its FLOPs.
 
 BatchNorm γ are drawn at random (seeded, uniform) to stand in for a trained model's: only
 where channels go matters here, not the accuracy.
@@ -213,14 +214,13 @@ def set_threads(threads: int | None) -> int:
 def benchmark(args, profiles: list | None = None) -> pl.DataFrame:
     """The table: one row per (arch, stream, pruning mode, threads, step). ``args`` as parsed by
     ``main`` (``pruning`` a list of MODES, ``threads`` a list of counts or None for torch's
-    default; an older namespace with ``residual`` and one ``threads`` also works). With
-    ``profiles`` a list and ``args.layers``, each case's ``layer_profile`` is appended to it as
-    (title, table)."""
-    modes = getattr(args, "pruning", None) or (["residual"] if getattr(args, "residual", False) else ["internal"])
-    threads = getattr(args, "threads", None)
-    threads = threads if isinstance(threads, (list, tuple)) else [threads]
-    fold = getattr(args, "fold_bn", False)
+    default; ``benchmarks.gpu_check`` builds its own namespace, without the CLI-only options).
+    With ``profiles`` a list and ``args.layers``, each case's ``layer_profile`` is appended to it
+    as (title, table)."""
+    modes, threads = args.pruning, args.threads or [None]
+    fold, layers = getattr(args, "fold_bn", False), getattr(args, "layers", False)
     device, amp = getattr(args, "device", "cpu"), getattr(args, "amp", False)
+    profiling = profiles is not None and layers and device == "cpu"
     rows = []
     jobs = [(arch, stream, mode) for arch in args.archs for stream in args.streams for mode in modes]
     progress = tqdm(total=len(jobs) * len(args.steps) * len(threads), desc="cases", unit="case")
@@ -232,6 +232,8 @@ def benchmark(args, profiles: list | None = None) -> pl.DataFrame:
         if args.channels_last:
             inputs = {b: x.to(memory_format=torch.channels_last) for b, x in inputs.items()}
         timed_base = prepare(copy.deepcopy(base).to(device), args.channels_last, fold)
+        # the profile hooks eager modules: the timed models themselves unless BNs were folded
+        eager_base = (prepare(copy.deepcopy(base), args.channels_last) if fold else timed_base) if profiling else None
         for k in args.steps:
             ratio = 1 - 0.96 ** k
             pruned = prune_model(base, ratio, residual=residual, min_channels=args.min_channels,
@@ -256,10 +258,9 @@ def benchmark(args, profiles: list | None = None) -> pl.DataFrame:
                            repeats=args.repeats, omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", ""),
                            load_1min=round(os.getloadavg()[0], 2))
                 rows.append(row)
-                if profiles is not None and getattr(args, "layers", False) and device == "cpu":
+                if profiling:
                     x = inputs[min(inputs)]
-                    eager_base = prepare(copy.deepcopy(base), args.channels_last)
-                    eager_pruned = prepare(pruned, args.channels_last)
+                    eager_pruned = prepare(pruned, args.channels_last) if fold else timed_pruned
                     title = (f"{arch} {stream} {mode} step {k} ({100 * ratio:.2f} %), {used} threads, "
                              f"batch {x.shape[0]}, round_to={args.round_to}, channels_last={bool(args.channels_last)}, "
                              f"eager (no BN folding), load {os.getloadavg()[0]:.2f}")
@@ -376,15 +377,13 @@ SHOWN = ["arch", "stream", "pruning", "threads", "step", "prune_ratio", "params_
 def main(argv=None) -> None:
     args = parse_args(argv)
     profiles = []
-    if args.from_csv:
+    if args.from_csv:  # the settings are the saved rows' own, not this command line's
         table = pl.concat([pl.read_csv(path) for path in args.from_csv], how="diagonal_relaxed")
         args.batch_sizes = sorted(int(c.rsplit("_b", 1)[1]) for c in table.columns if c.startswith("efficiency_b"))
-    else:
-        table = benchmark(args, profiles)
-    if args.from_csv:  # the settings are the saved rows' own, not this command line's
         print(f"\nfrom {', '.join(args.from_csv)}: settings per row in its columns (input_size, repeats, "
               f"round_to, channels_last, fold_bn); nothing measured")
     else:
+        table = benchmark(args, profiles)
         print(f"\ninput {args.input_size} px, median of {args.repeats}, round_to={args.round_to}, "
               f"min_channels={args.min_channels}, channels_last={args.channels_last}, fold_bn={args.fold_bn}; "
               f"percentages removed, speedups vs unpruned in the same process; load_1min: the 1-minute load "

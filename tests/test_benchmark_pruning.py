@@ -71,13 +71,14 @@ def test_a_row_per_arch_stream_mode_threads_step_and_modes_differ_as_expected():
     assert len(lines) == table.height * 2 and all(("meets" in x) != ("misses" in x) for x in lines)
 
 
-def test_an_older_namespace_still_works():
-    """benchmarks.gpu_check builds its own namespace (one mode as ``residual``, one ``threads``)."""
+def test_a_namespace_built_like_gpu_checks_works():
+    """benchmarks.gpu_check builds its own namespace (no CLI-only options, ``threads=None``)."""
     args = argparse.Namespace(archs=["resnet18"], streams=["spatial"], steps=[14], batch_sizes=[1],
-                              input_size=32, repeats=1, residual=True, min_channels=8, round_to=8,
+                              input_size=32, repeats=1, pruning=["internal", "residual"], min_channels=8, round_to=8,
                               channels_last=True, threads=None, seed=0, csv=None, device="cpu", amp=False)
     table = bench.benchmark(args)
-    assert table["pruning"].to_list() == ["residual"] and table["channels_last"].to_list() == [True]
+    assert table["pruning"].to_list() == ["internal", "residual"] and table["channels_last"].to_list() == [True, True]
+    assert table["threads"].to_list() == [torch.get_num_threads()] * 2
 
 
 def test_fold_bn_keeps_the_function_and_drops_the_batchnorms():
@@ -165,3 +166,21 @@ def test_flops_paced_efficiency_replaces_each_layer_by_its_flops_pace():
                             "pruned_ms": [70.0, 40.0, 20.0], "flops_speedup": [2.0, 2.0, None]})
     speedup, efficiency = bench.flops_paced_efficiency(profile)
     assert speedup == pytest.approx(90 / 60) and efficiency == pytest.approx(90 / 60 / 2)
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_layers_profile_the_eager_models_even_when_timing_folded_ones(fold):
+    profiles = []
+    threads = torch.get_num_threads()
+    try:
+        bench.benchmark(tiny(streams=["spatial"], pruning=["internal"], steps=[14], threads=[1], layers=True,
+                             fold_bn=fold), profiles)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(profiles) == 1
+    title, profile = profiles[0]
+    assert "step 14" in title and "batch 1" in title
+    kinds = set(profile["layers"])
+    assert {"bn internal", "bn residual"} <= kinds  # BatchNorms still there: the unfolded models were hooked
+    bn = profile.filter(profile["layers"] == "bn internal").row(0, named=True)
+    assert bn["base_ms"] > 0 and bn["pruned_ms"] > 0
