@@ -103,7 +103,7 @@ ENTRY_POINTS = ["training.sweep:main", "ingest.build_shards:main", "ingest.synth
                 "shards.inspect:main", "analysis.stats:main", "analysis.report:main",
                 "benchmarks.gpu_check:main", "benchmarks.ingest:main", "benchmarks.irof:main",
                 "benchmarks.loader:main", "benchmarks.loader_stages:main", "benchmarks.pruning:main",
-                "benchmarks.contention:main"]
+                "benchmarks.contention:main", "benchmarks.fusion:main"]
 
 
 @pytest.mark.parametrize("target", ENTRY_POINTS)
