@@ -24,6 +24,8 @@ import polars as pl
 from PIL import Image
 from tqdm import tqdm
 
+from shards.cli import HelpFormatter
+
 from . import figures, pruned, stats, summary
 from .protocol import protocol_text
 from .results import atomic_file, read_table
@@ -497,7 +499,7 @@ def run_report_stage(cfg, ctx) -> Report:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="crossroads-report", description=__doc__.split("\n\n")[0],
                                      epilog="exit codes: 0 report written; 2 bad command line or no such folder",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--experiment", type=Path, required=True, help="experiment root, e.g. runs/demo")
     parser.add_argument("--metric", default="video_accuracy", choices=stats.METRICS,
                         help="accuracy column the figures and tables are about")
