@@ -50,6 +50,9 @@ class DataConfig:
     short_side: int | None = None  # null = source size
     workers: int = 2
     allow_missing: bool = False
+    # seed of the permutation of each subset's videos over its shards (ingest.build_shards.plan_shards):
+    # the lists are sorted by class, shards cut in list order would each hold one or two classes
+    shard_seed: int = 0
 
 
 @dataclass
