@@ -45,7 +45,7 @@ from pruning.slimming import bn_l1_subgradient, gamma_histogram, prune_threshold
 from shards.progress import progress
 from shards.threads import pin_threads
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.config import STUDY_CHAIN, ExperimentConfig, PruneConfig
+from training.config import STUDY_CHAIN, ExperimentConfig, PruneConfig, tested_steps
 from training.data import make_loaders, stream_data, train_eval_loader
 from training.fusion import score_and_save, wants_train_scores
 from training.loop import train
@@ -94,14 +94,6 @@ def random_seed(seed: int, step: int, stream: str) -> int:
     return int(np.random.SeedSequence([seed, step, zlib.crc32(stream.encode())]).generate_state(1)[0])
 
 
-def tested_steps(cfg: ExperimentConfig, chain: str) -> list[int]:
-    """The pruned steps a chain evaluates: every step for slimming; for a control the explained
-    steps (``explain.steps``) and the last step, which keeps the controls' cost to fine-tuning."""
-    last = cfg.prune.steps
-    if chain == STUDY_CHAIN:
-        return list(range(1, last + 1))
-    explained = range(last + 1) if cfg.explain.steps == "all" else cfg.explain.steps
-    return sorted({k for k in explained if 0 < k <= last} | {last})
 
 
 def step_threshold(model: nn.Module, baseline_channels: int, step: int, prune: PruneConfig) -> float | None:

@@ -209,6 +209,17 @@ class ExperimentPaths:
         return self.root / "scores" / _chain_folder(chain, step) / stream / f"run{run}" / f"step{step}_{subset}.npz"
 
 
+def tested_steps(cfg: "ExperimentConfig", chain: str) -> list[int]:
+    """The pruned steps a chain evaluates and explains: every step for slimming (explained at
+    ``explain.steps``); for a control the explained steps (``explain.steps``, without 0) and the last
+    step, which keeps the controls' cost to their fine-tuning (``pruning.schedule``)."""
+    last = cfg.prune.steps
+    if chain == STUDY_CHAIN:
+        return list(range(1, last + 1))
+    explained = range(last + 1) if cfg.explain.steps == "all" else cfg.explain.steps
+    return sorted({k for k in explained if 0 < k <= last} | {last})
+
+
 def _chain_folder(chain: str, step: int) -> str:
     if chain not in CHAINS:
         raise ValueError(f"unknown pruning chain {chain!r}; known: {list(CHAINS)}")
