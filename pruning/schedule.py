@@ -6,8 +6,10 @@ baseline's are gone after step k: the target is recomputed against the baseline 
 so rounding never drifts), fine-tunes with the BN-L1 subgradient, evaluates on the test
 videos exactly like the baseline (saving its per-video scores for the ``fuse`` stage) and writes
 ``checkpoints/<stream>/run<r>/step<k>.pt``.
-The rows of a step are written before its checkpoint, and a step counts as done once its
-checkpoint exists: a chain interrupted anywhere resumes at the first unfinished step.
+The rows of a step are written before its checkpoint. A step counts as done when the results
+store holds its rows, readable (`accuracy`, `gammas` and, when it fine-tunes, `epochs`), and its
+checkpoint (the next step's input) exists: a checkpoint alone proves nothing. A chain
+interrupted anywhere, or whose rows were set aside as damaged, resumes at the first unfinished step.
 
 On Ray Tune (``run_prune_stage``, the sweep's ``prune`` stage) one function trial runs the
 chain of one (stream, run), reporting after every step. A trial that Tune retries after a
@@ -26,7 +28,8 @@ import torch  # noqa: F401 (loaded before pin_threads sizes its pools)
 from ray import tune
 from torch import nn
 
-from analysis.results import write_rows
+from analysis.damaged import readable
+from analysis.results import table_path, write_rows
 from pruning import prune_model
 from pruning.accounting import pruning_stats
 from pruning.groups import count_prunable_channels
@@ -39,7 +42,7 @@ from training.data import make_loaders, stream_data, train_eval_loader
 from training.fusion import score_and_save, wants_train_scores
 from training.loop import train
 from training.speed import measure_speed
-from training.tune import epoch_metrics, make_tuner
+from training.tune import epoch_metrics, make_tuner, unfinished_cells
 
 
 @dataclass
@@ -90,10 +93,20 @@ def write_gammas(cfg: ExperimentConfig, model: nn.Module, stream: str, run: int,
     write_rows(cfg.paths.results, "gammas", rows, partition=f"{stream}/run{run}/step{step}/{phase}")
 
 
+def step_done(cfg: ExperimentConfig, stream: str, run: int, step: int) -> bool:
+    """The results store holds step ``step``'s rows, readable, and its checkpoint exists."""
+    results, partition = cfg.paths.results, f"{stream}/run{run}/step{step}"
+    rows = [table_path(results, "accuracy", partition),
+            table_path(results, "gammas", f"{partition}/finetuned")]
+    if cfg.prune.finetune_epochs > 0:
+        rows.append(table_path(results, "epochs", partition))
+    return cfg.paths.checkpoint(stream, run, step).is_file() and all(map(readable, rows))
+
+
 def first_unfinished_step(cfg: ExperimentConfig, stream: str, run: int) -> int:
-    """The step a chain (re)starts at: the first one without a checkpoint (steps + 1 when done)."""
+    """The step a chain (re)starts at: the first one not done (``step_done``; steps + 1 when all are)."""
     for step in range(1, cfg.prune.steps + 1):
-        if not cfg.paths.checkpoint(stream, run, step).is_file():
+        if not step_done(cfg, stream, run, step):
             return step
     return cfg.prune.steps + 1
 
@@ -209,6 +222,8 @@ def run_prune_stage(cfg: ExperimentConfig, ctx) -> None:
         print("prune: disabled in the config (prune.enabled: false)")
         return
     results = make_tuner(cfg, resume=ctx.resume, trainable=prune_trial, name="prune").fit()
+    if ctx.resume and unfinished_cells(cfg, lambda c, s, r: first_unfinished_step(c, s, r) > c.prune.steps):
+        results = make_tuner(cfg, trainable=prune_trial, name="prune").fit()  # training.tune.unfinished_cells
     failed = [(r.path, r.error) for r in results if r.error is not None]
     if failed:
         raise RuntimeError(f"{len(failed)} pruning trial(s) failed: " +

@@ -19,6 +19,7 @@ import threading
 from contextlib import contextmanager
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_active = None  # the handler of the innermost stop_on_signals block, for reclaim_signals
 
 
 class Interrupted(KeyboardInterrupt):
@@ -53,9 +54,20 @@ def stop_on_signals():
         received.append(signum)
         raise Interrupted(signum)
 
+    global _active
+    outer, _active = _active, handler
     previous = {s: signal.signal(s, handler) for s in SIGNALS}
     try:
         yield
     finally:
+        _active = outer
         for s, old in previous.items():
             signal.signal(s, old)
+
+
+def reclaim_signals() -> None:
+    """Put the block's handler back after a library replaced it (``ray.init`` sets a SIGTERM
+    handler that exits with status 15, skipping the one-line summary and the 143)."""
+    if _active is not None and threading.current_thread() is threading.main_thread():
+        for s in SIGNALS:
+            signal.signal(s, _active)
