@@ -19,6 +19,9 @@ _FULL_TEXT = re.compile(r"\[Errno (28|122)\]|No space left on device|Disk quota 
 class DiskFull(OSError):
     """No space left where a run writes (the message says where, how much is free, what is needed)."""
 
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno 28]" prefix
+        return self.strerror or super().__str__()
+
 
 def size_text(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -72,7 +75,7 @@ def disk_full(folder: Path | str, *, needed: int | None = None, what: str = "the
     """A ``DiskFull`` naming ``folder``, its free space now and (when known) the space needed."""
     free = free_bytes(folder)
     text = (f"disk full: {folder} has {size_text(free)} free"
-            + (f"; {what} needs about {size_text(needed)}" if needed is not None else "")
+            + (f", {what} needs about {size_text(needed)}" if needed is not None else "")
             + (f" (writing {file} failed)" if file else "")
             + "; free space there (or choose a folder on a larger disk) and run the same command "
               "again: finished work is kept")

@@ -8,7 +8,9 @@ finished and how to continue, and exits with :attr:`Interrupted.exit_code` (130 
 143 for SIGTERM: 128 + the signal's number, as shells report it).
 
 ``Interrupted`` is a ``KeyboardInterrupt``: library code that catches ``Exception`` (Ray
-Tune's loop, retry helpers) lets it through.
+Tune's loop, retry helpers) lets it through. Ray's C++ waits turn any exception a signal
+handler raises into a plain ``KeyboardInterrupt``: :func:`as_interrupted` turns it back into
+the ``Interrupted`` of the signal that was received.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from contextlib import contextmanager
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _active = None  # the handler of the innermost stop_on_signals block, for reclaim_signals
+_received: list[int] = []  # the signal that stopped the innermost block, if any
 
 
 class Interrupted(KeyboardInterrupt):
@@ -44,6 +47,7 @@ def stop_on_signals():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    global _active, _received
     received: list[int] = []
 
     def handler(signum, frame):
@@ -54,15 +58,25 @@ def stop_on_signals():
         received.append(signum)
         raise Interrupted(signum)
 
-    global _active
     outer, _active = _active, handler
+    outer_received, _received = _received, received
     previous = {s: signal.signal(s, handler) for s in SIGNALS}
     try:
         yield
     finally:
-        _active = outer
+        _active, _received = outer, outer_received
         for s, old in previous.items():
             signal.signal(s, old)
+
+
+def as_interrupted(exc: KeyboardInterrupt) -> Interrupted:
+    """``exc`` as the ``Interrupted`` of the signal received (SIGINT if none was: a plain Ctrl-C
+    outside a block), keeping the attributes a caller attached on the way up."""
+    if isinstance(exc, Interrupted):
+        return exc
+    stopped = Interrupted(_received[0] if _received else signal.SIGINT)
+    stopped.__dict__.update({k: v for k, v in vars(exc).items() if k not in ("signum", "name")})
+    return stopped
 
 
 def reclaim_signals() -> None:

@@ -29,7 +29,7 @@ import ray
 from analysis.damaged import set_aside_damaged
 from analysis.results import atomic_file, read_table
 from shards.diskspace import DiskFull, disk_full, full_path, is_disk_full
-from shards.interrupt import Interrupted, reclaim_signals, stop_on_signals
+from shards.interrupt import Interrupted, as_interrupted, reclaim_signals, stop_on_signals
 from shards.lock import FolderLocked, folder_lock
 from shards.threads import local_ray_options
 
@@ -226,9 +226,10 @@ def _run_stages(cfg: ExperimentConfig, ctx: SweepContext, stages: list[str], res
             t0 = time.perf_counter()
             try:
                 run_stage(stage, cfg, ctx)
-            except Interrupted as exc:  # Ctrl-C / SIGTERM: no further stage; main says how to continue
-                exc.stage, exc.finished = progress, finished
-                raise
+            except KeyboardInterrupt as exc:  # Ctrl-C / SIGTERM: no further stage; main says how to continue
+                stopped = as_interrupted(exc)
+                stopped.stage, stopped.finished = progress, finished
+                raise stopped from None
             except Exception as exc:
                 if is_disk_full(exc):
                     file = full_path(exc)
@@ -312,9 +313,10 @@ def main(argv: list[str] | None = None) -> int:
         except DiskFull as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        except Interrupted as exc:
-            print(interrupted_line(exc, sys.argv[1:] if argv is None else argv), file=sys.stderr, flush=True)
-            return exc.exit_code
+        except KeyboardInterrupt as exc:
+            stopped = as_interrupted(exc)
+            print(interrupted_line(stopped, sys.argv[1:] if argv is None else argv), file=sys.stderr, flush=True)
+            return stopped.exit_code
     print(f"results: {ctx.paths.results}")
     with pl.Config(tbl_rows=100, tbl_cols=20, tbl_hide_dataframe_shape=True):
         print(accuracy_table(ctx.paths.results))
