@@ -33,9 +33,9 @@ def run(signals: list[int], cleanup: str) -> tuple[int, str, str, float]:
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.stdout.readline() == "ready\n"
     t0 = time.monotonic()
-    for number in signals:
+    for i, number in enumerate(signals):
         proc.send_signal(number)
-        if len(signals) > 1:
+        if i + 1 < len(signals):  # the next one lands during the cleanup
             assert proc.stdout.readline().startswith("cleaning up after")
     out, err = proc.communicate(timeout=30)
     return proc.returncode, out, err, time.monotonic() - t0
