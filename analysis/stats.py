@@ -50,6 +50,8 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from shards.cli import HelpFormatter
+
 from .results import ResultsSchemaError, atomic_file, read_table
 
 ACCURACY_GROUPS = ("experiment", "stream", "fusion", "split")
@@ -411,7 +413,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="crossroads-stats", description=__doc__.split("\n\n")[0],
                                      epilog="exit codes: 0 tables written (or nothing to compute); "
                                             "1 a results file cannot be read (named; rerun the sweep: it sets "
-                                            "the file aside and rebuilds it); 2 bad command line or no such folder", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                            "the file aside and rebuilds it); 2 bad command line or no such folder", formatter_class=HelpFormatter)
     parser.add_argument("--results", type=Path, required=True, help="the results store folder")
     parser.add_argument("--out", type=Path, required=True, help="folder for the tables")
     parser.add_argument("--metric", default="video_accuracy", choices=METRICS,

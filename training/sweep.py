@@ -28,6 +28,7 @@ import ray
 
 from analysis.damaged import set_aside_damaged
 from analysis.results import atomic_file, read_table
+from shards.cli import HelpFormatter
 from shards.diskspace import DiskFull, disk_full, full_path, is_disk_full
 from shards.interrupt import Interrupted, as_interrupted, reclaim_signals, stop_on_signals
 from shards.lock import FolderLocked, folder_lock
@@ -275,7 +276,7 @@ def interrupted_line(exc: Interrupted, argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="crossroads-sweep", description=__doc__.split("\n\n")[0],
                                      epilog=EPILOG,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--config", required=True, type=Path, help="ray_configs/<name>.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value (YAML-typed, repeatable), e.g. train.lr=0.01")
