@@ -32,6 +32,8 @@ import warnings
 
 import numpy as np
 
+from shards.cli import HelpFormatter
+
 SIZES = {
     "paper_shape": dict(classes=101, fit_videos=101, test_videos=101, features=512, noise=2.0),
     "ucf101": dict(classes=101, fit_videos=1070, test_videos=3783, features=2048, noise=4.0),
@@ -152,7 +154,7 @@ def report(result: dict, tolerance: float) -> tuple[str, bool]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.fusion", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog="exit codes: 0 done (and the same choices), 1 a different C or accuracy, 2 bad command line")
     parser.add_argument("--size", choices=sorted(SIZES), default="paper_shape", help="score set sizes (see above)")
     parser.add_argument("--seed", type=int, default=0, help="synthetic scores and CV folds")
