@@ -99,3 +99,12 @@ def test_train_scores_read_only_the_videos_a_fusion_fits_on(synthetic_shards, fi
              for v, c in zip(batch["video"], batch["clip"])]
     wanted = data.val_videos if fit_on == "heldout" else data.train_videos | data.val_videos
     assert {v for v, _ in clips} == wanted and len(clips) == len(set(clips)) == 5 * len(wanted)
+
+
+def test_validation_protocol_reads_evenly_spaced_clips():
+    from training.data import even_clips
+    assert even_clips(25, 5) == [2, 7, 12, 17, 22] and even_clips(5, 5) == [0, 1, 2, 3, 4]
+    assert even_clips(3, None) == [0, 1, 2] and even_clips(4, 1) == [2]
+    batch = {"x": torch.arange(4.0)[:, None], "video": ["a", "a", "b", "c"], "clip": torch.tensor([0, 2, 2, 2])}
+    kept = list(VideoSubset([batch], {"a", "b"}, clips={"a": {2}, "b": {0}}))
+    assert kept[0]["video"] == ["a"] and kept[0]["x"].flatten().tolist() == [1.0]

@@ -115,6 +115,11 @@ class EvalConfig:
     # batch size (0 = not measured), and the batch of the throughput figure
     speed_repeats: int = 3
     throughput_batch: int = 8  # batch size of the throughput figure
+    # the validation protocol (issue 26; early stopping and the training curves read it): clips per
+    # validation video, evenly spaced among the stored ones (null = every stored clip), and 10
+    # crops or the centre crop. The test protocol (data.test_clips, ten_crop) is the measurement.
+    val_clips: int | None = 5  # clips per validation video, evenly spaced of the stored ones; null = all
+    val_ten_crop: bool = False  # 10 crops per validation clip instead of the centre crop
 
 
 @dataclass

@@ -59,10 +59,11 @@ def val_groups(manifest: pl.DataFrame, fraction: float, seed: int) -> set[int]:
 
 class VideoSubset:
     """The batches of ``loader`` restricted to rows whose video is (or, ``keep=False``, is not)
-    in ``videos``; empty batches are skipped."""
+    in ``videos`` (and, with ``clips``, whose clip is one of its video's); empty batches are skipped."""
 
-    def __init__(self, loader: Iterable[dict], videos: set[str], keep: bool = True):
-        self.loader, self.videos, self.keep = loader, set(videos), keep
+    def __init__(self, loader: Iterable[dict], videos: set[str], keep: bool = True,
+                 clips: dict[str, set[int]] | None = None):
+        self.loader, self.videos, self.keep, self.clips = loader, set(videos), keep, clips
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -76,6 +77,9 @@ class VideoSubset:
     def __iter__(self) -> Iterator[dict]:
         for batch in self.loader:
             rows = [i for i, v in enumerate(batch["video"]) if (v in self.videos) == self.keep]
+            if self.clips is not None:  # and of those videos only these clips
+                clip = batch["clip"].tolist()
+                rows = [i for i in rows if clip[i] in self.clips.get(batch["video"][i], ())]
             if len(rows) == len(batch["video"]):
                 yield batch
             elif rows:
@@ -125,7 +129,8 @@ def stream_data(cfg: ExperimentConfig, seed: int, split_dir: Path | None = None)
         all_train_shards=shards(train), test_shards=shards(test))
 
 
-def loader_config(cfg: ExperimentConfig, stream: str, *, train: bool, seed: int = 0) -> LoaderConfig:
+def loader_config(cfg: ExperimentConfig, stream: str, *, train: bool, seed: int = 0,
+                  ten_crop: bool | None = None) -> LoaderConfig:
     """A ``shards.dali.LoaderConfig`` for one stream from the experiment config (train: with
     ``clips_per_video`` when ``data.train_clips_stored`` stores more clips than an epoch reads)."""
     section = dataclasses.asdict(cfg.loader)
@@ -137,7 +142,7 @@ def loader_config(cfg: ExperimentConfig, stream: str, *, train: bool, seed: int 
     return LoaderConfig(stream=stream, train=train, input_size=cfg.model.input_size,
                         clips_per_video=d.clips_per_video if resample else None,
                         batch_size=cfg.train.batch_size if train else (cfg.eval.batch_size or cfg.train.batch_size),
-                        ten_crop=cfg.eval.ten_crop and not train, flow_bound=cfg.data.flow_bound,
+                        ten_crop=(cfg.eval.ten_crop if ten_crop is None else ten_crop) and not train, flow_bound=cfg.data.flow_bound,
                         flow_scale=cfg.model.flow_scale, seed=seed, **section)
 
 
@@ -148,9 +153,24 @@ def make_loaders(cfg: ExperimentConfig, stream: str, data: StreamData, seed: int
                "val": None,
                "test": make_loader(data.test_shards, loader_config(cfg, stream, train=False))}
     if data.val_videos:
-        val = make_loader(data.val_shards, loader_config(cfg, stream, train=False))
-        loaders["val"] = VideoSubset(val, data.val_videos)
+        val = make_loader(data.val_shards, loader_config(cfg, stream, train=False, ten_crop=cfg.eval.val_ten_crop))
+        loaders["val"] = VideoSubset(val, data.val_videos, clips=val_clips(cfg, data))
     return loaders
+
+
+def even_clips(stored: int, k: int | None) -> list[int]:
+    """``k`` evenly spaced clip indices of ``stored`` (all when k is None or k >= stored)."""
+    if k is None or k >= stored:
+        return list(range(stored))
+    return [int((i + 0.5) * stored / k) for i in range(k)]
+
+
+def val_clips(cfg: ExperimentConfig, data: StreamData) -> dict[str, set[int]] | None:
+    """Per validation video, the clips the validation protocol reads (``eval.val_clips``)."""
+    if cfg.eval.val_clips is None:
+        return None
+    stored = read_manifest(data.split_dir).select("video", "clips")
+    return {v: set(even_clips(n, cfg.eval.val_clips)) for v, n in stored.iter_rows() if v in data.val_videos}
 
 
 def fit_videos(cfg: ExperimentConfig, data: StreamData) -> set[str] | None:

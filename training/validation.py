@@ -99,6 +99,7 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
     _positive(p, "eval.batch_size", cfg.eval.batch_size)
     _positive(p, "eval.speed_repeats", cfg.eval.speed_repeats, allow_zero=True)
     _positive(p, "eval.throughput_batch", cfg.eval.throughput_batch)
+    _positive(p, "eval.val_clips", cfg.eval.val_clips)
     svm_c = cfg.fusion.svm_c if isinstance(cfg.fusion.svm_c, list) else [cfg.fusion.svm_c]
     if not svm_c or any(not c > 0 for c in svm_c):
         p.append(f"fusion.svm_c: {cfg.fusion.svm_c!r} is not allowed (a value > 0 or a non-empty list of them)")
