@@ -46,6 +46,34 @@ def _try_create(path: Path, me: dict) -> bool:
     return True
 
 
+def _describe(holder: dict) -> str:
+    return (f"{holder.get('what', 'a run')} pid {holder.get('pid', '?')} on host {holder.get('host', '?')} since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.get('started', 0)))}")
+
+
+def _stale(holder: dict) -> bool:
+    """A lock of a process of this host that is gone."""
+    return (holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int)
+            and not _alive(holder["pid"]))
+
+
+def _in_use(folder, desc: str, path: Path) -> str:
+    return (f"{folder} is in use by {desc} (lock file {path}); wait for it to finish, or delete the "
+            f"lock file if that run is gone")
+
+
+def lock_problem(folder: Path | str) -> str | None:
+    """What ``folder_lock`` would refuse now (a live holder), read-only: a check before work."""
+    path = Path(folder) / LOCK_NAME
+    try:
+        holder = json.loads(path.read_text() or "{}")
+    except OSError:  # no lock (or no folder): nothing holds it
+        return None
+    except ValueError:
+        holder = {}
+    return None if _stale(holder) else _in_use(folder, _describe(holder), path)
+
+
 @contextmanager
 def folder_lock(folder: Path | str, what: str = "run"):
     """Hold ``folder/.lock`` for the block; raise ``FolderLocked`` if a live run holds it."""
@@ -63,11 +91,8 @@ def folder_lock(folder: Path | str, what: str = "run"):
             continue  # released meanwhile: try again
         except ValueError:
             holder = {}  # being written right now, or garbage: treat as held
-        desc = (f"{holder.get('what', 'a run')} pid {holder.get('pid', '?')} on host "
-                f"{holder.get('host', '?')} since "
-                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.get('started', 0)))}")
-        if holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) \
-                and not _alive(holder["pid"]):
+        desc = _describe(holder)
+        if _stale(holder):
             warnings.warn(f"{path}: taking over the stale lock of {desc} (that process is gone)",
                           stacklevel=3)
             stale = path.with_name(f"{LOCK_NAME}.stale-{me['token']}")
@@ -77,8 +102,7 @@ def folder_lock(folder: Path | str, what: str = "run"):
             except FileNotFoundError:
                 pass
             continue
-        raise FolderLocked(f"{folder} is in use by {desc} (lock file {path}); wait for it to "
-                           f"finish, or delete the lock file if that run is gone")
+        raise FolderLocked(_in_use(folder, desc, path))
     else:
         raise FolderLocked(f"{folder}: could not take the lock {path}")
     try:
