@@ -49,6 +49,8 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from shards.cli import HelpFormatter
+
 from .results import atomic_file, read_table
 
 ACCURACY_GROUPS = ("experiment", "stream", "fusion", "split")
@@ -396,7 +398,7 @@ def write_tables(tables: dict[str, pl.DataFrame], out_dir: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="crossroads-stats", description=__doc__.split("\n\n")[0],
                                      epilog="exit codes: 0 tables written (or nothing to compute); "
-                                            "2 bad command line or no such folder", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                            "2 bad command line or no such folder", formatter_class=HelpFormatter)
     parser.add_argument("--results", type=Path, required=True, help="the results store folder")
     parser.add_argument("--out", type=Path, required=True, help="folder for the tables")
     parser.add_argument("--metric", default="video_accuracy", choices=METRICS,
