@@ -19,7 +19,8 @@ problem (exit 2, no traceback):
 
 ``preflight(cfg, stages, dry_run=True)`` (the sweep's ``--dry-run``) downloads and writes
 nothing and starts no Ray: it reports what it found (videos, classes, trials per stage, whether
-the weights are cached, the shards' size estimate) and the problems.
+the weights are cached, the shards' size estimate, GPUs this machine lacks: a dry run is often
+made where the run is not) and the problems.
 """
 from __future__ import annotations
 
@@ -247,7 +248,9 @@ def preflight(cfg: ExperimentConfig, stages: list[str], *, dry_run: bool = False
             report.problems.append(problem)
     if _will_start_local_ray(address, cfg):
         if problem := gpu_problem(cfg, "this machine (an embedded local Ray)", local_gpus()):
-            report.problems.append(problem)
+            # a dry run is often made where the run is not (a login node, a laptop): a finding
+            (report.facts if dry_run else report.problems).append(
+                f"GPUs: {problem}" if dry_run else problem)
     elif gpu_request(cfg):
         report.facts.append(f"GPUs: {gpu_request(cfg)}, checked on the cluster before the first stage")
     return report
