@@ -226,7 +226,7 @@ class ReportBuilder:
         if short.height:  # never a silent mean over fewer runs than the other cells
             self.text(f"{short.height} row(s) of this table average over fewer runs than the others "
                       f"(fewer_runs; runs {sorted(set(short['runs'].to_list()))} of {table['runs'].max()}): "
-                      "runs' results are missing; rerun the sweep to complete them.")
+                      "some runs' results are missing; rerun the sweep to complete them.")
 
     def overview(self) -> None:
         self.heading("Run information")
