@@ -13,6 +13,7 @@ import argparse
 import base64
 import html
 import json
+import sys
 import urllib.parse
 import warnings
 from collections.abc import Callable
@@ -24,10 +25,12 @@ import polars as pl
 from PIL import Image
 from tqdm import tqdm
 
+from shards.cli import HelpFormatter
+
 from . import figures, pruned, stats, summary
 from .protocol import protocol_text
 from .results import DEFAULT_CHAIN as STUDY_CHAIN
-from .results import atomic_file, read_table
+from .results import ResultsSchemaError, atomic_file, read_table
 
 
 POSTHOC_ROWS_SHOWN = 40  # longer post-hoc tables show only the significant pairs
@@ -198,6 +201,12 @@ class ReportBuilder:
                 continue
             self.table(f"{caption} ({source})", frame)
 
+    def main_result(self) -> tuple[pl.DataFrame, str]:
+        """The summary table and the test of its p columns (also scripts/docs_tables.py's)."""
+        return summary.main_result(self.accuracy, self.irof, self.metric,
+                                   self.stats.get(f"{self.metric}_posthoc_paired"),
+                                   self.stats.get("irof_posthoc_paired"))
+
     # sections
     def title(self) -> None:
         name = self.meta.get("config", {}).get("experiment", {}).get("name", self.root.name)
@@ -210,11 +219,14 @@ class ReportBuilder:
         if self.accuracy.is_empty():
             self.not_run("summary", "the accuracy table is empty (training has not run)")
             return
-        table, test = summary.main_result(
-            self.accuracy, self.irof, self.metric,
-            self.stats.get(f"{self.metric}_posthoc_paired"), self.stats.get("irof_posthoc_paired"))
+        table, test = self.main_result()
         self.table(f"Per model and explained step: mean ± sd over runs; p against step 0 by {test}. "
                    f"Removed (%): {pruned.DEFINITIONS}", table, name="summary")
+        short = table.filter(pl.col(stats.FEWER_RUNS))
+        if short.height:  # never a silent mean over fewer runs than the other cells
+            self.text(f"{short.height} row(s) of this table average over fewer runs than the others "
+                      f"(fewer_runs; runs {sorted(set(short['runs'].to_list()))} of {table['runs'].max()}): "
+                      "some runs' results are missing; rerun the sweep to complete them.")
 
     def overview(self) -> None:
         self.heading("Run information")
@@ -505,15 +517,21 @@ def run_report_stage(cfg, ctx) -> Report:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="crossroads-report", description=__doc__.split("\n\n")[0],
-                                     epilog="exit codes: 0 report written; 2 bad command line or no such folder",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     epilog="exit codes: 0 report written; 1 a results file cannot be read "
+                                            "(named; rerun the sweep: it sets the file aside and rebuilds it); "
+                                            "2 bad command line or no such folder",
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--experiment", type=Path, required=True, help="experiment root, e.g. runs/demo")
     parser.add_argument("--metric", default="video_accuracy", choices=stats.METRICS,
                         help="accuracy column the figures and tables are about")
     args = parser.parse_args(argv)
     if not args.experiment.is_dir():
         parser.error(f"{args.experiment}: no such experiment folder")
-    report = build_report(args.experiment, metric=args.metric)
+    try:
+        report = build_report(args.experiment, metric=args.metric)
+    except ResultsSchemaError as exc:  # a damaged or foreign file: named, with what to do
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
     print(report.index)
     print(report.markdown)
     for part in report.not_run:

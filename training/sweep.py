@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -25,12 +26,17 @@ from pathlib import Path
 import polars as pl
 import ray
 
+from analysis.damaged import set_aside_damaged
 from analysis.results import atomic_file, read_table
-from shards.lock import FolderLocked, folder_lock
+from shards.cli import HelpFormatter
+from shards.diskspace import DiskFull, disk_full, full_path, is_disk_full
+from shards.interrupt import Interrupted, as_interrupted, reclaim_signals, stop_on_signals
+from shards.lock import FolderLocked, folder_lock, lock_problem
 from shards.threads import local_ray_options
 
 from .config import ConfigError, ExperimentConfig, ExperimentPaths, config_hash
 from .overrides import load_config
+from .preflight import PreflightFailed, gpu_problem, gpu_request, preflight, ray_gpus
 from .provenance import device_info, git_commit, versions
 from .stages import STAGES, StageUnavailable, load_stage, run_stage_task
 from .tune_state import ResumeRefused, check_resume_root
@@ -82,11 +88,12 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return flat
 
 
-def check_config(cfg: ExperimentConfig) -> None:
+def check_config(cfg: ExperimentConfig, write: bool = True) -> None:
     """Refuse to mix results of two configs in one root; remember the config (and its hash).
 
     A change that only adds stages or runs (``stages`` a superset, ``train.runs`` larger) is
-    allowed: the results so far stay valid and a rerun adds to them. Call with the root locked.
+    allowed: the results so far stay valid and a rerun adds to them. Call with the root locked
+    (or with ``write=False``: the check alone, nothing written).
     """
     path = cfg.paths.root / CONFIG_RECORD
     record = {"config_hash": config_hash(cfg), "config": cfg.to_dict()}
@@ -104,8 +111,9 @@ def check_config(cfg: ExperimentConfig) -> None:
                     f"now {record['config_hash']}); changed:\n"
                     + "\n".join(f"  {k}: was {old.get(k)!r}, now {new.get(k)!r}" for k in refused)
                     + "\nuse another experiment.name / experiment.root, or delete the old root")
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
+    if write:
+        with atomic_file(path) as tmp:
+            tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
 
 
 def accuracy_table(results: Path) -> pl.DataFrame:
@@ -116,7 +124,9 @@ def accuracy_table(results: Path) -> pl.DataFrame:
                  pl.col("video_accuracy").mean().round(2).alias("video_acc_mean"),
                  pl.col("video_accuracy").std().round(2).alias("video_acc_std"),
                  pl.col("clip_accuracy").mean().round(2).alias("clip_acc_mean"))
-            .sort("step", "stream", "fusion", nulls_last=False))
+            .sort("step", "stream", "fusion", nulls_last=False)
+            # flagged, never silent: a cell that averages over fewer runs than the others
+            .with_columns((pl.col("runs") < pl.col("runs").max()).alias("fewer_runs")))
 
 
 class ClusterError(RuntimeError):
@@ -158,6 +168,7 @@ def connect_ray(cfg: ExperimentConfig, address: str | None) -> bool:
     else:
         # workers at niceness 0, not Ray's 15: a fair share beside other jobs (shards.threads)
         ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, **local_ray_options())
+    reclaim_signals()  # ray.init's SIGTERM handler exits 15 at once; ours stops the sweep cleanly
     return True
 
 
@@ -187,6 +198,19 @@ def run_sweep(cfg: ExperimentConfig, *, stages: list[str] | None = None, resume:
     validate(cfg, stages)  # every value range-checked before anything is written or Ray starts
     # trials and tasks run in other working directories: give them an absolute root
     cfg.experiment.root = str(cfg.paths.root)
+    # everything the stages need, before anything is written or Ray starts (weights downloaded now)
+    # read-only first: the root's refusals (held, another config, foreign Tune state), then what is missing
+    problems = [p for p in [lock_problem(cfg.paths.root)] if p]
+    try:
+        check_config(cfg, write=False)
+        for stage in stages if resume else ():
+            if stage in TUNE_EXPERIMENTS:
+                check_resume_root(cfg, TUNE_EXPERIMENTS[stage])
+    except (ConfigChanged, ResumeRefused) as exc:
+        problems.append(str(exc))
+    report = preflight(cfg, stages, dry_run=bool(problems), address=address)  # downloads only if all else is fine
+    if problems + report.problems:
+        raise PreflightFailed(problems + report.problems)
     ctx = SweepContext(config=cfg, paths=cfg.paths, resume=resume)
     with folder_lock(cfg.paths.root, what="sweep"):
         if resume:  # before anything is written or Ray starts: refuse Tune state another root wrote
@@ -194,16 +218,23 @@ def run_sweep(cfg: ExperimentConfig, *, stages: list[str] | None = None, resume:
                 if stage in TUNE_EXPERIMENTS:
                     check_resume_root(cfg, TUNE_EXPERIMENTS[stage])
         check_config(cfg)
+        # "done" is what the results store holds, readable: a damaged part is set aside here,
+        # so the stage that writes it does that unit of work again (analysis.damaged)
+        set_aside_damaged(cfg.paths.results)
         _run_stages(cfg, ctx, stages, resume, address)
     return ctx
 
 
 def _run_stages(cfg: ExperimentConfig, ctx: SweepContext, stages: list[str], resume: bool,
                 address: str | None) -> None:
-    record = write_experiment_record(cfg, stages, resume)
-    print(f"experiment {cfg.experiment.name}: {record}")
     started_ray = connect_ray(cfg, address)
+    finished: list[str] = []
     try:
+        if gpu_request(cfg):  # a trial asking for GPUs the cluster lacks would wait forever
+            if problem := gpu_problem(cfg, "the Ray cluster", *ray_gpus()):
+                raise PreflightFailed([problem])
+        record = write_experiment_record(cfg, stages, resume)
+        print(f"experiment {cfg.experiment.name}: {record}")
         for number, stage in enumerate(stages, 1):
             progress = f"stage {stage} ({number}/{len(stages)})"
             try:
@@ -213,7 +244,19 @@ def _run_stages(cfg: ExperimentConfig, ctx: SweepContext, stages: list[str], res
                 continue
             print(f"{progress}: running" + (" as a Ray task" if stage in TASK_STAGES else ""), flush=True)
             t0 = time.perf_counter()
-            run_stage(stage, cfg, ctx)
+            try:
+                run_stage(stage, cfg, ctx)
+            except KeyboardInterrupt as exc:  # Ctrl-C / SIGTERM: no further stage; main says how to continue
+                stopped = as_interrupted(exc)
+                stopped.stage, stopped.finished = progress, finished
+                raise stopped from None
+            except Exception as exc:
+                if is_disk_full(exc):
+                    file = full_path(exc)
+                    raise disk_full(Path(file).parent if file else cfg.paths.root,
+                                    what=f"{progress}", file=file) from exc
+                raise
+            finished.append(stage)
             print(f"{progress}: done in {time.perf_counter() - t0:.0f} s", flush=True)
     finally:
         if started_ray:
@@ -231,23 +274,38 @@ def describe_plan(cfg: ExperimentConfig, stages: list[str], address: str | None)
     return "\n".join(lines)
 
 
-EPILOG = """exit codes: 0 done (or config printed / plan shown); 1 a stage failed;
-2 bad command line or config (unknown --set key, wrong value type, unreadable yaml), a root
+EPILOG = """exit codes: 0 done (or config printed / plan shown); 1 a stage failed (a full disk
+among them: the folder, its free space); 130 stopped by Ctrl-C (SIGINT), 143 by SIGTERM: no
+further stage starts, trials and tasks are stopped, the lock is released, and the same
+command continues (finished work is kept); a second Ctrl-C exits at once;
+2 bad command line or config (unknown --set key, wrong value type, unreadable yaml), something
+a stage needs that is missing (training.preflight: weights, videos, disk, GPUs, a writable root), a root
 locked by another sweep or holding another config's results, or --resume of Tune state this
 root did not write."""
+
+
+def interrupted_line(exc: Interrupted, argv: list[str]) -> str:
+    """One line: what stopped the sweep, which stages finished, the command that continues."""
+    finished = getattr(exc, "finished", [])
+    where = f" during {exc.stage}" if getattr(exc, "stage", None) else ""
+    return (f"sweep stopped by {exc.name}{where}; finished stages: {', '.join(finished) or 'none'} "
+            f"(their results are kept, and so is every finished trial or task of the stopped stage); "
+            f"continue with: python -m training.sweep {shlex.join(argv)}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="crossroads-sweep", description=__doc__.split("\n\n")[0],
                                      epilog=EPILOG,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--config", required=True, type=Path, help="ray_configs/<name>.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value (YAML-typed, repeatable), e.g. train.lr=0.01")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config as yaml and exit")
     parser.add_argument("--dry-run", action="store_true",
-                        help="print the plan (stages, root, Ray target) and exit without starting Ray")
+                        help="print the plan (stages, root, Ray target) and what the preflight found "
+                             "(videos, classes, trials per stage, weights cached, shard size estimate, "
+                             "problems) and exit; no Ray, no download, nothing written")
     parser.add_argument("--address", help="Ray cluster address (default: ray.address, RAY_ADDRESS, "
                                           "else an embedded local Ray)")
     parser.add_argument("--resume", action="store_true", help="restore an interrupted experiment")
@@ -264,13 +322,32 @@ def main(argv: list[str] | None = None) -> int:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
     if args.dry_run:
-        print(describe_plan(cfg, list(args.stages or cfg.stages), args.address))
-        return 0
-    try:
-        ctx = run_sweep(cfg, stages=args.stages, resume=args.resume, address=args.address)
-    except (ClusterError, ConfigChanged, FolderLocked, ResumeRefused) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        stages = list(args.stages or cfg.stages)
+        print(describe_plan(cfg, stages, args.address))
+        cfg.experiment.root = str(cfg.paths.root)
+        report = preflight(cfg, stages, dry_run=True, address=args.address)
+        print(report)
+        return 2 if report.problems else 0
+    # Ctrl-C stops the sweep, not just Tune's current stage (Tune would save and return, and
+    # the next stage would start on missing inputs)
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    with stop_on_signals():
+        try:
+            ctx = run_sweep(cfg, stages=args.stages, resume=args.resume, address=args.address)
+        except PreflightFailed as exc:
+            for problem in exc.problems:
+                print(f"error: {problem}", file=sys.stderr)
+            return 2
+        except (ClusterError, ConfigChanged, FolderLocked, ResumeRefused) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except DiskFull as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt as exc:
+            stopped = as_interrupted(exc)
+            print(interrupted_line(stopped, sys.argv[1:] if argv is None else argv), file=sys.stderr, flush=True)
+            return stopped.exit_code
     print(f"results: {ctx.paths.results}")
     with pl.Config(tbl_rows=100, tbl_cols=20, tbl_hide_dataframe_shape=True):
         print(accuracy_table(ctx.paths.results))
