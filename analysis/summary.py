@@ -12,7 +12,7 @@ from __future__ import annotations
 import polars as pl
 from scipy import stats as scipy_stats
 
-from .stats import irof_per_run
+from .stats import flag_fewer_runs, irof_per_run
 
 # measured fractions removed (accuracy columns): of the prunable channels, of all params, of all FLOPs
 FRACTIONS = ("channels_removed", "params_removed", "flops_removed")
@@ -106,4 +106,4 @@ def main_result(accuracy: pl.DataFrame, irof: pl.DataFrame, metric: str,
     schema = {"model": pl.String, "step": pl.Int64, **{f"{c}_%": pl.Float64 for c in FRACTIONS}, "runs": pl.Int64,
               f"{metric}_mean_sd": pl.String, f"{metric}_p_vs_step0": pl.Float64,
               "irof_mean_sd": pl.String, "irof_p_vs_step0": pl.Float64}
-    return pl.DataFrame(rows, schema=schema), test
+    return flag_fewer_runs(pl.DataFrame(rows, schema=schema), "runs"), test

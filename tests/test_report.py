@@ -109,3 +109,12 @@ def test_sweep_stage_on_a_partial_experiment(tmp_path):
     markdown = report.markdown.read_text()
     assert "Latency was not measured" in markdown
     assert f"saliency maps under {root / 'saliency'}" in markdown
+
+
+def test_a_cell_over_fewer_runs_is_flagged_and_said(full):
+    """#31: temporal step 3 lacks run 3 (test_figures.build_experiment): flagged, not averaged silently."""
+    root, report = full
+    markdown = report.markdown.read_text()
+    assert "| runs | fewer_runs |" in markdown and "| temporal | 3 |" in markdown
+    assert ("1 row(s) of this table average over fewer runs than the others (fewer_runs; runs \\[2\\] of 3)"
+            in markdown)
