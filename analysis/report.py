@@ -201,6 +201,12 @@ class ReportBuilder:
                 continue
             self.table(f"{caption} ({source})", frame)
 
+    def main_result(self) -> tuple[pl.DataFrame, str]:
+        """The summary table and the test of its p columns (also scripts/docs_tables.py's)."""
+        return summary.main_result(self.accuracy, self.irof, self.metric,
+                                   self.stats.get(f"{self.metric}_posthoc_paired"),
+                                   self.stats.get("irof_posthoc_paired"))
+
     # sections
     def title(self) -> None:
         name = self.meta.get("config", {}).get("experiment", {}).get("name", self.root.name)
@@ -213,9 +219,7 @@ class ReportBuilder:
         if self.accuracy.is_empty():
             self.not_run("summary", "the accuracy table is empty (training has not run)")
             return
-        table, test = summary.main_result(
-            self.accuracy, self.irof, self.metric,
-            self.stats.get(f"{self.metric}_posthoc_paired"), self.stats.get("irof_posthoc_paired"))
+        table, test = self.main_result()
         self.table(f"Per model and explained step: mean ± sd over runs; p against step 0 by {test}. "
                    f"Removed (%): {pruned.DEFINITIONS}", table, name="summary")
         short = table.filter(pl.col(stats.FEWER_RUNS))
