@@ -223,9 +223,12 @@ def preflight(cfg: ExperimentConfig, stages: list[str], *, dry_run: bool = False
     if problem := root_problem(cfg.paths.root, probe=not dry_run):
         report.problems.append(problem)
     if "data" in stages:
-        data = load_stage(DATA_CHECK)(cfg)
-        report.facts += data.facts
-        report.problems += data.problems
+        try:
+            data = load_stage(DATA_CHECK)(cfg)
+            report.facts += data.facts
+            report.problems += data.problems
+        except (ValueError, OSError) as exc:  # e.g. data.synthetic arguments generate() refuses
+            report.problems.append(f"data: {exc}")
     elif any(s in SHARD_STAGES for s in stages):
         manifest = cfg.paths.shards / "manifest.parquet"
         if not manifest.is_file():
@@ -240,7 +243,12 @@ def preflight(cfg: ExperimentConfig, stages: list[str], *, dry_run: bool = False
                 report.problems.append(f"shards: {manifest} cannot be read ({exc}); rebuild it with the data stage")
     report.facts.append("work:")
     report.facts += stage_work(cfg, stages)
-    for source in weight_sources(cfg, stages):
+    try:
+        sources = weight_sources(cfg, stages)
+    except Exception as exc:  # an unknown version name (training.models.WeightsError) and the like
+        sources = []
+        report.problems.append(str(exc) if str(exc).startswith("model.weights") else f"model.weights: {exc}")
+    for source in sources:
         state = ("cached" if source.cached else "not cached: a run downloads it before any stage") \
             if source.url else ("local file" if source.cached else "missing")
         report.facts.append(f"weights {source.arch} {source.weights}: {state} ({source.url or source.path})")
