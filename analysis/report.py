@@ -24,7 +24,7 @@ import polars as pl
 from PIL import Image
 from tqdm import tqdm
 
-from . import figures, pruned, stats, summary
+from . import equivalence, figures, pruned, stats, summary
 from .protocol import protocol_text
 from .results import atomic_file, read_table
 
@@ -115,7 +115,8 @@ class ReportBuilder:
         self.irof = read_table(results, "irof")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            self.stats = stats.compute_tables(results, metric)
+            self.settings = equivalence.Settings.from_config(self.meta.get("config"))
+            self.stats = stats.compute_tables(results, metric, self.settings)
         self.warnings = list(dict.fromkeys(str(w.message) for w in caught))
         self.blocks: list[Block] = []
         self.report = Report(self.out / "index.html", self.out / "report.md", tables=dict(self.stats))
