@@ -32,7 +32,7 @@ batch depends on the input size, the model and the device, and no fixed value su
 Measured on the 2-core development CPU (ResNet-18, 2 threads): at 3x64x64 batches of 128-256
 were fastest, but at 3x160x160 and 20x112x112 a batch of 256 (hundreds of MB of activations
 per layer) made IROF 0.65x and 1.25x Quantus' speed, which forwards its 4 samples at a time;
-see the README's IROF section for time per input against batch size. Calibrating inputs are real
+see docs/benchmarks.md, "IROF", for time per input against batch size. Calibrating inputs are real
 work (their scores are kept), so calibration only costs the time of the slower batches tried.
 Logits of one input are bit-identical at any batch that is a multiple of 8 on that CPU
 (oneDNN), and on a CPU every batch is padded to one, so the choice (and any fixed batch size)

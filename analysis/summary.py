@@ -3,8 +3,10 @@
 One row per model (spatial, temporal, then the fusions, in study order) and explained step:
 the chain (slimming or a control), the fractions removed (``channels_removed_%`` of the prunable channels, ``params_removed_%`` and
 ``flops_removed_%`` of the whole model: ``analysis.pruned``), accuracy mean ± sd over runs, its
-paired mean difference against step 0 with its 95 % t-interval and paired test, and for the single streams IROF (mean ± sd over runs of each run's median over clips) with its paired test. The paired p comes from
-explain_stats' ``<metric>_posthoc_paired`` table (Holm-corrected) when the statistics have
+paired mean difference against step 0 with its 95 % t-interval and paired test, and for the
+single streams IROF (mean ± sd over runs of each run's median over clips) with its paired test.
+The paired p comes from the statistics' ``<metric>_posthoc_paired`` table (``analysis.stats``,
+Holm-corrected) when the statistics have
 it, else from a paired t-test computed here (uncorrected) - the only place that choice is made.
 """
 from __future__ import annotations
@@ -98,7 +100,7 @@ def main_result(accuracy: pl.DataFrame, irof: pl.DataFrame, metric: str,
                pl.DataFrame(schema={"model": pl.String, "chain": pl.String, "run": pl.Int64, "step": pl.Int64,
                                     "irof": pl.Float64}))
     acc_p, irof_p = _paired_lookup(posthoc_paired), _paired_lookup(irof_paired)
-    test = ("Holm-corrected paired post-hoc (explain_stats' table)" if acc_p
+    test = (f"Holm-corrected paired post-hoc (statistics table {metric}_posthoc_paired)" if acc_p
             else "paired t-test over runs, uncorrected (scipy)")
     # what "% pruned" means, per model and step: prunable channels vs the whole model's params / FLOPs
     removed = acc.group_by("model", "chain", "step").agg(pl.col(*FRACTIONS).mean())

@@ -284,7 +284,7 @@ def goal_lines(table: pl.DataFrame, batch_sizes) -> list[str]:
 
 
 def readme_table(table: pl.DataFrame) -> str:
-    """The compact Markdown table the README quotes: per (arch, stream, pruning, threads, memory
+    """The compact Markdown table docs/benchmarks.md quotes: per (arch, stream, pruning, threads, memory
     format, round_to, BN folding) a row of FLOPs speedups, then per batch size a row of efficiencies (latency
     speedup in brackets; bold: ≥ the goal), a column per step; the last column the range of
     1-minute load averages of those rows."""
@@ -356,7 +356,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="torch intra-op thread counts, each timed (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--csv", help="also write the table here (every column)")
-    parser.add_argument("--markdown", help="also write the README's compact table (efficiency per step) here")
+    parser.add_argument("--markdown", help="also write the compact table of docs/benchmarks.md (efficiency per step) here")
     parser.add_argument("--from-csv", nargs="+", metavar="CSV",
                         help="measure nothing: read these --csv tables (concatenated) and print / write them")
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Bytes per stored clip in a shard, for the RGB frame and the flow stack (README's storage table).
+"""Bytes per stored clip in a shard, for the RGB frame and the flow stack (the storage table of docs/parts.md, "Data").
 
 ``python -m benchmarks.shard_storage [--real DIR]``: encodes 5 evenly spaced clips of each of
 8 synthetic 320×240 videos (and of the videos in ``--real``, if given) exactly as the ingest

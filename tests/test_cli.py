@@ -68,6 +68,11 @@ def test_experiment_record_has_provenance(tmp_path, monkeypatch):
     assert record["config"]["train"]["lr"] == cfg.train.lr
     assert record["versions"]["torch"] and record["versions"]["ray"] and record["versions"]["python"]
     assert record["versions"]["dali"] and record["versions"]["polars"]
+    # the project's own version, as pyproject.toml says and CHANGELOG.md / CITATION.cff name it
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert record["versions"]["crossroads"] == version
+    assert f"`{version}`" in (ROOT / "CHANGELOG.md").read_text()
+    assert yaml.safe_load((ROOT / "CITATION.cff").read_text())["version"] == version
     assert "gpus" in record["device"] and "gpu_driver" in record["device"]
     assert record["device"]["cpu_model"]  # e.g. "Intel(R) Xeon(R) ..."
 

@@ -71,6 +71,7 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
     _positive(p, "data.test_clips", d.test_clips)
     _positive(p, "data.short_side", d.short_side)
     _positive(p, "data.workers", d.workers)
+    _positive(p, "data.shard_seed", d.shard_seed, allow_zero=True)
 
     m = cfg.model
     if m.weights not in WEIGHT_KEYWORDS and not Path(m.weights).expanduser().is_file():
@@ -113,6 +114,9 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
         _positive(p, f"prune.{key}", getattr(pr, key))
     for key in ("finetune_epochs", "sparsity"):
         _positive(p, f"prune.{key}", getattr(pr, key), allow_zero=True)
+    if not pr.chains or len(set(pr.chains)) != len(pr.chains):
+        p.append(f"prune.chains: {pr.chains!r} is not allowed (a non-empty list without repeats of "
+                 "slimming, finetune_only, random)")
 
     e = cfg.explain
     if isinstance(e.steps, list):
