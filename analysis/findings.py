@@ -93,31 +93,71 @@ def _kept_phrase(kept: dict, steps: pl.DataFrame, removed, what: str, unit: str)
     return "; ".join(parts) or f"{what}: no pruned step"
 
 
-def _saliency(change: pl.DataFrame | None) -> dict[tuple[str, str], str]:
-    """Per stream and chain: the mean over runs of each run's median Spearman ρ at the last step."""
+def _saliency(change: pl.DataFrame | None, removed: Removed) -> dict[tuple[str, str], str]:
+    """Per stream and chain, at the last explained step: the mean over runs of each run's median
+    Spearman ρ against the unpruned map (for the unpruned model's target where the table has it),
+    the run-to-run reference (step-0 rows: two unpruned runs' maps) and the share of clips whose
+    prediction changed."""
     if change is None or change.is_empty():
         return {}
-    per_run = (with_chain(change).group_by("stream", "chain", "run", "step")
-               .agg(pl.col("prune_ratio").mean(), pl.col("spearman").median()))
+    change = with_chain(change)
+    same = "spearman_same" in change.columns and change["spearman_same"].null_count() < change.height
+    column = "spearman_same" if same else "spearman"
+    changed = "prediction_changed" in change.columns and change["prediction_changed"].null_count() < change.height
+    per_run = (change.group_by("stream", "chain", "run", "step")
+               .agg(pl.col("prune_ratio").mean(), pl.col(column).median().alias("rho"),
+                    (pl.col("prediction_changed").cast(pl.Float64).mean() if changed else pl.lit(None, pl.Float64))
+                    .alias("changed")))
     out = {}
     for (stream, chain), part in per_run.partition_by("stream", "chain", as_dict=True).items():
-        last = part.filter(pl.col("step") == part["step"].max())
-        rho = last["spearman"].mean()
-        if rho is not None:
-            out[(stream, chain)] = (f"ρ = {rho:.2f} at {last['prune_ratio'].mean() * 100:.1f} % "
-                                    f"(mean over {last.height} runs)")
+        pruned = part.filter(pl.col("step") > 0)
+        if pruned.is_empty() or pruned["rho"].drop_nulls().is_empty():
+            continue
+        last = pruned.filter(pl.col("step") == pruned["step"].max())
+        at = removed.text(stream, chain, last["step"][0], last["prune_ratio"].mean())
+        text = (f"ρ = {last['rho'].mean():.2f} at {at} "
+                f"({'same target, ' if same else ''}mean over {last.height} runs)")
+        band = part.filter(pl.col("step") == 0)["rho"].drop_nulls()
+        if band.len():
+            text += f"; two unpruned runs: ρ = {band.min():.2f} to {band.max():.2f}"
+        if last["changed"].drop_nulls().len():
+            text += f"; prediction changed on {last['changed'].mean() * 100:.0f} % of clips"
+        out[(stream, chain)] = text
+    return out
+
+
+def _above_random(irof: pl.DataFrame | None, removed: Removed) -> dict[tuple[str, str], str]:
+    """Per stream and chain: IROF − IROF of a random segment order, ÷ segments, per-run median
+    over clips, mean over runs, unpruned and at the last explained step (0 = no better than chance)."""
+    if irof is None or irof.is_empty() or "irof_random" not in irof.columns or irof["irof_random"].null_count() == irof.height:
+        return {}
+    per_run = (with_chain(irof).filter(pl.col("irof_random").is_not_null())
+               .group_by("stream", "chain", "run", "step")
+               .agg(pl.col("prune_ratio").mean(),
+                    ((pl.col("irof") - pl.col("irof_random")) / pl.col("n_segments")).median().alias("gain")))
+    out = {}
+    for (stream, chain), part in per_run.partition_by("stream", "chain", as_dict=True).items():
+        steps = part.group_by("step").agg(pl.col("prune_ratio").mean(), pl.col("gain").mean()).sort("step")
+        first, last = steps.row(0, named=True), steps.row(-1, named=True)
+        def at(row):
+            return removed.text(stream, chain, row["step"], row["prune_ratio"])
+        text = f"IROF − random order (÷ segments): {_signed(first['gain'])} at {at(first)}"
+        if last["step"] != first["step"]:
+            text += f", {_signed(last['gain'])} at {at(last)}"
+        out[(stream, chain)] = text
     return out
 
 
 def findings_table(tables: dict[str, pl.DataFrame], accuracy: pl.DataFrame, metric: str,
-                   settings: Settings, saliency_change: pl.DataFrame | None = None) -> pl.DataFrame:
+                   settings: Settings, saliency_change: pl.DataFrame | None = None,
+                   irof: pl.DataFrame | None = None) -> pl.DataFrame:
     kept_acc = tables.get(f"{metric}_kept")
     if kept_acc is None or kept_acc.is_empty():
         return pl.DataFrame(schema=COLUMNS)
     equiv = tables[f"{metric}_equivalence"]
     irof_kept, irof_equiv = tables.get("irof_kept"), tables.get("irof_equivalence")
     removed_pct = Removed(accuracy)
-    saliency = _saliency(saliency_change)
+    saliency, above_random = _saliency(saliency_change, removed_pct), _above_random(irof, removed_pct)
     rows = []
     for kept in kept_acc.iter_rows(named=True):
         model, chain = model_label(kept["stream"], kept["fusion"]), kept["chain"]
@@ -133,6 +173,8 @@ def findings_table(tables: dict[str, pl.DataFrame], accuracy: pl.DataFrame, metr
                 isteps = irof_equiv.filter((pl.col("stream") == kept["stream"]) & (pl.col("chain") == chain)
                                            & (pl.col("method") == ik["method"]))
                 irof_texts.append(_kept_phrase(ik, isteps, removed, f"IROF ÷ segments ({ik['method']})", ""))
+            if (kept["stream"], chain) in above_random:
+                irof_texts.append(above_random[(kept["stream"], chain)])
         flags = sorted({f for f in steps["flag"].to_list() if f})
         runs = int(steps["n"].min()) if steps.height and steps["n"].min() is not None else 0
         note = ("; ".join(flags) + ": not a finding") if flags else ""
@@ -172,4 +214,4 @@ def for_experiment(root: Path, config: dict | None, metric: str = "video_accurac
         warnings.simplefilter("ignore")
         tables = compute_tables(results, metric, Settings.from_config(config))
     return findings_table(tables, read_table(results, "accuracy"), metric, Settings.from_config(config),
-                          read_table(results, "saliency_change"))
+                          read_table(results, "saliency_change"), read_table(results, "irof"))

@@ -24,8 +24,11 @@ import polars as pl
 from PIL import Image
 from tqdm import tqdm
 
+from shards.cli import HelpFormatter
+
 from . import equivalence, figures, findings, pruned, readable, stats, summary
 from .protocol import protocol_text
+from .results import DEFAULT_CHAIN as STUDY_CHAIN
 from .results import atomic_file, read_table
 
 
@@ -100,6 +103,11 @@ def wilcoxon_note(n: int | None) -> str:
             f"{floor:.4g}, {reach}")
 
 
+def study_chain(table: pl.DataFrame) -> pl.DataFrame:
+    """The rows of the study's chain (``slimming``), without the controls' (``prune.chains``)."""
+    return table.filter(pl.col("chain") == STUDY_CHAIN)
+
+
 class ReportBuilder:
     """Collects blocks section by section; each section checks its own inputs."""
 
@@ -111,9 +119,11 @@ class ReportBuilder:
             figure_videos = self.meta.get("config", {}).get("explain", {}).get("figure_videos")
         self.figure_videos = figure_videos
         results = self.root / "results"
-        self.accuracy = read_table(results, "accuracy")
-        self.epochs = read_table(results, "epochs")
-        self.irof = read_table(results, "irof")
+        # the sections below describe the study's chain; the controls' rows (issue 27) reach the
+        # statistics tables, which group by chain
+        self.accuracy = study_chain(read_table(results, "accuracy"))
+        self.epochs = study_chain(read_table(results, "epochs"))
+        self.irof = study_chain(read_table(results, "irof"))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             self.settings = equivalence.Settings.from_config(self.meta.get("config"))
@@ -214,8 +224,9 @@ class ReportBuilder:
         if self.accuracy.is_empty():
             self.not_run("findings", "the accuracy table is empty (training has not run)")
             return
-        change = read_table(self.root / "results", "saliency_change")
-        table = findings.findings_table(self.stats, self.accuracy, self.metric, self.settings, change)
+        results = self.root / "results"  # every chain (the sections below keep to the study's)
+        table = findings.findings_table(self.stats, read_table(results, "accuracy"), self.metric, self.settings,
+                                        read_table(results, "saliency_change"), read_table(results, "irof"))
         self.report.tables["findings"] = table
         if table.is_empty():
             self.text("No pruned step to compare with the unpruned models yet: no findings.")
@@ -383,7 +394,8 @@ class ReportBuilder:
 
     def saliency_change_part(self) -> None:
         """Pruned against unpruned maps of the same clips (the saliency_change table)."""
-        change = read_table(self.root / "results", "saliency_change")
+        # pruned against unpruned of the study's chain (step-0 rows are the run-to-run reference)
+        change = study_chain(read_table(self.root / "results", "saliency_change")).filter(pl.col("step") > 0)
         if change.is_empty():
             self.text("No saliency_change rows: no pruned step has been explained yet.")
             return
@@ -417,7 +429,7 @@ class ReportBuilder:
         """Network Slimming at work: |γ| before and after (sparsity) training and at each explained
         step, with the threshold each pruning step cut at."""
         self.heading("Network Slimming: BatchNorm scales and pruning thresholds")
-        gammas = read_table(self.root / "results", "gammas")
+        gammas = study_chain(read_table(self.root / "results", "gammas"))
         if gammas.is_empty():
             self.not_run("slimming", "the gammas table is empty (training has not run)")
             return
@@ -573,7 +585,7 @@ def run_report_stage(cfg, ctx) -> Report:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="crossroads-report", description=__doc__.split("\n\n")[0],
                                      epilog="exit codes: 0 report written; 2 bad command line or no such folder",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--experiment", type=Path, required=True, help="experiment root, e.g. runs/demo")
     parser.add_argument("--metric", default="video_accuracy", choices=stats.METRICS,
                         help="accuracy column the figures and tables are about")

@@ -59,15 +59,17 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from shards.cli import HelpFormatter
+
 from . import equivalence, paired
 from .paired import number as _number
+from .results import DEFAULT_CHAIN as STUDY_CHAIN  # rows written before chains existed are the study's
 from .results import atomic_file, read_table
 
 ACCURACY_GROUPS = ("experiment", "stream", "fusion", "chain", "split")
 IROF_GROUPS = ("experiment", "stream", "chain", "method")
 METRICS = ("video_accuracy", "clip_accuracy", "video_top5", "loss")
 TABLES = ("summary", "effects", "anova", "posthoc", "anova_rm", "posthoc_paired", "equivalence", "kept")
-STUDY_CHAIN = "slimming"  # rows written before chains existed belong to the study's chain
 
 
 def with_chain(df: pl.DataFrame) -> pl.DataFrame:
@@ -428,7 +430,7 @@ def write_tables(tables: dict[str, pl.DataFrame], out_dir: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="crossroads-stats", description=__doc__.split("\n\n")[0],
                                      epilog="exit codes: 0 tables written (or nothing to compute); "
-                                            "2 bad command line or no such folder", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                            "2 bad command line or no such folder", formatter_class=HelpFormatter)
     parser.add_argument("--results", type=Path, required=True, help="the results store folder")
     parser.add_argument("--out", type=Path, required=True, help="folder for the tables")
     parser.add_argument("--metric", default="video_accuracy", choices=METRICS,

@@ -27,6 +27,7 @@ from pruning import prune_model
 from pruning.groups import channel_groups, group_scores
 from pruning.schedule import step_ratio
 from pruning.slimming import bn_l1_subgradient
+from shards.cli import HelpFormatter
 from training.config import ExperimentConfig
 from training.data import make_loaders, stream_data
 from training.evaluate import evaluate
@@ -86,12 +87,13 @@ def markdown(rows: list[dict], small: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--config", default=str(REPO / "ray_configs" / "demo.yaml"))
+    p = argparse.ArgumentParser(prog="python -m benchmarks.sparsity_search", description=__doc__.split("\n\n")[0],
+                                epilog="exit codes: 0 measured; 1 a run failed (traceback); 2 bad command line or config",
+                                formatter_class=HelpFormatter)
+    p.add_argument("--config", default=str(REPO / "ray_configs" / "demo.yaml"), help="the experiment config searched on")
     p.add_argument("--root", default="runs/sparsity_search", help="experiment root (shards are built once here)")
-    p.add_argument("--stream", choices=["spatial", "temporal"], default="spatial")
-    p.add_argument("--lambdas", type=float, nargs="+", default=list(LAMBDAS))
+    p.add_argument("--stream", choices=["spatial", "temporal"], default="spatial", help="the stream trained")
+    p.add_argument("--lambdas", type=float, nargs="+", default=list(LAMBDAS), help="the train.sparsity values tried")
     p.add_argument("--epochs", type=int, default=None, help="default: the config's train.epochs")
     p.add_argument("--small", type=float, default=1e-2, help="|γ| below this counts as near zero")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: ray.cpus_per_trial)")

@@ -48,6 +48,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shards.cli import HelpFormatter
 from shards.format import (DEFAULT_FLOW_BOUND, DEFAULT_TEST_CLIPS, FORMAT_VERSION, MANIFEST_NAME,
                            MANIFEST_SCHEMA)
 from shards.lock import FolderLocked, folder_lock, unique_tmp, write_text_atomic
@@ -739,10 +740,10 @@ def input_problem(videos: Path, splits: Path) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="crossroads-ingest", description=__doc__.split("\n")[0],
                                 epilog="exit codes: 0 done; 1 videos failed (with --strict) or ingest failed; "
-                                       "2 bad command line", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                       "2 bad command line", formatter_class=HelpFormatter)
     p.add_argument("--videos", required=True, type=Path, help="folder of Class/v_*.avi")
     p.add_argument("--splits", required=True, type=Path, help="folder of classInd/trainlist/testlist")
-    p.add_argument("--split", required=True, type=int, choices=(1, 2, 3))
+    p.add_argument("--split", required=True, type=int, choices=(1, 2, 3), help="the split whose lists are read")
     p.add_argument("--out", required=True, type=Path, help="the split's shard folder")
     p.add_argument("--flow", default="dis", choices=BACKENDS, help="optical-flow method")
     p.add_argument("--dis-preset", default=None, choices=sorted(DIS_PRESETS),
@@ -760,7 +761,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shard-videos", type=int, default=None, help="videos per shard")
     p.add_argument("--shard-seed", type=int, default=0,
                    help="seed of the permutation of each subset's videos over its shards")
-    p.add_argument("--allow-missing", action="store_true")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="drop list entries whose video is absent (without it: an error naming the line)")
     p.add_argument("--strict", action="store_true", help="exit 1 if any video failed")
     p.add_argument("--overwrite", action="store_true",
                    help="rebuild an --out built with other options or inputs")

@@ -140,8 +140,9 @@ class PruneConfig:
     min_channels: int = 8  # no pruned layer keeps fewer channels
     round_to: int = 1  # every pruned width a multiple of this
     lr: float = 0.001  # learning rate while fine-tuning after each step
-    # the chains run for every (stream, run); the controls fine-tune at every step but are
-    # evaluated and explained only at explain.steps and the last step (pruning.schedule)
+    # pruning chains run for every (stream, run): slimming (the study), finetune_only (unpruned,
+    # fine-tuned as each step is), random (random channel scores, same rules); the controls
+    # fine-tune every step but are evaluated and explained only at explain.steps and the last step
     chains: list[Literal["slimming", "finetune_only", "random"]] = field(default_factory=lambda: ["slimming"])
 
 
@@ -230,6 +231,17 @@ class ExperimentPaths:
     def scores(self, stream: str, run: int, step: int = 0, subset: str = "test", chain: str = STUDY_CHAIN) -> Path:
         """Per-video scores and features of one model on one subset (fusion reads these)."""
         return self.root / "scores" / _chain_folder(chain, step) / stream / f"run{run}" / f"step{step}_{subset}.npz"
+
+
+def tested_steps(cfg: "ExperimentConfig", chain: str) -> list[int]:
+    """The pruned steps a chain evaluates and explains: every step for slimming (explained at
+    ``explain.steps``); for a control the explained steps (``explain.steps``, without 0) and the last
+    step, which keeps the controls' cost to their fine-tuning (``pruning.schedule``)."""
+    last = cfg.prune.steps
+    if chain == STUDY_CHAIN:
+        return list(range(1, last + 1))
+    explained = range(last + 1) if cfg.explain.steps == "all" else cfg.explain.steps
+    return sorted({k for k in explained if 0 < k <= last} | {last})
 
 
 def _chain_folder(chain: str, step: int) -> str:

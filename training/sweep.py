@@ -26,6 +26,7 @@ import polars as pl
 import ray
 
 from analysis.results import atomic_file, read_table
+from shards.cli import HelpFormatter
 from shards.lock import FolderLocked, folder_lock
 from shards.threads import local_ray_options
 
@@ -263,7 +264,7 @@ root did not write."""
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="crossroads-sweep", description=__doc__.split("\n\n")[0],
                                      epilog=EPILOG,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--config", required=True, type=Path, help="ray_configs/<name>.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value (YAML-typed, repeatable), e.g. train.lr=0.01")

@@ -75,10 +75,11 @@ CONSOLE_COLUMNS = {
 }
 
 
-def console_reporter(name: str) -> tune.CLIReporter:
-    """Tune's console table for stage ``name``: trials done/total, (stream, run), its columns."""
+def console_reporter(name: str, chains: bool = False) -> tune.CLIReporter:
+    """Tune's console table for stage ``name``: trials done/total, (stream, run[, chain]), its columns."""
     return tune.CLIReporter(metric_columns=CONSOLE_COLUMNS.get(name, CONSOLE_COLUMNS["train"]),
-                            parameter_columns=["stream", "run"], max_report_frequency=30)
+                            parameter_columns=["stream", "run"] + (["chain"] if chains else []),
+                            max_report_frequency=30)
 
 
 def run_trial(cfg: ExperimentConfig, stream: str, run: int,
@@ -180,9 +181,10 @@ def trial_resources(cfg: ExperimentConfig) -> dict:
 
 
 def make_tuner(cfg: ExperimentConfig, *, resume: bool = False, trainable: Callable = train_trial,
-               name: str = "train") -> tune.Tuner:
-    """A new Tuner over stream x run, or the interrupted one restored (``resume``, only from
-    Tune state this experiment root wrote: ``check_resume_root``).
+               name: str = "train", chains: list[str] | None = None) -> tune.Tuner:
+    """A new Tuner over stream x run (x chain, when ``chains`` are given: the prune stage), or
+    the interrupted one restored (``resume``, only from Tune state this experiment root wrote:
+    ``check_resume_root``).
 
     ``trainable(params, experiment, resume)`` is ``train_trial`` or a wrapper around it.
     """
@@ -199,13 +201,16 @@ def make_tuner(cfg: ExperimentConfig, *, resume: bool = False, trainable: Callab
     if resume and check_resume_root(cfg, name):
         return tune.Tuner.restore(path, trainable=fn, resume_unfinished=True, resume_errored=True)
     claim_tune_state(cfg, name)
+    grid = {"stream": tune.grid_search(list(STREAMS)),
+            "run": tune.grid_search(list(range(1, cfg.train.runs + 1)))}
+    if chains:
+        grid["chain"] = tune.grid_search(list(chains))
     return tune.Tuner(
         fn,
-        param_space={"stream": tune.grid_search(list(STREAMS)),
-                     "run": tune.grid_search(list(range(1, cfg.train.runs + 1)))},
+        param_space=grid,
         tune_config=tune.TuneConfig(max_concurrent_trials=None, reuse_actors=False),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage, verbose=1, progress_reporter=console_reporter(name),
+            name=name, storage_path=storage, verbose=1, progress_reporter=console_reporter(name, bool(chains)),
             failure_config=tune.FailureConfig(max_failures=cfg.ray.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
 
