@@ -41,7 +41,7 @@ HEADERS = {
     "SS": "SS", "DF": "df", "MS": "MS", "partial_eta_sq": "partial η²",
     "video_accuracy_mean": "video accuracy (%), mean", "video_accuracy_sd": "video accuracy (%), sd",
     "clip_accuracy_mean": "clip accuracy (%), mean",
-    "steps_tested": "steps tested", "kept_up_to_step": "kept up to step",
+    "fewer_runs": "fewer runs than the others", "steps_tested": "steps tested", "kept_up_to_step": "kept up to step",
     "kept_up_to_ratio": "kept up to (% channels removed)", "stopped_at_step": "first step not shown",
     "stop_reason": "why it stopped",
 }

@@ -13,6 +13,7 @@ import argparse
 import base64
 import html
 import json
+import sys
 import urllib.parse
 import warnings
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from shards.cli import HelpFormatter
 from . import equivalence, figures, findings, pruned, readable, stats, summary
 from .protocol import protocol_text
 from .results import DEFAULT_CHAIN as STUDY_CHAIN
-from .results import atomic_file, read_table
+from .results import ResultsSchemaError, atomic_file, read_table
 
 
 POSTHOC_ROWS_SHOWN = 40  # longer post-hoc tables show only the significant pairs
@@ -281,6 +282,11 @@ class ReportBuilder:
         self.table(f"Per model, chain and explained step: mean ± sd over runs; Δ against step 0 (runs "
                    f"paired) with its 95 % t-interval [low, high]; p against step 0 by {test}. "
                    f"Removed (%): {pruned.DEFINITIONS}", table, name="summary")
+        short = table.filter(pl.col(stats.FEWER_RUNS))
+        if short.height:  # never a silent mean over fewer runs than the other cells
+            self.text(f"{short.height} row(s) of this table average over fewer runs than the others "
+                      f"(fewer_runs; runs {sorted(set(short['runs'].to_list()))} of {table['runs'].max()}): "
+                      "runs' results are missing; rerun the sweep to complete them.")
 
     def overview(self) -> None:
         self.heading("Run information")
@@ -584,7 +590,9 @@ def run_report_stage(cfg, ctx) -> Report:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="crossroads-report", description=__doc__.split("\n\n")[0],
-                                     epilog="exit codes: 0 report written; 2 bad command line or no such folder",
+                                     epilog="exit codes: 0 report written; 1 a results file cannot be read "
+                                            "(named; rerun the sweep: it sets the file aside and rebuilds it); "
+                                            "2 bad command line or no such folder",
                                      formatter_class=HelpFormatter)
     parser.add_argument("--experiment", type=Path, required=True, help="experiment root, e.g. runs/demo")
     parser.add_argument("--metric", default="video_accuracy", choices=stats.METRICS,
@@ -592,7 +600,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.experiment.is_dir():
         parser.error(f"{args.experiment}: no such experiment folder")
-    report = build_report(args.experiment, metric=args.metric)
+    try:
+        report = build_report(args.experiment, metric=args.metric)
+    except ResultsSchemaError as exc:  # a damaged or foreign file: named, with what to do
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
     print(report.index)
     print(report.markdown)
     for part in report.not_run:

@@ -52,6 +52,7 @@ import argparse
 import itertools
 import json
 import math
+import sys
 import warnings
 from pathlib import Path
 
@@ -64,7 +65,7 @@ from shards.cli import HelpFormatter
 from . import equivalence, paired
 from .paired import number as _number
 from .results import DEFAULT_CHAIN as STUDY_CHAIN  # rows written before chains existed are the study's
-from .results import atomic_file, read_table
+from .results import ResultsSchemaError, atomic_file, read_table
 
 ACCURACY_GROUPS = ("experiment", "stream", "fusion", "chain", "split")
 IROF_GROUPS = ("experiment", "stream", "chain", "method")
@@ -116,6 +117,19 @@ def _group_schema(df: pl.DataFrame, groups: tuple[str, ...]) -> dict[str, pl.Dat
     return {g: df.schema[g] for g in groups}
 
 
+FEWER_RUNS = "fewer_runs"  # flag column: this cell averages over fewer runs than the table's others
+
+
+def flag_fewer_runs(frame: pl.DataFrame, runs: str) -> pl.DataFrame:
+    """``frame`` with ``fewer_runs`` beside its ``runs`` column: True where a cell has fewer runs
+    than the most any cell of the table has (a run's rows lost, still missing or never made:
+    its mean and sd rest on less than the others'). Readers must say so, never average silently."""
+    most = frame[runs].max() if frame.height else None
+    flag = (pl.col(runs) < most) if most is not None else pl.lit(False)
+    at = frame.columns.index(runs) + 1
+    return frame.insert_column(at, frame.select(flag.fill_null(True).alias(FEWER_RUNS)).to_series())
+
+
 def summary(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.DataFrame:
     df = with_chain(df)
     rows = []
@@ -128,9 +142,9 @@ def summary(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.DataFra
                          "ci_low": _number(mean - half) if half is not None else None,
                          "ci_high": _number(mean + half) if half is not None else None,
                          "flag": paired.FEW if n < paired.MIN_PAIRS else ""})
-    return _frame(rows, _group_schema(df, groups) | {
+    return flag_fewer_runs(_frame(rows, _group_schema(df, groups) | {
         "step": pl.Int64, "prune_ratio": pl.Float64, "n": pl.Int64, "mean": pl.Float64,
-        "std": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64, "flag": pl.String})
+        "std": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64, "flag": pl.String}), "n")
 
 
 def _paired_tests(diff: np.ndarray) -> dict:
@@ -430,7 +444,8 @@ def write_tables(tables: dict[str, pl.DataFrame], out_dir: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="crossroads-stats", description=__doc__.split("\n\n")[0],
                                      epilog="exit codes: 0 tables written (or nothing to compute); "
-                                            "2 bad command line or no such folder", formatter_class=HelpFormatter)
+                                            "1 a results file cannot be read (named; rerun the sweep: it sets "
+                                            "the file aside and rebuilds it); 2 bad command line or no such folder", formatter_class=HelpFormatter)
     parser.add_argument("--results", type=Path, required=True, help="the results store folder")
     parser.add_argument("--out", type=Path, required=True, help="folder for the tables")
     parser.add_argument("--metric", default="video_accuracy", choices=METRICS,
@@ -444,7 +459,11 @@ def main(argv: list[str] | None = None) -> None:
         settings = equivalence.Settings.from_config(config)
     except (ValueError, TypeError) as exc:
         parser.error(f"{meta}: {exc}")
-    tables = compute_tables(args.results, args.metric, settings)
+    try:
+        tables = compute_tables(args.results, args.metric, settings)
+    except ResultsSchemaError as exc:  # a damaged or foreign file: named, with what to do
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
     if not tables:
         print(f"{args.results}: no accuracy or irof rows yet, nothing to compute")
     for path in write_tables(tables, args.out):

@@ -12,10 +12,10 @@ it, else from a paired t-test computed here (uncorrected) - the only place that 
 from __future__ import annotations
 
 import polars as pl
-from scipy import stats as scipy_stats
 
+from . import paired
 from .readable import rounded
-from .stats import STUDY_CHAIN, irof_per_run, with_chain
+from .stats import STUDY_CHAIN, flag_fewer_runs, irof_per_run, with_chain
 
 CHAINS = (STUDY_CHAIN, "finetune_only", "random", "scratch")  # the study's chain first, then its controls
 
@@ -43,12 +43,11 @@ def _mean_sd(values: list[float]) -> str:
 
 
 def paired_t_p(values: dict[int, float], base: dict[int, float]) -> float | None:
-    """Two-sided paired t-test p over the runs present at both steps (None below 2 pairs)."""
+    """Two-sided paired t-test p over the runs present at both steps (None below 2 pairs or when
+    the rounded differences are all equal: ``analysis.paired``)."""
     runs = sorted(set(values) & set(base))
-    if len(runs) < 2:
-        return None
-    p = scipy_stats.ttest_rel([values[r] for r in runs], [base[r] for r in runs]).pvalue
-    return None if p != p else float(p)  # constant differences give nan
+    diff = paired.differences([values[r] for r in runs], [base[r] for r in runs])
+    return paired.t_test(diff)[1]
 
 
 def _paired_lookup(posthoc_paired: pl.DataFrame | None) -> dict[tuple, dict]:
@@ -133,4 +132,4 @@ def main_result(accuracy: pl.DataFrame, irof: pl.DataFrame, metric: str,
               "runs": pl.Int64, f"{metric}_mean_sd": pl.String, f"{metric}_diff_ci": pl.String,
               f"{metric}_p_vs_step0": pl.Float64, "irof_mean_sd": pl.String, "irof_diff_ci": pl.String,
               "irof_p_vs_step0": pl.Float64}
-    return pl.DataFrame(rows, schema=schema), test
+    return flag_fewer_runs(pl.DataFrame(rows, schema=schema), "runs"), test

@@ -34,6 +34,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
 import sys
@@ -49,8 +50,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shards.cli import HelpFormatter
+from shards.diskspace import DiskFull, disk_full, free_bytes, is_disk_full, size_text
 from shards.format import (DEFAULT_FLOW_BOUND, DEFAULT_TEST_CLIPS, FORMAT_VERSION, MANIFEST_NAME,
                            MANIFEST_SCHEMA)
+from shards.interrupt import as_interrupted, reclaim_signals, stop_on_signals
 from shards.lock import FolderLocked, folder_lock, unique_tmp, write_text_atomic
 from shards.node import node_info
 from shards.progress import progress as progress_bar
@@ -454,6 +457,7 @@ def _run_on_ray(jobs: list[ShardJob], videos: Path, out: Path, opts: Options, wo
         else:
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
                      **local_ray_options())  # workers at niceness 0, not Ray's 15
+        reclaim_signals()  # ray.init's SIGTERM handler exits 15 at once; ours stops the ingest cleanly
     builder = ray.remote(**INGEST_TASK, max_restarts=0)(ShardBuilder)
     actors = [builder.remote() for _ in range(min(workers, len(jobs)))]  # spread over all nodes
     results, waiting, running, failures = {}, list(jobs), {}, {}
@@ -549,9 +553,36 @@ def build_shards(videos, splits, split: int, out, *, flow: str = "dis", workers:
     record = asdict(opts) | {"classes": sorted(classes) if classes else None,
                              "shard_videos": shard_videos,
                              "inputs": _fingerprint(videos, splits, split, jobs)}
-    with folder_lock(out, what="ingest"):
-        return _build_locked(jobs, videos, out, opts, record, workers, address, overwrite,
-                             strict, split, progress, retry_failed)
+    needed = planned_bytes(jobs, opts)
+    if free_bytes(out) < needed:  # an estimate: say so, and let the run find out
+        print(f"ingest: warning: {out} has {size_text(free_bytes(out))} free; these shards need about "
+              f"{size_text(needed)} (finished shards included)", file=sys.stderr, flush=True)
+    try:
+        with folder_lock(out, what="ingest"):
+            return _build_locked(jobs, videos, out, opts, record, workers, address, overwrite,
+                                 strict, split, progress, retry_failed)
+    except KeyboardInterrupt as exc:  # Ctrl-C / SIGTERM: main says what finished and how to continue
+        stopped = as_interrupted(exc)
+        stopped.finished = f"{sum(is_complete(out / j.name) for j in jobs)} of {len(jobs)} shards finished"
+        raise stopped from None
+    except Exception as exc:
+        if is_disk_full(exc) and not isinstance(exc, DiskFull):  # also inside a Ray worker
+            raise disk_full(out, needed=needed, what="the plan (all shards of this split)") from exc
+        raise
+
+
+# stored bytes per clip at short side 256, real UCF101-like video (ARCHITECTURE.md "Shard
+# format": ≈ 96 KiB), scaled by area; + tar headers, cls and json. An estimate for messages.
+CLIP_BYTES_256 = 96 * 1024
+CLIP_BYTES_FIXED = 4 * 1024
+SOURCE_SHORT_SIDE = 240  # UCF101's 320×240, when frames are not resized
+
+
+def planned_bytes(jobs: list[ShardJob], opts: Options) -> int:
+    """About how many bytes the shards of ``jobs`` take (``--dry-run`` measures it)."""
+    side = opts.short_side or SOURCE_SHORT_SIDE
+    per_clip = CLIP_BYTES_256 * (side / 256) ** 2 + CLIP_BYTES_FIXED
+    return int(sum(len(job.entries) * opts.clips(job.subset) for job in jobs) * per_clip)
 
 
 def _build_locked(jobs, videos, out, opts, record, workers, address, overwrite, strict, split,
@@ -739,7 +770,7 @@ def input_problem(videos: Path, splits: Path) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="crossroads-ingest", description=__doc__.split("\n")[0],
-                                epilog="exit codes: 0 done; 1 videos failed (with --strict) or ingest failed; "
+                                epilog="exit codes: 0 done; 1 videos failed (with --strict) or ingest failed (a full disk: the folder, its free space, the space needed); 130 stopped by Ctrl-C, 143 by SIGTERM (finished shards kept; the same command continues; a second Ctrl-C exits at once); "
                                        "2 bad command line", formatter_class=HelpFormatter)
     p.add_argument("--videos", required=True, type=Path, help="folder of Class/v_*.avi")
     p.add_argument("--splits", required=True, type=Path, help="folder of classInd/trainlist/testlist")
@@ -772,6 +803,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="print the work (videos, flow pairs, shards, bytes from a few sample videos) "
                         "and exit; nothing is written to --out")
     a = p.parse_args(argv)
+    with stop_on_signals():
+        try:
+            return _main(a)
+        except KeyboardInterrupt as exc:
+            stopped = as_interrupted(exc)
+            print(f"ingest stopped by {stopped.name}: {getattr(stopped, 'finished', 'no shard finished')} "
+                  f"(kept); continue with: python -m ingest.build_shards "
+                  f"{shlex.join(sys.argv[1:] if argv is None else argv)}", file=sys.stderr, flush=True)
+            return stopped.exit_code
+
+
+def _main(a: argparse.Namespace) -> int:
     problem = input_problem(a.videos, a.splits)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -801,6 +844,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except IngestFailed as exc:
         print(exc, file=sys.stderr)
+        return 1
+    except DiskFull as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a split list or folder that vanished or cannot be read
         print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)

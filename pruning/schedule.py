@@ -6,8 +6,10 @@ baseline's are gone after step k: the target is recomputed against the baseline 
 so rounding never drifts), fine-tunes with the BN-L1 subgradient, evaluates on the test
 videos exactly like the baseline (saving its per-video scores for the ``fuse`` stage) and writes
 ``checkpoints/<stream>/run<r>/step<k>.pt``.
-The rows of a step are written before its checkpoint, and a step counts as done once its
-checkpoint exists: a chain interrupted anywhere resumes at the first unfinished step.
+The rows of a step are written before its checkpoint. A step counts as done when the results
+store holds its rows, readable (`epochs` when it fine-tunes; `accuracy`, `gammas` where it is evaluated), and its
+checkpoint (the next step's input) exists: a checkpoint alone proves nothing. A chain
+interrupted anywhere, or whose rows were set aside as damaged, resumes at the first unfinished step.
 
 Chains (``prune.chains``, issue 27): ``slimming`` is the study above; ``random`` removes the same
 number of channels under the same minimum width and rounding rules but ranks them by a seeded
@@ -37,7 +39,8 @@ from torch import nn
 
 import numpy as np
 
-from analysis.results import chain_partition, write_rows
+from analysis.damaged import readable
+from analysis.results import chain_partition, table_path, write_rows
 from pruning import prune_model
 from pruning.accounting import pruning_stats
 from pruning.groups import count_prunable_channels
@@ -50,7 +53,7 @@ from training.data import make_loaders, stream_data, train_eval_loader
 from training.fusion import score_and_save, wants_train_scores
 from training.loop import train
 from training.speed import measure_speed
-from training.tune import epoch_metrics, make_tuner
+from training.tune import epoch_metrics, make_tuner, unfinished_cells
 
 
 @dataclass
@@ -113,10 +116,23 @@ def write_gammas(cfg: ExperimentConfig, model: nn.Module, stream: str, run: int,
     write_rows(cfg.paths.results, "gammas", rows, partition=chain_partition(chain, f"{stream}/run{run}/step{step}/{phase}"))
 
 
+def step_done(cfg: ExperimentConfig, stream: str, run: int, step: int, chain: str = STUDY_CHAIN) -> bool:
+    """The results store holds step ``step``'s rows, readable (`epochs` when it fine-tunes;
+    `accuracy` and `gammas` where the chain evaluates it), and its checkpoint exists."""
+    results = cfg.paths.results
+    partition = chain_partition(chain, f"{stream}/run{run}/step{step}")
+    rows = []
+    if cfg.prune.finetune_epochs > 0:
+        rows.append(table_path(results, "epochs", partition))
+    if step in tested_steps(cfg, chain):
+        rows += [table_path(results, "accuracy", partition), table_path(results, "gammas", f"{partition}/finetuned")]
+    return cfg.paths.checkpoint(stream, run, step, chain).is_file() and all(map(readable, rows))
+
+
 def first_unfinished_step(cfg: ExperimentConfig, stream: str, run: int, chain: str = STUDY_CHAIN) -> int:
-    """The step a chain (re)starts at: the first one without a checkpoint (steps + 1 when done)."""
+    """The step a chain (re)starts at: the first one not done (``step_done``; steps + 1 when all are)."""
     for step in range(1, cfg.prune.steps + 1):
-        if not cfg.paths.checkpoint(stream, run, step, chain).is_file():
+        if not step_done(cfg, stream, run, step, chain):
             return step
     return cfg.prune.steps + 1
 
@@ -241,6 +257,10 @@ def run_prune_stage(cfg: ExperimentConfig, ctx) -> None:
         print("prune: disabled in the config (prune.enabled: false)")
         return
     results = make_tuner(cfg, resume=ctx.resume, trainable=prune_trial, name="prune", chains=cfg.prune.chains).fit()
+    if ctx.resume and unfinished_cells(cfg, lambda c, s, r: all(first_unfinished_step(c, s, r, chain) > c.prune.steps
+                                                                for chain in c.prune.chains)):
+        # training.tune.unfinished_cells: restored Tune state skips trials it saw finish
+        results = make_tuner(cfg, trainable=prune_trial, name="prune", chains=cfg.prune.chains).fit()
     failed = [(r.path, r.error) for r in results if r.error is not None]
     if failed:
         raise RuntimeError(f"{len(failed)} pruning trial(s) failed: " +

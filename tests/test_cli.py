@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import tomllib
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import ray
 import yaml
 
+from shards.cli import not_shown
 from training.commands import entry_points
 from training.config import ExperimentConfig, config_hash
 from training.overrides import load_config
@@ -149,8 +151,8 @@ def test_help_shows_prog_defaults_and_exit_codes(entry, capsys, monkeypatch):
         shown = formatter._expand_help(action)
         # its default once: never twice, never "(default: None)"
         assert shown.count("(default") <= 1, f"{entry.module}: {name}: {shown!r}"
-        assert "(default: None)" not in shown and "(default: False)" not in shown, f"{entry.module}: {name}"
-        if action.default not in (None, False) and not isinstance(action, argparse._VersionAction):
+        assert not re.search(r"\(default: (None|False|\[\]|)\)", shown), f"{entry.module}: {name}: {shown!r}"
+        if not not_shown(action.default) and not isinstance(action, argparse._VersionAction):
             assert "default" in shown.lower(), f"{entry.module}: {name} has a default its help does not show"
 
 
