@@ -213,6 +213,12 @@ class ReportBuilder:
             # the original study's tables: kept for comparison, collapsed behind <details>
             self.table(f"{caption} ({source})", frame, unit=self.unit_of(prefix), collapsed=True)
 
+    def main_result(self) -> tuple[pl.DataFrame, str]:
+        """The summary table and the test of its p columns (also scripts/docs_tables.py's)."""
+        return summary.main_result(self.accuracy, self.irof, self.metric,
+                                   self.stats.get(f"{self.metric}_posthoc_paired"),
+                                   self.stats.get("irof_posthoc_paired"))
+
     # sections
     def title(self) -> None:
         name = self.meta.get("config", {}).get("experiment", {}).get("name", self.root.name)
@@ -276,9 +282,7 @@ class ReportBuilder:
         if self.accuracy.is_empty():
             self.not_run("summary", "the accuracy table is empty (training has not run)")
             return
-        table, test = summary.main_result(
-            self.accuracy, self.irof, self.metric,
-            self.stats.get(f"{self.metric}_posthoc_paired"), self.stats.get("irof_posthoc_paired"))
+        table, test = self.main_result()
         self.table(f"Per model, chain and explained step: mean ± sd over runs; Δ against step 0 (runs "
                    f"paired) with its 95 % t-interval [low, high]; p against step 0 by {test}. "
                    f"Removed (%): {pruned.DEFINITIONS}", table, name="summary")
@@ -286,7 +290,7 @@ class ReportBuilder:
         if short.height:  # never a silent mean over fewer runs than the other cells
             self.text(f"{short.height} row(s) of this table average over fewer runs than the others "
                       f"(fewer_runs; runs {sorted(set(short['runs'].to_list()))} of {table['runs'].max()}): "
-                      "runs' results are missing; rerun the sweep to complete them.")
+                      "some runs' results are missing; rerun the sweep to complete them.")
 
     def overview(self) -> None:
         self.heading("Run information")

@@ -167,3 +167,12 @@ def test_few_runs_are_flagged_in_the_effect_size_figure(full):
     temporal = [ax for ax in fig.axes if ax.get_title() == "temporal"][0]
     assert "n<3" in [t.get_text() for t in temporal.texts]  # run 3 missing at step 3
     assert not any(ax.get_shared_y_axes().get_siblings(ax)[1:] for ax in fig.axes)  # own scale per facet
+
+
+def test_a_cell_over_fewer_runs_is_flagged_and_said(full):
+    """#31: temporal step 3 lacks run 3 (test_figures.build_experiment): flagged, not averaged silently."""
+    root, report = full
+    markdown = report.markdown.read_text()
+    assert "| runs | fewer runs than the others |" in markdown and "| temporal | slimming | 3 |" in markdown
+    assert ("1 row(s) of this table average over fewer runs than the others (fewer_runs; runs \\[2\\] of 3)"
+            in markdown)

@@ -56,8 +56,7 @@ class DataConfig:
     short_side: int | None = None  # null = source size
     workers: int = 2  # shard-building tasks at once (Ray)
     allow_missing: bool = False  # drop list entries whose video is absent instead of refusing the lists
-    # the lists are sorted by class: shards cut in list order would hold one or two classes each
-    shard_seed: int = 0  # seed of the permutation of each subset's videos over its shards
+    shard_seed: int = 0  # seed of the permutation of each subset's videos over its shards (lists are class-sorted)
 
 
 @dataclass

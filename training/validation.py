@@ -57,11 +57,7 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
         p.append(f"data.classes: {d.classes!r} must name at least 2 classes (or be null for all)")
     if d.dis_preset is not None and d.flow != "dis":
         p.append(f"data.dis_preset: {d.dis_preset!r} is only allowed with data.flow 'dis' (data.flow is {d.flow!r})")
-    if d.flow == "tvl1" and "data" in stages:
-        import cv2  # only here: the check needs OpenCV's build, the rest of training does not
-        if not hasattr(cv2, "optflow"):
-            p.append(f"data.flow: 'tvl1' needs cv2.optflow, which this OpenCV ({cv2.__version__}) lacks: "
-                     "install opencv-contrib-python instead of opencv-python, or use 'dis' or 'farneback'")
+    # what this machine lacks for data.flow (OpenCV contrib, RAFT weights): training.preflight
     _positive(p, "data.flow_bound", d.flow_bound)
     _positive(p, "data.clips_per_video", d.clips_per_video)
     _positive(p, "data.train_clips_stored", d.train_clips_stored)
