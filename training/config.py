@@ -160,6 +160,17 @@ class ExplainConfig:
     batch_size: int = 8  # clips per saliency + IROF call
     # IROF inputs per forward pass; "auto" = timed on the first inputs of each model (analysis.irof)
     forward_batch: Union[int, Literal["auto"]] = "auto"
+    # the explanation grid (issue 30; analysis.methods, analysis.metrics, analysis.grid): every
+    # method is scored by every metric into results/faithfulness; the study's pair is the default
+    methods: list[Literal["vanilla_gradient", "integrated_gradients", "smoothgrad", "grad_cam"]] = \
+        field(default_factory=lambda: ["vanilla_gradient"])
+    metrics: list[Literal["irof", "road", "deletion", "insertion", "randomisation"]] = \
+        field(default_factory=lambda: ["irof"])
+    ig_steps: int = 32  # Integrated Gradients' Gauss-Legendre steps (baseline: the data mean)
+    smoothgrad_sigma: float = 0.5  # SmoothGrad's noise std, in units of the normalised input
+    smoothgrad_samples: int = 16
+    deletion_steps: int = 50  # deletion/insertion curve points (H·W / steps pixels a step)
+    randomisation_clips: int = 8  # clips per (stream, run, step) for the randomisation check (costly)
 
 
 @dataclass

@@ -123,6 +123,12 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
         _positive(p, f"explain.{key}", getattr(e, key))
     if e.forward_batch != "auto":
         _positive(p, "explain.forward_batch", e.forward_batch)
+    for key in ("methods", "metrics"):  # unknown names are refused by their Literal types
+        names = getattr(e, key)
+        if not names or len(set(names)) != len(names):
+            p.append(f"explain.{key}: {names!r} is not allowed (a non-empty list without repeats)")
+    for key in ("ig_steps", "smoothgrad_sigma", "smoothgrad_samples", "deletion_steps", "randomisation_clips"):
+        _positive(p, f"explain.{key}", getattr(e, key))
 
     st = cfg.stats
     for key in ("accuracy", "irof"):
