@@ -174,6 +174,27 @@ class ExplainConfig:
 
 
 @dataclass
+class EquivalenceMargin:
+    # the largest difference from step 0 that counts as "no change" (TOST, analysis.equivalence)
+    accuracy: float = 1.0  # percentage points of accuracy
+    irof: float = 0.05  # IROF ÷ the clip's segment count (0 = removal changes nothing, 1 = all at once)
+
+
+@dataclass
+class PrimaryEndpoint:
+    # the confirmatory test of the report; every other model, chain and metric is secondary
+    metric: Literal["video_accuracy", "clip_accuracy", "video_top5", "loss", "irof"] = "video_accuracy"
+    model: str = "spatial"  # spatial | temporal | a fusion method
+    chain: str = "slimming"
+
+
+@dataclass
+class StatsConfig:
+    equivalence_margin: EquivalenceMargin = field(default_factory=EquivalenceMargin)
+    primary: PrimaryEndpoint = field(default_factory=PrimaryEndpoint)
+
+
+@dataclass
 class RayConfig:
     address: str | None = None  # null = embedded local Ray
     num_cpus: int | None = None  # for the embedded local Ray, null = all
@@ -250,6 +271,7 @@ class ExperimentConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))  # the stages a sweep runs, in order
 
