@@ -185,7 +185,7 @@ class PrimaryEndpoint:
     # the confirmatory test of the report; every other model, chain and metric is secondary
     metric: Literal["video_accuracy", "clip_accuracy", "video_top5", "loss", "irof"] = "video_accuracy"
     model: str = "spatial"  # spatial | temporal | a fusion method
-    chain: str = "slimming"
+    chain: str = "slimming"  # the pruning chain whose steps the primary test compares
 
 
 @dataclass
