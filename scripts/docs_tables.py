@@ -28,9 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from analysis import stats, summary  # noqa: E402
-from analysis.report import read_experiment_json, study_chain  # noqa: E402
-from analysis.results import read_table  # noqa: E402
+from analysis import readable, summary  # noqa: E402
+from analysis.report import ReportBuilder, read_experiment_json  # noqa: E402
 from shards.cli import HelpFormatter  # noqa: E402
 
 DEFAULT_FILES = ("README.md", "docs/results.md")
@@ -81,34 +80,25 @@ def accuracy_table(accuracy, metric: str) -> str:
     return "\n".join(rows)
 
 
-def _cell(value) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def summary_table(root: Path, accuracy, metric: str) -> str:
-    """The report's summary table (``analysis.summary.main_result``), as Markdown."""
-    irof = study_chain(read_table(root / "results", "irof"))
-    tables = stats.compute_tables(root / "results", metric)
-    table, test = summary.main_result(accuracy, irof, metric, tables.get(f"{metric}_posthoc_paired"),
-                                      tables.get("irof_posthoc_paired"))
+def summary_table(builder: ReportBuilder) -> str:
+    """The report's summary table (``ReportBuilder.main_result``), as Markdown."""
+    table, test = builder.main_result()
+    table = readable.readable(table, "%")  # the report's headers, rounding and p format
     lines = ["| " + " | ".join(table.columns) + " |", "|" + " --- |" * len(table.columns)]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table.iter_rows()]
+    lines += ["| " + " | ".join(row) + " |" for row in table.iter_rows()]
     return "\n".join(lines) + f"\n\np against step 0: {test}."
 
 
 def render(root: Path, name: str, metric: str, command: str) -> dict[str, str]:
     """Block name -> its new content."""
-    accuracy = study_chain(read_table(root / "results", "accuracy"))
+    builder = ReportBuilder(root, metric, None)  # what the report reads: the study's chain
+    accuracy = builder.accuracy
     line = provenance_line(root, command)
     runs, videos = accuracy["run"].n_unique(), int(accuracy["n_videos"].max())
     caption = (f"{metric.replace('_', ' ').capitalize()} (%) on {videos} test videos, mean ± sd over {runs} runs; "
                "columns: the share of the prunable channels removed.")
     return {name: f"{line}\n\n{caption}\n\n{accuracy_table(accuracy, metric)}\n",
-            f"{name}-summary": f"{line}\n\n{summary_table(root, accuracy, metric)}\n"}
+            f"{name}-summary": f"{line}\n\n{summary_table(builder)}\n"}
 
 
 # docs/<NAME>_<kind>.png is the report's figure of that kind (overlay: the first video's)
