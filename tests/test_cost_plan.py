@@ -157,7 +157,9 @@ def test_capacity_page_is_what_the_committed_plan_makes():
     assert doc.main(["--check"]) == 0
     names = [s["name"] for s in committed["stages"]]
     assert names[0] == "train" and "prune:slimming" in names and committed["gpu_hours"] > 0
-    splits = Path(os.environ.get("CROSSROADS_UCF101_SPLITS", root.parent / "shared" / "data" / "ucfTrainTestlist"))
-    if (splits / "trainlist03.txt").is_file():
+    candidates = [Path(os.environ["CROSSROADS_UCF101_SPLITS"])] if "CROSSROADS_UCF101_SPLITS" in os.environ else \
+        [base / "shared" / "data" / "ucfTrainTestlist" for base in (root, root.parent, root.parent.parent)]
+    for splits in (c for c in candidates if (c / "trainlist03.txt").is_file()):
         fresh = doc.make_plan(splits)
         assert fresh["stages"] == committed["stages"] and fresh["disk"] == committed["disk"]
+        break
