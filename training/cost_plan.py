@@ -18,7 +18,8 @@ and follow the code: per (stream, run)
   ≈ ``IROF_FORWARDS`` forwards (SLIC's ~100 segments + the original; data-dependent: an estimate).
 
 Left out: ``training.speed``'s timing passes (``eval.speed_repeats``: a few hundred clips a
-model), Ray retries, and the CPU-only fuse and report stages.
+model), ``pruning.accounting``'s FLOP counts (one image through two models a pruning step), Ray
+retries, and the CPU-only fuse and report stages.
 
 GPU-hours: inference passes at ``assumed_clips_per_second.inference`` and training passes at
 ``.training`` (defaults 4,500 and 1,500 clips/s for ResNet-101 at 224 px on one H100: assumptions,
@@ -231,7 +232,8 @@ def plan(cfg: ExperimentConfig, *, clips_per_second: dict | None = None) -> dict
         "stages": [s.to_dict() for s in stages.values()],
         "gpu_hours": round(sum(s.gpu_hours for s in stages.values()), 3),
         "gpu_hours_by_chain": {},
-        "left_out": ["training.speed timing passes (eval.speed_repeats)", "Ray retries",
+        "left_out": ["training.speed timing passes (eval.speed_repeats)",
+                     "pruning.accounting FLOP counts (2 single-image forwards a pruning step)", "Ray retries",
                      "fuse and report (CPU only)"],
     }
     shared = sum(s.gpu_hours for s in stages.values() if s.chain is None)
