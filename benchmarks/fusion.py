@@ -7,8 +7,8 @@ noisy prototype (its penultimate features: non-negative, ``--features`` wide), a
 trained elsewhere maps them to logits, softmax gives the scores. Sizes:
 
 - ``paper_shape``: ray_configs/paper_shape.yaml's fuse stage: 101 classes, SVMs fit on the
-  101 held-out videos (one validation group of one video per class), ResNet-18 features
-  (2 x 512), 101 test videos;
+  202 held-out videos (one validation group of two videos per class), ResNet-18 features
+  (2 x 512), 404 test videos;
 - ``ucf101``: the paper config's: 101 classes, ≈ 1,070 held-out videos (2 of split 3's 18 train
   groups), ResNet-101 features (2 x 2,048), 3,783 test videos.
 
@@ -35,7 +35,7 @@ import numpy as np
 from shards.cli import HelpFormatter
 
 SIZES = {
-    "paper_shape": dict(classes=101, fit_videos=101, test_videos=101, features=512, noise=2.0),
+    "paper_shape": dict(classes=101, fit_videos=202, test_videos=404, features=512, noise=2.0),
     "ucf101": dict(classes=101, fit_videos=1070, test_videos=3783, features=2048, noise=4.0),
 }
 METHODS = ("svm_softmax", "svm_features", "svm_logits")
