@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from analysis import summary  # noqa: E402
+from analysis import readable, summary  # noqa: E402
 from analysis.report import ReportBuilder, read_experiment_json  # noqa: E402
 from shards.cli import HelpFormatter  # noqa: E402
 
@@ -80,19 +80,12 @@ def accuracy_table(accuracy, metric: str) -> str:
     return "\n".join(rows)
 
 
-def _cell(value) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
 def summary_table(builder: ReportBuilder) -> str:
     """The report's summary table (``ReportBuilder.main_result``), as Markdown."""
     table, test = builder.main_result()
+    table = readable.readable(table, "%")  # the report's headers, rounding and p format
     lines = ["| " + " | ".join(table.columns) + " |", "|" + " --- |" * len(table.columns)]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table.iter_rows()]
+    lines += ["| " + " | ".join(row) + " |" for row in table.iter_rows()]
     return "\n".join(lines) + f"\n\np against step 0: {test}."
 
 

@@ -91,9 +91,9 @@ def test_blocks_are_filled_from_the_store_and_the_rest_is_kept(tmp_path):
     assert "| fusion: svm_softmax | 93.0 ± 4.2 | 86.0 ± 1.4 |" in compact
     assert compact.index("| spatial") < compact.index("| temporal") < compact.index("| fusion")  # study order
     summary = text.split("<!-- docs-tables:demo-summary begin -->")[1]
-    assert "video_accuracy_mean_sd" in summary and "p against step 0" in summary
+    assert "video accuracy (%), mean ± sd" in summary and "p against step 0" in summary
     # per-run medians 12, 13 (spatial, step 0) -> 12.50 ± 0.71; temporal step 1: 23, 24
-    assert "| spatial | 0 |" in summary and "12.50 ± 0.71" in summary and "23.50 ± 0.71" in summary
+    assert "| spatial | slimming | 0 |" in summary and "12.50 ± 0.71" in summary and "23.50 ± 0.71" in summary
     assert (docs / "demo_gamma.png").read_bytes() == b"the report's figure"
     assert run("--experiment", root, "--files", page, "--docs", docs, "--check").returncode == 0  # now current
     # the test the caption names is a table the statistics really have (it once named "explain_stats")

@@ -165,12 +165,33 @@ class ExplainConfig:
     methods: list[Literal["vanilla_gradient", "integrated_gradients", "smoothgrad", "grad_cam"]] = \
         field(default_factory=lambda: ["vanilla_gradient"])
     metrics: list[Literal["irof", "road", "deletion", "insertion", "randomisation"]] = \
-        field(default_factory=lambda: ["irof"])
+        field(default_factory=lambda: ["irof"])  # the faithfulness metrics each map is scored by
     ig_steps: int = 32  # Integrated Gradients' Gauss-Legendre steps (baseline: the data mean)
     smoothgrad_sigma: float = 0.5  # SmoothGrad's noise std, in units of the normalised input
-    smoothgrad_samples: int = 16
+    smoothgrad_samples: int = 16  # SmoothGrad's noisy samples per map
     deletion_steps: int = 50  # deletion/insertion curve points (H·W / steps pixels a step)
     randomisation_clips: int = 8  # clips per (stream, run, step) for the randomisation check (costly)
+
+
+@dataclass
+class EquivalenceMargin:
+    # the largest difference from step 0 that counts as "no change" (TOST, analysis.equivalence)
+    accuracy: float = 1.0  # percentage points of accuracy
+    irof: float = 0.05  # IROF ÷ the clip's segment count (0 = removal changes nothing, 1 = all at once)
+
+
+@dataclass
+class PrimaryEndpoint:
+    # the confirmatory test of the report; every other model, chain and metric is secondary
+    metric: Literal["video_accuracy", "clip_accuracy", "video_top5", "loss", "irof"] = "video_accuracy"
+    model: str = "spatial"  # spatial | temporal | a fusion method
+    chain: str = "slimming"  # the pruning chain whose steps the primary test compares
+
+
+@dataclass
+class StatsConfig:
+    equivalence_margin: EquivalenceMargin = field(default_factory=EquivalenceMargin)
+    primary: PrimaryEndpoint = field(default_factory=PrimaryEndpoint)
 
 
 @dataclass
@@ -250,6 +271,7 @@ class ExperimentConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))  # the stages a sweep runs, in order
 

@@ -116,15 +116,38 @@ def check_config(cfg: ExperimentConfig, write: bool = True) -> None:
             tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
 
 
+def closing_summary(root: Path, config: dict) -> str:
+    """What the sweep prints last: the findings per model and chain, in words (the report's
+    opening table), then accuracy per model, chain and step as a plain-text table."""
+    from analysis import findings, readable
+
+    table = accuracy_table(root / "results")
+    if table.is_empty():
+        return "no accuracy rows yet"
+    shown = readable.readable(table, "%")
+    widths = [max(len(c), *(len(v) for v in shown[c])) for c in shown.columns]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(shown.columns, widths))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in shown.iter_rows()]
+    return findings.terminal_text(findings.for_experiment(root, config)) + "\n\n" + "\n".join(lines)
+
+
 def accuracy_table(results: Path) -> pl.DataFrame:
     """Video accuracy per stream / fusion method and pruning step, over runs."""
+    from analysis.stats import with_chain
+    from analysis.summary import model_label, study_rank
+
     table = read_table(results, "accuracy")
-    return (table.group_by("stream", "fusion", "step", maintain_order=True)
-            .agg(pl.len().alias("runs"), pl.col("prune_ratio").first(),
-                 pl.col("video_accuracy").mean().round(2).alias("video_acc_mean"),
-                 pl.col("video_accuracy").std().round(2).alias("video_acc_std"),
-                 pl.col("clip_accuracy").mean().round(2).alias("clip_acc_mean"))
-            .sort("step", "stream", "fusion", nulls_last=False)
+    if table.is_empty():
+        return pl.DataFrame()
+    table = with_chain(table).with_columns(pl.struct("stream", "fusion").map_elements(
+        lambda r: model_label(r["stream"], r["fusion"]), return_dtype=pl.String).alias("model"))
+    order = sorted(table["model"].unique().to_list(), key=study_rank)
+    return (table.group_by("model", "chain", "step")
+            .agg(pl.len().alias("runs"), pl.col("prune_ratio").mean(),
+                 pl.col("video_accuracy").mean().alias("video_accuracy_mean"),
+                 pl.col("video_accuracy").std().alias("video_accuracy_sd"),
+                 pl.col("clip_accuracy").mean().alias("clip_accuracy_mean"))
+            .sort(pl.col("model").replace_strict(order, list(range(len(order)))), "chain", "step")
             # flagged, never silent: a cell that averages over fewer runs than the others
             .with_columns((pl.col("runs") < pl.col("runs").max()).alias("fewer_runs")))
 
@@ -344,13 +367,17 @@ def main(argv: list[str] | None = None) -> int:
         except DiskFull as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        except OSError as exc:  # the root's lock, config.json, experiment.json: before any stage
+            if not is_disk_full(exc):
+                raise
+            print(f"error: {disk_full(cfg.paths.root, file=full_path(exc))}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt as exc:
             stopped = as_interrupted(exc)
             print(interrupted_line(stopped, sys.argv[1:] if argv is None else argv), file=sys.stderr, flush=True)
             return stopped.exit_code
     print(f"results: {ctx.paths.results}")
-    with pl.Config(tbl_rows=100, tbl_cols=20, tbl_hide_dataframe_shape=True):
-        print(accuracy_table(ctx.paths.results))
+    print(closing_summary(ctx.paths.root, cfg.to_dict()))
     return 0
 
 

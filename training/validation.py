@@ -130,6 +130,16 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
     for key in ("ig_steps", "smoothgrad_sigma", "smoothgrad_samples", "deletion_steps", "randomisation_clips"):
         _positive(p, f"explain.{key}", getattr(e, key))
 
+    st = cfg.stats
+    for key in ("accuracy", "irof"):
+        _positive(p, f"stats.equivalence_margin.{key}", getattr(st.equivalence_margin, key))
+    models = ["spatial", "temporal", *cfg.fusion.methods]
+    if st.primary.model not in models:
+        p.append(f"stats.primary.model: {st.primary.model!r} is not allowed (one of {models})")
+    chains = getattr(cfg.prune, "chains", None) or ["slimming"]  # prune.chains: the controls (issue 27)
+    if st.primary.chain not in chains:
+        p.append(f"stats.primary.chain: {st.primary.chain!r} is not a chain this config runs ({chains})")
+
     r = cfg.ray
     _positive(p, "ray.num_cpus", r.num_cpus)
     g = r.gpus_per_trial
