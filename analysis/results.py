@@ -30,13 +30,27 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 # Version of the tables' layout, in every file's Parquet metadata. 1: before the provenance
 # columns (files without the key); 2: ``config_hash``, ``git_commit``, ``host`` and ``node_id``
 # added; 3: ``irof`` gains ``target_rule``, ``correct``, ``explain_hash``, ``checkpoint_sha256``
-# and the ``saliency_change`` table is added. Readers take older files: columns a file lacks
-# must be nullable and read as null.
-SCHEMA_VERSION = 3
+# and the ``saliency_change`` table is added; 4 (issue 27, controls): ``chain`` in accuracy, epochs,
+# irof, saliency_change and gammas (and their keys), ``ece`` in accuracy, ``irof_random`` in irof,
+# the same-target and run-to-run columns of saliency_change; 5 (issue 25, recipe and sparsity):
+# ``video_accuracy_before_finetune`` and ``weights`` in accuracy, ``dropout``, ``select`` and
+# ``selected`` in epochs. Readers take older files: columns a
+# file lacks must be nullable and read as null, or as ``READ_DEFAULTS`` gives.
+SCHEMA_VERSION = 5
 VERSION_KEY = b"crossroads.schema_version"
 # provenance columns the writer fills in when rows leave them out: from these environment
 # variables if set, else from the sweep's ``<root>/experiment.json`` beside ``<root>/results``
 PROVENANCE_ENV = {"config_hash": "CROSSROADS_CONFIG_HASH", "git_commit": "CROSSROADS_GIT_COMMIT"}
+
+
+# The pruning chain a row belongs to (``prune.chains``): ``slimming`` (Network Slimming, the study),
+# ``finetune_only`` (unpruned, fine-tuned as every step is) or ``random`` (random channel scores).
+# Step 0 (the unpruned model, shared by every chain) is written as ``slimming``. Files of schema
+# < 4 have no chain column: all their rows are the study's chain.
+CHAIN = "chain"
+DEFAULT_CHAIN = "slimming"
+# what a null (or absent) value of a column reads as
+READ_DEFAULTS = {CHAIN: DEFAULT_CHAIN}
 
 
 class ResultsSchemaError(ValueError):
@@ -81,6 +95,14 @@ SCHEMAS: dict[str, pa.Schema] = {
         # Network Slimming settings of the row: residual groups pruned too (else internal channels
         # only), and the |γ| threshold of this step's prune (null for step 0 and fused rows)
         ("residual", pa.bool_(), True), ("threshold", FLOAT, True),
+        # schema 4: the pruning chain (null = slimming) and the expected calibration error of the
+        # model's test video predictions (training.evaluate.expected_calibration_error; 0-1;
+        # null where a fusion has no probabilities)
+        ("chain", STR, True), ("ece", FLOAT, True),
+        # schema 5: a step's accuracy right after removal, before fine-tuning, under the light
+        # protocol (eval.light_clips clips, one crop); step 0: the unpruned model measured the same
+        # way. And the initial weights the stream was built from (training.models.weights_name)
+        ("video_accuracy_before_finetune", FLOAT, True), ("weights", STR, True),
     ),
     # training curves
     "epochs": _schema(
@@ -88,6 +110,10 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("step", INT, False), ("epoch", INT, False), ("phase", STR, False),  # train | val
         ("loss", FLOAT, False), ("accuracy", FLOAT, False), ("lr", FLOAT, False),
         ("seconds", FLOAT, False),
+        ("chain", STR, True),  # schema 4: null = slimming
+        # schema 5: the model's dropout, the selection rule (train.select, resolved) and whether
+        # this epoch's weights were the ones kept
+        ("dropout", FLOAT, True), ("select", STR, True), ("selected", pa.bool_(), True),
     ),
     # one row per explained clip
     "irof": _schema(
@@ -101,6 +127,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         # explain_hash or checkpoint_sha256 differs from today's is stale and explained again)
         ("target_rule", STR, True), ("correct", pa.bool_(), True),
         ("explain_hash", STR, True), ("checkpoint_sha256", STR, True),
+        # schema 4: the chain (null = slimming) and IROF of a seeded random order of the same
+        # segments (the chance level of this clip and model; analysis.irof ``random_seeds``)
+        ("chain", STR, True), ("irof_random", FLOAT, True),
     ),
     # schema 3: per explained clip and step k > 0, the pruned model's saliency map against the
     # unpruned (step 0) model's map of the same clip, same channel reduction (analysis.saliency_change)
@@ -113,6 +142,13 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("iou_top", FLOAT, False), ("top_fraction", FLOAT, False),
         ("explain_hash", STR, False), ("checkpoint_sha256", STR, False),
         ("base_checkpoint_sha256", STR, False),
+        # schema 4: the chain (null = slimming); ``base_run`` the run of the base model (null = this
+        # run's step 0; a step-0 row compares two unpruned runs: the run-to-run reference);
+        # the pruned map for the base model's target (both maps explain the same class), and
+        # whether the two models predict differently
+        ("chain", STR, True), ("base_run", INT, True),
+        ("spearman_same", FLOAT, True), ("iou_top_same", FLOAT, True),
+        ("prediction_changed", pa.bool_(), True),
     ),
     # |γ| histogram of one model's prunable BatchNorms (log-spaced bins), Network Slimming's Figure 4:
     # phase = initial (before baseline training) | trained (step 0) | finetuned (step k > 0)
@@ -121,17 +157,18 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("phase", STR, False), ("residual", pa.bool_(), False), ("bin", INT, False),
         ("bin_low", FLOAT, False), ("bin_high", FLOAT, False), ("count", INT, False),
         ("threshold", FLOAT, True),  # |γ| threshold of this step's prune; null when none
+        ("chain", STR, True),  # schema 4: null = slimming
     ),
 }
 
 SCHEMAS = {name: _with_provenance_columns(schema) for name, schema in SCHEMAS.items()}
 
 KEYS: dict[str, tuple[str, ...]] = {
-    "accuracy": ("experiment", "stream", "fusion", "run", "step", "split"),
-    "epochs": ("experiment", "stream", "run", "step", "epoch", "phase"),
-    "irof": ("experiment", "stream", "run", "step", "video", "clip", "method"),
-    "gammas": ("experiment", "stream", "run", "step", "phase", "bin"),
-    "saliency_change": ("experiment", "stream", "run", "step", "video", "clip", "method"),
+    "accuracy": ("experiment", "stream", "fusion", "chain", "run", "step", "split"),
+    "epochs": ("experiment", "stream", "chain", "run", "step", "epoch", "phase"),
+    "irof": ("experiment", "stream", "chain", "run", "step", "video", "clip", "method"),
+    "gammas": ("experiment", "stream", "chain", "run", "step", "phase", "bin"),
+    "saliency_change": ("experiment", "stream", "chain", "run", "step", "video", "clip", "method"),
 }
 
 
@@ -200,6 +237,10 @@ def _with_provenance(results_dir: Path, table: str, rows: Sequence[dict] | pl.Da
     """Rows with ``config_hash``/``git_commit`` filled in where they are not given."""
     rows = rows.to_dicts() if isinstance(rows, pl.DataFrame) else [dict(r) for r in rows]
     names = _schema_of(table).names
+    if CHAIN in names:  # a writer that names no chain writes the study's
+        for row in rows:
+            if row.get(CHAIN) is None:
+                row[CHAIN] = DEFAULT_CHAIN
     for column, value in provenance(results_dir).items():
         if value and column in names:
             for row in rows:
@@ -295,8 +336,19 @@ def _scan_file(file: Path, table: str) -> pl.LazyFrame:
     """One file in the table's current columns and types (columns it lacks are null)."""
     target = pl.from_arrow(SCHEMAS[table].empty_table()).schema
     present = pq.read_schema(file).names
-    return pl.scan_parquet(file, hive_partitioning=False).select(
-        [(pl.col(n) if n in present else pl.lit(None)).cast(dtype).alias(n) for n, dtype in target.items()])
+    columns = []
+    for name, dtype in target.items():
+        column = (pl.col(name) if name in present else pl.lit(None)).cast(dtype)
+        if name in READ_DEFAULTS:
+            column = column.fill_null(pl.lit(READ_DEFAULTS[name], dtype))
+        columns.append(column.alias(name))
+    return pl.scan_parquet(file, hive_partitioning=False).select(columns)
+
+
+def chain_partition(chain: str, partition: str) -> str:
+    """A results partition of ``chain``: the study's (slimming) as before, a control's under
+    ``<chain>/`` (``random/spatial/run1/step3``), so no chain's file replaces another's."""
+    return partition if chain == DEFAULT_CHAIN else f"{chain}/{partition}"
 
 
 def scan_table(results_dir: Path, table: str) -> pl.LazyFrame:

@@ -17,6 +17,12 @@ from typing import Any, Literal, Union
 import yaml
 
 STREAMS = ("spatial", "temporal")
+# pruning chains (prune.chains): the study's Network Slimming and its controls (issue 27):
+# finetune_only = the unpruned model fine-tuned exactly as each step is (extra training without
+# removal); random = channels ranked by a seeded uniform random score instead of |γ| (does the
+# criterion beat chance). Step 0, the unpruned model, is shared and belongs to slimming.
+CHAINS = ("slimming", "finetune_only", "random")
+STUDY_CHAIN = "slimming"
 WEIGHT_KEYWORDS = ("none", "imagenet")  # model.weights values that are not a file
 WEIGHTS_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")  # a torchvision weights version, e.g. IMAGENET1K_V2
 
@@ -165,6 +171,9 @@ class PruneConfig:
     min_channels: int = 8
     round_to: int = 1
     lr: float = 0.001
+    # the chains run for every (stream, run); the controls fine-tune at every step but are
+    # evaluated and explained only at explain.steps and the last step (pruning.schedule)
+    chains: list[Literal["slimming", "finetune_only", "random"]] = field(default_factory=lambda: ["slimming"])
     # per-stream fine-tuning settings over the ones above (finetune_epochs, lr, sparsity)
     spatial: dict | None = None
     temporal: dict | None = None
@@ -226,12 +235,20 @@ class ExperimentPaths:
     def ray(self) -> Path:
         return self.root / "ray"
 
-    def checkpoint(self, stream: str, run: int, step: int = 0) -> Path:
-        return self.checkpoints / stream / f"run{run}" / f"step{step}.pt"
+    def checkpoint(self, stream: str, run: int, step: int = 0, chain: str = STUDY_CHAIN) -> Path:
+        """A model's checkpoint: step 0 (shared by every chain) and slimming's steps as before,
+        a control chain's steps under ``checkpoints/<chain>/``."""
+        return self.checkpoints / _chain_folder(chain, step) / stream / f"run{run}" / f"step{step}.pt"
 
-    def scores(self, stream: str, run: int, step: int = 0, subset: str = "test") -> Path:
+    def scores(self, stream: str, run: int, step: int = 0, subset: str = "test", chain: str = STUDY_CHAIN) -> Path:
         """Per-video scores and features of one model on one subset (fusion reads these)."""
-        return self.root / "scores" / stream / f"run{run}" / f"step{step}_{subset}.npz"
+        return self.root / "scores" / _chain_folder(chain, step) / stream / f"run{run}" / f"step{step}_{subset}.npz"
+
+
+def _chain_folder(chain: str, step: int) -> str:
+    if chain not in CHAINS:
+        raise ValueError(f"unknown pruning chain {chain!r}; known: {list(CHAINS)}")
+    return "" if chain == STUDY_CHAIN or step == 0 else chain
 
 
 @dataclass

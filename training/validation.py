@@ -113,6 +113,9 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
         _positive(p, f"prune.{key}", getattr(pr, key))
     for key in ("finetune_epochs", "sparsity"):
         _positive(p, f"prune.{key}", getattr(pr, key), allow_zero=True)
+    if not pr.chains or len(set(pr.chains)) != len(pr.chains):
+        p.append(f"prune.chains: {pr.chains!r} is not allowed (a non-empty list without repeats of "
+                 "slimming, finetune_only, random)")
 
     e = cfg.explain
     if isinstance(e.steps, list):
