@@ -89,6 +89,9 @@ class TrainConfig:
     batch_size: int = 32
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.01
+    # the batch `lr` was published for: the lr used is lr × batch_size / lr_batch (linear scaling,
+    # Goyal et al. 2017), so a recipe's lr is written as published; null = lr as written
+    lr_batch: int | None = None
     weight_decay: float = 1e-4
     momentum: float = 0.9
     scheduler: Literal["none", "cosine", "step", "multistep"] = "cosine"
@@ -271,8 +274,13 @@ class ExperimentConfig:
         return ExperimentPaths(Path(root).expanduser().resolve(), self.data.split)
 
     def stream_train(self, stream: str) -> TrainConfig:
-        """``train`` with ``train.<stream>`` over it (what one stream trains with)."""
-        return _merged(self.train, getattr(self.train, stream), f"train.{stream}")
+        """``train`` with ``train.<stream>`` over it (what one stream trains with), its lr
+        scaled linearly to its batch size when ``lr_batch`` is set (then null in the result)."""
+        settings = _merged(self.train, getattr(self.train, stream), f"train.{stream}")
+        if settings.lr_batch:
+            settings = dataclasses.replace(settings, lr=settings.lr * settings.batch_size / settings.lr_batch,
+                                           lr_batch=None)
+        return settings
 
     def stream_prune(self, stream: str) -> PruneConfig:
         """``prune`` with ``prune.<stream>`` over it (one stream's fine-tuning)."""

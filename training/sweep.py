@@ -29,6 +29,7 @@ from analysis.results import atomic_file, read_table
 from shards.lock import FolderLocked, folder_lock
 from shards.threads import local_ray_options
 
+from .budget import describe_budgets
 from .config import ConfigError, ExperimentConfig, ExperimentPaths, config_hash
 from .overrides import load_config
 from .provenance import device_info, git_commit, versions
@@ -228,6 +229,8 @@ def describe_plan(cfg: ExperimentConfig, stages: list[str], address: str | None)
              f"root: {cfg.paths.root}", f"results: {cfg.paths.results}", f"ray: {target}",
              "stages:"]
     lines += [f"  {i}. {stage:8s} {STAGES[stage]}" for i, stage in enumerate(stages, 1)]
+    if "train" in stages or "prune" in stages:
+        lines += describe_budgets(cfg)
     return "\n".join(lines)
 
 
