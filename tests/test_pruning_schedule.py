@@ -102,3 +102,18 @@ def test_interrupted_chain_resumes_at_step_k_and_matches_an_uninterrupted_one(tm
     assert table["video_accuracy"].to_list() == reference["video_accuracy"].to_list()
     epochs = read_table(cut.paths.results, "epochs")
     assert sorted(epochs["step"].to_list()) == [1, 2]
+
+
+def test_each_step_records_its_accuracy_before_fine_tuning(tmp_path):
+    """With no fine-tuning epoch the accuracy right after removal is the step's accuracy (the
+    light loader here is the test loader); without a light loader it is not measured."""
+    train, test = colour_batches(3, seed=0), colour_batches(2, seed=1)
+    cfg = experiment(tmp_path / "a")
+    cfg.prune.finetune_epochs = 0
+    rows = run_chain(cfg, "spatial", 1, ChainLoaders(train, None, test, light_test=test))
+    assert [r["video_accuracy_before_finetune"] for r in rows] == [r["video_accuracy"] for r in rows]
+    table = read_table(cfg.paths.results, "accuracy").sort("step")
+    assert table["video_accuracy_before_finetune"].to_list() == table["video_accuracy"].to_list()
+    assert table["weights"].to_list() == ["none", "none"]
+    unmeasured = run_chain(experiment(tmp_path / "b"), "spatial", 1, ChainLoaders(train, None, test))
+    assert [r["video_accuracy_before_finetune"] for r in unmeasured] == [None, None]

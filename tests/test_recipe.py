@@ -199,3 +199,46 @@ def test_sparsity_training_drives_unimportant_gammas_toward_zero():
     assert sparse.median() < 0.5 * plain.median()
     assert (sparse < 0.05).double().mean() > 0.25  # a good share of channels approach zero ...
     assert sparse.max() > 0.3  # ... while the ones the loss needs hold up: a prune can tell them apart
+
+
+def test_the_light_protocol_reads_evenly_spaced_clips_with_one_crop(synthetic_shards):
+    from shards.dali import make_loader
+    from training.data import loader_config
+    cfg = config(model={"input_size": 32}, eval={"light_clips": 2, "ten_crop": True, "batch_size": 40},
+                 loader={"threads": 1, "device": "cpu"})
+    light = make_loader(synthetic_shards / "test", loader_config(cfg, "spatial", train=False, light=True))
+    seen: dict[str, set[int]] = {}
+    for _ in range(2):  # the same clips every pass
+        for batch in light:
+            assert batch["x"].dim() == 4  # one crop, not ten
+            for video, clip in zip(batch["video"], batch["clip"].tolist()):
+                seen.setdefault(video, set()).add(clip)
+    assert len(seen) == 16 and all(clips == {1, 3} for clips in seen.values())  # of 5 stored: 0..4
+
+
+@pytest.mark.slow
+def test_a_short_real_run_per_stream_records_its_own_settings(tmp_path, synthetic_shards):
+    """Each setting reaches the trainer: real shards, real Tune trials, one epoch per stream."""
+    import polars as pl
+    import ray
+
+    from analysis.results import read_table
+    from test_tune import tiny_experiment
+    from training.tune import make_tuner
+    cfg = tiny_experiment(tmp_path / "x", synthetic_shards, epochs=1,
+                          train={"val_fraction": 0.5, "optimizer": "sgd", "lr": 0.01, "lr_batch": 64,
+                                 "spatial": {"dropout": 0.2, "select": "last"},
+                                 "temporal": {"lr": 0.04, "dropout": 0.6, "select": "val_accuracy"}},
+                          eval={"batch_size": 40, "light_clips": 2, "speed_repeats": 0})
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        assert all(r.error is None for r in make_tuner(cfg).fit())
+    finally:
+        ray.shutdown()
+    epochs = read_table(cfg.paths.results, "epochs").filter(pl.col("phase") == "train").sort("stream")
+    assert epochs.select("stream", "lr", "dropout", "select", "selected").rows() == [
+        ("spatial", pytest.approx(0.01 * 32 / 64), 0.2, "last", True),
+        ("temporal", pytest.approx(0.04 * 32 / 64), 0.6, "val_accuracy", True)]
+    accuracy = read_table(cfg.paths.results, "accuracy").sort("stream")
+    assert accuracy["weights"].to_list() == ["none", "none"]
+    assert all(0 <= a <= 100 for a in accuracy["video_accuracy_before_finetune"])  # the light protocol's step 0

@@ -57,7 +57,9 @@ class SweepContext:
 def write_experiment_record(cfg: ExperimentConfig, stages: list[str], resume: bool) -> Path:
     path = cfg.paths.root / "experiment.json"
     path.parent.mkdir(parents=True, exist_ok=True)
+    from .models import weights_name  # torchvision's weights enums: names only, nothing downloaded
     record = {"config": cfg.to_dict(), "config_hash": config_hash(cfg), "git_commit": git_commit(),
+              "weights": weights_name(cfg.model.arch, cfg.model.weights),
               "stages": stages, "resume": resume,
               "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "command": sys.argv, "versions": versions(), "device": device_info()}
