@@ -1,11 +1,17 @@
 """The sweep's explain stage: vanilla-gradient saliency, IROF and the change of the saliency
 maps under pruning, for every (stream, run, step).
 
-One Ray task per (stream, run, step) checkpoint: it reads the chosen test clips through the
+One Ray task per (stream, run, step, chain) checkpoint (``prune.chains``: slimming at
+``explain.steps``, each control at its tested steps, ``training.config.tested_steps``): it reads the chosen test clips through the
 DALI eval pipeline, explains each clip's target class (``explain.target``: the model's own
 prediction, default, or the true label; ``analysis.saliency``), scores the explanation with
 IROF (``analysis.irof``) and, for a pruned step k > 0, compares each map with the unpruned
-(step 0) model's map of the same clip (``analysis.saliency_change``). It keeps the maps of
+(step 0) model's map of the same clip (``analysis.saliency_change``): for the class each model
+explains, and for the unpruned model's class (``*_same``: both maps explain the same class),
+with whether the prediction changed. A step-0 task of run r ≥ 2 compares run r's unpruned maps
+with run r − 1's (``base_run``): how different two trainings of one model are, the reference
+band. Beside each clip's IROF it scores a seeded random order of the same segments
+(``irof_random``, the clip's chance level). It keeps the maps of
 the figure videos as ``saliency/<stream>/run<r>/step<k>/<video>__<clip:03d>.npz``, writes
 ``results/saliency_change/<stream>/run<r>/step<k>.parquet`` (k > 0) and finally its ``irof``
 rows as ``results/irof/<stream>/run<r>/step<k>.parquet``.
@@ -28,6 +34,7 @@ import hashlib
 import itertools
 import json
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +43,8 @@ import pyarrow.parquet as pq
 import ray
 import torch
 
-from analysis.irof import irof
-from analysis.results import atomic_file, table_path, write_rows
+from analysis.irof import irof, slic_segments
+from analysis.results import atomic_file, chain_partition, table_path, write_rows
 from analysis.saliency import flow_pair_maps, input_gradient, reduce_channels
 from analysis.saliency_change import TOP_FRACTION, spearman, top_iou
 from shards.dali import IMAGENET_MEAN, IMAGENET_STD, make_loader
@@ -45,7 +52,7 @@ from shards.format import sample_key
 from shards.progress import progress
 from shards.threads import pin_threads
 from training.checkpoint import load_checkpoint
-from training.config import STREAMS, ExperimentConfig
+from training.config import STREAMS, STUDY_CHAIN, ExperimentConfig, tested_steps
 from training.data import class_names, loader_config, read_manifest
 from training.evaluate import resolve_device
 from training.tune import trial_resources
@@ -68,12 +75,29 @@ def explain_steps(cfg: ExperimentConfig) -> list[int]:
     return sorted(set(cfg.explain.steps))
 
 
-def explain_tasks(cfg: ExperimentConfig) -> list[tuple[str, int, int]]:
-    return list(itertools.product(STREAMS, range(1, cfg.train.runs + 1), explain_steps(cfg)))
+def explain_tasks(cfg: ExperimentConfig) -> list[tuple[str, int, int, str]]:
+    """(stream, run, step, chain): the study's explained steps, then each control chain's."""
+    runs = range(1, cfg.train.runs + 1)
+    tasks = [(*t, STUDY_CHAIN) for t in itertools.product(STREAMS, runs, explain_steps(cfg))]
+    if cfg.prune.enabled:
+        tasks += [(stream, run, step, chain) for chain in cfg.prune.chains if chain != STUDY_CHAIN
+                  for stream, run in itertools.product(STREAMS, runs) for step in tested_steps(cfg, chain)]
+    return tasks
 
 
-def partition(stream: str, run: int, step: int) -> str:
-    return f"{stream}/run{run}/step{step}"
+def partition(stream: str, run: int, step: int, chain: str = STUDY_CHAIN) -> str:
+    return chain_partition(chain, f"{stream}/run{run}/step{step}")
+
+
+def base_of(run: int, step: int) -> int | None:
+    """The run whose step-0 model a map is compared with: this run's for a pruned step, the
+    previous run's for an unpruned one (the run-to-run reference), none for run 1's step 0."""
+    return run if step > 0 else (run - 1 if run > 1 else None)
+
+
+def clip_seed(cfg: ExperimentConfig, video: str, clip: int) -> int:
+    """The seed of a clip's random segment order: the same for every model of the clip."""
+    return int(np.random.SeedSequence([cfg.experiment.seed, zlib.crc32(video.encode()), clip]).generate_state(1)[0])
 
 
 def method_name(reduce: str) -> str:
@@ -113,11 +137,12 @@ def _map_recorded(path: Path) -> tuple | None:
         return str(npz["explain_hash"]), str(npz["checkpoint_sha256"])
 
 
-def figure_map_path(cfg: ExperimentConfig, stream: str, run: int, step: int, video: str, clip: int) -> Path:
-    return cfg.paths.saliency / partition(stream, run, step) / f"{sample_key(video, clip)}.npz"
+def figure_map_path(cfg: ExperimentConfig, stream: str, run: int, step: int, video: str, clip: int,
+                    chain: str = STUDY_CHAIN) -> Path:
+    return cfg.paths.saliency / partition(stream, run, step, chain) / f"{sample_key(video, clip)}.npz"
 
 
-def is_done(cfg: ExperimentConfig, stream: str, run: int, step: int, *,
+def is_done(cfg: ExperimentConfig, stream: str, run: int, step: int, chain: str = STUDY_CHAIN, *,
             figure_clips: list[tuple[str, int]] = (), digests: dict | None = None) -> bool:
     """True when the task's rows (and maps of ``figure_clips``) all exist and record today's
     ``explain_hash`` and checkpoint digests. ``digests`` caches checkpoint path → SHA-256."""
@@ -128,18 +153,21 @@ def is_done(cfg: ExperimentConfig, stream: str, run: int, step: int, *,
             digests[path] = file_sha256(path) if path.is_file() else None
         return digests[path]
 
-    rows = table_path(cfg.paths.results, TABLE, partition(stream, run, step))
+    rows = table_path(cfg.paths.results, TABLE, partition(stream, run, step, chain))
     if not rows.is_file():  # never explained: nothing to hash
         return False
-    want = (explain_hash(cfg), digest(cfg.paths.checkpoint(stream, run, step)))
-    if want[1] is None or _recorded(rows, ("explain_hash", "checkpoint_sha256")) != {want}:
+    want = (explain_hash(cfg), digest(cfg.paths.checkpoint(stream, run, step, chain)))
+    # rows before irof_random (schema < 4) are explained again
+    if want[1] is None or _recorded(rows, ("explain_hash", "checkpoint_sha256", "irof_random")) is None \
+            or _recorded(rows, ("explain_hash", "checkpoint_sha256")) != {want}:
         return False
-    if step > 0:
-        change = table_path(cfg.paths.results, CHANGE_TABLE, partition(stream, run, step))
-        base = digest(cfg.paths.checkpoint(stream, run, 0))
+    base_run = base_of(run, step)
+    if base_run is not None:
+        change = table_path(cfg.paths.results, CHANGE_TABLE, partition(stream, run, step, chain))
+        base = digest(cfg.paths.checkpoint(stream, base_run, 0))
         if _recorded(change, ("explain_hash", "checkpoint_sha256", "base_checkpoint_sha256")) != {(*want, base)}:
             return False
-    return all(_map_recorded(figure_map_path(cfg, stream, run, step, v, c)) == want for v, c in figure_clips)
+    return all(_map_recorded(figure_map_path(cfg, stream, run, step, v, c, chain)) == want for v, c in figure_clips)
 
 
 def centre_clips(clips: int, k: int) -> list[int]:
@@ -198,9 +226,10 @@ class Explained:
     change: list[dict]
 
 
-def load_explained_model(cfg: ExperimentConfig, stream: str, run: int, step: int, classes, device):
+def load_explained_model(cfg: ExperimentConfig, stream: str, run: int, step: int, classes, device,
+                         chain: str = STUDY_CHAIN):
     """(model in eval mode, prune ratio, checkpoint SHA-256) of one checkpoint."""
-    path = cfg.paths.checkpoint(stream, run, step)
+    path = cfg.paths.checkpoint(stream, run, step, chain)
     checkpoint = load_checkpoint(path, classes=classes, map_location=device)
     prune_ratio = checkpoint.extra.get("prune_ratio", 0.0 if step == 0 else None)
     if prune_ratio is None:
@@ -213,15 +242,16 @@ def target_of(rule: str, labels: torch.Tensor):
     return labels if rule == "label" else "predicted"
 
 
-def explain_model(cfg: ExperimentConfig, stream: str, run: int, step: int, *,
+def explain_model(cfg: ExperimentConfig, stream: str, run: int, step: int, chain: str = STUDY_CHAIN, *,
                   device: str | torch.device = "auto") -> Explained:
     """Explain the chosen test clips with one checkpoint; save figure maps; return the rows."""
     device = resolve_device(device)
     paths, ex = cfg.paths, cfg.explain
     manifest = read_manifest(paths.shards)
     classes = class_names(manifest)
-    model, prune_ratio, sha = load_explained_model(cfg, stream, run, step, classes, device)
-    base = load_explained_model(cfg, stream, run, 0, classes, device) if step > 0 else None
+    model, prune_ratio, sha = load_explained_model(cfg, stream, run, step, classes, device, chain)
+    base_run = base_of(run, step)
+    base = None if base_run is None else load_explained_model(cfg, stream, base_run, 0, classes, device)
     provenance = dict(explain_hash=explain_hash(cfg), checkpoint_sha256=sha)
 
     wanted = select_clips(cfg, manifest)
@@ -230,9 +260,10 @@ def explain_model(cfg: ExperimentConfig, stream: str, run: int, step: int, *,
     frames = figure_frames(cfg, shards, figure_keys)
     lcfg = dataclasses.replace(loader_config(cfg, stream, train=False), ten_crop=False, dtype="float32",
                                batch_size=ex.batch_size)
-    keys = dict(experiment=cfg.experiment.name, stream=stream, run=run, step=step, prune_ratio=prune_ratio)
+    keys = dict(experiment=cfg.experiment.name, stream=stream, run=run, step=step, prune_ratio=prune_ratio,
+                chain=chain)
     rows, changes = [], []
-    for batch in progress(make_loader(shards, lcfg), desc=f"explain {partition(stream, run, step)}",
+    for batch in progress(make_loader(shards, lcfg), desc=f"explain {partition(stream, run, step, chain)}",
                           leave=False):
         keep = wanted_rows(batch, wanted)
         if not keep:
@@ -242,28 +273,42 @@ def explain_model(cfg: ExperimentConfig, stream: str, run: int, step: int, *,
         start = time.perf_counter()
         grad, logits, target = input_gradient(model, x, target_of(ex.target, labels))
         maps = reduce_channels(grad, ex.reduce)
-        scores = irof(model, x, maps, target, baseline=ex.baseline, batch_size=ex.forward_batch)
+        segments = slic_segments(x.detach().cpu().numpy())  # one segmentation for both orders
+        scores = irof(model, x, maps, target, segments=segments, baseline=ex.baseline, batch_size=ex.forward_batch)
         seconds = (time.perf_counter() - start) / len(keep)
+        clip_ids = [(batch["video"][row], int(batch["clip"][row])) for row in keep]
+        chance = irof(model, x, maps, target, segments=segments, baseline=ex.baseline, batch_size=ex.forward_batch,
+                      random_seeds=[clip_seed(cfg, video, clip) for video, clip in clip_ids])
         label_list, target_list, predicted = labels.tolist(), target.tolist(), logits.argmax(1).tolist()
-        if base is not None:  # the unpruned model's maps of the same clips, same rule and reduction
-            base_grad, _, base_target = input_gradient(base[0], x, target_of(ex.target, labels))
+        if base is not None:  # the base model's maps of the same clips, same rule and reduction
+            base_grad, base_logits, base_target = input_gradient(base[0], x, target_of(ex.target, labels))
             base_maps = reduce_channels(base_grad, ex.reduce)
             rho, iou = spearman(base_maps, maps), top_iou(base_maps, maps)
+            # this model's map of the base model's class: both maps explain the same class
+            same_maps = maps if ex.target == "label" else \
+                reduce_channels(input_gradient(model, x, base_target)[0], ex.reduce)
+            rho_same, iou_same = spearman(base_maps, same_maps), top_iou(base_maps, same_maps)
+            base_predicted = base_logits.argmax(1).tolist()
         for i, row in enumerate(keep):
-            video, clip = batch["video"][row], int(batch["clip"][row])
+            video, clip = clip_ids[i]
             clip_keys = dict(keys, video=video, clip=clip, method=method_name(ex.reduce), target_rule=ex.target)
             rows.append(dict(clip_keys, label=label_list[i], target=target_list[i], predicted=predicted[i],
                              correct=predicted[i] == label_list[i], irof=float(scores.score[i]),
+                             irof_random=float(chance.score[i]),
                              n_segments=int(scores.n_segments[i]), seconds=seconds, **provenance))
             if base is not None:
                 changes.append(dict(clip_keys, target=target_list[i], base_target=int(base_target[i]),
+                                    base_run=None if base_run == run else base_run,
                                     spearman=None if np.isnan(rho[i]) else float(rho[i]),
                                     iou_top=float(iou[i]), top_fraction=TOP_FRACTION,
+                                    spearman_same=None if np.isnan(rho_same[i]) else float(rho_same[i]),
+                                    iou_top_same=float(iou_same[i]),
+                                    prediction_changed=predicted[i] != base_predicted[i],
                                     base_checkpoint_sha256=base[2], **provenance))
             if (video, clip) in figure_keys:
                 extra = {"pairs": flow_pair_maps(grad[i:i + 1], ex.reduce)[0].cpu().numpy()} \
                     if stream == "temporal" else {}
-                save_maps(figure_map_path(cfg, stream, run, step, video, clip),
+                save_maps(figure_map_path(cfg, stream, run, step, video, clip, chain),
                           rgb=frames[(video, clip)], saliency=maps[i].cpu().numpy().astype(np.float32),
                           prune_ratio=np.float64(prune_ratio), label=np.int64(label_list[i]),
                           target=np.int64(target_list[i]), predicted=np.int64(predicted[i]),
@@ -279,19 +324,20 @@ def figure_clips(cfg: ExperimentConfig, wanted: dict[str, list[int]]) -> list[tu
     return [(v, c) for v in cfg.explain.figure_videos for c in wanted.get(v, ())]
 
 
-def explain_task(experiment: dict, stream: str, run: int, step: int) -> int:
+def explain_task(experiment: dict, stream: str, run: int, step: int, chain: str = STUDY_CHAIN) -> int:
     """One Ray task: explain one checkpoint and write its rows (the irof rows last: done)."""
     cfg = ExperimentConfig.from_dict(experiment)
     pin_threads(cfg.ray.cpus_per_trial)  # torch, OpenCV, OpenMP/MKL: the trial's CPUs, not the machine's
-    explained = explain_model(cfg, stream, run, step)
+    explained = explain_model(cfg, stream, run, step, chain)
+    where = partition(stream, run, step, chain)
     if explained.change:
-        write_rows(cfg.paths.results, CHANGE_TABLE, explained.change, partition=partition(stream, run, step))
-    write_rows(cfg.paths.results, TABLE, explained.irof, partition=partition(stream, run, step))
+        write_rows(cfg.paths.results, CHANGE_TABLE, explained.change, partition=where)
+    write_rows(cfg.paths.results, TABLE, explained.irof, partition=where)
     return len(explained.irof)
 
 
-def tasks_to_do(cfg: ExperimentConfig) -> list[tuple[str, int, int]]:
-    """The configured (stream, run, step) tasks that are not done (see ``is_done``)."""
+def tasks_to_do(cfg: ExperimentConfig) -> list[tuple[str, int, int, str]]:
+    """The configured (stream, run, step, chain) tasks that are not done (see ``is_done``)."""
     clips = figure_clips(cfg, select_clips(cfg, read_manifest(cfg.paths.shards))) if cfg.explain.figure_videos else []
     digests: dict = {}
     return [t for t in explain_tasks(cfg) if not is_done(cfg, *t, figure_clips=clips, digests=digests)]
@@ -303,14 +349,15 @@ def run_explain_stage(cfg: ExperimentConfig, ctx) -> None:
         print("explain: disabled in the config (explain.enabled: false)")
         return
     tasks = explain_tasks(cfg)
-    needed = dict.fromkeys(cfg.paths.checkpoint(*t) for t in tasks)  # with step 0 of pruned steps
-    needed |= dict.fromkeys(cfg.paths.checkpoint(s, r, 0) for s, r, k in tasks if k > 0)
+    needed = dict.fromkeys(cfg.paths.checkpoint(*t) for t in tasks)  # with the base models compared
+    needed |= dict.fromkeys(cfg.paths.checkpoint(s, base_of(r, k), 0) for s, r, k, _ in tasks
+                            if base_of(r, k) is not None)
     missing = [str(p) for p in needed if not p.is_file()]
     if missing:
         raise ExplainError(f"explain: {len(missing)} checkpoint(s) missing (train and prune first, or "
                            f"choose explain.steps): {missing[:4]}")
     todo = tasks_to_do(cfg)
-    print(f"explain: {len(tasks) - len(todo)} of {len(tasks)} (stream, run, step) already done "
+    print(f"explain: {len(tasks) - len(todo)} of {len(tasks)} (stream, run, step, chain) already done "
           "(same explain settings and checkpoints)")
     resources = trial_resources(cfg)
     remote = ray.remote(explain_task).options(num_cpus=resources["cpu"], num_gpus=resources["gpu"],

@@ -32,7 +32,7 @@ batch depends on the input size, the model and the device, and no fixed value su
 Measured on the 2-core development CPU (ResNet-18, 2 threads): at 3x64x64 batches of 128-256
 were fastest, but at 3x160x160 and 20x112x112 a batch of 256 (hundreds of MB of activations
 per layer) made IROF 0.65x and 1.25x Quantus' speed, which forwards its 4 samples at a time;
-see the README's IROF section for time per input against batch size. Calibrating inputs are real
+see docs/benchmarks.md, "IROF", for time per input against batch size. Calibrating inputs are real
 work (their scores are kept), so calibration only costs the time of the slower batches tried.
 Logits of one input are bit-identical at any batch that is a multiple of 8 on that CPU
 (oneDNN), and on a CPU every batch is padded to one, so the choice (and any fixed batch size)
@@ -187,6 +187,15 @@ def removal_ranks(segments: np.ndarray, attribution: np.ndarray) -> tuple[np.nda
     return rank_of_label[labels], n
 
 
+def random_ranks(segments: np.ndarray, seed: int) -> tuple[np.ndarray, int]:
+    """For one sample: a rank map like ``removal_ranks`` but with the segments in a uniformly
+    random order (a permutation from ``numpy.random.default_rng(seed)``): IROF's chance level
+    for these segments (issue 27's ``irof_random``)."""
+    ids, labels = np.unique(segments, return_inverse=True)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    return order[labels.reshape(segments.shape)], len(ids)
+
+
 def quantus_fill_values(x: np.ndarray, ranks: list[np.ndarray], n_segments: np.ndarray) -> np.ndarray:
     """Quantus's baseline per removal step: the scalar mean of the whole current batch.
     Step j (1-based) fills segment rank j-1 with mean(X_{j-1}); only that segment changes, so
@@ -215,12 +224,16 @@ def area_over_curve(curve: np.ndarray, pad_to: int = 0) -> float:
 
 
 def irof(model: torch.nn.Module, x, attributions, target, *, segments=None,
-         baseline: str = "per_image_mean", softmax: bool = True, batch_size: int | str = AUTO) -> IrofResult:
+         baseline: str = "per_image_mean", softmax: bool = True, batch_size: int | str = AUTO,
+         random_seeds=None) -> IrofResult:
     """IROF of each sample of ``x`` (N, C, H, W; float32, or float64 for a float64 model) for
     its class ``target`` (N,), given ``attributions`` (N, H, W) or (N, C|1, H, W) and optional
     precomputed ``segments`` (N, H, W) integer labels (default: SLIC as Quantus computes it).
     ``batch_size`` is the number of inputs per forward pass, or ``"auto"`` (calibrated once
-    per model, input shape and device in this process; see the module doc)."""
+    per model, input shape and device in this process; see the module doc). With
+    ``random_seeds`` (one int per sample) the segments go in a seeded random order instead of by
+    attribution (``random_ranks``; ``attributions`` are then unused): pass the same ``segments``
+    to score an explanation against chance on equal terms."""
     if baseline not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
     check_batch_size(batch_size)
@@ -238,8 +251,11 @@ def irof(model: torch.nn.Module, x, attributions, target, *, segments=None,
         raise ValueError(f"segments of shape {segments.shape} do not fit inputs of shape {x_host.shape}")
 
     ranks, n_segments = [], np.empty(n, dtype=np.int64)
+    if random_seeds is not None and len(random_seeds) != n:
+        raise ValueError(f"{len(random_seeds)} random seeds for {n} inputs")
     for i in range(n):
-        rank, n_segments[i] = removal_ranks(segments[i], attribution[i])
+        rank, n_segments[i] = removal_ranks(segments[i], attribution[i]) if random_seeds is None \
+            else random_ranks(segments[i], int(random_seeds[i]))
         if n_segments[i] < 2:
             raise ValueError(f"sample {i} has {n_segments[i]} segment(s); IROF needs at least 2")
         ranks.append(rank)

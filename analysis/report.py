@@ -13,6 +13,7 @@ import argparse
 import base64
 import html
 import json
+import sys
 import urllib.parse
 import warnings
 from collections.abc import Callable
@@ -24,9 +25,12 @@ import polars as pl
 from PIL import Image
 from tqdm import tqdm
 
+from shards.cli import HelpFormatter
+
 from . import figures, pruned, stats, summary
 from .protocol import protocol_text
-from .results import atomic_file, read_table
+from .results import DEFAULT_CHAIN as STUDY_CHAIN
+from .results import ResultsSchemaError, atomic_file, read_table
 
 
 POSTHOC_ROWS_SHOWN = 40  # longer post-hoc tables show only the significant pairs
@@ -99,6 +103,11 @@ def wilcoxon_note(n: int | None) -> str:
             f"{floor:.4g}, {reach}")
 
 
+def study_chain(table: pl.DataFrame) -> pl.DataFrame:
+    """The rows of the study's chain (``slimming``), without the controls' (``prune.chains``)."""
+    return table.filter(pl.col("chain") == STUDY_CHAIN)
+
+
 class ReportBuilder:
     """Collects blocks section by section; each section checks its own inputs."""
 
@@ -110,9 +119,11 @@ class ReportBuilder:
             figure_videos = self.meta.get("config", {}).get("explain", {}).get("figure_videos")
         self.figure_videos = figure_videos
         results = self.root / "results"
-        self.accuracy = read_table(results, "accuracy")
-        self.epochs = read_table(results, "epochs")
-        self.irof = read_table(results, "irof")
+        # the sections below describe the study's chain; the controls' rows (issue 27) reach the
+        # statistics tables, which group by chain
+        self.accuracy = study_chain(read_table(results, "accuracy"))
+        self.epochs = study_chain(read_table(results, "epochs"))
+        self.irof = study_chain(read_table(results, "irof"))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             self.stats = stats.compute_tables(results, metric)
@@ -207,6 +218,11 @@ class ReportBuilder:
             self.stats.get(f"{self.metric}_posthoc_paired"), self.stats.get("irof_posthoc_paired"))
         self.table(f"Per model and explained step: mean ± sd over runs; p against step 0 by {test}. "
                    f"Removed (%): {pruned.DEFINITIONS}", table, name="summary")
+        short = table.filter(pl.col(stats.FEWER_RUNS))
+        if short.height:  # never a silent mean over fewer runs than the other cells
+            self.text(f"{short.height} row(s) of this table average over fewer runs than the others "
+                      f"(fewer_runs; runs {sorted(set(short['runs'].to_list()))} of {table['runs'].max()}): "
+                      "runs' results are missing; rerun the sweep to complete them.")
 
     def overview(self) -> None:
         self.heading("Run information")
@@ -320,7 +336,8 @@ class ReportBuilder:
 
     def saliency_change_part(self) -> None:
         """Pruned against unpruned maps of the same clips (the saliency_change table)."""
-        change = read_table(self.root / "results", "saliency_change")
+        # pruned against unpruned of the study's chain (step-0 rows are the run-to-run reference)
+        change = study_chain(read_table(self.root / "results", "saliency_change")).filter(pl.col("step") > 0)
         if change.is_empty():
             self.text("No saliency_change rows: no pruned step has been explained yet.")
             return
@@ -354,7 +371,7 @@ class ReportBuilder:
         """Network Slimming at work: |γ| before and after (sparsity) training and at each explained
         step, with the threshold each pruning step cut at."""
         self.heading("Network Slimming: BatchNorm scales and pruning thresholds")
-        gammas = read_table(self.root / "results", "gammas")
+        gammas = study_chain(read_table(self.root / "results", "gammas"))
         if gammas.is_empty():
             self.not_run("slimming", "the gammas table is empty (training has not run)")
             return
@@ -504,15 +521,21 @@ def run_report_stage(cfg, ctx) -> Report:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="crossroads-report", description=__doc__.split("\n\n")[0],
-                                     epilog="exit codes: 0 report written; 2 bad command line or no such folder",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     epilog="exit codes: 0 report written; 1 a results file cannot be read "
+                                            "(named; rerun the sweep: it sets the file aside and rebuilds it); "
+                                            "2 bad command line or no such folder",
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--experiment", type=Path, required=True, help="experiment root, e.g. runs/demo")
     parser.add_argument("--metric", default="video_accuracy", choices=stats.METRICS,
                         help="accuracy column the figures and tables are about")
     args = parser.parse_args(argv)
     if not args.experiment.is_dir():
         parser.error(f"{args.experiment}: no such experiment folder")
-    report = build_report(args.experiment, metric=args.metric)
+    try:
+        report = build_report(args.experiment, metric=args.metric)
+    except ResultsSchemaError as exc:  # a damaged or foreign file: named, with what to do
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
     print(report.index)
     print(report.markdown)
     for part in report.not_run:

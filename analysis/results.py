@@ -57,6 +57,19 @@ class ResultsSchemaError(ValueError):
     """Rows or a Parquet file that do not match a results table's schema."""
 
 
+# what a reader tells a user about a results file it cannot read (analysis.damaged)
+DAMAGED_HINT = ("rerun the sweep (python -m training.sweep --config <its yaml>): it sets the file aside "
+                "as *.damaged and rebuilds what it held")
+
+
+class DamagedPart(ResultsSchemaError):
+    """A results file that cannot be read (cut short, corrupt); ``path`` and ``reason`` name it."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{path}: not a readable Parquet file ({reason}); {DAMAGED_HINT}")
+
+
 def _schema(*fields: tuple[str, pa.DataType, bool]) -> pa.Schema:
     """(name, type, nullable) fields plus the writer's stamps: ``written_at``, and ``host``
     and ``node_id`` (where the row was written; node_id null outside Ray)."""
@@ -304,7 +317,7 @@ def check_file_schema(file: Path, table: str) -> pa.Schema:
     try:
         found = pq.read_schema(file)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise ResultsSchemaError(f"{file}: not a readable Parquet file: {exc}") from exc
+        raise DamagedPart(file, str(exc)) from exc
     version = int((found.metadata or {}).get(VERSION_KEY, b"1"))
     if version > SCHEMA_VERSION:
         raise ResultsSchemaError(f"{file}: schema version {version} is newer than this code's "
@@ -362,5 +375,13 @@ def scan_table(results_dir: Path, table: str) -> pl.LazyFrame:
 
 
 def read_table(results_dir: Path, table: str) -> pl.DataFrame:
-    """Schema-checked table, newest row per key."""
-    return scan_table(results_dir, table).collect()
+    """Schema-checked table, newest row per key; ``DamagedPart`` names a file that cannot be read."""
+    try:
+        return scan_table(results_dir, table).collect()
+    except (pl.exceptions.ComputeError, OSError, pa.ArrowException) as exc:  # a damaged body
+        from .damaged import part_problem  # its footer read fine: find the file
+        for file in table_files(results_dir, table):
+            problem = part_problem(file)
+            if problem:
+                raise DamagedPart(file, problem) from exc
+        raise

@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import sys
 import warnings
 from pathlib import Path
 
@@ -49,7 +50,9 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from .results import atomic_file, read_table
+from shards.cli import HelpFormatter
+
+from .results import ResultsSchemaError, atomic_file, read_table
 
 ACCURACY_GROUPS = ("experiment", "stream", "fusion", "split")
 IROF_GROUPS = ("experiment", "stream", "method")
@@ -90,6 +93,19 @@ def _group_schema(df: pl.DataFrame, groups: tuple[str, ...]) -> dict[str, pl.Dat
     return {g: df.schema[g] for g in groups}
 
 
+FEWER_RUNS = "fewer_runs"  # flag column: this cell averages over fewer runs than the table's others
+
+
+def flag_fewer_runs(frame: pl.DataFrame, runs: str) -> pl.DataFrame:
+    """``frame`` with ``fewer_runs`` beside its ``runs`` column: True where a cell has fewer runs
+    than the most any cell of the table has (a run's rows lost, still missing or never made:
+    its mean and sd rest on less than the others'). Readers must say so, never average silently."""
+    most = frame[runs].max() if frame.height else None
+    flag = (pl.col(runs) < most) if most is not None else pl.lit(False)
+    at = frame.columns.index(runs) + 1
+    return frame.insert_column(at, frame.select(flag.fill_null(True).alias(FEWER_RUNS)).to_series())
+
+
 def summary(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.DataFrame:
     rows = []
     for group, part in _by_group(df, groups):
@@ -100,9 +116,9 @@ def summary(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.DataFra
             rows.append({**group, "step": step, "prune_ratio": ratio, "n": n, "mean": mean, "std": sd,
                          "ci_low": _number(mean - half) if half is not None else None,
                          "ci_high": _number(mean + half) if half is not None else None})
-    return _frame(rows, _group_schema(df, groups) | {
+    return flag_fewer_runs(_frame(rows, _group_schema(df, groups) | {
         "step": pl.Int64, "prune_ratio": pl.Float64, "n": pl.Int64, "mean": pl.Float64,
-        "std": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64})
+        "std": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64}), "n")
 
 
 def _paired_tests(x: np.ndarray, base: np.ndarray) -> dict:
@@ -396,7 +412,8 @@ def write_tables(tables: dict[str, pl.DataFrame], out_dir: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="crossroads-stats", description=__doc__.split("\n\n")[0],
                                      epilog="exit codes: 0 tables written (or nothing to compute); "
-                                            "2 bad command line or no such folder", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                            "1 a results file cannot be read (named; rerun the sweep: it sets "
+                                            "the file aside and rebuilds it); 2 bad command line or no such folder", formatter_class=HelpFormatter)
     parser.add_argument("--results", type=Path, required=True, help="the results store folder")
     parser.add_argument("--out", type=Path, required=True, help="folder for the tables")
     parser.add_argument("--metric", default="video_accuracy", choices=METRICS,
@@ -404,7 +421,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.results.is_dir():
         parser.error(f"{args.results}: no such results folder")
-    tables = compute_tables(args.results, args.metric)
+    try:
+        tables = compute_tables(args.results, args.metric)
+    except ResultsSchemaError as exc:  # a damaged or foreign file: named, with what to do
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
     if not tables:
         print(f"{args.results}: no accuracy or irof rows yet, nothing to compute")
     for path in write_tables(tables, args.out):

@@ -4,7 +4,7 @@ One row per model (spatial, temporal, then the fusions, in study order) and expl
 the fractions removed (``channels_removed_%`` of the prunable channels, ``params_removed_%`` and
 ``flops_removed_%`` of the whole model: ``analysis.pruned``), accuracy mean ± sd over runs, its
 paired test against step 0, and for the single streams IROF (mean ± sd over runs of each run's median over clips) with its paired test. The paired p comes from
-explain_stats' ``<metric>_posthoc_paired`` table (Holm-corrected) when the statistics have
+the statistics' ``<metric>_posthoc_paired`` table (``analysis.stats``, Holm-corrected) when the statistics have
 it, else from a paired t-test computed here (uncorrected) - the only place that choice is made.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import polars as pl
 from scipy import stats as scipy_stats
 
-from .stats import irof_per_run
+from .stats import flag_fewer_runs, irof_per_run
 
 # measured fractions removed (accuracy columns): of the prunable channels, of all params, of all FLOPs
 FRACTIONS = ("channels_removed", "params_removed", "flops_removed")
@@ -79,7 +79,7 @@ def main_result(accuracy: pl.DataFrame, irof: pl.DataFrame, metric: str,
                .rename({"stream": "model"}) if irof.height else
                pl.DataFrame(schema={"model": pl.String, "run": pl.Int64, "step": pl.Int64, "irof": pl.Float64}))
     acc_p, irof_p = _paired_lookup(posthoc_paired), _paired_lookup(irof_paired)
-    test = ("Holm-corrected paired post-hoc (explain_stats' table)" if acc_p
+    test = (f"Holm-corrected paired post-hoc (statistics table {metric}_posthoc_paired)" if acc_p
             else "paired t-test over runs, uncorrected (scipy)")
     # what "% pruned" means, per model and step: prunable channels vs the whole model's params / FLOPs
     removed = acc.group_by("model", "step").agg(pl.col(*FRACTIONS).mean())
@@ -106,4 +106,4 @@ def main_result(accuracy: pl.DataFrame, irof: pl.DataFrame, metric: str,
     schema = {"model": pl.String, "step": pl.Int64, **{f"{c}_%": pl.Float64 for c in FRACTIONS}, "runs": pl.Int64,
               f"{metric}_mean_sd": pl.String, f"{metric}_p_vs_step0": pl.Float64,
               "irof_mean_sd": pl.String, "irof_p_vs_step0": pl.Float64}
-    return pl.DataFrame(rows, schema=schema), test
+    return flag_fewer_runs(pl.DataFrame(rows, schema=schema), "runs"), test

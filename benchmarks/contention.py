@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from shards.cli import HelpFormatter
+
 DONE = re.compile(r"stage (\w+) \(\d+/\d+\): done in (\d+) s")
 
 
@@ -70,7 +72,7 @@ def run_sweep(config: Path, root: Path, sets: list[str], stages: list[str], env:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.contention", description=__doc__.split("\n")[0],
                                 epilog="exit codes: 0 measured; 1 a sweep failed; 2 bad command line",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--config", type=Path, default=Path("ray_configs/demo.yaml"), help="sweep config")
     p.add_argument("--set", dest="sets", action="append",
                    default=None, metavar="KEY=VALUE", help="sweep overrides (default: train.runs=1, train.epochs=2)")

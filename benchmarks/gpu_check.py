@@ -26,6 +26,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from shards.cli import HelpFormatter
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # step: (cap in seconds on a GPU, cap in a dry run). The GPU caps add up to 420 s, leaving a
@@ -431,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.split("\n")[0],
                                 epilog="exit codes: 0 summary written (failed steps are rows with `error`); "
                                        "1 the driver itself crashed (traceback); 2 bad command line",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--out", type=Path, default=Path("runs/gpu_check"), help="where gpu_check.json/.md go")
     p.add_argument("--dry-run", action="store_true", help="every step on the CPU with tiny sizes")
     p.add_argument("--steps", nargs="+", choices=list(STEP_FUNCTIONS), default=list(STEPS),

@@ -64,6 +64,7 @@ from ingest.clips import clip_frames, tile_quantised
 from ingest.decode import VideoStream, decode_video
 from ingest.flow import DIS_PRESETS, get_backend
 from ingest.ucf101 import VideoEntry
+from shards.cli import HelpFormatter
 from shards.format import (DEFAULT_FLOW_BOUND, DEFAULT_TEST_CLIPS, STACK, SampleMeta, encode_jpeg,
                            encode_sample, quantise_flow)
 from shards.threads import local_ray_options, pin_threads
@@ -397,10 +398,10 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.ingest", description=__doc__.split("\n")[0],
                                 epilog="exit codes: 0 measured; "
                                        "1 a measurement failed (traceback); 2 bad command line",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--repeat", type=int, default=70, help="copies of each of the 3 clips")
     p.add_argument("--workers", type=int, default=2, help="Ray workers (processes)")
-    p.add_argument("--short-side", type=int, default=None)
+    p.add_argument("--short-side", type=int, default=None, help="resize frames to this short side (default: source size)")
     p.add_argument("--presets", nargs="+", default=["fast", "medium"], choices=sorted(DIS_PRESETS),
                    help="DIS presets; the first also gets the baseline, scaling and contention phases")
     p.add_argument("--preset", default=None, choices=sorted(DIS_PRESETS), help="one preset (as --presets X)")

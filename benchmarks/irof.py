@@ -33,6 +33,7 @@ import torch
 import torchvision
 
 from analysis.irof import CPU_BATCH_MULTIPLE, auto_batch_sizes, calibration_key, irof, quantus_irof, slic_segments
+from shards.cli import RawHelpFormatter
 
 
 # glibc: keep freed blocks instead of returning them to the kernel. Large activations are
@@ -133,15 +134,11 @@ class ForwardTimer(torch.nn.Module):
         return out
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """The module doc as written, and every option's default."""
-
-
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.irof", description=__doc__,
                                      epilog="exit codes: 0 measured; "
                                             "1 a measurement failed (traceback); 2 bad command line",
-                                     formatter_class=HelpFormatter)
+                                     formatter_class=RawHelpFormatter)
     parser.add_argument("--arch", choices=ARCHS, default="resnet18", help="the model (random weights)")
     parser.add_argument("--stream", choices=["spatial", "temporal"], default="temporal",
                         help="input kind: spatial 3 channels, temporal 20")

@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 from tqdm import tqdm
 
+from shards.cli import HelpFormatter
 from shards.dali import IMAGENET_MEAN, IMAGENET_STD, STREAMS, LoaderConfig, make_loader, shard_paths
 from shards.format import CHANNELS, decode_sample, encode_jpeg
 from shards.reference import reference_loader
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.loader", description=__doc__.split("\n")[0],
                                 epilog="exit codes: 0 measured; "
                                        "1 a measurement failed (traceback); 2 bad command line",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--shards", type=Path, default=None,
                    help="a split subset folder (default: synthetic 320x240 shards under --root)")
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="where generated data is kept")

@@ -20,6 +20,7 @@ from pathlib import Path
 from nvidia.dali import fn, pipeline_def, types
 
 from benchmarks.loader import DEFAULT_ROOT, decode_rate, synthetic_shards
+from shards.cli import HelpFormatter
 from shards.dali import STREAMS, LoaderConfig, _decode, _train_transform
 from shards.tarfiles import index_path, iter_shard
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.loader_stages", description=__doc__.split("\n")[0],
                                 epilog="exit codes: 0 measured; "
                                        "1 a measurement failed (traceback); 2 bad command line",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="where the loader benchmark keeps its data")
     p.add_argument("--streams", nargs="+", default=list(STREAMS), choices=list(STREAMS), help="streams measured")
     p.add_argument("--input-size", type=int, default=224, help="crop side in pixels")

@@ -47,6 +47,7 @@ from tqdm import tqdm
 from pruning import prune_model
 from pruning.accounting import pruning_stats
 from pruning.groups import internal_groups
+from shards.cli import RawHelpFormatter
 from training.models import build_stream
 
 GOAL_STEP = 14  # 1 − 0.96^14 = 43.53 %
@@ -284,7 +285,7 @@ def goal_lines(table: pl.DataFrame, batch_sizes) -> list[str]:
 
 
 def readme_table(table: pl.DataFrame) -> str:
-    """The compact Markdown table the README quotes: per (arch, stream, pruning, threads, memory
+    """The compact Markdown table docs/benchmarks.md quotes: per (arch, stream, pruning, threads, memory
     format, round_to, BN folding) a row of FLOPs speedups, then per batch size a row of efficiencies (latency
     speedup in brackets; bold: ≥ the goal), a column per step; the last column the range of
     1-minute load averages of those rows."""
@@ -323,15 +324,11 @@ def readme_table(table: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """The module doc as written, and every option's default."""
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.pruning", description=__doc__,
                                      epilog="exit codes: 0 measured; "
                                             "1 a measurement failed (traceback); 2 bad command line",
-                                     formatter_class=HelpFormatter)
+                                     formatter_class=RawHelpFormatter)
     parser.add_argument("--archs", nargs="+", default=["resnet50", "resnet101"], help="torchvision ResNets")
     parser.add_argument("--streams", nargs="+", default=["spatial", "temporal"], choices=["spatial", "temporal"],
                         help="streams (input channels 3 or 20)")
@@ -354,9 +351,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (the GPU goal is at batch 64 with AMP)")
     parser.add_argument("--threads", nargs="+", type=int, default=None,
                         help="torch intra-op thread counts, each timed (default: torch's)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random γ standing in for trained ones")
     parser.add_argument("--csv", help="also write the table here (every column)")
-    parser.add_argument("--markdown", help="also write the README's compact table (efficiency per step) here")
+    parser.add_argument("--markdown", help="also write the compact table of docs/benchmarks.md (efficiency per step) here")
     parser.add_argument("--from-csv", nargs="+", metavar="CSV",
                         help="measure nothing: read these --csv tables (concatenated) and print / write them")
     args = parser.parse_args(argv)

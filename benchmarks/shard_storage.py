@@ -1,4 +1,4 @@
-"""Bytes per stored clip in a shard, for the RGB frame and the flow stack (README's storage table).
+"""Bytes per stored clip in a shard, for the RGB frame and the flow stack (the storage table of docs/parts.md, "Data").
 
 ``python -m benchmarks.shard_storage [--real DIR]``: encodes 5 evenly spaced clips of each of
 8 synthetic 320×240 videos (and of the videos in ``--real``, if given) exactly as the ingest
@@ -18,6 +18,7 @@ from ingest.decode import decode_video
 from ingest.flow import get_backend
 from ingest.synthetic import generate
 from ingest.ucf101 import VideoEntry
+from shards.cli import HelpFormatter
 
 SHORT_SIDES = (256, None, 64)
 CLIPS = 5
@@ -42,7 +43,9 @@ def measure(paths: list[Path], short_side: int | None) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.shard_storage", description=__doc__.split("\n")[0],
+                                epilog="exit codes: 0 measured; 1 a measurement failed (traceback); 2 bad command line",
+                                formatter_class=HelpFormatter)
     p.add_argument("--real", type=Path, default=None, help="a folder of real videos to measure too")
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:

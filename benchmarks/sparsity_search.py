@@ -31,6 +31,7 @@ from pruning import prune_model
 from pruning.groups import channel_groups, group_scores
 from pruning.schedule import step_ratio
 from pruning.slimming import bn_l1_subgradient, prune_threshold, select_channels
+from shards.cli import HelpFormatter
 from training.budget import l1_budget, stream_budgets
 from training.config import ExperimentConfig
 from training.data import light_test_loader, make_loaders, stream_data
@@ -120,12 +121,13 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.sparsity_search", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                epilog="exit codes: 0 done; 1 a run failed; 2 bad command line or config")
-    p.add_argument("--config", default=str(REPO / "ray_configs" / "demo.yaml"))
+                                epilog="exit codes: 0 measured; 1 a run failed (traceback); 2 bad command line or config",
+                                formatter_class=HelpFormatter)
+    p.add_argument("--config", default=str(REPO / "ray_configs" / "demo.yaml"), help="the experiment config searched on")
     p.add_argument("--root", default="runs/sparsity_search", help="experiment root (shards are built once here)")
-    p.add_argument("--streams", nargs="+", choices=["spatial", "temporal"], default=["spatial"])
-    p.add_argument("--lambdas", type=float, nargs="+", default=list(LAMBDAS))
+    p.add_argument("--streams", nargs="+", choices=["spatial", "temporal"], default=["spatial"],
+                   help="the streams trained per candidate")
+    p.add_argument("--lambdas", type=float, nargs="+", default=list(LAMBDAS), help="the train.sparsity values tried")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value for every candidate (as training.sweep --set)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: ray.cpus_per_trial)")

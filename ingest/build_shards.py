@@ -3,8 +3,12 @@
 ``python -m ingest.build_shards --videos DIR --splits DIR --split N --out DIR`` writes
 ``OUT/{train,test}/shard-NNNNNN.tar`` (+ ``.idx``) and ``OUT/manifest.parquet``.
 
-Videos are assigned to shards from the split list alone (list order, fixed videos per shard),
-so every run makes the same shards. One call of a Ray actor (``ShardBuilder``, ``workers`` of
+Videos are assigned to shards from the split list and a seed alone: each subset's videos in
+a permutation drawn from ``shard_seed`` (recorded in ``.parts/options.json``), cut into runs of
+fixed length, so every run makes the same shards and a shard holds videos of many classes (the
+official lists are sorted by class; cut in list order a train shard held one or two, and the
+loader's shuffle buffer, a few shards wide, could not mix classes into a batch). Inside a shard
+the samples follow a seeded order of their keys (``sample_order``), a video's clips spread out. One call of a Ray actor (``ShardBuilder``, ``workers`` of
 them, killed when done) builds one shard: it writes the tar (atomic,
 with its DALI index) and then its manifest part ``OUT/.parts/<subset>-shard-NNNNNN.parquet``
 (atomic). A shard whose part exists is finished and skipped on a rerun, so a run killed at any
@@ -24,11 +28,13 @@ videos ingested into a temporary folder) and writes nothing into ``--out``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
 import sys
@@ -39,11 +45,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2  # noqa: F401 (loaded before pin_threads sizes its pool)
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shards.cli import HelpFormatter
+from shards.diskspace import DiskFull, disk_full, free_bytes, is_disk_full, size_text
 from shards.format import (DEFAULT_FLOW_BOUND, DEFAULT_TEST_CLIPS, FORMAT_VERSION, MANIFEST_NAME,
                            MANIFEST_SCHEMA)
+from shards.interrupt import as_interrupted, reclaim_signals, stop_on_signals
 from shards.lock import FolderLocked, folder_lock, unique_tmp, write_text_atomic
 from shards.node import node_info
 from shards.progress import progress as progress_bar
@@ -80,6 +90,7 @@ class Options:
     short_side: int | None = None
     seed: int = 0
     flow_options: dict = field(default_factory=dict)
+    shard_seed: int = 0  # the permutation of each subset's videos over its shards (plan_shards)
 
     def clips(self, subset: str) -> int:
         return self.clips_per_video if subset == "train" else self.test_clips
@@ -121,12 +132,22 @@ class Summary:
 
 
 def plan_shards(entries: list[VideoEntry], subset: str, clips: int,
-                shard_videos: int | None = None) -> list[ShardJob]:
-    """Consecutive runs of the list's videos, the same for every run of the same list."""
+                shard_videos: int | None = None, seed: int = 0) -> list[ShardJob]:
+    """Consecutive runs of a seeded permutation of the list's videos: the same for every run of
+    the same list and seed, and each shard a random draw of the subset's classes."""
     if shard_videos is None:
         shard_videos = max(1, min(math.ceil(len(entries) / MIN_SHARDS), SAMPLES_PER_SHARD // clips))
-    return [ShardJob(subset, i, tuple(entries[lo:lo + shard_videos]))
+    order = np.random.default_rng([seed, SUBSETS.index(subset)]).permutation(len(entries))
+    shuffled = [entries[i] for i in order]
+    return [ShardJob(subset, i, tuple(shuffled[lo:lo + shard_videos]))
             for i, lo in enumerate(range(0, len(entries), shard_videos))]
+
+
+def sample_order(samples: list[dict], seed: int) -> list[dict]:
+    """A shard's samples in a seeded order of their keys, so a video's clips are spread over the
+    shard (the loader's shuffle buffer then holds clips of more videos); the order depends on the
+    keys alone, not on which samples came from a spool or an older tar."""
+    return sorted(samples, key=lambda s: hashlib.sha256(f"{seed}/{s['__key__']}".encode()).digest())
 
 
 def _row(entry: VideoEntry, job: ShardJob, opts: Options, **values) -> dict:
@@ -272,7 +293,7 @@ def build_shard(job: ShardJob, videos: Path, out: Path, opts: Options,
         samples += new
         rows.append(row)
     if samples:
-        write_shard(out / job.name, samples)
+        write_shard(out / job.name, sample_order(samples, opts.shard_seed))
     else:  # every video failed: no tar (nor an index of an older one)
         for old in (out / job.name, (out / job.name).with_suffix(".idx")):
             old.unlink(missing_ok=True)
@@ -338,6 +359,11 @@ def _check_options(out: Path, record: dict, overwrite: bool, write: bool = True)
     path = out / PARTS_DIRNAME / OPTIONS_NAME
     if path.is_file() and not overwrite:
         found = json.loads(path.read_text())
+        if "shard_seed" not in found:
+            raise OptionsChanged(
+                f"{out} holds shards built in list order (before shards held a seeded permutation of "
+                f"their videos: a train shard of the class-sorted UCF101 lists holds one or two classes, "
+                f"so training batches would too); rebuild it with --overwrite (the sweep: delete {out})")
         old_inputs, new_inputs = found.pop("inputs", {}), record["inputs"]
         wanted = {k: v for k, v in record.items() if k != "inputs"}
         diff = [f"  {k}: was {found.get(k)!r}, now {v!r}" for k, v in wanted.items()
@@ -431,6 +457,7 @@ def _run_on_ray(jobs: list[ShardJob], videos: Path, out: Path, opts: Options, wo
         else:
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
                      **local_ray_options())  # workers at niceness 0, not Ray's 15
+        reclaim_signals()  # ray.init's SIGTERM handler exits 15 at once; ours stops the ingest cleanly
     builder = ray.remote(**INGEST_TASK, max_restarts=0)(ShardBuilder)
     actors = [builder.remote() for _ in range(min(workers, len(jobs)))]  # spread over all nodes
     results, waiting, running, failures = {}, list(jobs), {}, {}
@@ -508,26 +535,54 @@ def build_shards(videos, splits, split: int, out, *, flow: str = "dis", workers:
                  allow_missing: bool = False, strict: bool = False, address: str | None = None,
                  shard_videos: int | None = None, flow_bound: float = DEFAULT_FLOW_BOUND,
                  train_spacing: str = "even", seed: int = 0, flow_options: dict | None = None,
-                 progress: bool = True, overwrite: bool = False, retry_failed: bool = True) -> Summary:
+                 progress: bool = True, overwrite: bool = False, retry_failed: bool = True,
+                 shard_seed: int = 0) -> Summary:
     """Build (or finish building) the shards and manifest of one split; see the module doc.
 
     ``retry_failed``: a rerun rebuilds shards with failed videos, redoing only those videos."""
     videos, out = Path(videos), Path(out)
     opts = Options(split=split, flow=flow, flow_bound=flow_bound, clips_per_video=clips_per_video,
                    train_spacing=train_spacing, test_clips=test_clips, short_side=short_side,
-                   seed=seed, flow_options=dict(flow_options or {}))
+                   seed=seed, flow_options=dict(flow_options or {}), shard_seed=shard_seed)
     get_backend(flow, **opts.flow_options)  # fail now, not in every task, if it cannot run here
     jobs = []
     for subset in SUBSETS:
         entries = read_split(splits, split, subset, videos=videos, classes=classes,
                              allow_missing=allow_missing)
-        jobs += plan_shards(entries, subset, opts.clips(subset), shard_videos)
+        jobs += plan_shards(entries, subset, opts.clips(subset), shard_videos, opts.shard_seed)
     record = asdict(opts) | {"classes": sorted(classes) if classes else None,
                              "shard_videos": shard_videos,
                              "inputs": _fingerprint(videos, splits, split, jobs)}
-    with folder_lock(out, what="ingest"):
-        return _build_locked(jobs, videos, out, opts, record, workers, address, overwrite,
-                             strict, split, progress, retry_failed)
+    needed = planned_bytes(jobs, opts)
+    if free_bytes(out) < needed:  # an estimate: say so, and let the run find out
+        print(f"ingest: warning: {out} has {size_text(free_bytes(out))} free; these shards need about "
+              f"{size_text(needed)} (finished shards included)", file=sys.stderr, flush=True)
+    try:
+        with folder_lock(out, what="ingest"):
+            return _build_locked(jobs, videos, out, opts, record, workers, address, overwrite,
+                                 strict, split, progress, retry_failed)
+    except KeyboardInterrupt as exc:  # Ctrl-C / SIGTERM: main says what finished and how to continue
+        stopped = as_interrupted(exc)
+        stopped.finished = f"{sum(is_complete(out / j.name) for j in jobs)} of {len(jobs)} shards finished"
+        raise stopped from None
+    except Exception as exc:
+        if is_disk_full(exc) and not isinstance(exc, DiskFull):  # also inside a Ray worker
+            raise disk_full(out, needed=needed, what="the plan (all shards of this split)") from exc
+        raise
+
+
+# stored bytes per clip at short side 256, real UCF101-like video (ARCHITECTURE.md "Shard
+# format": ≈ 96 KiB), scaled by area; + tar headers, cls and json. An estimate for messages.
+CLIP_BYTES_256 = 96 * 1024
+CLIP_BYTES_FIXED = 4 * 1024
+SOURCE_SHORT_SIDE = 240  # UCF101's 320×240, when frames are not resized
+
+
+def planned_bytes(jobs: list[ShardJob], opts: Options) -> int:
+    """About how many bytes the shards of ``jobs`` take (``--dry-run`` measures it)."""
+    side = opts.short_side or SOURCE_SHORT_SIDE
+    per_clip = CLIP_BYTES_256 * (side / 256) ** 2 + CLIP_BYTES_FIXED
+    return int(sum(len(job.entries) * opts.clips(job.subset) for job in jobs) * per_clip)
 
 
 def _build_locked(jobs, videos, out, opts, record, workers, address, overwrite, strict, split,
@@ -603,7 +658,7 @@ def dry_run(videos, splits, split: int, out, *, flow: str = "dis", clips_per_vid
             shard_videos: int | None = None, flow_bound: float = DEFAULT_FLOW_BOUND,
             train_spacing: str = "even", seed: int = 0, flow_options: dict | None = None,
             retry_failed: bool = True, workers: int = 2, overwrite: bool = False, sample: int = DRY_RUN_SAMPLE,
-            probe: int = DRY_RUN_PROBE) -> tuple[str, str | None]:
+            probe: int = DRY_RUN_PROBE, shard_seed: int = 0) -> tuple[str, str | None]:
     """The work an ingest would do, as text: videos, expected flow pairs (from the frame counts of
     up to ``probe`` videos per subset), shards, and bytes (measured on ``sample`` videos ingested
     into a temporary folder, then extrapolated); and why a run would stop (``out`` holds shards of
@@ -611,11 +666,11 @@ def dry_run(videos, splits, split: int, out, *, flow: str = "dis", clips_per_vid
     videos, out = Path(videos), Path(out)
     opts = Options(split=split, flow=flow, flow_bound=flow_bound, clips_per_video=clips_per_video,
                    train_spacing=train_spacing, test_clips=test_clips, short_side=short_side,
-                   seed=seed, flow_options=dict(flow_options or {}))
+                   seed=seed, flow_options=dict(flow_options or {}), shard_seed=shard_seed)
     get_backend(flow, **opts.flow_options)
     entries = {subset: read_split(splits, split, subset, videos=videos, classes=classes,
                                   allow_missing=allow_missing) for subset in SUBSETS}
-    jobs = {subset: plan_shards(entries[subset], subset, opts.clips(subset), shard_videos)
+    jobs = {subset: plan_shards(entries[subset], subset, opts.clips(subset), shard_videos, opts.shard_seed)
             for subset in SUBSETS}
     n_videos = sum(len(e) for e in entries.values())
     lines = [f"dry run: nothing is written to {out}",
@@ -715,11 +770,11 @@ def input_problem(videos: Path, splits: Path) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="crossroads-ingest", description=__doc__.split("\n")[0],
-                                epilog="exit codes: 0 done; 1 videos failed (with --strict) or ingest failed; "
-                                       "2 bad command line", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                epilog="exit codes: 0 done; 1 videos failed (with --strict) or ingest failed (a full disk: the folder, its free space, the space needed); 130 stopped by Ctrl-C, 143 by SIGTERM (finished shards kept; the same command continues; a second Ctrl-C exits at once); "
+                                       "2 bad command line", formatter_class=HelpFormatter)
     p.add_argument("--videos", required=True, type=Path, help="folder of Class/v_*.avi")
     p.add_argument("--splits", required=True, type=Path, help="folder of classInd/trainlist/testlist")
-    p.add_argument("--split", required=True, type=int, choices=(1, 2, 3))
+    p.add_argument("--split", required=True, type=int, choices=(1, 2, 3), help="the split whose lists are read")
     p.add_argument("--out", required=True, type=Path, help="the split's shard folder")
     p.add_argument("--flow", default="dis", choices=BACKENDS, help="optical-flow method")
     p.add_argument("--dis-preset", default=None, choices=sorted(DIS_PRESETS),
@@ -735,7 +790,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--short-side", type=int, default=None, help="resize frames (default: source size)")
     p.add_argument("--classes", nargs="+", default=None, help="only these classes")
     p.add_argument("--shard-videos", type=int, default=None, help="videos per shard")
-    p.add_argument("--allow-missing", action="store_true")
+    p.add_argument("--shard-seed", type=int, default=0,
+                   help="seed of the permutation of each subset's videos over its shards")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="drop list entries whose video is absent (without it: an error naming the line)")
     p.add_argument("--strict", action="store_true", help="exit 1 if any video failed")
     p.add_argument("--overwrite", action="store_true",
                    help="rebuild an --out built with other options or inputs")
@@ -745,6 +803,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="print the work (videos, flow pairs, shards, bytes from a few sample videos) "
                         "and exit; nothing is written to --out")
     a = p.parse_args(argv)
+    with stop_on_signals():
+        try:
+            return _main(a)
+        except KeyboardInterrupt as exc:
+            stopped = as_interrupted(exc)
+            print(f"ingest stopped by {stopped.name}: {getattr(stopped, 'finished', 'no shard finished')} "
+                  f"(kept); continue with: python -m ingest.build_shards "
+                  f"{shlex.join(sys.argv[1:] if argv is None else argv)}", file=sys.stderr, flush=True)
+            return stopped.exit_code
+
+
+def _main(a: argparse.Namespace) -> int:
     problem = input_problem(a.videos, a.splits)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -756,7 +826,8 @@ def main(argv: list[str] | None = None) -> int:
                           short_side=a.short_side, classes=a.classes, allow_missing=a.allow_missing,
                           shard_videos=a.shard_videos, flow_bound=a.flow_bound,
                           flow_options=flow_options(a.flow, a.dis_preset, a.raft_weights),
-                          retry_failed=a.retry_failed, workers=a.workers, overwrite=a.overwrite)
+                          retry_failed=a.retry_failed, workers=a.workers, overwrite=a.overwrite,
+                          shard_seed=a.shard_seed)
             print(text)
             if problem:
                 print(f"error: a run would stop: {problem}", file=sys.stderr)
@@ -767,12 +838,15 @@ def main(argv: list[str] | None = None) -> int:
                                allow_missing=a.allow_missing, strict=a.strict, address=a.address,
                                shard_videos=a.shard_videos, flow_bound=a.flow_bound,
                                flow_options=flow_options(a.flow, a.dis_preset, a.raft_weights),
-                               overwrite=a.overwrite, retry_failed=a.retry_failed)
+                               overwrite=a.overwrite, retry_failed=a.retry_failed, shard_seed=a.shard_seed)
     except (OptionsChanged, FolderLocked, FlowUnavailable, SplitListError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except IngestFailed as exc:
         print(exc, file=sys.stderr)
+        return 1
+    except DiskFull as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a split list or folder that vanished or cannot be read
         print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)

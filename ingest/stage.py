@@ -29,6 +29,7 @@ def run_data_stage(cfg, ctx=None) -> Summary:
                            test_clips=data.test_clips,
                            short_side=data.short_side, classes=data.classes,
                            allow_missing=data.allow_missing, address=cfg.ray.address,
+                           shard_seed=data.shard_seed,
                            flow_options={"preset": data.dis_preset} if data.dis_preset else None)
     print(summary)
     return summary

@@ -57,6 +57,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from shards.cli import HelpFormatter
+
 SPLITS_DIRNAME = "ucfTrainTestlist"
 DONE_NAME = "synthetic.json"  # the arguments, written when the set is complete
 PARTIAL_NAME = "synthetic.partial.json"  # the arguments while it is being written
@@ -288,7 +290,7 @@ def generate(out, *, classes: int = 8, groups: int = 8, clips: int = 2, frames: 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="crossroads-synthetic", description=__doc__.split("\n")[0],
-                                     epilog="exit codes: 0 written; 2 bad command line", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     epilog="exit codes: 0 written; 2 bad command line", formatter_class=HelpFormatter)
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     for name, default in _arguments().items():
         if isinstance(default, int) and name != "generator":

@@ -6,17 +6,28 @@ baseline's are gone after step k: the target is recomputed against the baseline 
 so rounding never drifts), fine-tunes with the BN-L1 subgradient, evaluates on the test
 videos exactly like the baseline (saving its per-video scores for the ``fuse`` stage) and writes
 ``checkpoints/<stream>/run<r>/step<k>.pt``.
-The rows of a step are written before its checkpoint, and a step counts as done once its
-checkpoint exists: a chain interrupted anywhere resumes at the first unfinished step.
+The rows of a step are written before its checkpoint. A step counts as done when the results
+store holds its rows, readable (`epochs` when it fine-tunes; `accuracy`, `gammas` where it is evaluated), and its
+checkpoint (the next step's input) exists: a checkpoint alone proves nothing. A chain
+interrupted anywhere, or whose rows were set aside as damaged, resumes at the first unfinished step.
+
+Chains (``prune.chains``, issue 27): ``slimming`` is the study above; ``random`` removes the same
+number of channels under the same minimum width and rounding rules but ranks them by a seeded
+uniform random score (does |γ| beat chance); ``finetune_only`` removes nothing and fine-tunes the
+unpruned model exactly as each step does (same epochs, lr, λ, seeds), which separates removal
+from extra training. The controls fine-tune at every step but are evaluated (scores, `accuracy`
+and `gammas` rows) only at ``tested_steps``: the explained steps and the last one. Their
+checkpoints go to ``checkpoints/<chain>/`` (every step: a chain resumes at its first missing one).
 
 On Ray Tune (``run_prune_stage``, the sweep's ``prune`` stage) one function trial runs the
-chain of one (stream, run), reporting after every step. A trial that Tune retries after a
+chain of one (stream, run, chain), reporting after every step. A trial that Tune retries after a
 failure, or any trial of a ``--resume``d sweep, resumes its chain from the step checkpoints
 on disk; a fresh sweep starts every chain at step 1 again (its baselines may be new).
 """
 from __future__ import annotations
 
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -25,22 +36,25 @@ import torch  # noqa: F401 (loaded before pin_threads sizes its pools)
 from ray import tune
 from torch import nn
 
-from analysis.results import write_rows
+import numpy as np
+
+from analysis.damaged import readable
+from analysis.results import chain_partition, table_path, write_rows
 from pruning import prune_model
 from pruning.accounting import pruning_stats
 from pruning.groups import count_prunable_channels
-from pruning.slimming import bn_l1_subgradient, gamma_histogram, prune_threshold, select_channels
+from pruning.slimming import bn_l1_subgradient, gamma_histogram, prune_threshold, random_scores, select_channels
 from shards.progress import progress
 from shards.threads import pin_threads
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.config import ExperimentConfig, PruneConfig
+from training.config import STUDY_CHAIN, ExperimentConfig, PruneConfig, tested_steps
 from training.data import light_test_loader, make_loaders, stream_data, train_eval_loader
 from training.evaluate import evaluate
 from training.fusion import score_and_save, wants_train_scores
 from training.loop import train
 from training.models import weights_name
 from training.speed import measure_speed
-from training.tune import epoch_metrics, make_tuner
+from training.tune import epoch_metrics, make_tuner, unfinished_cells
 
 
 @dataclass
@@ -70,11 +84,23 @@ def _ratio_of_remaining(model: nn.Module, baseline_channels: int, step: int, pru
     return max(to_remove, 0) / remaining
 
 
-def prune_step(model: nn.Module, baseline_channels: int, step: int, prune: PruneConfig) -> nn.Module:
+def prune_step(model: nn.Module, baseline_channels: int, step: int, prune: PruneConfig, *,
+               chain: str = STUDY_CHAIN, seed: int = 0, stream: str = "") -> nn.Module:
     """``model`` (the step k − 1 model) pruned so that ``step_ratio(step)`` of the baseline's
-    ``baseline_channels`` prunable channels are gone."""
+    ``baseline_channels`` prunable channels are gone: by |γ| (``slimming``), by a random score
+    seeded by (``seed``, ``step``, ``stream``) (``random``), or not at all (``finetune_only``)."""
+    if chain == "finetune_only":
+        return model
+    scores = {} if chain == STUDY_CHAIN else {"scores": random_scores(random_seed(seed, step, stream))}
     return prune_model(model, _ratio_of_remaining(model, baseline_channels, step, prune), residual=prune.residual,
-                       min_channels=prune.min_channels, round_to=prune.round_to)
+                       min_channels=prune.min_channels, round_to=prune.round_to, **scores)
+
+
+def random_seed(seed: int, step: int, stream: str) -> int:
+    """The random chain's seed of one step: independent across runs, steps and streams."""
+    return int(np.random.SeedSequence([seed, step, zlib.crc32(stream.encode())]).generate_state(1)[0])
+
+
 
 
 def step_threshold(model: nn.Module, baseline_channels: int, step: int, prune: PruneConfig) -> float | None:
@@ -85,50 +111,65 @@ def step_threshold(model: nn.Module, baseline_channels: int, step: int, prune: P
 
 
 def write_gammas(cfg: ExperimentConfig, model: nn.Module, stream: str, run: int, step: int, phase: str,
-                 threshold: float | None = None) -> None:
+                 threshold: float | None = None, chain: str = STUDY_CHAIN) -> None:
     """One model's |γ| histogram as rows of the `gammas` table (partition per stream/run/step/phase)."""
     residual = cfg.prune.residual
     rows = [dict(experiment=cfg.experiment.name, stream=stream, run=run, step=step, phase=phase,
-                 residual=residual, threshold=threshold, **row)
+                 residual=residual, threshold=threshold, chain=chain, **row)
             for row in gamma_histogram(model, residual=residual)]
-    write_rows(cfg.paths.results, "gammas", rows, partition=f"{stream}/run{run}/step{step}/{phase}")
+    write_rows(cfg.paths.results, "gammas", rows, partition=chain_partition(chain, f"{stream}/run{run}/step{step}/{phase}"))
 
 
-def first_unfinished_step(cfg: ExperimentConfig, stream: str, run: int) -> int:
-    """The step a chain (re)starts at: the first one without a checkpoint (steps + 1 when done)."""
+def step_done(cfg: ExperimentConfig, stream: str, run: int, step: int, chain: str = STUDY_CHAIN) -> bool:
+    """The results store holds step ``step``'s rows, readable (`epochs` when it fine-tunes;
+    `accuracy` and `gammas` where the chain evaluates it), and its checkpoint exists."""
+    results = cfg.paths.results
+    partition = chain_partition(chain, f"{stream}/run{run}/step{step}")
+    rows = []
+    if cfg.stream_prune(stream).finetune_epochs > 0:
+        rows.append(table_path(results, "epochs", partition))
+    if step in tested_steps(cfg, chain):
+        rows += [table_path(results, "accuracy", partition), table_path(results, "gammas", f"{partition}/finetuned")]
+    return cfg.paths.checkpoint(stream, run, step, chain).is_file() and all(map(readable, rows))
+
+
+def first_unfinished_step(cfg: ExperimentConfig, stream: str, run: int, chain: str = STUDY_CHAIN) -> int:
+    """The step a chain (re)starts at: the first one not done (``step_done``; steps + 1 when all are)."""
     for step in range(1, cfg.prune.steps + 1):
-        if not cfg.paths.checkpoint(stream, run, step).is_file():
+        if not step_done(cfg, stream, run, step, chain):
             return step
     return cfg.prune.steps + 1
 
 
 def run_chain(cfg: ExperimentConfig, stream: str, run: int, loaders: ChainLoaders, *, resume: bool = True,
               on_step: Callable[[dict], None] | None = None,
-              on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
-    """Run the chain of one (stream, run) from its first unfinished step (``resume``) or from
-    step 1; ``on_step(row)`` runs after each finished step, ``on_epoch(metrics)`` after each
+              on_epoch: Callable[[dict], None] | None = None, chain: str = STUDY_CHAIN) -> list[dict]:
+    """Run ``chain`` of one (stream, run) from its first unfinished step (``resume``) or from
+    step 1; ``on_step(row)`` runs after each evaluated step, ``on_epoch(metrics)`` after each
     fine-tuning epoch (``step``, ``threshold``, ``channels_removed``/``params_removed``/
     ``flops_removed`` and ``training.tune.epoch_metrics``). Returns the `accuracy` rows written."""
     paths, prune = cfg.paths, cfg.prune
-    start = first_unfinished_step(cfg, stream, run) if resume else 1
+    start = first_unfinished_step(cfg, stream, run, chain) if resume else 1
     if start > prune.steps:
         return []
     baseline = load_checkpoint(paths.checkpoint(stream, run, 0), arch=cfg.model.arch)
     classes = baseline.classes
-    model = baseline.model if start == 1 else load_checkpoint(paths.checkpoint(stream, run, start - 1),
+    model = baseline.model if start == 1 else load_checkpoint(paths.checkpoint(stream, run, start - 1, chain),
                                                               classes=classes).model
+    tested = set(tested_steps(cfg, chain))
     baseline_channels = count_prunable_channels(baseline.model, residual=prune.residual)
     finetune = cfg.finetune_train(stream)  # train.<stream> with prune[.<stream>] lr, epochs, sparsity
     seed = cfg.run_seed(run)
     rows = []
-    for step in progress(range(start, prune.steps + 1), desc=f"prune {stream} run{run}", unit="step"):
-        threshold = step_threshold(model, baseline_channels, step, prune)
-        model = prune_step(model, baseline_channels, step, prune)
+    for step in progress(range(start, prune.steps + 1), desc=f"prune {stream} run{run} {chain}", unit="step"):
+        # the |γ| threshold is slimming's; a random score's threshold means nothing
+        threshold = step_threshold(model, baseline_channels, step, prune) if chain == STUDY_CHAIN else None
+        model = prune_step(model, baseline_channels, step, prune, chain=chain, seed=seed, stream=stream)
         # the structure is final now (fine-tuning changes weights only)
         stats = pruning_stats(baseline.model, model, residual=prune.residual, input_size=cfg.model.input_size)
         pruned = {"step": step, "threshold": threshold, **stats}
         # Liu et al.'s evidence that sparsity worked: the accuracy right after removal
-        before = None if loaders.light_test is None else evaluate(
+        before = None if loaders.light_test is None or step not in tested else evaluate(
             model, loaders.light_test, len(classes), amp=finetune.amp, desc="before fine-tuning").video_accuracy
         report_epoch = None if on_epoch is None else \
             (lambda state, *_, pruned=pruned: on_epoch({**pruned, "epoch": state.epoch,
@@ -138,43 +179,48 @@ def run_chain(cfg: ExperimentConfig, stream: str, run: int, loaders: ChainLoader
                        after_backward=lambda m: bn_l1_subgradient(m, finetune.sparsity, residual=prune.residual),
                        on_epoch=report_epoch)
         model = result.model
-        # per-video scores, so the fuse stage can fuse the streams at this step too
-        evaluation = score_and_save(model, loaders.test, len(classes), paths.scores(stream, run, step, "test"),
-                                    amp=finetune.amp)
-        if loaders.train_eval is not None:
-            score_and_save(model, loaders.train_eval, len(classes), paths.scores(stream, run, step, "train"),
-                           amp=finetune.amp)
-        speed = measure_speed(model, cfg.model.input_size, repeats=cfg.eval.speed_repeats,
-                              throughput_batch=cfg.eval.throughput_batch)
-        checkpoint = paths.checkpoint(stream, run, step)
-        partition = f"{stream}/run{run}/step{step}"
-        row = evaluation.accuracy_row(experiment=cfg.experiment.name, stream=stream, run=run, seed=seed,
-                                      split=cfg.data.split, step=step,
-                                      prune_ratio=step_ratio(step, prune.step_fraction),
-                                      checkpoint=str(checkpoint), residual=prune.residual,
-                                      threshold=threshold, video_accuracy_before_finetune=before,
-                                      weights=weights_name(cfg.model.arch, cfg.model.weights), **stats, **speed)
-        write_rows(paths.results, "accuracy", [row], partition=partition)
-        write_gammas(cfg, model, stream, run, step, "finetuned", threshold)
-        epochs = [dict(experiment=cfg.experiment.name, stream=stream, run=run, step=step, **entry)
+        checkpoint = paths.checkpoint(stream, run, step, chain)
+        partition = chain_partition(chain, f"{stream}/run{run}/step{step}")
+        # prune_ratio: the schedule's target at this step, for every chain (finetune_only removes
+        # nothing: its channels_removed says so), so chains line up step by step
+        ratio = step_ratio(step, prune.step_fraction)
+        epochs = [dict(experiment=cfg.experiment.name, stream=stream, run=run, step=step, chain=chain, **entry)
                   for entry in result.state.history]
         if epochs:
             write_rows(paths.results, "epochs", epochs, partition=partition)
+        row = None
+        if step in tested:
+            # per-video scores, so the fuse stage can fuse the streams at this step too
+            evaluation = score_and_save(model, loaders.test, len(classes),
+                                        paths.scores(stream, run, step, "test", chain), amp=finetune.amp)
+            if loaders.train_eval is not None:
+                score_and_save(model, loaders.train_eval, len(classes),
+                               paths.scores(stream, run, step, "train", chain), amp=finetune.amp)
+            speed = measure_speed(model, cfg.model.input_size, repeats=cfg.eval.speed_repeats,
+                                  throughput_batch=cfg.eval.throughput_batch)
+            row = evaluation.accuracy_row(experiment=cfg.experiment.name, stream=stream, run=run, seed=seed,
+                                          split=cfg.data.split, step=step, prune_ratio=ratio, chain=chain,
+                                          checkpoint=str(checkpoint), residual=prune.residual,
+                                          threshold=threshold, video_accuracy_before_finetune=before,
+                                          weights=weights_name(cfg.model.arch, cfg.model.weights), **stats, **speed)
+            write_rows(paths.results, "accuracy", [row], partition=partition)
+            write_gammas(cfg, model, stream, run, step, "finetuned", threshold, chain)
         save_checkpoint(checkpoint, model, epoch=finetune.epochs, config=cfg, classes=classes,
-                        extra={"step": step, "prune_ratio": row["prune_ratio"], **stats})
-        rows.append(row)
-        if on_step is not None:
-            on_step(row)
+                        extra={"step": step, "prune_ratio": ratio, "chain": chain, **stats})
+        if row is not None:
+            rows.append(row)
+            if on_step is not None:
+                on_step(row)
     return rows
 
 
 def run_prune_trial(cfg: ExperimentConfig, stream: str, run: int, *, resume: bool = False,
-                    after_step: Callable[[dict], None] | None = None) -> dict:
-    """The chain of one (stream, run) inside a Tune trial, reporting after every step;
+                    after_step: Callable[[dict], None] | None = None, chain: str = STUDY_CHAIN) -> dict:
+    """``chain`` of one (stream, run) inside a Tune trial, reporting after every evaluated step;
     ``after_step(row)`` runs after a step's report (a place to observe or interrupt a trial)."""
     pin_threads(cfg.ray.cpus_per_trial)  # torch, OpenCV, OpenMP/MKL: the trial's CPUs, not the machine's
     resume = resume or tune.get_checkpoint() is not None  # a retried trial has its marker checkpoint
-    start = first_unfinished_step(cfg, stream, run) if resume else 1
+    start = first_unfinished_step(cfg, stream, run, chain) if resume else 1
     if start > cfg.prune.steps:
         return {"step": cfg.prune.steps, "started_at_step": start, "done": True, "skipped": True}
     seed = cfg.run_seed(run)
@@ -191,7 +237,7 @@ def run_prune_trial(cfg: ExperimentConfig, stream: str, run: int, *, resume: boo
 
     def report_epoch(metrics: dict) -> None:  # per fine-tuning epoch, no checkpoint
         tune.report({"started_at_step": start, **metrics})
-        print(f"{stream} run{run} step {metrics['step']} epoch {metrics['epoch']}: "
+        print(f"{stream} run{run} {chain} step {metrics['step']} epoch {metrics['epoch']}: "
               + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()
                          if k not in ("step", "epoch") and v is not None), flush=True)
 
@@ -199,17 +245,19 @@ def run_prune_trial(cfg: ExperimentConfig, stream: str, run: int, *, resume: boo
     light = light_test_loader(cfg, stream, data)
     rows = run_chain(cfg, stream, run, ChainLoaders(loaders["train"], loaders["val"], loaders["test"], train_eval,
                                                     light),
-                     resume=resume, on_step=report, on_epoch=report_epoch)
+                     resume=resume, on_step=report, on_epoch=report_epoch, chain=chain)
     return {"step": rows[-1]["step"], "started_at_step": start, "video_accuracy": rows[-1]["video_accuracy"],
             "flops_removed": rows[-1]["flops_removed"], "done": True}
 
 
 def prune_trial(params: dict, experiment: dict, resume: bool = False) -> None:
-    """The Tune function trainable: ``params`` = {stream, run}; ``experiment`` the config dict."""
+    """The Tune function trainable: ``params`` = {stream, run, chain}; ``experiment`` the config dict."""
     cfg = ExperimentConfig.from_dict(experiment)
     # always from the first unfinished step: a plain rerun resumes too (the sweep's config
-    # check guarantees the finished steps came from this config)
-    tune.report(run_prune_trial(cfg, params["stream"], params["run"], resume=True))
+    # check guarantees the finished steps came from this config); Tune state from before chains
+    # has no chain parameter: the study's
+    tune.report(run_prune_trial(cfg, params["stream"], params["run"], resume=True,
+                                chain=params.get("chain", STUDY_CHAIN)))
 
 
 def run_prune_stage(cfg: ExperimentConfig, ctx) -> None:
@@ -217,7 +265,11 @@ def run_prune_stage(cfg: ExperimentConfig, ctx) -> None:
     if not cfg.prune.enabled:
         print("prune: disabled in the config (prune.enabled: false)")
         return
-    results = make_tuner(cfg, resume=ctx.resume, trainable=prune_trial, name="prune").fit()
+    results = make_tuner(cfg, resume=ctx.resume, trainable=prune_trial, name="prune", chains=cfg.prune.chains).fit()
+    if ctx.resume and unfinished_cells(cfg, lambda c, s, r: all(first_unfinished_step(c, s, r, chain) > c.prune.steps
+                                                                for chain in c.prune.chains)):
+        # training.tune.unfinished_cells: restored Tune state skips trials it saw finish
+        results = make_tuner(cfg, trainable=prune_trial, name="prune", chains=cfg.prune.chains).fit()
     failed = [(r.path, r.error) for r in results if r.error is not None]
     if failed:
         raise RuntimeError(f"{len(failed)} pruning trial(s) failed: " +

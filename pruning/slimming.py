@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -36,9 +37,22 @@ def min_keep(width: int, min_channels: int | float, round_to: int) -> int:
     return min(width, math.ceil(max(1, base) / round_to) * round_to)
 
 
+Scores = Callable[[nn.Module, ChannelGroup], torch.Tensor]
+
+
+def random_scores(seed: int) -> Scores:
+    """The ``random`` control's criterion (issue 27; Li et al. 2022, "Revisiting Random Channel
+    Pruning"): each channel gets a uniform random score from a generator seeded by ``seed``, drawn
+    group by group in ``channel_groups`` order, so one seed always ranks the same channels."""
+    generator = torch.Generator().manual_seed(seed)
+    return lambda model, group: torch.rand(group.width, generator=generator)
+
+
 def select_channels(model: nn.Module, ratio: float, *, residual: bool = False, min_channels: int | float = 8,
-                    round_to: int = 1) -> list[tuple[ChannelGroup, torch.Tensor]]:
-    """Choose which channels to keep: one global threshold on |γ| over all prunable channels.
+                    round_to: int = 1, scores: Scores = group_scores) -> list[tuple[ChannelGroup, torch.Tensor]]:
+    """Choose which channels to keep: one global threshold on |γ| over all prunable channels
+    (``scores``: |γ| by default, ``random_scores`` for the random control; the ratio, minimum
+    width and rounding rules are the same for any criterion).
 
     Removes ``round(ratio · N)`` of the N prunable channels, lowest score first, skipping a
     layer once it is down to its minimum. With ``round_to`` > 1 channels go in blocks so every
@@ -53,8 +67,9 @@ def select_channels(model: nn.Module, ratio: float, *, residual: bool = False, m
     target = round(ratio * sum(group.width for group in groups))
 
     orders, blocks = [], []  # blocks: (score that must fall under the threshold, group, size)
+    score_of = scores
     for index, group in enumerate(groups):
-        scores = group_scores(model, group)
+        scores = score_of(model, group)
         order = torch.argsort(scores, stable=True)
         orders.append(order)
         removable = group.width - min_keep(group.width, min_channels, round_to)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU validation kit, one command (README, "GPU validation kit"):
+# The GPU validation kit, one command (docs/gpus.md, "GPU check kit"):
 #   scripts/gpu_check.sh --receive PARTS_DIR STORE   move one transfer's wheel parts (and
 #                                                     SHA256SUMS) into STORE, check the parts, exit
 #   scripts/gpu_check.sh --verify STORE               join split wheels in STORE and verify them, exit

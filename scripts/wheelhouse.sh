@@ -8,7 +8,7 @@
 #                                        lists every wheel (whole) and every part
 # Send DIR in transfers of at most 60 MiB (SHA256SUMS with the first), then on the GPU machine
 # run scripts/gpu_check.sh --receive PARTS_DIR STORE after each and scripts/gpu_check.sh
-# --wheelhouse STORE at the end (README, "GPU validation kit").
+# --wheelhouse STORE at the end (docs/gpus.md, "GPU check kit").
 set -euo pipefail
 usage() { echo "usage: $0 [--split] DIR   (PART_BYTES=$PART_BYTES; see the header of $0)" >&2; exit 2; }
 PART_BYTES=${PART_BYTES:-62914560}

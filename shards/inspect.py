@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
+from .cli import HelpFormatter
 from .format import MANIFEST_NAME, STACK, DecodedSample, SampleMeta, ShardFormatError, decode_sample
 from .tarfiles import is_complete, iter_shard, read_index, shard_problem
 
@@ -143,7 +144,7 @@ def contact_sheet(examples: dict[str, DecodedSample]) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="crossroads-inspect-shards", description=__doc__.split("\n")[0],
                                 epilog="exit codes: 0 shards read without errors; 1 some samples failed; "
-                                       "2 bad command line", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                       "2 bad command line", formatter_class=HelpFormatter)
     p.add_argument("dir", type=Path, help="a split folder (train/, test/, manifest.parquet)")
     p.add_argument("--sample", type=int, default=None, help="decode only N samples (default: all)")
     p.add_argument("--out", type=Path, default=None, help="contact sheet (default DIR/contact_sheet.png)")

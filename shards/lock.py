@@ -7,6 +7,12 @@ The lock is a file created with ``O_CREAT | O_EXCL`` (atomic on local disks and 
 unlike ``flock``), holding the owner's host, pid and start time. A second run finds it and
 stops with a message naming the holder. A lock left by a dead process on this host is taken
 over with a warning; one from another host is never guessed at (delete it by hand).
+
+The lock's content is written to a unique temporary file first and linked to ``.lock``
+(``link`` fails if the name exists, atomically, like ``O_EXCL``), so a lock file is never
+seen half-written: an empty or unreadable ``.lock`` (a run on a full disk before this
+change, a damaged file) holds no run, and is taken over with a warning like a dead
+process's. A write that fails (a full disk) leaves no lock behind.
 """
 from __future__ import annotations
 
@@ -37,13 +43,50 @@ def _alive(pid: int) -> bool:
 
 
 def _try_create(path: Path, me: dict) -> bool:
+    """Create ``path`` holding ``me``, complete or not at all; False if it exists."""
+    tmp = unique_tmp(path)
+    try:
+        tmp.write_text(json.dumps(me))  # a full disk fails here, before any lock exists
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # a filesystem without hard links: exclusive create, then write
+            return _try_create_excl(path, me)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _try_create_excl(path: Path, me: dict) -> bool:
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         return False
-    with os.fdopen(fd, "w") as f:
-        json.dump(me, f)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+    except OSError:
+        path.unlink(missing_ok=True)  # never leave an empty lock (a full disk)
+        raise
     return True
+
+
+def _read_holder(path: Path) -> dict | None:
+    """The holder a lock file names; None if it is empty or unreadable (no run holds it)."""
+    holder = json.loads(path.read_text() or "null")  # FileNotFoundError: released meanwhile
+    if isinstance(holder, dict) and holder.get("host") and isinstance(holder.get("pid"), int):
+        return holder
+    return None
+
+
+def _take_over(path: Path, token: str) -> None:
+    stale = path.with_name(f"{LOCK_NAME}.stale-{token}")
+    try:
+        os.replace(path, stale)  # only one taker wins the rename
+        stale.unlink()
+    except FileNotFoundError:
+        pass
 
 
 @contextmanager
@@ -58,11 +101,16 @@ def folder_lock(folder: Path | str, what: str = "run"):
         if _try_create(path, me):
             break
         try:
-            holder = json.loads(path.read_text() or "{}")
+            holder = _read_holder(path)
         except FileNotFoundError:
             continue  # released meanwhile: try again
-        except ValueError:
-            holder = {}  # being written right now, or garbage: treat as held
+        except (ValueError, UnicodeDecodeError, OSError):
+            holder = None
+        if holder is None:  # written whole or not at all (see above): empty or damaged holds nobody
+            warnings.warn(f"{path}: taking over a lock file that is empty or unreadable (a run that "
+                          f"could not write it, e.g. on a full disk); no run holds it", stacklevel=3)
+            _take_over(path, me["token"])
+            continue
         desc = (f"{holder.get('what', 'a run')} pid {holder.get('pid', '?')} on host "
                 f"{holder.get('host', '?')} since "
                 f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.get('started', 0)))}")
@@ -70,12 +118,7 @@ def folder_lock(folder: Path | str, what: str = "run"):
                 and not _alive(holder["pid"]):
             warnings.warn(f"{path}: taking over the stale lock of {desc} (that process is gone)",
                           stacklevel=3)
-            stale = path.with_name(f"{LOCK_NAME}.stale-{me['token']}")
-            try:
-                os.replace(path, stale)  # only one taker wins the rename
-                stale.unlink()
-            except FileNotFoundError:
-                pass
+            _take_over(path, me["token"])
             continue
         raise FolderLocked(f"{folder} is in use by {desc} (lock file {path}); wait for it to "
                            f"finish, or delete the lock file if that run is gone")
@@ -87,7 +130,7 @@ def folder_lock(folder: Path | str, what: str = "run"):
         try:
             if json.loads(path.read_text()).get("token") == me["token"]:
                 path.unlink()  # only ever our own lock
-        except (FileNotFoundError, ValueError):
+        except (FileNotFoundError, ValueError, AttributeError):
             pass
 
 

@@ -2,12 +2,14 @@
 (read-only: copy before modifying) and the project's own synthetic mini-UCF101."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# a worktree elsewhere (not beside ../shared) names it: CROSSROADS_SHARED_DATA=/path/to/shared/data
+SHARED_DATA = Path(os.environ.get("CROSSROADS_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 
 def cuda_available() -> bool:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import tomllib
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 import ray
 import yaml
 
+from shards.cli import not_shown
+from training.commands import entry_points
 from training.config import ExperimentConfig, config_hash
 from training.overrides import load_config
 from training.sweep import main, write_experiment_record
@@ -68,6 +71,11 @@ def test_experiment_record_has_provenance(tmp_path, monkeypatch):
     assert record["config"]["train"]["lr"] == cfg.train.lr
     assert record["versions"]["torch"] and record["versions"]["ray"] and record["versions"]["python"]
     assert record["versions"]["dali"] and record["versions"]["polars"]
+    # the project's own version, as pyproject.toml says and CHANGELOG.md / CITATION.cff name it
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert record["versions"]["crossroads"] == version
+    assert f"`{version}`" in (ROOT / "CHANGELOG.md").read_text()
+    assert yaml.safe_load((ROOT / "CITATION.cff").read_text())["version"] == version
     assert "gpus" in record["device"] and "gpu_driver" in record["device"]
     assert record["device"]["cpu_model"]  # e.g. "Intel(R) Xeon(R) ..."
 
@@ -99,15 +107,21 @@ def test_console_scripts_are_declared_and_resolve_to_callables():
         assert callable(getattr(importlib.import_module(module), attr)), name
 
 
-ENTRY_POINTS = ["training.sweep:main", "ingest.build_shards:main", "ingest.synthetic:main",
-                "shards.inspect:main", "analysis.stats:main", "analysis.report:main",
-                "benchmarks.gpu_check:main", "benchmarks.ingest:main", "benchmarks.irof:main",
-                "benchmarks.loader:main", "benchmarks.loader_stages:main", "benchmarks.pruning:main",
-                "benchmarks.contention:main"]
+ENTRY_POINTS = entry_points()  # the same list docs/getting-started.md shows (training.commands)
 
 
-@pytest.mark.parametrize("target", ENTRY_POINTS)
-def test_help_shows_prog_defaults_and_exit_codes(target, capsys, monkeypatch):
+def test_every_entry_point_is_listed():
+    targets = {e.target for e in ENTRY_POINTS}
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts.values()) <= targets  # every console script
+    benchmarks = {f"benchmarks.{p.stem}:main" for p in (ROOT / "benchmarks").glob("*.py")
+                  if "def main(" in p.read_text()}
+    assert benchmarks and benchmarks <= targets  # every benchmark
+    assert len(targets) >= 16
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS, ids=lambda e: e.module)
+def test_help_shows_prog_defaults_and_exit_codes(entry, capsys, monkeypatch):
     import argparse
     parsers = []
     original = argparse.ArgumentParser.parse_args
@@ -116,20 +130,30 @@ def test_help_shows_prog_defaults_and_exit_codes(target, capsys, monkeypatch):
         parsers.append(self)
         return original(self, *args, **kwargs)
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", keep_parser)
-    module, _, attr = target.partition(":")
     with pytest.raises(SystemExit) as exc:
-        getattr(importlib.import_module(module), attr)(["--help"])
+        importlib.import_module(entry.module).main(["--help"])
     assert exc.value.code == 0
     out = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal width
-    prog = parsers[0].prog
-    assert prog.startswith("crossroads-") or prog == f"python -m {module}", prog
+    parser = parsers[0]
+    prog = parser.prog
+    assert prog.startswith("crossroads-") or prog == f"python -m {entry.module}", prog
+    if entry.script:
+        assert prog == entry.script
     assert f"usage: {prog}" in out and "exit codes: 0" in out and "2 bad command line" in out
-    # every option with a default worth showing shows it
-    for action in parsers[0]._actions:
-        shown = action.default not in (None, False, argparse.SUPPRESS) and action.help != argparse.SUPPRESS
-        if action.option_strings and shown:
-            assert action.help, f"{target}: {action.option_strings[0]} has a default but no help"
-    assert "(default:" in out
+    # the docs' list reads the same exit codes (without importing the module)
+    assert entry.exit_codes and f"exit codes: {entry.exit_codes}" in out
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if not action.option_strings or action.help == argparse.SUPPRESS or "-h" in action.option_strings:
+            continue
+        name = action.option_strings[-1]
+        assert action.help, f"{entry.module}: {name} does not say what it does"
+        shown = formatter._expand_help(action)
+        # its default once: never twice, never "(default: None)"
+        assert shown.count("(default") <= 1, f"{entry.module}: {name}: {shown!r}"
+        assert not re.search(r"\(default: (None|False|\[\]|)\)", shown), f"{entry.module}: {name}: {shown!r}"
+        if not not_shown(action.default) and not isinstance(action, argparse._VersionAction):
+            assert "default" in shown.lower(), f"{entry.module}: {name} has a default its help does not show"
 
 
 def test_epoch_metrics_for_tune_come_from_the_loop_history():

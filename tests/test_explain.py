@@ -12,9 +12,9 @@ import torch
 
 from scipy.stats import spearmanr
 
-from analysis.explain import (ExplainError, centre_clips, explain_model, explain_task, explain_tasks,
+from analysis.explain import (ExplainError, centre_clips, clip_seed, explain_model, explain_task, explain_tasks,
                               figure_map_path, run_explain_stage, select_clips, tasks_to_do)
-from analysis.irof import irof
+from analysis.irof import irof, random_ranks, slic_segments
 from analysis.results import read_table, table_path
 from analysis.saliency import vanilla_gradient
 from analysis.saliency_change import top_iou
@@ -152,7 +152,7 @@ def test_stage_writes_irof_rows_and_figure_maps_and_resumes(experiment, local_ra
     # a second run redoes nothing, even with newer file times; another checkpoint is explained again
     before = partition_mtimes(cfg)
     newer = cfg.paths.checkpoint("spatial", 1, 1)
-    os.utime(newer, ns=(before[("spatial", 1, 1)] + 10**9,) * 2)
+    os.utime(newer, ns=(before[("spatial", 1, 1, "slimming")] + 10**9,) * 2)
     run_explain_stage(cfg, ctx)
     assert partition_mtimes(cfg) == before
     model = load_checkpoint(newer).model
@@ -162,7 +162,7 @@ def test_stage_writes_irof_rows_and_figure_maps_and_resumes(experiment, local_ra
                     extra={"step": 1, "prune_ratio": 0.04})
     run_explain_stage(cfg, ctx)
     after = partition_mtimes(cfg)
-    assert [t for t in after if after[t] != before[t]] == [("spatial", 1, 1)]
+    assert [t for t in after if after[t] != before[t]] == [("spatial", 1, 1, "slimming")]
 
 
 def test_clip_choice(experiment):
@@ -240,7 +240,7 @@ def test_stale_explanations_are_found_by_hash_and_checkpoint_not_by_time(experim
     for step in (0, 1):
         explain_task(cfg.to_dict(), "spatial", 1, step)
     todo = set(tasks_to_do(cfg))
-    assert todo == {("temporal", 1, 0), ("temporal", 1, 1)}
+    assert todo == {("temporal", 1, 0, "slimming"), ("temporal", 1, 1, "slimming")}
     recorded = read_table(cfg.paths.results, "irof")
     assert recorded["checkpoint_sha256"].n_unique() == 2 and recorded["explain_hash"].n_unique() == 1
 
@@ -253,21 +253,77 @@ def test_stale_explanations_are_found_by_hash_and_checkpoint_not_by_time(experim
     with torch.no_grad():
         model.fc.bias.add_(0.5)
     save_checkpoint(step1, model, epoch=1, config=cfg, classes=classes, extra={"step": 1, "prune_ratio": 0.04})
-    assert set(tasks_to_do(cfg)) == todo | {("spatial", 1, 1)}
+    assert set(tasks_to_do(cfg)) == todo | {("spatial", 1, 1, "slimming")}
     explain_task(cfg.to_dict(), "spatial", 1, 1)
     assert set(tasks_to_do(cfg)) == todo
 
     step0 = cfg.paths.checkpoint("spatial", 1, 0)  # a new baseline: its explanations and the change
     shutil.copy(experiment.paths.checkpoint("temporal", 1, 0), step0)  # tables of later steps
-    assert set(tasks_to_do(cfg)) == todo | {("spatial", 1, 0), ("spatial", 1, 1)}
+    assert set(tasks_to_do(cfg)) == todo | {("spatial", 1, 0, "slimming"), ("spatial", 1, 1, "slimming")}
     shutil.copy(experiment.paths.checkpoint("spatial", 1, 0), step0)  # the same bytes again: done
     assert set(tasks_to_do(cfg)) == todo
 
     clip = select_clips(cfg, read_manifest(cfg.paths.shards))[figure][0]
     figure_map_path(cfg, "spatial", 1, 0, figure, clip).unlink()  # a lost figure map
-    assert set(tasks_to_do(cfg)) == todo | {("spatial", 1, 0)}
+    assert set(tasks_to_do(cfg)) == todo | {("spatial", 1, 0, "slimming")}
 
     other = dataclasses.replace(cfg, explain=dataclasses.replace(cfg.explain, reduce="mean"))
     assert set(tasks_to_do(other)) == set(explain_tasks(cfg))  # other explain settings: all stale
     wider = dataclasses.replace(cfg, explain=dataclasses.replace(cfg.explain, steps=[1]))
-    assert set(tasks_to_do(wider)) == {("temporal", 1, 1)}  # explain.steps only chooses tasks
+    assert set(tasks_to_do(wider)) == {("temporal", 1, 1, "slimming")}  # explain.steps only chooses tasks
+
+
+def test_chance_level_same_target_change_and_run_to_run_reference(experiment, tmp_path):
+    """Issue 27: ``irof_random`` is IROF of a seeded random order of the same segments; a pruned
+    step's change is also measured for the unpruned model's class; run 2's step 0 is compared with
+    run 1's (the run-to-run band); a control chain's checkpoint is explained under its chain."""
+    cfg = fresh_root(experiment, tmp_path, figure_videos=[])
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, runs=2),
+                              prune=dataclasses.replace(cfg.prune, chains=["slimming", "random"]))
+    classes = class_names(read_manifest(cfg.paths.shards))
+    torch.manual_seed(7)
+    other = build_stream("spatial", "resnet18", len(classes))
+    with torch.no_grad():
+        other.fc.weight.mul_(20)
+    save_checkpoint(cfg.paths.checkpoint("spatial", 2, 0), other, epoch=0, config=cfg, classes=classes)
+    random_step = cfg.paths.checkpoint("spatial", 1, 1, "random")
+    random_step.parent.mkdir(parents=True)
+    shutil.copy(cfg.paths.checkpoint("spatial", 1, 1), random_step)
+    tasks = explain_tasks(cfg)
+    assert ("spatial", 2, 0, "slimming") in tasks and ("temporal", 1, 1, "random") in tasks
+    assert ("spatial", 1, 0, "random") not in tasks  # step 0 is the study's, shared
+
+    reference = explain_model(cfg, "spatial", 2, 0, device="cpu")
+    assert {(r["step"], r["base_run"], r["chain"]) for r in reference.change} == {(0, 1, "slimming")}
+    explained = explain_model(cfg, "spatial", 1, 1, "random", device="cpu")
+    assert {r["chain"] for r in explained.irof + explained.change} == {"random"}
+    assert {r["base_run"] for r in explained.change} == {None}
+
+    row = explained.irof[0]
+    change = next(c for c in explained.change if (c["video"], c["clip"]) == (row["video"], row["clip"]))
+    x, _ = clip_batch(cfg, "spatial", row["video"], row["clip"])
+    model = load_checkpoint(random_step).model.eval()
+    base = load_checkpoint(cfg.paths.checkpoint("spatial", 1, 0)).model.eval()
+    saliency = vanilla_gradient(model, x, "predicted", reduce="max")
+    segments = slic_segments(x.numpy())
+    seed = clip_seed(cfg, row["video"], row["clip"])
+    chance = irof(model, x, saliency, [row["target"]], segments=segments, random_seeds=[seed])
+    assert row["irof_random"] == pytest.approx(chance.score[0], rel=1e-4)
+    assert row["irof_random"] != pytest.approx(row["irof"], rel=1e-3)
+    # the random order is a permutation of the segments, the same for any attribution
+    ranks, n = random_ranks(segments[0], seed)
+    assert sorted(np.unique(ranks)) == list(range(n)) == list(range(row["n_segments"]))
+    flipped = irof(model, x, -saliency, [row["target"]], segments=segments, random_seeds=[seed])
+    assert flipped.score[0] == chance.score[0]
+    # same target: the pruned model's map of the unpruned model's class
+    base_target = int(base(x).argmax())
+    same = vanilla_gradient(model, x, [base_target], reduce="max")
+    base_map = vanilla_gradient(base, x, "predicted", reduce="max")
+    assert change["base_target"] == base_target
+    assert change["spearman_same"] == pytest.approx(spearmanr(base_map.flatten(), same.flatten())[0], abs=1e-4)
+    assert change["prediction_changed"] == (int(model(x).argmax()) != base_target)
+
+    # the run-to-run row of the same clip: run 2's map against run 1's
+    ref = next(c for c in reference.change if (c["video"], c["clip"]) == (row["video"], row["clip"]))
+    other_map = vanilla_gradient(other.eval(), x, "predicted", reduce="max")
+    assert ref["spearman"] == pytest.approx(spearmanr(base_map.flatten(), other_map.flatten())[0], abs=1e-4)

@@ -25,9 +25,9 @@ from shards.tarfiles import iter_shard
 
 OPTS = ["--split", "1", "--clips-per-video", "2", "--test-clips", "3", "--short-side", "32",
         "--shard-videos", "4", "--workers", "2", "--flow", "farneback"]
-SHARD0 = "train/shard-000000.tar"  # RedLeft g02 c01, g02 c02, g03 c01, g03 c02
-KILLED = "v_RedLeft_g02_c02"  # the second video of SHARD0: one before it, two after it
-BEFORE = "v_RedLeft_g02_c01"
+SHARD0 = "train/shard-000000.tar"  # RedLeft g03 c01, BlueLeft g02 c01, RedLeft g03 c02, BlueLeft g03 c01
+KILLED = "v_BlueLeft_g02_c01"  # the second video of SHARD0 (plan_shards, seed 0): one before it, two after it
+BEFORE = "v_RedLeft_g03_c01"
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_worker_killed_once_retries_the_video_and_gives_the_uninterrupted_result
     assert main(args(videos, out)) == 0
     assert marker.exists()  # the worker did die on it
     err = capfd.readouterr().err
-    assert f"died on RedLeft/{KILLED}.avi" in err and "retrying it in a fresh worker" in err
+    assert f"died on BlueLeft/{KILLED}.avi" in err and "retrying it in a fresh worker" in err
     assert files(out) == files(reference[0])
     assert manifest(out).equals(manifest(reference[0]))
     assert not list((out / PARTS_DIRNAME).glob("*.videos")) and not list(out.rglob("*.tmp-*"))

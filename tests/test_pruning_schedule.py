@@ -104,6 +104,29 @@ def test_interrupted_chain_resumes_at_step_k_and_matches_an_uninterrupted_one(tm
     assert sorted(epochs["step"].to_list()) == [1, 2]
 
 
+def test_a_step_whose_rows_are_damaged_is_not_done_though_its_checkpoint_exists(tmp_path):
+    """Done means the results store holds the rows (issue 31): checkpoints are inputs, not proof."""
+    from analysis.damaged import set_aside_damaged
+    from analysis.results import table_path
+
+    train, test = colour_batches(3, seed=0), colour_batches(2, seed=1)
+    cfg = experiment(tmp_path / "exp")
+    run_chain(cfg, "spatial", 1, ChainLoaders(train, None, test))
+    before = read_table(cfg.paths.results, "accuracy").sort("step").select("step", "loss", "video_accuracy",
+                                                                          "channels_removed")
+    part = table_path(cfg.paths.results, "accuracy", "spatial/run1/step1")
+    part.write_bytes(part.read_bytes()[:-200])  # cut short, as a crash on a network filesystem leaves it
+    assert first_unfinished_step(cfg, "spatial", 1) == 1  # unreadable rows: not done
+    assert [f for f, _, _ in set_aside_damaged(cfg.paths.results)] == [part]
+    assert cfg.paths.checkpoint("spatial", 1, 1).is_file() and first_unfinished_step(cfg, "spatial", 1) == 1
+    table_path(cfg.paths.results, "gammas", "spatial/run1/step2/finetuned").unlink()  # lost rows, too
+    rebuilt = run_chain(cfg, "spatial", 1, ChainLoaders(train, None, test))
+    assert [r["step"] for r in rebuilt] == [1, 2]
+    after = read_table(cfg.paths.results, "accuracy").sort("step").select(before.columns)
+    assert after.equals(before), (after, before)
+    assert first_unfinished_step(cfg, "spatial", 1) == 3
+
+
 def test_each_step_records_its_accuracy_before_fine_tuning(tmp_path):
     """With no fine-tuning epoch the accuracy right after removal is the step's accuracy (the
     light loader here is the test loader); without a light loader it is not measured."""

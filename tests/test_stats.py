@@ -117,6 +117,10 @@ def test_missing_runs_are_counted_and_too_few_give_descriptives_only():
     assert temporal.row(0, named=True)["cohens_d"] == pytest.approx(-1.5 / math.sqrt(0.5))
     summary = stats.summary(df, GROUPS, "video_accuracy").filter(pl.col("stream") == "temporal")
     assert summary["n"].to_list() == [3, 2, 1] and summary["std"][2] is None
+    # flagged beside n: fewer runs than the table's other cells (spatial has 4 at every step)
+    assert summary["fewer_runs"].to_list() == [True, True, True]
+    spatial = stats.summary(df, GROUPS, "video_accuracy").filter(pl.col("stream") == "spatial")
+    assert not spatial["fewer_runs"].any()
     posthoc = stats.posthoc(df, GROUPS, "video_accuracy").filter(pl.col("stream") == "temporal")
     assert posthoc.filter(pl.col("B") == 2)["T"].null_count() == 2  # step 2 has one run
     # the spatial group is untouched by the temporal stream's gaps

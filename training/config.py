@@ -39,41 +39,43 @@ class ConfigError(ValueError):
 
 @dataclass
 class ExperimentSection:
-    name: str = "experiment"
+    name: str = "experiment"  # the experiment's name: default root runs/<name>, report title
     root: str | None = None  # default runs/<name>
-    seed: int = 0
+    seed: int = 0  # base seed; repeat r of a stream seeds from seed + r
 
 
 @dataclass
 class DataConfig:
     videos: str | None = None  # folder of class folders; null with `synthetic`
     splits: str | None = None  # folder of UCF101 split lists
-    split: int = 1
+    split: int = 1  # the UCF101 split whose lists are used
     synthetic: dict | None = None  # keyword arguments of ingest.synthetic.generate
     classes: list[str] | None = None  # a subset of class names, null = all
     flow: Literal["dis", "farneback", "tvl1", "raft_small", "raft_large"] = "dis"  # ingest.flow.BACKENDS
     dis_preset: Literal["ultrafast", "fast", "medium"] | None = None  # flow dis only; null = fast
-    flow_bound: float = 20.0
+    flow_bound: float = 20.0  # flow quantisation bound in pixels (|flow| clipped to it)
     clips_per_video: int = 3  # clips per train video each epoch reads
     # clips stored per train video (ingest, evenly spaced); each epoch draws clips_per_video of
     # them per (seed, epoch, video), TSN-style (shards.sampling); null = clips_per_video (the
     # same clips every epoch)
     train_clips_stored: int | None = None
-    test_clips: int = 25
+    test_clips: int = 25  # evenly spaced clips stored and evaluated per test video
     short_side: int | None = None  # null = source size
-    workers: int = 2
-    allow_missing: bool = False
+    workers: int = 2  # shard-building tasks at once (Ray)
+    allow_missing: bool = False  # drop list entries whose video is absent instead of refusing the lists
+    # the lists are sorted by class: shards cut in list order would hold one or two classes each
+    shard_seed: int = 0  # seed of the permutation of each subset's videos over its shards
 
 
 @dataclass
 class ModelConfig:
-    arch: Literal["resnet18", "resnet50", "resnet101"] = "resnet18"
+    arch: Literal["resnet18", "resnet50", "resnet101"] = "resnet18"  # the ResNet of both streams
     # none | imagenet (torchvision's current default version of the arch) | a torchvision weights
     # version by name (IMAGENET1K_V1, IMAGENET1K_V2: training.models.weights_name) | a state_dict path
     weights: str = "none"
-    input_size: int = 224
-    dropout: float = 0.0
-    freeze_backbone: bool = False
+    input_size: int = 224  # the network's input crop, pixels a side
+    dropout: float = 0.0  # dropout before the classifier (default of train[.<stream>].dropout)
+    freeze_backbone: bool = False  # train the classifier only
     # the temporal stream's input is flow / flow_scale: 1 = pixels of the input; data.flow_bound
     # = about ±1 (TSN-style). A model is trained and evaluated with one scale.
     flow_scale: float = 1.0
@@ -84,17 +86,17 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    runs: int = 1
-    epochs: int = 1
-    batch_size: int = 32
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 0.01
+    runs: int = 1  # independent repeats per stream, each with its own seed
+    epochs: int = 1  # baseline training epochs (at most, with early stopping)
+    batch_size: int = 32  # train clips per batch
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # the optimiser of training and fine-tuning
+    lr: float = 0.01  # initial learning rate of the baseline
     # the batch `lr` was published for: the lr used is lr × batch_size / lr_batch (linear scaling,
     # Goyal et al. 2017), so a recipe's lr is written as published; null = lr as written
     lr_batch: int | None = None
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    scheduler: Literal["none", "cosine", "step", "multistep"] = "cosine"
+    weight_decay: float = 1e-4  # the optimiser's weight decay
+    momentum: float = 0.9  # SGD momentum
+    scheduler: Literal["none", "cosine", "step", "multistep"] = "cosine"  # learning-rate schedule over the epochs
     step_size: int = 10  # epochs between lr drops (scheduler: step)
     gamma: float = 0.1  # lr factor per drop (scheduler: step, multistep)
     milestones: list[int] = field(default_factory=list)  # epochs at which the lr drops (multistep)
@@ -105,17 +107,17 @@ class TrainConfig:
     select: Literal["val_accuracy", "val_loss", "last"] | None = None
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     amp: bool = True  # bf16 autocast on GPU (ignored on CPU)
-    channels_last: bool = True
+    channels_last: bool = True  # channels_last memory format for training, fine-tuning and latency timing
     compile: bool = False  # torch.compile the model
     val_fraction: float = 0.1  # fraction of train groups held out for validation
     sparsity: float = 0.0  # BN-L1 strength during baseline training, 0 = off
     # false: BatchNorm γ/β get no weight decay (only the L1 term pulls γ); Liu et al. decay them
     bn_weight_decay: bool = True
-    dropout: float | None = None  # before fc; null = model.dropout
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dropout: float | None = None  # dropout before the classifier; null = model.dropout
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda where available, else cpu
     # per-stream settings over the ones above (any key but runs, val_fraction, device)
     spatial: dict | None = None
-    temporal: dict | None = None
+    temporal: dict | None = None  # as spatial, for the temporal stream
 
 
 # train keys one stream may set for itself (runs and the val split are shared: fusion pairs them)
@@ -128,24 +130,24 @@ STREAM_PRUNE_KEYS = ("finetune_epochs", "lr", "sparsity")
 @dataclass
 class LoaderSection:
     """The shards.dali.LoaderConfig fields that are the same for every loader of a run."""
-    crop_mode: Literal["corner", "random_resized", "random"] = "corner"
-    crop_scales: list[float] = field(default_factory=lambda: [1.0, 0.875, 0.75, 0.66])
+    crop_mode: Literal["corner", "random_resized", "random"] = "corner"  # train crop: corner (multi-scale corner crop, TSN), random_resized, random (no resize)
+    crop_scales: list[float] = field(default_factory=lambda: [1.0, 0.875, 0.75, 0.66])  # corner crop sides as fractions of the frame's short side
     flip: bool = True  # train-time horizontal flip (x flow negated)
     mean_subtraction: bool = False  # temporal: subtract each field's mean displacement
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # the loader's output type
     threads: int | None = None  # DALI CPU threads per loader, null = ray.cpus_per_trial (at least 1)
-    device: Literal["auto", "cpu", "gpu"] = "auto"
-    shuffle_buffer: int = 1024
+    device: Literal["auto", "cpu", "gpu"] = "auto"  # where DALI decodes and augments; auto = gpu where CUDA is present
+    shuffle_buffer: int = 1024  # train samples DALI shuffles among
 
 
 @dataclass
 class EvalConfig:
     batch_size: int | None = None  # null = train.batch_size
-    ten_crop: bool = False
+    ten_crop: bool = False  # 10 crops (4 corners + centre, and their flips) per clip instead of the centre crop
     # inference speed of every trained / pruned model (training.speed): timed forward passes per
     # batch size (0 = not measured), and the batch of the throughput figure
     speed_repeats: int = 3
-    throughput_batch: int = 8
+    throughput_batch: int = 8  # batch size of the throughput figure
     # the light protocol of `video_accuracy_before_finetune` (each prune, before fine-tuning,
     # and the unpruned model): this many evenly spaced test clips per video, one centre crop
     light_clips: int = 5
@@ -153,11 +155,11 @@ class EvalConfig:
 
 @dataclass
 class FusionConfig:
-    methods: list[Literal["mean", "svm_softmax", "svm_features", "svm_logits"]] = field(
+    methods: list[Literal["mean", "svm_softmax", "svm_features", "svm_logits"]] = field(  # the late fusions computed at every pruning step
         default_factory=lambda: ["mean", "svm_softmax", "svm_features", "svm_logits"])
     # LinearSVC regularisation: one value, or candidates chosen by cv_folds-fold cross-validation
     svm_c: Union[float, list[float]] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
-    cv_folds: int = 3
+    cv_folds: int = 3  # folds of the cross-validation that picks svm_c from a list
     # heldout = the SVMs fit on the train list's validation videos (never trained on; needs
     # train.val_fraction > 0); train = on every train-list video (the original study)
     fit_on: Literal["heldout", "train"] = "heldout"
@@ -165,31 +167,32 @@ class FusionConfig:
 
 @dataclass
 class PruneConfig:
-    enabled: bool = True
+    enabled: bool = True  # false: the prune stage does nothing
     step_fraction: float = 0.04  # fraction of the remaining prunable channels removed per step
     steps: int = 17  # removed after k steps: 1 - 0.96**k, so 17 steps -> 50.04 %
-    finetune_epochs: int = 1
+    finetune_epochs: int = 1  # fine-tuning epochs after each pruning step
     sparsity: float = 1e-5  # BN-L1 strength while fine-tuning
     residual: bool = False  # also prune channels on the residual path
-    min_channels: int = 8
-    round_to: int = 1
-    lr: float = 0.001
-    # the chains run for every (stream, run); the controls fine-tune at every step but are
-    # evaluated and explained only at explain.steps and the last step (pruning.schedule)
+    min_channels: int = 8  # no pruned layer keeps fewer channels
+    round_to: int = 1  # every pruned width a multiple of this
+    lr: float = 0.001  # learning rate while fine-tuning after each step
+    # pruning chains run for every (stream, run): slimming (the study), finetune_only (unpruned,
+    # fine-tuned as each step is), random (random channel scores, same rules); the controls
+    # fine-tune every step but are evaluated and explained only at explain.steps and the last step
     chains: list[Literal["slimming", "finetune_only", "random"]] = field(default_factory=lambda: ["slimming"])
     # per-stream fine-tuning settings over the ones above (finetune_epochs, lr, sparsity)
     spatial: dict | None = None
-    temporal: dict | None = None
+    temporal: dict | None = None  # as spatial, for the temporal stream
 
 
 @dataclass
 class ExplainConfig:
-    enabled: bool = True
+    enabled: bool = True  # false: the explain stage does nothing
     steps: Union[Literal["all"], list[int]] = "all"  # "all" = every step 0..prune.steps
     # the class a map and its IROF score explain: the model's own prediction (as Quantus' examples)
     # or the true label (the original study; IROF's p(x_k)/p(x) explodes on misclassified clips)
     target: Literal["predicted", "label"] = "predicted"
-    clips_per_video: int = 1
+    clips_per_video: int = 1  # test clips explained per video
     max_videos: int | None = None  # null = every test video
     figure_videos: list[str] = field(default_factory=list)  # video ids whose maps are kept
     reduce: Literal["max", "mean", "sum"] = "max"  # over channels of |gradient| (analysis.saliency)
@@ -204,8 +207,8 @@ class RayConfig:
     address: str | None = None  # null = embedded local Ray
     num_cpus: int | None = None  # for the embedded local Ray, null = all
     gpus_per_trial: float | None = None  # null = 1 where the cluster has GPUs, else 0
-    cpus_per_trial: float = 1
-    max_failures: int = 2
+    cpus_per_trial: float = 1  # CPUs per train/prune trial and explain task; also its torch and DALI threads
+    max_failures: int = 2  # Tune retries of a failed trial (from its last checkpoint)
     storage_path: str | None = None  # null = <root>/ray
 
 
@@ -248,6 +251,17 @@ class ExperimentPaths:
         return self.root / "scores" / _chain_folder(chain, step) / stream / f"run{run}" / f"step{step}_{subset}.npz"
 
 
+def tested_steps(cfg: "ExperimentConfig", chain: str) -> list[int]:
+    """The pruned steps a chain evaluates and explains: every step for slimming (explained at
+    ``explain.steps``); for a control the explained steps (``explain.steps``, without 0) and the last
+    step, which keeps the controls' cost to their fine-tuning (``pruning.schedule``)."""
+    last = cfg.prune.steps
+    if chain == STUDY_CHAIN:
+        return list(range(1, last + 1))
+    explained = range(last + 1) if cfg.explain.steps == "all" else cfg.explain.steps
+    return sorted({k for k in explained if 0 < k <= last} | {last})
+
+
 def _chain_folder(chain: str, step: int) -> str:
     if chain not in CHAINS:
         raise ValueError(f"unknown pruning chain {chain!r}; known: {list(CHAINS)}")
@@ -266,7 +280,7 @@ class ExperimentConfig:
     prune: PruneConfig = field(default_factory=PruneConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     ray: RayConfig = field(default_factory=RayConfig)
-    stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))
+    stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))  # the stages a sweep runs, in order
 
     @property
     def paths(self) -> ExperimentPaths:

@@ -27,6 +27,8 @@ class EvalResult:
     video_features: np.ndarray | None  # (V, D) mean penultimate features per video, if asked
     n_clips: int
     video_logits: np.ndarray | None = None  # (V, K) mean logits per video, if asked (fusion input)
+    ece: float | None = None  # expected calibration error of the video predictions, 0-1
+
 
     @property
     def n_videos(self) -> int:
@@ -40,9 +42,27 @@ class EvalResult:
         row = dict(fusion=None, step=0, prune_ratio=0.0, channels_removed=0.0, params_removed=0.0,
                    flops_removed=0.0, checkpoint=None, clip_accuracy=self.clip_accuracy,
                    video_accuracy=self.video_accuracy, video_top5=self.video_top5, loss=self.loss,
-                   n_videos=self.n_videos, finished_at=datetime.now(timezone.utc))
+                   n_videos=self.n_videos, ece=self.ece, finished_at=datetime.now(timezone.utc))
         row.update(keys)
         return row
+
+
+ECE_BINS = 15  # equal-width confidence bins (Guo et al. 2017, "On Calibration of Modern Neural Networks")
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Σ_b |B_b|/N · |accuracy(B_b) − mean confidence(B_b)| over equal-width bins of the top-class
+    probability (a confidence of exactly 1 falls in the last bin): 0 = calibrated, 0-1.
+    Issue 27: a pruned model that grows over- or under-confident changes IROF's p(x_k)/p(x)
+    without its explanations changing, so the accuracy rows carry it as a possible confound."""
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
+    confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
+    correct = (predicted == labels).astype(np.float64)
+    which = np.minimum((confidence * bins).astype(np.int64), bins - 1)
+    total = np.bincount(which, minlength=bins)
+    gap = np.abs(np.bincount(which, weights=correct, minlength=bins) - np.bincount(which, weights=confidence,
+                                                                                   minlength=bins))
+    return float(gap.sum() / len(labels)) if total.sum() else float("nan")
 
 
 def summarise(clip_probs: np.ndarray, clip_labels: np.ndarray, clip_videos: list[str],
@@ -84,7 +104,7 @@ def summarise(clip_probs: np.ndarray, clip_labels: np.ndarray, clip_videos: list
         video_top5=100.0 * float((top5 == labels[:, None]).any(1).mean()),
         loss=float(nll.mean()), per_class=per_class, videos=[str(v) for v in videos],
         video_labels=labels, video_scores=scores, video_features=features, n_clips=n,
-        video_logits=logits)
+        video_logits=logits, ece=expected_calibration_error(scores, labels))
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:

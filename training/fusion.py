@@ -29,10 +29,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from analysis.results import atomic_file, read_table, table_path, write_rows
+from analysis.results import atomic_file, chain_partition, read_table, table_path, write_rows
 from shards.progress import progress
 
-from .config import STREAMS
+from .config import STREAMS, STUDY_CHAIN
 from .evaluate import EvalResult, evaluate, summarise
 
 METHODS = ("mean", "svm_softmax", "svm_features", "svm_logits")
@@ -152,8 +152,10 @@ def fuse(spatial_test: VideoScores, temporal_test: VideoScores, spatial_train: V
         else:
             raise FusionError(f"unknown fusion method {method!r}, expected one of {list(METHODS)}")
         result = summarise(fused if loss is None else _softmax(fused), labels, spatial_test.videos)
+        # an SVM gives margins, not probabilities: neither a loss nor a calibration error
         results[method] = dataclasses.replace(result, clip_accuracy=math.nan,
-                                              loss=result.loss if loss is None else loss)
+                                              loss=result.loss if loss is None else loss,
+                                              ece=result.ece if loss is None else None)
     return results
 
 
@@ -213,45 +215,50 @@ def run_fusion_stage(cfg, ctx) -> None:
         if not steps:
             raise FusionError(f"run {run}: no step with test scores of both streams under "
                               f"{paths.root / 'scores'}; run the `train` stage first")
-        pairs += [(run, step) for step in steps]
+        pairs += [(run, step, STUDY_CHAIN) for step in steps]
+        # the control chains' tested steps (step 0 is the study's, shared)
+        pairs += [(run, step, chain) for chain in cfg.prune.chains if chain != STUDY_CHAIN
+                  for step in range(1, cfg.prune.steps + 1)
+                  if all(paths.scores(s, run, step, "test", chain).is_file() for s in STREAMS)]
     if not ray.is_initialized():
-        for run, step in pairs:
-            print(fuse_pair(cfg, run, step))
+        for run, step, chain in pairs:
+            print(fuse_pair(cfg, run, step, chain))
         return
     remote = ray.remote(fuse_pair_task).options(num_cpus=1, num_gpus=0, max_retries=cfg.ray.max_failures)
-    pending = {remote.remote(cfg.to_dict(), run, step): (run, step) for run, step in pairs}
+    pending = {remote.remote(cfg.to_dict(), *pair): pair for pair in pairs}
     failed = []
     with progress(total=len(pending), desc="fuse (run, step)") as bar:
         while pending:
             (ready,), _ = ray.wait(list(pending), num_returns=1)
-            run, step = pending.pop(ready)
+            run, step, chain = pending.pop(ready)
             try:
                 print(ray.get(ready), flush=True)
             except Exception as exc:  # keep the other pairs' rows; report every failure at the end
-                failed.append(f"run {run} step {step}: {exc}")
+                failed.append(f"run {run} step {step} {chain}: {exc}")
             bar.update()
     if failed:
         raise FusionError(f"fuse: {len(failed)} of {len(pairs)} (run, step) pairs failed: " + "; ".join(failed))
 
 
-def fuse_pair_task(config: dict, run: int, step: int) -> str:
+def fuse_pair_task(config: dict, run: int, step: int, chain: str = STUDY_CHAIN) -> str:
     """:func:`fuse_pair` as a Ray task (the config travels as a plain dict)."""
     from shards.threads import pin_threads
 
     from .config import ExperimentConfig
     pin_threads(1)  # the task's one CPU: numpy/BLAS under the SVM fits
-    return fuse_pair(ExperimentConfig.from_dict(config), run, step)
+    return fuse_pair(ExperimentConfig.from_dict(config), run, step, chain)
 
 
-def fuse_pair(cfg, run: int, step: int) -> str:
-    """Fuse run ``run`` at step ``step`` unless its rows are there and current; a line saying
-    what was done."""
+def fuse_pair(cfg, run: int, step: int, chain: str = STUDY_CHAIN) -> str:
+    """Fuse run ``run`` at step ``step`` of ``chain`` unless its rows are there and current; a
+    line saying what was done."""
     paths = cfg.paths
-    if _fused_already(cfg, run, step):
-        return f"fusion run {run} step {step}: already fused, skipped"
+    what = f"fusion run {run} step {step}" + ("" if chain == STUDY_CHAIN else f" {chain}")
+    if _fused_already(cfg, run, step, chain):
+        return f"{what}: already fused, skipped"
     fit_videos = heldout_videos(cfg, run) if uses_svm(cfg.fusion.methods) else None
-    test = [load_scores(paths.scores(s, run, step, "test")) for s in STREAMS]
-    train = [load_scores(paths.scores(s, run, step, "train")) for s in STREAMS] \
+    test = [load_scores(paths.scores(s, run, step, "test", chain)) for s in STREAMS]
+    train = [load_scores(paths.scores(s, run, step, "train", chain)) for s in STREAMS] \
         if uses_svm(cfg.fusion.methods) else [None, None]
     chosen_c = {}
     results = fuse(*test, *train, cfg.fusion.methods, svm_c=cfg.fusion.svm_c,
@@ -259,23 +266,24 @@ def fuse_pair(cfg, run: int, step: int) -> str:
                    chosen_c=chosen_c)
     pruning = {}
     if step:
-        stream_rows = read_table(paths.results, "accuracy").filter(pl.col("stream").is_in(STREAMS))
+        stream_rows = read_table(paths.results, "accuracy").filter(pl.col("stream").is_in(STREAMS)
+                                                                   & (pl.col("chain") == chain))
         pruning = _pruning_fields(stream_rows, run, step)
     rows = [r.accuracy_row(experiment=cfg.experiment.name, stream="fusion", fusion=method, run=run,
-                           seed=cfg.run_seed(run), split=cfg.data.split, step=step,
+                           seed=cfg.run_seed(run), split=cfg.data.split, step=step, chain=chain,
                            svm_c=chosen_c.get(method), residual=cfg.prune.residual, **pruning)
             for method, r in results.items()]
-    write_rows(paths.results, "accuracy", rows, partition=f"fusion/run{run}/step{step}")
-    return f"fusion run {run} step {step}: " + ", ".join(f"{m} {r.video_accuracy:.1f} %" for m, r in results.items())
+    write_rows(paths.results, "accuracy", rows, partition=chain_partition(chain, f"fusion/run{run}/step{step}"))
+    return f"{what}: " + ", ".join(f"{m} {r.video_accuracy:.1f} %" for m, r in results.items())
 
 
-def _fused_already(cfg, run: int, step: int) -> bool:
-    """True when the fusion rows of (run, step) hold every configured method and were written
-    after the score files they fuse (a retrained stream's new scores are fused again)."""
-    rows = table_path(cfg.paths.results, "accuracy", f"fusion/run{run}/step{step}")
+def _fused_already(cfg, run: int, step: int, chain: str = STUDY_CHAIN) -> bool:
+    """True when the fusion rows of (run, step, chain) hold every configured method and were
+    written after the score files they fuse (a retrained stream's new scores are fused again)."""
+    rows = table_path(cfg.paths.results, "accuracy", chain_partition(chain, f"fusion/run{run}/step{step}"))
     if not rows.is_file():
         return False
-    scores = [cfg.paths.scores(s, run, step, subset) for s in STREAMS for subset in ("test", "train")]
+    scores = [cfg.paths.scores(s, run, step, subset, chain) for s in STREAMS for subset in ("test", "train")]
     newest = max(p.stat().st_mtime_ns for p in scores if p.is_file())
     methods = set(pl.read_parquet(rows, columns=["fusion"])["fusion"].to_list())
     return methods == set(cfg.fusion.methods) and rows.stat().st_mtime_ns >= newest

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -47,8 +48,19 @@ def _version(names) -> str | None:
     return None
 
 
+def project_version() -> str | None:
+    """This checkout's version (``pyproject.toml``, what CHANGELOG.md names), else the installed
+    distribution's: an editable install keeps the version it was installed with."""
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    try:
+        match = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), re.MULTILINE)
+    except OSError:
+        match = None
+    return match.group(1) if match else _version("crossroads")
+
+
 def versions() -> dict[str, str | None]:
-    out = {"python": platform.python_version()}
+    out = {"crossroads": project_version(), "python": platform.python_version()}
     out.update({key: _version(names) for key, names in PACKAGES.items()})
     return out
 

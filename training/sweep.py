@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -25,7 +26,11 @@ from pathlib import Path
 import polars as pl
 import ray
 
+from analysis.damaged import set_aside_damaged
 from analysis.results import atomic_file, read_table
+from shards.cli import HelpFormatter
+from shards.diskspace import DiskFull, disk_full, full_path, is_disk_full
+from shards.interrupt import Interrupted, as_interrupted, reclaim_signals, stop_on_signals
 from shards.lock import FolderLocked, folder_lock
 from shards.threads import local_ray_options
 
@@ -119,7 +124,9 @@ def accuracy_table(results: Path) -> pl.DataFrame:
                  pl.col("video_accuracy").mean().round(2).alias("video_acc_mean"),
                  pl.col("video_accuracy").std().round(2).alias("video_acc_std"),
                  pl.col("clip_accuracy").mean().round(2).alias("clip_acc_mean"))
-            .sort("step", "stream", "fusion", nulls_last=False))
+            .sort("step", "stream", "fusion", nulls_last=False)
+            # flagged, never silent: a cell that averages over fewer runs than the others
+            .with_columns((pl.col("runs") < pl.col("runs").max()).alias("fewer_runs")))
 
 
 class ClusterError(RuntimeError):
@@ -161,6 +168,7 @@ def connect_ray(cfg: ExperimentConfig, address: str | None) -> bool:
     else:
         # workers at niceness 0, not Ray's 15: a fair share beside other jobs (shards.threads)
         ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, **local_ray_options())
+    reclaim_signals()  # ray.init's SIGTERM handler exits 15 at once; ours stops the sweep cleanly
     return True
 
 
@@ -197,6 +205,9 @@ def run_sweep(cfg: ExperimentConfig, *, stages: list[str] | None = None, resume:
                 if stage in TUNE_EXPERIMENTS:
                     check_resume_root(cfg, TUNE_EXPERIMENTS[stage])
         check_config(cfg)
+        # "done" is what the results store holds, readable: a damaged part is set aside here,
+        # so the stage that writes it does that unit of work again (analysis.damaged)
+        set_aside_damaged(cfg.paths.results)
         _run_stages(cfg, ctx, stages, resume, address)
     return ctx
 
@@ -206,6 +217,7 @@ def _run_stages(cfg: ExperimentConfig, ctx: SweepContext, stages: list[str], res
     record = write_experiment_record(cfg, stages, resume)
     print(f"experiment {cfg.experiment.name}: {record}")
     started_ray = connect_ray(cfg, address)
+    finished: list[str] = []
     try:
         for number, stage in enumerate(stages, 1):
             progress = f"stage {stage} ({number}/{len(stages)})"
@@ -216,7 +228,19 @@ def _run_stages(cfg: ExperimentConfig, ctx: SweepContext, stages: list[str], res
                 continue
             print(f"{progress}: running" + (" as a Ray task" if stage in TASK_STAGES else ""), flush=True)
             t0 = time.perf_counter()
-            run_stage(stage, cfg, ctx)
+            try:
+                run_stage(stage, cfg, ctx)
+            except KeyboardInterrupt as exc:  # Ctrl-C / SIGTERM: no further stage; main says how to continue
+                stopped = as_interrupted(exc)
+                stopped.stage, stopped.finished = progress, finished
+                raise stopped from None
+            except Exception as exc:
+                if is_disk_full(exc):
+                    file = full_path(exc)
+                    raise disk_full(Path(file).parent if file else cfg.paths.root,
+                                    what=f"{progress}", file=file) from exc
+                raise
+            finished.append(stage)
             print(f"{progress}: done in {time.perf_counter() - t0:.0f} s", flush=True)
     finally:
         if started_ray:
@@ -236,16 +260,28 @@ def describe_plan(cfg: ExperimentConfig, stages: list[str], address: str | None)
     return "\n".join(lines)
 
 
-EPILOG = """exit codes: 0 done (or config printed / plan shown); 1 a stage failed;
+EPILOG = """exit codes: 0 done (or config printed / plan shown); 1 a stage failed (a full disk
+among them: the folder, its free space); 130 stopped by Ctrl-C (SIGINT), 143 by SIGTERM: no
+further stage starts, trials and tasks are stopped, the lock is released, and the same
+command continues (finished work is kept); a second Ctrl-C exits at once;
 2 bad command line or config (unknown --set key, wrong value type, unreadable yaml), a root
 locked by another sweep or holding another config's results, or --resume of Tune state this
 root did not write."""
 
 
+def interrupted_line(exc: Interrupted, argv: list[str]) -> str:
+    """One line: what stopped the sweep, which stages finished, the command that continues."""
+    finished = getattr(exc, "finished", [])
+    where = f" during {exc.stage}" if getattr(exc, "stage", None) else ""
+    return (f"sweep stopped by {exc.name}{where}; finished stages: {', '.join(finished) or 'none'} "
+            f"(their results are kept, and so is every finished trial or task of the stopped stage); "
+            f"continue with: python -m training.sweep {shlex.join(argv)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="crossroads-sweep", description=__doc__.split("\n\n")[0],
                                      epilog=EPILOG,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--config", required=True, type=Path, help="ray_configs/<name>.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value (YAML-typed, repeatable), e.g. train.lr=0.01")
@@ -271,11 +307,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(describe_plan(cfg, list(args.stages or cfg.stages), args.address))
         return 0
-    try:
-        ctx = run_sweep(cfg, stages=args.stages, resume=args.resume, address=args.address)
-    except (ClusterError, ConfigChanged, FolderLocked, ResumeRefused) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    # Ctrl-C stops the sweep, not just Tune's current stage (Tune would save and return, and
+    # the next stage would start on missing inputs)
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    with stop_on_signals():
+        try:
+            ctx = run_sweep(cfg, stages=args.stages, resume=args.resume, address=args.address)
+        except (ClusterError, ConfigChanged, FolderLocked, ResumeRefused) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except DiskFull as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt as exc:
+            stopped = as_interrupted(exc)
+            print(interrupted_line(stopped, sys.argv[1:] if argv is None else argv), file=sys.stderr, flush=True)
+            return stopped.exit_code
     print(f"results: {ctx.paths.results}")
     with pl.Config(tbl_rows=100, tbl_cols=20, tbl_hide_dataframe_shape=True):
         print(accuracy_table(ctx.paths.results))

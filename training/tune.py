@@ -19,6 +19,7 @@ import ray
 import torch  # noqa: F401 (loaded before pin_threads sizes its pools)
 from ray import tune
 
+from analysis.damaged import readable
 from analysis.results import table_path, write_rows
 from shards.threads import pin_threads
 
@@ -77,10 +78,11 @@ CONSOLE_COLUMNS = {
 }
 
 
-def console_reporter(name: str) -> tune.CLIReporter:
-    """Tune's console table for stage ``name``: trials done/total, (stream, run), its columns."""
+def console_reporter(name: str, chains: bool = False) -> tune.CLIReporter:
+    """Tune's console table for stage ``name``: trials done/total, (stream, run[, chain]), its columns."""
     return tune.CLIReporter(metric_columns=CONSOLE_COLUMNS.get(name, CONSOLE_COLUMNS["train"]),
-                            parameter_columns=["stream", "run"], max_report_frequency=30)
+                            parameter_columns=["stream", "run"] + (["chain"] if chains else []),
+                            max_report_frequency=30)
 
 
 def run_trial(cfg: ExperimentConfig, stream: str, run: int,
@@ -156,10 +158,14 @@ def run_trial(cfg: ExperimentConfig, stream: str, run: int,
 def finished_metrics(cfg: ExperimentConfig, stream: str, run: int) -> dict | None:
     """The recorded result of a (stream, run) whose outputs are all written, else None.
 
-    The accuracy row is written last, so its file marks a finished trial.
+    Done means the results store holds the trial's rows, readable (`accuracy`, written last,
+    `epochs` and both `gammas` phases), and its checkpoint exists (the prune stage's input).
     """
-    row_file = table_path(cfg.paths.results, "accuracy", f"{stream}/run{run}/step0")
-    if not (row_file.is_file() and cfg.paths.checkpoint(stream, run, 0).is_file()):
+    results, partition = cfg.paths.results, f"{stream}/run{run}/step0"
+    row_file = table_path(results, "accuracy", partition)
+    needed = [row_file, table_path(results, "epochs", partition),
+              *(table_path(results, "gammas", f"{partition}/{phase}") for phase in ("initial", "trained"))]
+    if not (all(map(readable, needed)) and cfg.paths.checkpoint(stream, run, 0).is_file()):
         return None
     row = pl.read_parquet(row_file).row(0, named=True)
     return {"video_accuracy": row["video_accuracy"], "clip_accuracy": row["clip_accuracy"],
@@ -188,9 +194,10 @@ def trial_resources(cfg: ExperimentConfig) -> dict:
 
 
 def make_tuner(cfg: ExperimentConfig, *, resume: bool = False, trainable: Callable = train_trial,
-               name: str = "train") -> tune.Tuner:
-    """A new Tuner over stream x run, or the interrupted one restored (``resume``, only from
-    Tune state this experiment root wrote: ``check_resume_root``).
+               name: str = "train", chains: list[str] | None = None) -> tune.Tuner:
+    """A new Tuner over stream x run (x chain, when ``chains`` are given: the prune stage), or
+    the interrupted one restored (``resume``, only from Tune state this experiment root wrote:
+    ``check_resume_root``).
 
     ``trainable(params, experiment, resume)`` is ``train_trial`` or a wrapper around it.
     """
@@ -207,20 +214,35 @@ def make_tuner(cfg: ExperimentConfig, *, resume: bool = False, trainable: Callab
     if resume and check_resume_root(cfg, name):
         return tune.Tuner.restore(path, trainable=fn, resume_unfinished=True, resume_errored=True)
     claim_tune_state(cfg, name)
+    grid = {"stream": tune.grid_search(list(STREAMS)),
+            "run": tune.grid_search(list(range(1, cfg.train.runs + 1)))}
+    if chains:
+        grid["chain"] = tune.grid_search(list(chains))
     return tune.Tuner(
         fn,
-        param_space={"stream": tune.grid_search(list(STREAMS)),
-                     "run": tune.grid_search(list(range(1, cfg.train.runs + 1)))},
+        param_space=grid,
         tune_config=tune.TuneConfig(max_concurrent_trials=None, reuse_actors=False),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage, verbose=1, progress_reporter=console_reporter(name),
+            name=name, storage_path=storage, verbose=1, progress_reporter=console_reporter(name, bool(chains)),
             failure_config=tune.FailureConfig(max_failures=cfg.ray.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+
+
+def unfinished_cells(cfg: ExperimentConfig, finished: Callable[[ExperimentConfig, str, int], object]) -> list:
+    """(stream, run) cells whose results the store lacks (``finished`` falsy).
+
+    A restored Tuner (``--resume``) never reruns a trial its saved state counts as finished,
+    even if that trial's rows were lost or set aside as damaged since: after restoring, a
+    stage with such cells fits a fresh Tuner, whose trials skip every finished cell.
+    """
+    return [(s, r) for s in STREAMS for r in range(1, cfg.train.runs + 1) if not finished(cfg, s, r)]
 
 
 def run_train_stage(cfg: ExperimentConfig, ctx) -> None:
     """Train every (stream, run) on Ray Tune; raise if any trial failed for good."""
     results = make_tuner(cfg, resume=ctx.resume).fit()
+    if ctx.resume and unfinished_cells(cfg, finished_metrics):  # see unfinished_cells
+        results = make_tuner(cfg).fit()
     failed = [(r.path, r.error) for r in results if r.error is not None]
     if failed:
         raise RuntimeError(f"{len(failed)} training trial(s) failed: " +

@@ -71,6 +71,7 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
     _positive(p, "data.test_clips", d.test_clips)
     _positive(p, "data.short_side", d.short_side)
     _positive(p, "data.workers", d.workers)
+    _positive(p, "data.shard_seed", d.shard_seed, allow_zero=True)
 
     m = cfg.model
     if is_weights_keyword(m.weights):

@@ -1,0 +1,97 @@
+"""scripts/docs_tables.py: the README's and the docs' result tables come from a run's results store
+(real Parquet written through analysis.results), name the run's commit and machine, and leave the
+text around their markers as it was."""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from types import SimpleNamespace
+
+from analysis.results import write_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "docs_tables.py"
+# video accuracy (%) of runs 1, 2 at steps 0 and 1
+VALUES = {("spatial", None): {0: [40.0, 42.0], 1: [38.0, 39.0]},
+          ("temporal", None): {0: [50.0, 54.0], 1: [47.0, 49.0]},
+          ("fusion", "svm_softmax"): {0: [90.0, 96.0], 1: [85.0, 87.0]}}
+
+
+def experiment(root: Path) -> Path:
+    for (stream, fusion), steps in VALUES.items():
+        rows = [dict(experiment="demo", stream=stream, fusion=fusion, run=run, seed=run, step=step,
+                     prune_ratio=0.2 * step, channels_removed=0.2 * step, params_removed=0.15 * step,
+                     flops_removed=0.25 * step, split=1, clip_accuracy=v - 5, video_accuracy=v,
+                     video_top5=99.0, loss=1.0, n_videos=144, checkpoint=None,
+                     finished_at=datetime(2026, 12, 6, tzinfo=timezone.utc))
+                for step, vs in steps.items() for run, v in enumerate(vs, start=1)]
+        write_rows(root / "results", "accuracy", rows, partition=f"{stream}_{fusion}")
+    (root / "experiment.json").write_text(json.dumps({
+        "git_commit": "0123456789abcdef", "started_at": "2026-12-06T01:02:03+00:00",
+        "versions": {"crossroads": "0.2.0.dev0"},
+        "device": {"cpu_model": "Test CPU 9000", "cpus": 2, "gpus": []}}))
+    return root
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("docs_tables", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+DOCS_TABLES = load_script()
+
+
+def run(*args) -> SimpleNamespace:
+    """The script's main in this process (its imports are the slow part), stdout/stderr captured."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = DOCS_TABLES.main([str(a) for a in args])
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def test_blocks_are_filled_from_the_store_and_the_rest_is_kept(tmp_path):
+    root = experiment(tmp_path / "demo")
+    page = tmp_path / "page.md"
+    before, between, after = "# Title\n\nText before.\n\n", "\nText between.\n\n", "\nText after.\n"
+    page.write_text(before + "<!-- docs-tables:demo begin -->\nold numbers\n<!-- docs-tables:demo end -->"
+                    + between + "<!-- docs-tables:demo-summary begin -->\n<!-- docs-tables:demo-summary end -->"
+                    + after)
+    assert run("--experiment", root, "--files", page, "--check").returncode == 1  # stale
+    result = run("--experiment", root, "--files", page)
+    assert result.returncode == 0, result.stderr
+    text = page.read_text()
+    assert text.startswith(before) and between in text and text.endswith(after)
+    assert "old numbers" not in text
+    assert "Commit `0123456789ab`" in text and "crossroads 0.2.0.dev0" in text and "Test CPU 9000" in text
+    compact = text.split("<!-- docs-tables:demo begin -->")[1].split("<!-- docs-tables:demo end -->")[0]
+    assert "| model | unpruned | 20.0 % |" in compact
+    assert "| spatial | 41.0 ± 1.4 | 38.5 ± 0.7 |" in compact  # mean ± sd (ddof 1) of the rows above
+    assert "| temporal | 52.0 ± 2.8 | 48.0 ± 1.4 |" in compact
+    assert "| fusion: svm_softmax | 93.0 ± 4.2 | 86.0 ± 1.4 |" in compact
+    assert compact.index("| spatial") < compact.index("| temporal") < compact.index("| fusion")  # study order
+    summary = text.split("<!-- docs-tables:demo-summary begin -->")[1]
+    assert "video_accuracy_mean_sd" in summary and "p against step 0" in summary
+    assert run("--experiment", root, "--files", page, "--check").returncode == 0  # now current
+
+
+def test_no_block_or_no_store_exits_2_naming_it(tmp_path):
+    root = experiment(tmp_path / "demo")
+    page = tmp_path / "page.md"
+    page.write_text("no markers here\n")
+    result = run("--experiment", root, "--files", page)
+    assert result.returncode == 2 and "docs-tables:demo begin" in result.stderr
+    result = run("--experiment", tmp_path / "nothing", "--files", page)
+    assert result.returncode == 2 and "no results store" in result.stderr
+
+
+def test_the_shipped_pages_hold_the_demo_blocks():
+    readme = (ROOT / "README.md").read_text()
+    results = (ROOT / "docs" / "results.md").read_text()
+    assert "<!-- docs-tables:demo begin -->" in readme and "<!-- docs-tables:demo end -->" in readme
+    assert "<!-- docs-tables:demo-summary begin -->" in results

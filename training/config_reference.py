@@ -1,0 +1,228 @@
+"""The configuration reference: every key of ``ExperimentConfig`` with its type, default, allowed
+values and meaning, read from the schema itself so the documentation cannot drift from it.
+
+- key, type and default: the dataclasses of ``training.config``;
+- allowed values: a ``Literal`` type's choices, and the ranges ``training.validation`` checks with
+  ``_positive`` / ``_fraction`` (read from its source);
+- meaning: the comment on the field's line in ``training/config.py``, after the comment lines
+  right above it (each field has one: ``tests/test_docs.py`` checks).
+
+``python -m training.config_reference`` prints the Markdown the docs site shows
+(``docs/configuration.md``, filled in by ``scripts/mkdocs_hooks.py`` at build time).
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import io
+import sys
+import tokenize
+import typing
+from pathlib import Path
+
+from . import config as config_module
+from .config import ExperimentConfig
+
+CONFIG_SOURCE = Path(config_module.__file__)
+VALIDATION_SOURCE = CONFIG_SOURCE.with_name("validation.py")
+
+
+@dataclasses.dataclass
+class Key:
+    key: str  # e.g. "train.lr"
+    type: str
+    default: str
+    allowed: str
+    meaning: str
+
+
+def field_comments(source: str) -> dict[tuple[str, str], str]:
+    """(class name, field name) -> its comment: the comment lines right above the field, then the
+    comment on its own line(s)."""
+    comments: dict[int, str] = {}  # line -> comment text
+    code_lines: set[int] = set()
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            comments[tok.start[0]] = tok.string.lstrip("#").strip()
+        elif tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
+                              tokenize.ENDMARKER):
+            code_lines.update(range(tok.start[0], tok.end[0] + 1))
+    out = {}
+    for node in ast.parse(source).body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for item in node.body:
+            if not (isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)):
+                continue
+            above, line = [], item.lineno - 1
+            while line in comments and line not in code_lines:
+                above.insert(0, comments[line])
+                line -= 1
+            own = [comments[n] for n in range(item.lineno, item.end_lineno + 1) if n in comments]
+            out[(node.name, item.target.id)] = " ".join(above + own)
+    return out
+
+
+def _key_text(node, loop: dict[str, str]) -> str | None:
+    """The literal key of a check call, with a loop variable substituted (f"train.{key}")."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        parts = []
+        for v in node.values:
+            if isinstance(v, ast.Constant):
+                parts.append(v.value)
+            elif isinstance(v.value, ast.Name) and v.value.id in loop:
+                parts.append(loop[v.value.id])
+            else:
+                return None
+        return "".join(parts)
+    return None
+
+
+def _message_rule(node: ast.JoinedStr) -> tuple[str, str] | None:
+    """(key, rule) from a message f"KEY: {value} is not allowed (RULE)" or "... must RULE"."""
+    text = "".join(v.value if isinstance(v, ast.Constant) else "…" for v in node.values)
+    key, sep, rest = text.partition(": ")
+    if not sep or " " in key or "." not in key:
+        return None
+    if "is not allowed (" in rest:
+        rule = rest.split("is not allowed (", 1)[1].rsplit(")", 1)[0]
+    elif " must " in rest:
+        rule = "must " + rest.split(" must ", 1)[1]
+    else:
+        return None
+    return key, rule.replace("must be ", "")
+
+
+def validated_ranges(source: str) -> dict[str, str]:
+    """key -> the rule ``training.validation`` enforces: the ranges of ``_positive`` /
+    ``_fraction`` (loops over key names included) and the rule a problem message states."""
+    out: dict[str, str] = {}
+
+    def visit(node, loop):
+        if isinstance(node, ast.For) and isinstance(node.target, ast.Name) and isinstance(node.iter, ast.Tuple):
+            for elt in node.iter.elts:
+                if isinstance(elt, ast.Constant):
+                    for child in node.body:
+                        visit(child, {**loop, node.target.id: elt.value})
+            return
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and len(node.args) >= 2 \
+                and node.func.id in ("_positive", "_fraction"):
+            key = _key_text(node.args[1], loop)
+            if key:
+                kw = {k.arg: k.value.value for k in node.keywords if isinstance(k.value, ast.Constant)}
+                if node.func.id == "_positive":
+                    out.setdefault(key, ">= 0" if kw.get("allow_zero") else "> 0")
+                else:
+                    low = "(" if kw.get("low_open", True) else "["
+                    high = ")" if kw.get("high_open", True) else "]"
+                    out.setdefault(key, f"in {low}0, 1{high}")
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "append" \
+                and node.args and isinstance(node.args[0], ast.JoinedStr):
+            rule = _message_rule(node.args[0])
+            if rule and rule[0] not in out:
+                out[rule[0]] = rule[1]
+        for child in ast.iter_child_nodes(node):
+            visit(child, loop)
+
+    visit(ast.parse(source), {})
+    return out
+
+
+def type_name(tp) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return "str" if all(isinstance(a, str) for a in args) else "literal"
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        names = [type_name(a) for a in args if a is not type(None)]
+        names = list(dict.fromkeys(names))
+        return " or ".join(names) + (" or null" if type(None) in args else "")
+    if origin is list:
+        return f"list of {type_name(args[0])}" if args else "list"
+    if origin is dict or tp is dict:
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def literal_choices(tp) -> list:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return list(args)
+    return [c for a in args for c in literal_choices(a)]
+
+
+def show(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value if value else '""'
+    if isinstance(value, list):
+        return "[" + ", ".join(show(v) for v in value) + "]"
+    return repr(value)
+
+
+def default_of(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def keys() -> list[Key]:
+    """Every key of the experiment config, in the order of the schema."""
+    comments = field_comments(CONFIG_SOURCE.read_text())
+    ranges = validated_ranges(VALIDATION_SOURCE.read_text())
+    out = []
+    top_hints = typing.get_type_hints(ExperimentConfig)
+    for top in dataclasses.fields(ExperimentConfig):
+        section = top_hints[top.name]
+        if not dataclasses.is_dataclass(section):  # a top-level key (stages)
+            out.append(Key(top.name, type_name(section), show(default_of(top)), "",
+                           comments.get(("ExperimentConfig", top.name), "")))
+            continue
+        hints = typing.get_type_hints(section)
+        for f in dataclasses.fields(section):
+            key = f"{top.name}.{f.name}"
+            choices = literal_choices(hints[f.name])
+            allowed = ", ".join(f"`{show(c)}`" for c in choices)
+            if key in ranges:
+                allowed = (allowed + "; " if allowed else "") + ranges[key]
+            out.append(Key(key, type_name(hints[f.name]), show(default_of(f)), allowed,
+                           comments.get((section.__name__, f.name), "")))
+    return out
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown() -> str:
+    """The reference as Markdown: one table per section."""
+    lines, section = [], None
+    for k in keys():
+        name = k.key.split(".")[0] if "." in k.key else "top level"
+        if name != section:
+            section = name
+            lines += ["", f"## `{name}`" if name != "top level" else "## Top level", "",
+                      "| key | type | default | allowed | meaning |", "| --- | --- | --- | --- | --- |"]
+        default = f"`{_cell(k.default)}`"
+        lines.append(f"| `{k.key}` | {_cell(k.type)} | {default} | {_cell(k.allowed)} | {_cell(k.meaning)} |")
+    return "\n".join(lines).strip("\n") + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m training.config_reference",
+                                     description="Print the configuration reference (Markdown).",
+                                     epilog="exit codes: 0 printed; 2 bad command line")
+    parser.parse_args(argv)
+    sys.stdout.write(markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
