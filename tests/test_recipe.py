@@ -195,7 +195,7 @@ def test_sparsity_training_drives_unimportant_gammas_toward_zero():
         hook = (lambda m, s=sparsity: bn_l1_subgradient(m, s, residual=False)) if sparsity else None
         trained[sparsity] = prunable_gammas(train(model, batches, None, cfg, seed=0, after_backward=hook).model)
     plain, sparse = trained[0.0], trained[lam]
-    assert plain.median() > 0.4 and (plain < 0.05).sum() == 0  # without the penalty γ stays near its start
+    assert plain.median() > 0.4 and (plain < 0.05).double().mean() < 0.01  # without the penalty γ stays near 0.5
     assert sparse.median() < 0.5 * plain.median()
     assert (sparse < 0.05).double().mean() > 0.25  # a good share of channels approach zero ...
     assert sparse.max() > 0.3  # ... while the ones the loss needs hold up: a prune can tell them apart

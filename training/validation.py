@@ -8,6 +8,7 @@ through here.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -90,10 +91,9 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
     _positive(p, "model.gamma_init", m.gamma_init)
 
     t = cfg.train
-    _positive(p, "train.runs", t.runs)
-    _fraction(p, "train.val_fraction", t.val_fraction, low_open=False)
-    for stream in STREAMS:  # each stream's settings (train.<stream>.* over train.*)
-        _train_problems(p, cfg.stream_train(stream), t, getattr(t, stream) or {}, stream)
+    _train_checks(p, t)
+    for stream in STREAMS:  # a stream's own keys (train.<stream>.*), checked merged, named as set
+        _stream_checks(p, t, stream, _train_checks)
     if t.compile and (reason := compile_unsupported()):
         p.append(f"train.compile: true is not allowed here ({reason}); set it to false")
 
@@ -117,17 +117,9 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
                  f"is {cfg.train.val_fraction}; raise it or set fusion.fit_on: train")
 
     pr = cfg.prune
-    _fraction(p, "prune.step_fraction", pr.step_fraction)
-    for key in ("steps", "min_channels", "round_to"):
-        _positive(p, f"prune.{key}", getattr(pr, key))
+    _prune_checks(p, pr)
     for stream in STREAMS:
-        own, merged = getattr(pr, stream) or {}, cfg.stream_prune(stream)
-        _positive(p, _key("prune", "lr", own, stream), merged.lr)
-        for key in ("finetune_epochs", "sparsity"):
-            _positive(p, _key("prune", key, own, stream), getattr(merged, key), allow_zero=True)
-    if not pr.chains or len(set(pr.chains)) != len(pr.chains):
-        p.append(f"prune.chains: {pr.chains!r} is not allowed (a non-empty list without repeats of "
-                 "slimming, finetune_only, random)")
+        _stream_checks(p, pr, stream, _prune_checks)
 
     e = cfg.explain
     if isinstance(e.steps, list):
@@ -150,31 +142,47 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
     return list(dict.fromkeys(p))  # a shared key's problem once, not once per stream
 
 
-def _key(section: str, key: str, own: dict, stream: str) -> str:
-    """``train.spatial.lr`` where the stream sets the key itself, else ``train.lr``."""
-    return f"{section}.{stream}.{key}" if key in own else f"{section}.{key}"
-
-
-def _train_problems(p: list[str], t, base, own: dict, stream: str) -> None:
-    """Range checks of one stream's merged train settings, each named by the key that set it."""
-    k = lambda key: _key("train", key, own, stream)  # noqa: E731
-    for key in ("epochs", "batch_size", "step_size"):
-        _positive(p, k(key), getattr(t, key))
-    lr_batch = own.get("lr_batch", base.lr_batch)
-    _positive(p, k("lr_batch"), lr_batch)
-    _positive(p, k("lr"), own.get("lr", base.lr))
+def _train_checks(p: list[str], t) -> None:
+    """Range checks of train settings (literal key names: training.config_reference reads them)."""
+    for key in ("runs", "epochs", "batch_size", "lr", "step_size", "lr_batch"):
+        _positive(p, f"train.{key}", getattr(t, key))
     for key in ("weight_decay", "early_stopping_patience", "grad_clip", "sparsity", "warmup_epochs"):
-        _positive(p, k(key), getattr(t, key), allow_zero=True)
-    _fraction(p, k("momentum"), t.momentum, low_open=False)
-    _fraction(p, k("gamma"), t.gamma, high_open=False)
+        _positive(p, f"train.{key}", getattr(t, key), allow_zero=True)
+    _fraction(p, "train.momentum", t.momentum, low_open=False)
+    _fraction(p, "train.gamma", t.gamma, high_open=False)
+    _fraction(p, "train.val_fraction", t.val_fraction, low_open=False)
     if t.dropout is not None:
-        _fraction(p, k("dropout"), t.dropout, low_open=False)
+        _fraction(p, "train.dropout", t.dropout, low_open=False)
     if t.warmup_epochs >= t.epochs > 0:
-        p.append(f"{k('warmup_epochs')}: {t.warmup_epochs!r} must be fewer than the epochs ({t.epochs})")
+        p.append(f"train.warmup_epochs: {t.warmup_epochs!r} must be fewer than train.epochs ({t.epochs})")
     if t.scheduler == "multistep" and (not t.milestones or t.milestones != sorted(set(t.milestones))
                                        or t.milestones[0] < 1 or t.milestones[-1] >= t.epochs):
-        p.append(f"{k('milestones')}: {t.milestones!r} must be increasing epochs in 1..{t.epochs - 1} "
+        p.append(f"train.milestones: {t.milestones!r} must be increasing epochs in 1..{t.epochs - 1} "
                  f"(scheduler: multistep)")
+
+
+def _prune_checks(p: list[str], pr) -> None:
+    """Range checks of prune settings (literal key names, as ``_train_checks``)."""
+    _fraction(p, "prune.step_fraction", pr.step_fraction)
+    for key in ("steps", "min_channels", "round_to", "lr"):
+        _positive(p, f"prune.{key}", getattr(pr, key))
+    for key in ("finetune_epochs", "sparsity"):
+        _positive(p, f"prune.{key}", getattr(pr, key), allow_zero=True)
+
+
+def _stream_checks(p: list[str], section, stream: str, checks) -> None:
+    """``checks`` on ``section`` with ``<section>.<stream>``'s keys over it; the problems of those
+    keys (and of rules they take part in) are reported under ``<section>.<stream>.<key>``."""
+    own = getattr(section, stream) or {}
+    if not own:
+        return
+    found: list[str] = []
+    checks(found, dataclasses.replace(section, spatial=None, temporal=None, **own))
+    for message in found:
+        name, _, rest = message.partition(":")
+        _, _, key = name.partition(".")
+        if key in own or any(k in rest for k in own):
+            p.append(f"{name.split('.')[0]}.{stream}.{key}:{rest}")
 
 
 def compile_unsupported() -> str | None:
