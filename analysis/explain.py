@@ -15,6 +15,8 @@ band. Beside each clip's IROF it scores a seeded random order of the same segmen
 the figure videos as ``saliency/<stream>/run<r>/step<k>/<video>__<clip:03d>.npz``, writes
 ``results/saliency_change/<stream>/run<r>/step<k>.parquet`` (k > 0) and finally its ``irof``
 rows as ``results/irof/<stream>/run<r>/step<k>.parquet``.
+With ``explain.methods`` × ``explain.metrics`` (issue 30, ``analysis.grid``) it also writes the
+``faithfulness`` rows of the task (the study's pair reused), before the irof rows.
 
 Stale or done: every row and map records ``explain_hash`` (the config that decides an
 explanation beyond the model: ``data``, ``model``, ``loader`` and ``explain`` but its
@@ -43,6 +45,8 @@ import pyarrow.parquet as pq
 import ray
 import torch
 
+from analysis.grid import TABLE as GRID_TABLE
+from analysis.grid import StudyPair, grid_scores, randomisation_subset
 from analysis.irof import irof, slic_segments
 from analysis.results import atomic_file, chain_partition, table_path, write_rows
 from analysis.saliency import flow_pair_maps, input_gradient, reduce_channels
@@ -161,6 +165,9 @@ def is_done(cfg: ExperimentConfig, stream: str, run: int, step: int, chain: str 
     if want[1] is None or _recorded(rows, ("explain_hash", "checkpoint_sha256", "irof_random")) is None \
             or _recorded(rows, ("explain_hash", "checkpoint_sha256")) != {want}:
         return False
+    grid = table_path(cfg.paths.results, GRID_TABLE, partition(stream, run, step, chain))
+    if _recorded(grid, ("explain_hash", "checkpoint_sha256")) != {want}:  # methods, metrics: in the hash
+        return False
     base_run = base_of(run, step)
     if base_run is not None:
         change = table_path(cfg.paths.results, CHANGE_TABLE, partition(stream, run, step, chain))
@@ -224,6 +231,7 @@ class Explained:
     """One checkpoint's results: ``irof`` rows and, for a pruned step, ``saliency_change`` rows."""
     irof: list[dict]
     change: list[dict]
+    faithfulness: list[dict] = dataclasses.field(default_factory=list)  # analysis.grid
 
 
 def load_explained_model(cfg: ExperimentConfig, stream: str, run: int, step: int, classes, device,
@@ -262,7 +270,8 @@ def explain_model(cfg: ExperimentConfig, stream: str, run: int, step: int, chain
                                batch_size=ex.batch_size)
     keys = dict(experiment=cfg.experiment.name, stream=stream, run=run, step=step, prune_ratio=prune_ratio,
                 chain=chain)
-    rows, changes = [], []
+    rows, changes, grid = [], [], []
+    randomised = randomisation_subset(cfg, wanted)
     for batch in progress(make_loader(shards, lcfg), desc=f"explain {partition(stream, run, step, chain)}",
                           leave=False):
         keep = wanted_rows(batch, wanted)
@@ -280,6 +289,8 @@ def explain_model(cfg: ExperimentConfig, stream: str, run: int, step: int, chain
         chance = irof(model, x, maps, target, segments=segments, baseline=ex.baseline, batch_size=ex.forward_batch,
                       random_seeds=[clip_seed(cfg, video, clip) for video, clip in clip_ids])
         label_list, target_list, predicted = labels.tolist(), target.tolist(), logits.argmax(1).tolist()
+        grid_columns = grid_scores(cfg, model, x, clip_ids, StudyPair(maps, target, scores.score, chance.score,
+                                                                     segments), randomised)
         if base is not None:  # the base model's maps of the same clips, same rule and reduction
             base_grad, base_logits, base_target = input_gradient(base[0], x, target_of(ex.target, labels))
             base_maps = reduce_channels(base_grad, ex.reduce)
@@ -296,6 +307,9 @@ def explain_model(cfg: ExperimentConfig, stream: str, run: int, step: int, chain
                              correct=predicted[i] == label_list[i], irof=float(scores.score[i]),
                              irof_random=float(chance.score[i]),
                              n_segments=int(scores.n_segments[i]), seconds=seconds, **provenance))
+            grid += [dict(keys, video=video, clip=clip, target_rule=ex.target, label=label_list[i],
+                          target=target_list[i], predicted=predicted[i], correct=predicted[i] == label_list[i],
+                          **columns, **provenance) for columns in grid_columns[i]]
             if base is not None:
                 changes.append(dict(clip_keys, target=target_list[i], base_target=int(base_target[i]),
                                     base_run=None if base_run == run else base_run,
@@ -317,7 +331,7 @@ def explain_model(cfg: ExperimentConfig, stream: str, run: int, step: int, chain
     missing = sum(len(c) for c in wanted.values()) - len(rows)
     if missing:
         raise ExplainError(f"{paths.shards}: {missing} chosen test clips were not in the shards")
-    return Explained(rows, changes)
+    return Explained(rows, changes, sorted(grid, key=lambda r: (r["method"], r["metric"])))
 
 
 def figure_clips(cfg: ExperimentConfig, wanted: dict[str, list[int]]) -> list[tuple[str, int]]:
@@ -332,6 +346,8 @@ def explain_task(experiment: dict, stream: str, run: int, step: int, chain: str 
     where = partition(stream, run, step, chain)
     if explained.change:
         write_rows(cfg.paths.results, CHANGE_TABLE, explained.change, partition=where)
+    if explained.faithfulness:
+        write_rows(cfg.paths.results, GRID_TABLE, explained.faithfulness, partition=where)
     write_rows(cfg.paths.results, TABLE, explained.irof, partition=where)
     return len(explained.irof)
 

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import polars as pl
+from cycler import cycler
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -35,6 +37,11 @@ MIN_RUNS_FOR_INTERVAL = 3  # fewer runs: the interval is flagged, not drawn
 OUTLIER_IQR = 3.0  # robust axis limits: quartiles ± this many interquartile ranges
 OVERLAY_COLUMNS = ("RGB frame", "spatial saliency", "temporal saliency")
 FACET_COLUMNS = 3  # facets per row
+# Okabe & Ito's colour-blind-safe palette (black last): the colours C0, C1, ... of every figure.
+# Set for the whole process: figures are drawn on Figure objects, which read rcParams when drawn.
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+matplotlib.rcParams["axes.prop_cycle"] = cycler(color=list(OKABE_ITO))
+VECTOR_FORMAT = "pdf"  # every figure is also saved as a PDF beside its PNG, for papers
 
 
 @dataclass
@@ -90,7 +97,10 @@ def legend_outside(fig: Figure, axes=None, **kwargs) -> None:
 
 def _save(fig: Figure, path: Path) -> Path:
     """Write the PNG atomically (unique temporary name, then rename), at most MAX_WIDTH_PX wide:
-    a figure that comes out wider is drawn again at a proportionally lower resolution."""
+    a figure that comes out wider is drawn again at a proportionally lower resolution. The same
+    figure also goes to ``<name>.pdf`` (vector, for papers)."""
+    with atomic_file(path.with_suffix(f".{VECTOR_FORMAT}")) as tmp:
+        fig.savefig(tmp, format=VECTOR_FORMAT, bbox_inches="tight")
     dpi = DPI
     with atomic_file(path) as tmp:
         for _ in range(4):
@@ -193,11 +203,21 @@ def _bars_per_model(effects: pl.DataFrame, column: str, ylabel: str, out: Path, 
     models = data["model"].unique(maintain_order=True).to_list()
     steps = sorted(data["step"].unique().to_list())
     ratios = data.group_by("step").agg(pl.col("prune_ratio").mean()).sort("step")["prune_ratio"]
-    fig, axes = _facets(len(models), width=max(4.0, 0.28 * len(steps) + 1.2), columns=2)
+    # each facet its own y scale: one model's large values never flatten another's bars
+    fig, axes = _facets(len(models), width=max(4.0, 0.28 * len(steps) + 1.2), columns=2, sharey=False)
     for colour, (ax, model) in enumerate(zip(axes, models)):
         part = data.filter(pl.col("model") == model)
-        ax.bar([steps.index(s) for s in part["step"]], part[column].fill_null(np.nan), width=0.7,
-               color=f"C{colour}")
+        x = [steps.index(s) for s in part["step"]]
+        bars = ax.bar(x, part[column].fill_null(np.nan), width=0.7, color=f"C{colour}")
+        for bar, n, value in zip(bars, part["n"], part[column]):
+            if n < MIN_RUNS_FOR_INTERVAL:  # shown, hatched and labelled: not a finding
+                bar.set_hatch("//")
+                bar.set_alpha(0.5)
+            if n < MIN_RUNS_FOR_INTERVAL or value is None:
+                note = "n<3" if value is not None else ("no spread" if n >= 2 else "n<2")
+                ax.annotate(note, (bar.get_x() + bar.get_width() / 2, 0), xytext=(0, 2),
+                            textcoords="offset points", ha="center", va="bottom", rotation=90,
+                            fontsize="xx-small", color="0.3")
         ax.set_xticks(range(len(steps)), [percent_label(r) for r in ratios],
                       rotation=90 if len(steps) > 6 else 0, fontsize="small")
         for y, style in guides:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from shards.cli import HelpFormatter
 
-from . import figures, pruned, stats, summary
+from . import equivalence, figures, findings, pruned, readable, stats, summary
 from .protocol import protocol_text
 from .results import DEFAULT_CHAIN as STUDY_CHAIN
 from .results import ResultsSchemaError, atomic_file, read_table
@@ -41,10 +41,11 @@ CSS_PX_PER_INCH = 96  # figures are shown at their print size: PNG pixels / dpi 
 @dataclass
 class Block:
     """One piece of the report: a heading, a paragraph, a figure or a table."""
-    kind: str  # heading | text | figure | table | details (a table behind <details>) | code
+    kind: str  # heading | text | list | figure | table | details (a table behind <details>) | code
     text: str = ""
     path: Path | None = None
     table: pl.DataFrame | None = None
+    unit: str = ""  # of the table's values (readable headers)
 
 
 @dataclass
@@ -126,7 +127,8 @@ class ReportBuilder:
         self.irof = study_chain(read_table(results, "irof"))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            self.stats = stats.compute_tables(results, metric)
+            self.settings = equivalence.Settings.from_config(self.meta.get("config"))
+            self.stats = stats.compute_tables(results, metric, self.settings)
         self.warnings = list(dict.fromkeys(str(w.message) for w in caught))
         self.blocks: list[Block] = []
         self.report = Report(self.out / "index.html", self.out / "report.md", tables=dict(self.stats))
@@ -147,14 +149,22 @@ class ReportBuilder:
         self.report.figures[name] = plotted
         self.blocks.append(Block("figure", caption, path=plotted.path))
 
-    def table(self, caption: str, table: pl.DataFrame, name: str | None = None) -> None:
+    def table(self, caption: str, table: pl.DataFrame, name: str | None = None, unit: str | None = None,
+              collapsed: bool = False) -> None:
+        """A table; longer than LONG_TABLE_ROWS or ``collapsed``: behind <details>, caption in view."""
         if name:
             self.report.tables.setdefault(name, table)
-        if table.height > LONG_TABLE_ROWS:  # 17 steps x 5 models: keep the page readable
+        unit = self.unit_of(name or caption) if unit is None else unit
+        if collapsed or table.height > LONG_TABLE_ROWS:  # 17 steps x 5 models: keep the page readable
             self.text(caption)
-            self.blocks.append(Block("details", f"show all {table.height} rows", table=table))
+            self.blocks.append(Block("details", f"show all {table.height} rows", table=table, unit=unit))
             return
-        self.blocks.append(Block("table", caption, table=table))
+        self.blocks.append(Block("table", caption, table=table, unit=unit))
+
+    def unit_of(self, name: str) -> str:
+        """The unit of a table's values: % for accuracy tables, none for IROF, loss, saliency."""
+        plain = name.startswith(("irof", "IROF", "saliency", "Saliency")) or self.metric == "loss"
+        return "" if plain else "%"
 
     def paired_tables(self, prefix: str, what: str) -> None:
         """The paired analysis (runs as the repeated measure), shown before the original study's."""
@@ -167,7 +177,7 @@ class ReportBuilder:
                                                  "paired t and exact Wilcoxon, Holm-adjusted"
                                                  + wilcoxon_note(smallest_n))):
             frame = self.stats[f"{prefix}_{kind}"].drop("experiment")
-            self.table(f"{caption} (tables/{prefix}_{kind}.csv)", frame)
+            self.table(f"{caption} (tables/{prefix}_{kind}.csv)", frame, unit=self.unit_of(prefix))
         few = self.stats[f"{prefix}_summary"].filter(pl.col("n") < figures.MIN_RUNS_FOR_INTERVAL)
         if few.height:
             self.text(f"{few.height} step(s) of {what} have fewer than {figures.MIN_RUNS_FOR_INTERVAL} runs: "
@@ -196,10 +206,18 @@ class ReportBuilder:
             if kind == "posthoc" and frame.height > POSTHOC_ROWS_SHOWN:
                 significant = frame.filter(pl.col("p_bonf") < figures.ALPHA)
                 self.table(f"{caption}; {significant.height} of {frame.height} pairs with Bonferroni "
-                           f"p < {figures.ALPHA} ({source})", significant)
-                self.blocks.append(Block("details", f"all {frame.height} pairs", table=frame))
+                           f"p < {figures.ALPHA} ({source})", significant, unit=self.unit_of(prefix), collapsed=True)
+                self.blocks.append(Block("details", f"all {frame.height} pairs", table=frame,
+                                         unit=self.unit_of(prefix)))
                 continue
-            self.table(f"{caption} ({source})", frame)
+            # the original study's tables: kept for comparison, collapsed behind <details>
+            self.table(f"{caption} ({source})", frame, unit=self.unit_of(prefix), collapsed=True)
+
+    def main_result(self) -> tuple[pl.DataFrame, str]:
+        """The summary table and the test of its p columns (also scripts/docs_tables.py's)."""
+        return summary.main_result(self.accuracy, self.irof, self.metric,
+                                   self.stats.get(f"{self.metric}_posthoc_paired"),
+                                   self.stats.get("irof_posthoc_paired"))
 
     # sections
     def title(self) -> None:
@@ -207,22 +225,72 @@ class ReportBuilder:
         self.heading(f"Experiment {name}")
         self.text(f"Report written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {self.root}.")
 
+    def findings_section(self) -> None:
+        """The findings in words, per model and chain, generated from the tables below."""
+        self.heading("Findings")
+        if self.accuracy.is_empty():
+            self.not_run("findings", "the accuracy table is empty (training has not run)")
+            return
+        results = self.root / "results"  # every chain (the sections below keep to the study's)
+        table = findings.findings_table(self.stats, read_table(results, "accuracy"), self.metric, self.settings,
+                                        read_table(results, "saliency_change"), read_table(results, "irof"))
+        self.report.tables["findings"] = table
+        if table.is_empty():
+            self.text("No pruned step to compare with the unpruned models yet: no findings.")
+            return
+        self.blocks.append(Block("list", "\n".join(table["sentence"].to_list())))
+        self.text(self.method_text())
+        self.table("Findings per model and chain (tables/findings.csv)", findings.shown(table), unit="")
+
+    def method_text(self) -> str:
+        """How the findings are tested, and which family each correction covers (said once)."""
+        m = self.settings.margins
+        return (f"How: each pruned step against the unpruned step 0, runs paired. \"Within ±m\" is an "
+                f"equivalence test (TOST, α = {self.settings.alpha:g}; margins: accuracy ±{m['accuracy']:g} "
+                f"percentage points, IROF ÷ the clip's segment count ±{m['irof']:g}; stats.equivalence_margin). "
+                "\"Up to X %\" is fixed-sequence testing along increasing ratio, one sequence per model, chain "
+                "and metric, stopping at the first step not shown equivalent: no multiplicity penalty within "
+                f"the sequence. Primary endpoint (confirmatory, α = {self.settings.alpha:g}): "
+                f"{self.settings.primary.text()} (stats.primary); every other model, chain and metric is "
+                "secondary, reported without correction across them. Holm's correction (post-hoc tables) "
+                "covers the steps of one model, chain and metric. Δ: mean paired difference with its "
+                "95 % t-interval; \"detectable at power 0.8\": the smallest true Δ a two-sided paired t-test "
+                "over these runs would detect (sd of the paired differences from the data). Rows flagged "
+                f"\"{stats.paired.FEW}\" or \"{stats.paired.ZERO_SPREAD}\" are not findings.")
+
+    def equivalence_section(self) -> None:
+        """TOST per step and the fixed-sequence answer, for accuracy and IROF."""
+        self.heading("Equivalence with the unpruned models")
+        if f"{self.metric}_equivalence" not in self.stats:
+            self.not_run("equivalence", "the accuracy table is empty (training has not run)")
+            return
+        for prefix, what in ((self.metric, self.metric.replace("_", " ")), ("irof", "IROF ÷ segments")):
+            if f"{prefix}_kept" not in self.stats:
+                continue
+            unit = self.unit_of(prefix)
+            self.table(f"{what}: up to which step each model and chain stays within the margin "
+                       f"(fixed-sequence TOST along increasing ratio) (tables/{prefix}_kept.csv)",
+                       self.stats[f"{prefix}_kept"].drop("experiment"), unit=unit)
+            self.table(f"{what}: each step against step 0, runs paired: Δ with its 95 % and 90 % "
+                       "t-intervals, TOST p against ±margin (equivalent when the 90 % interval lies inside), "
+                       f"minimal detectable effect (tables/{prefix}_equivalence.csv)",
+                       self.stats[f"{prefix}_equivalence"].drop("experiment"), unit=unit)
+
     def summary_section(self) -> None:
         """The main result first: per model and explained step, accuracy and IROF vs step 0."""
         self.heading("Summary")
         if self.accuracy.is_empty():
             self.not_run("summary", "the accuracy table is empty (training has not run)")
             return
-        table, test = summary.main_result(
-            self.accuracy, self.irof, self.metric,
-            self.stats.get(f"{self.metric}_posthoc_paired"), self.stats.get("irof_posthoc_paired"))
-        self.table(f"Per model and explained step: mean ± sd over runs; p against step 0 by {test}. "
+        table, test = self.main_result()
+        self.table(f"Per model, chain and explained step: mean ± sd over runs; Δ against step 0 (runs "
+                   f"paired) with its 95 % t-interval [low, high]; p against step 0 by {test}. "
                    f"Removed (%): {pruned.DEFINITIONS}", table, name="summary")
         short = table.filter(pl.col(stats.FEWER_RUNS))
         if short.height:  # never a silent mean over fewer runs than the other cells
             self.text(f"{short.height} row(s) of this table average over fewer runs than the others "
                       f"(fewer_runs; runs {sorted(set(short['runs'].to_list()))} of {table['runs'].max()}): "
-                      "runs' results are missing; rerun the sweep to complete them.")
+                      "some runs' results are missing; rerun the sweep to complete them.")
 
     def overview(self) -> None:
         self.heading("Run information")
@@ -409,14 +477,18 @@ class ReportBuilder:
 
     def sections(self) -> list[Callable[[], None]]:
         """The report in order; a new part of the report is one more entry here."""
-        return [self.title, self.summary_section, self.accuracy_section, self.fusion_section,
+        return [self.title, self.findings_section, self.summary_section, self.equivalence_section,
+                self.accuracy_section, self.fusion_section,
                 self.efficiency_section, self.slimming_section, self.training_section, self.irof_section,
                 self.saliency_section, self.notes_section, self.overview]
 
     def build(self) -> Report:
         for section in tqdm(self.sections(), desc="report", unit="section"):
             section()
-        stats.write_tables(self.stats, self.out / "tables")
+        tables = self.out / "tables"
+        stats.write_tables(self.report.tables, tables)
+        for name, table in self.report.tables.items():  # LaTeX (booktabs) beside each CSV, for papers
+            readable.write_latex(table, tables / f"{name}.tex", self.unit_of(name))
         with atomic_file(self.report.index) as tmp:
             tmp.write_text(render_html(self.blocks, self.out))
         with atomic_file(self.report.markdown) as tmp:
@@ -424,7 +496,8 @@ class ReportBuilder:
         return self.report
 
 
-def _html_table(table: pl.DataFrame) -> str:
+def _html_table(table: pl.DataFrame, unit: str = "") -> str:
+    table = readable.readable(table, unit)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_format(v))}</td>" for v in row) + "</tr>"
                    for row in table.iter_rows())
@@ -438,7 +511,9 @@ def md_escape(text: str) -> str:
     return "".join("\\" + c if c in "\\`*[]|" else c for c in text)
 
 
-def _markdown_table(table: pl.DataFrame) -> str:
+def _markdown_table(table: pl.DataFrame, unit: str = "") -> str:
+    table = readable.readable(table, unit)
+
     def line(cells):
         return "| " + " | ".join(md_escape(c) for c in cells) + " |"
     return "\n".join([line(table.columns), line(["---"] * table.width)]
@@ -447,7 +522,8 @@ def _markdown_table(table: pl.DataFrame) -> str:
 
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}td,th{overflow-wrap:anywhere;border:1px solid #ccc;
-padding:.2em .5em;text-align:right}th{background:#f0f0f0}img{max-width:100%;height:auto}figure{margin:1em 0}
+padding:.2em .5em;text-align:right}th{background:#f0f0f0;overflow-wrap:normal;hyphens:manual;vertical-align:bottom}
+ul.findings li{margin:.4em 0;line-height:1.4}img{max-width:100%;height:auto}figure{margin:1em 0}
 details{margin:.5em 0 1.5em}summary{cursor:pointer;color:#555}
 figcaption,.caption{color:#555;font-size:.9em}pre{background:#f6f6f6;padding:1em;overflow:auto;
 max-height:20em}"""
@@ -476,10 +552,13 @@ def render_html(blocks: list[Block], out: Path) -> str:
             parts.append(f'<figure><img alt="{text}" width="{_display_width(block.path)}" '
                          f'src="data:image/png;base64,{data}">'
                          f"<figcaption>{text} ({html.escape(str(block.path.relative_to(out)))})</figcaption></figure>")
+        elif block.kind == "list":
+            parts.append('<ul class="findings">' + "".join(f"<li>{html.escape(line)}</li>"
+                                                          for line in block.text.splitlines()) + "</ul>")
         elif block.kind == "details":
-            parts.append(f"<details><summary>{text}</summary>{_html_table(block.table)}</details>")
+            parts.append(f"<details><summary>{text}</summary>{_html_table(block.table, block.unit)}</details>")
         else:
-            parts.append(f'<p class="caption">{text}</p>{_html_table(block.table)}')
+            parts.append(f'<p class="caption">{text}</p>{_html_table(block.table, block.unit)}')
     return ("<!doctype html><html><head><meta charset='utf-8'><title>Experiment report</title>"
             f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
 
@@ -497,11 +576,13 @@ def render_markdown(blocks: list[Block], out: Path) -> str:
         elif block.kind == "figure":
             link = urllib.parse.quote(block.path.relative_to(out).as_posix())
             parts.append(f"![{md_escape(block.text)}]({link})\n\n*{md_escape(block.text)}*")
+        elif block.kind == "list":
+            parts.append("\n".join(f"- {md_escape(line)}" for line in block.text.splitlines()))
         elif block.kind == "details":
             parts.append(f"<details><summary>{html.escape(block.text)}</summary>\n\n"
-                         f"{_markdown_table(block.table)}\n\n</details>")
+                         f"{_markdown_table(block.table, block.unit)}\n\n</details>")
         else:
-            parts.append(f"{md_escape(block.text)}\n\n{_markdown_table(block.table)}")
+            parts.append(f"{md_escape(block.text)}\n\n{_markdown_table(block.table, block.unit)}")
     return "# Experiment report\n\n" + "\n\n".join(parts) + "\n"
 
 

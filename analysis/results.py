@@ -163,6 +163,20 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("spearman_same", FLOAT, True), ("iou_top_same", FLOAT, True),
         ("prediction_changed", pa.bool_(), True),
     ),
+    # issue 30: one row per (explained clip, explanation method, faithfulness metric) of one
+    # checkpoint (analysis.grid); one file per (chain, stream, run, step), rows sorted by method
+    # and metric. (vanilla_gradient, irof) repeats the irof table's score (read_faithfulness
+    # also reads irof-table files that have no faithfulness twin)
+    "faithfulness": _schema(
+        ("experiment", STR, False), ("stream", STR, False), ("chain", STR, True), ("run", INT, False),
+        ("step", INT, False), ("prune_ratio", FLOAT, False), ("video", STR, False), ("clip", INT, False),
+        ("method", STR, False), ("reduce", STR, True),  # channel reduction; null for grad_cam
+        ("metric", STR, False),
+        ("score", FLOAT, True), ("score_random", FLOAT, True),  # null: undefined (e.g. constant map)
+        ("label", INT, False), ("target", INT, False), ("predicted", INT, False), ("correct", pa.bool_(), False),
+        ("target_rule", STR, False), ("seconds", FLOAT, True),  # metric's time per clip (with its control)
+        ("explain_hash", STR, False), ("checkpoint_sha256", STR, False),
+    ),
     # |γ| histogram of one model's prunable BatchNorms (log-spaced bins), Network Slimming's Figure 4:
     # phase = initial (before baseline training) | trained (step 0) | finetuned (step k > 0)
     "gammas": _schema(
@@ -182,6 +196,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "irof": ("experiment", "stream", "chain", "run", "step", "video", "clip", "method"),
     "gammas": ("experiment", "stream", "chain", "run", "step", "phase", "bin"),
     "saliency_change": ("experiment", "stream", "chain", "run", "step", "video", "clip", "method"),
+    "faithfulness": ("experiment", "stream", "chain", "run", "step", "video", "clip", "method", "metric"),
 }
 
 

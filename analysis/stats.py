@@ -22,8 +22,17 @@ Paired analysis (runs are the repeated measure; the report leads with it):
   covariance) with its corrected p ``p_gg``; equal to statsmodels' ``AnovaRM``.
 - ``posthoc_paired``: each step > 0 against step 0, runs paired: paired t (scipy) and exact
   Wilcoxon signed-rank (permutation test when differences tie or are zero), each
-  Holm-adjusted over the group's steps (statsmodels ``multipletests``). With n = 5 the
-  exact two-sided Wilcoxon p is at least 0.0625.
+  Holm-adjusted over the group's steps (statsmodels ``multipletests``), beside the mean
+  difference, its 95 % t-interval and the minimal detectable effect (paired t, power 0.8).
+  With n = 5 the exact two-sided Wilcoxon p is at least 0.0625.
+- ``equivalence``: TOST of each step against step 0 at ±``stats.equivalence_margin``
+  (``analysis.equivalence``); ``kept``: fixed-sequence testing along increasing ratio, one
+  "kept up to" answer per model and chain, marked primary or secondary (``stats.primary``).
+  IROF's equivalence is on the per-run median of IROF ÷ the clip's segment count.
+
+Every group also has a ``chain`` (slimming | a control, issue 27; missing = slimming). Paired
+differences are rounded (``analysis.paired``): equal differences give null t, d_z and p with
+the flag ``zero spread``; fewer than 3 pairs are flagged ``n < 3`` in every paired table.
 
 ``summary``/``effects``/``anova``/``posthoc`` above reproduce the original study's
 analysis (seed-comparable, steps treated as independent groups in ``anova``/``posthoc``).
@@ -41,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
 import sys
 import warnings
@@ -52,17 +62,31 @@ from scipy import stats
 
 from shards.cli import HelpFormatter
 
+from . import equivalence, paired
+from .paired import number as _number
+from .results import DEFAULT_CHAIN as STUDY_CHAIN  # rows written before chains existed are the study's
 from .results import ResultsSchemaError, atomic_file, read_table
 
-ACCURACY_GROUPS = ("experiment", "stream", "fusion", "split")
-IROF_GROUPS = ("experiment", "stream", "method")
+ACCURACY_GROUPS = ("experiment", "stream", "fusion", "chain", "split")
+IROF_GROUPS = ("experiment", "stream", "chain", "method")
 METRICS = ("video_accuracy", "clip_accuracy", "video_top5", "loss")
-TABLES = ("summary", "effects", "anova", "posthoc", "anova_rm", "posthoc_paired")
+TABLES = ("summary", "effects", "anova", "posthoc", "anova_rm", "posthoc_paired", "equivalence", "kept")
 
 
-def _number(x) -> float | None:
-    """A finite float, or None (null in the tables) for NaN, inf and missing values."""
-    return float(x) if x is not None and math.isfinite(x) else None
+def with_chain(df: pl.DataFrame) -> pl.DataFrame:
+    """``chain`` present and filled: rows without one (older files, a store without the column)
+    are the study's ``slimming`` chain. A control chain without its own step-0 rows shares the
+    study's unpruned models: their step-0 rows are copied to it, so every chain is paired
+    against the same baseline."""
+    df = (df.with_columns(pl.col("chain").fill_null(STUDY_CHAIN)) if "chain" in df.columns
+          else df.with_columns(pl.lit(STUDY_CHAIN).alias("chain")))
+    if df.is_empty() or "step" not in df.columns:
+        return df
+    chains = df["chain"].unique().to_list()
+    with_base = df.filter(pl.col("step") == 0)["chain"].unique().to_list()
+    base = df.filter((pl.col("step") == 0) & (pl.col("chain") == STUDY_CHAIN))
+    copies = [base.with_columns(pl.lit(c).alias("chain")) for c in chains if c not in with_base]
+    return pl.concat([df, *copies]) if copies and base.height else df
 
 
 def _by_group(df: pl.DataFrame, groups: tuple[str, ...]):
@@ -107,6 +131,7 @@ def flag_fewer_runs(frame: pl.DataFrame, runs: str) -> pl.DataFrame:
 
 
 def summary(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.DataFrame:
+    df = with_chain(df)
     rows = []
     for group, part in _by_group(df, groups):
         for step, (ratio, _, x) in _steps(part, value).items():
@@ -115,58 +140,54 @@ def summary(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.DataFra
             half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) if n > 1 else None
             rows.append({**group, "step": step, "prune_ratio": ratio, "n": n, "mean": mean, "std": sd,
                          "ci_low": _number(mean - half) if half is not None else None,
-                         "ci_high": _number(mean + half) if half is not None else None})
+                         "ci_high": _number(mean + half) if half is not None else None,
+                         "flag": paired.FEW if n < paired.MIN_PAIRS else ""})
     return flag_fewer_runs(_frame(rows, _group_schema(df, groups) | {
         "step": pl.Int64, "prune_ratio": pl.Float64, "n": pl.Int64, "mean": pl.Float64,
-        "std": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64}), "n")
+        "std": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64, "flag": pl.String}), "n")
 
 
-def _paired_tests(x: np.ndarray, base: np.ndarray) -> dict:
-    """Cohen's d_z, Wilcoxon signed-rank and paired t of x against base (≥ 2 pairs)."""
-    diff = x - base
-    sd = float(np.std(diff, ddof=1))
-    out = {"cohens_d": None, "W": None, "p_wilcoxon": None, "t": None, "p_t": None}
-    if np.any(diff != 0):  # all-zero differences have no signed ranks
-        wilcoxon = stats.wilcoxon(x, base, alternative="two-sided", method="auto")
-        out |= {"W": float(wilcoxon.statistic), "p_wilcoxon": float(wilcoxon.pvalue)}
-    if sd > 0:  # constant differences have no d_z or t
-        t = stats.ttest_rel(x, base)
-        out |= {"cohens_d": float(np.mean(diff)) / sd, "t": float(t.statistic), "p_t": float(t.pvalue)}
-    return out
+def _paired_tests(diff: np.ndarray) -> dict:
+    """Cohen's d_z, Wilcoxon signed-rank (scipy 'auto', as the original study) and paired t of
+    the rounded differences (``analysis.paired``): null without spread, never an extreme number."""
+    w, p_w = paired.wilcoxon(diff, method="auto")
+    t, p_t = paired.t_test(diff)
+    return {"cohens_d": paired.cohens_dz(diff), "W": w, "p_wilcoxon": p_w, "t": t, "p_t": p_t}
+
+
+def _paired_steps(group: dict, part: pl.DataFrame, value: str, what: str):
+    """(step, ratio, rounded differences against step 0 over the shared runs) per step > 0."""
+    steps = _steps(part, value)
+    if 0 not in steps:
+        warnings.warn(f"{_group_label(group)}: no unpruned step 0, no {what}", stacklevel=3)
+        return
+    _, base_runs, base = steps[0]
+    for step, (ratio, runs, x) in steps.items():
+        if step:
+            yield step, ratio, paired.differences(*paired.aligned(runs, x, base_runs, base))
 
 
 def effects(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.DataFrame:
+    df = with_chain(df)
     rows = []
     for group, part in _by_group(df, groups):
-        steps = _steps(part, value)
-        if 0 not in steps:
-            warnings.warn(f"{_group_label(group)}: no unpruned step 0, no paired effects", stacklevel=2)
-            continue
-        _, base_runs, base = steps[0]
-        for step, (ratio, runs, x) in steps.items():
-            if step == 0:
-                continue
-            shared, i_step, i_base = np.intersect1d(runs, base_runs, return_indices=True)
-            paired_x, paired_base = x[i_step], base[i_base]
-            diff = paired_x - paired_base
-            n = len(shared)
+        for step, ratio, diff in _paired_steps(group, part, value, "paired effects"):
+            n = len(diff)
             row = {**group, "step": step, "prune_ratio": ratio, "n": n,
-                   "mean_diff": float(np.mean(diff)) if n else None,
-                   "sd_diff": float(np.std(diff, ddof=1)) if n > 1 else None}
+                   "mean_diff": float(np.mean(diff)) if n else None, "sd_diff": paired.sd(diff)}
             if n < 2:
                 warnings.warn(f"{_group_label(group)}, step {step}: {n} paired run(s), "
                               "descriptive statistics only", stacklevel=2)
-                row |= {"cohens_d": None, "W": None, "p_wilcoxon": None, "t": None, "p_t": None}
-            else:
-                row |= _paired_tests(paired_x, paired_base)
+            row |= _paired_tests(diff) | {"flag": paired.flag(diff)}
             rows.append(row)
     return _frame(rows, _group_schema(df, groups) | {
         "step": pl.Int64, "prune_ratio": pl.Float64, "n": pl.Int64, "mean_diff": pl.Float64,
         "sd_diff": pl.Float64, "cohens_d": pl.Float64, "W": pl.Float64, "p_wilcoxon": pl.Float64,
-        "t": pl.Float64, "p_t": pl.Float64})
+        "t": pl.Float64, "p_t": pl.Float64, "flag": pl.String})
 
 
 def anova(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.DataFrame:
+    df = with_chain(df)
     rows = []
     for group, part in _by_group(df, groups):
         samples = [x for _, _, x in _steps(part, value).values()]
@@ -201,6 +222,7 @@ def hedges_g(a: np.ndarray, b: np.ndarray) -> float | None:
 
 
 def posthoc(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.DataFrame:
+    df = with_chain(df)
     rows = []
     for group, part in _by_group(df, groups):
         steps = _steps(part, value)
@@ -248,6 +270,7 @@ def greenhouse_geisser(matrix: np.ndarray) -> float:
 def anova_rm(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.DataFrame:
     """One-way repeated-measures ANOVA over steps, runs as subjects (runs complete at every step),
     with the Greenhouse–Geisser corrected p; equal to statsmodels' ``AnovaRM`` on those rows."""
+    df = with_chain(df)
     rows = []
     for group, part in _by_group(df, groups):
         _, runs, m = _complete_runs(part, value)
@@ -284,44 +307,23 @@ def holm(p_values: list[float | None]) -> list[float | None]:
     return out
 
 
-def _wilcoxon_exact(x: np.ndarray, base: np.ndarray) -> tuple[float | None, float | None]:
-    """Exact signed-rank test; with zero or tied differences scipy's exact null does not apply,
-    so the sign-flip permutation test (``method="auto"``) is used instead."""
-    diff = x - base
-    if not np.any(diff != 0):
-        return None, None
-    exact = np.all(diff != 0) and len(np.unique(np.abs(diff))) == len(diff)
-    res = stats.wilcoxon(x, base, alternative="two-sided", method="exact" if exact else "auto")
-    return float(res.statistic), float(res.pvalue)
-
-
 def posthoc_paired(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.DataFrame:
-    """Each step > 0 against step 0 over the runs present at both: paired t, exact Wilcoxon, both
-    Holm-adjusted over the steps of the group. With n = 5 pairs the smallest exact two-sided
-    Wilcoxon p is 2/32 = 0.0625, so it cannot fall below 0.05."""
+    """Each step > 0 against step 0 over the runs present at both: the mean difference with its
+    95 % t-interval and the minimal detectable effect (paired t, power 0.8), paired t and exact
+    Wilcoxon, both Holm-adjusted over the steps of the group. With n = 5 pairs the smallest
+    exact two-sided Wilcoxon p is 2/32 = 0.0625, so it cannot fall below 0.05."""
+    df = with_chain(df)
     rows = []
     for group, part in _by_group(df, groups):
-        steps = _steps(part, value)
-        if 0 not in steps:
-            warnings.warn(f"{_group_label(group)}: no unpruned step 0, no paired post-hoc", stacklevel=2)
-            continue
-        _, base_runs, base = steps[0]
         group_rows = []
-        for step, (ratio, runs, x) in steps.items():
-            if step == 0:
-                continue
-            _, i_step, i_base = np.intersect1d(runs, base_runs, return_indices=True)
-            paired_x, paired_base = x[i_step], base[i_base]
-            n = len(i_step)
-            row = {**group, "step": step, "prune_ratio": ratio, "n": n,
-                   "mean_diff": float(np.mean(paired_x - paired_base)) if n else None,
-                   "t": None, "p_t": None, "W": None, "p_wilcoxon": None}
-            if n >= 2:
-                if np.std(paired_x - paired_base) > 0:
-                    t = stats.ttest_rel(paired_x, paired_base)
-                    row |= {"t": _number(t.statistic), "p_t": _number(t.pvalue)}
-                row["W"], row["p_wilcoxon"] = _wilcoxon_exact(paired_x, paired_base)
-            group_rows.append(row)
+        for step, ratio, diff in _paired_steps(group, part, value, "paired post-hoc"):
+            low, high = paired.mean_ci(diff)
+            t, p_t = paired.t_test(diff)
+            w, p_w = paired.wilcoxon(diff)
+            group_rows.append({**group, "step": step, "prune_ratio": ratio, "n": len(diff),
+                               "mean_diff": float(np.mean(diff)) if len(diff) else None,
+                               "ci_low": low, "ci_high": high, "mde": paired.minimal_detectable_effect(diff),
+                               "t": t, "p_t": p_t, "W": w, "p_wilcoxon": p_w, "flag": paired.flag(diff)})
         for key, adjusted in (("p_holm", holm([r["p_t"] for r in group_rows])),
                               ("p_wilcoxon_holm", holm([r["p_wilcoxon"] for r in group_rows]))):
             for row, p in zip(group_rows, adjusted):
@@ -329,8 +331,19 @@ def posthoc_paired(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.
         rows += group_rows
     return _frame(rows, _group_schema(df, groups) | {
         "step": pl.Int64, "prune_ratio": pl.Float64, "n": pl.Int64, "mean_diff": pl.Float64,
+        "ci_low": pl.Float64, "ci_high": pl.Float64, "mde": pl.Float64,
         "t": pl.Float64, "p_t": pl.Float64, "W": pl.Float64, "p_wilcoxon": pl.Float64,
-        "p_holm": pl.Float64, "p_wilcoxon_holm": pl.Float64})
+        "flag": pl.String, "p_holm": pl.Float64, "p_wilcoxon_holm": pl.Float64})
+
+
+def equivalence_table(df: pl.DataFrame, groups: tuple[str, ...], value: str, margin: float) -> pl.DataFrame:
+    """``<metric>_equivalence``: per group and step > 0, TOST of the paired difference against
+    ±margin with its intervals and minimal detectable effect (``analysis.equivalence``)."""
+    df = with_chain(df)
+    rows = [{**group, "step": step, "prune_ratio": ratio, **equivalence.equivalence_row(diff, margin)}
+            for group, part in _by_group(df, groups)
+            for step, ratio, diff in _paired_steps(group, part, value, "equivalence test")]
+    return _frame(rows, _group_schema(df, groups) | equivalence.SCHEMA)
 
 
 def irof_per_run(irof: pl.DataFrame, statistic: str = "median") -> pl.DataFrame:
@@ -339,8 +352,11 @@ def irof_per_run(irof: pl.DataFrame, statistic: str = "median") -> pl.DataFrame:
     accuracy, for the statistics."""
     if statistic not in ("median", "mean"):
         raise ValueError(f"statistic must be 'median' or 'mean', got {statistic!r}")
+    irof = with_chain(irof)
     return (irof.group_by(*IROF_GROUPS, "run", "step")
-            .agg(pl.col("prune_ratio").mean(), getattr(pl.col("irof"), statistic)(), pl.len().alias("clips"))
+            .agg(pl.col("prune_ratio").mean(), getattr(pl.col("irof"), statistic)(), pl.len().alias("clips"),
+                 # each clip's IROF ÷ its segment count: one scale for every clip (equivalence margin)
+                 getattr(pl.col("irof") / pl.col("n_segments"), statistic)().alias("irof_norm"))
             .sort(*IROF_GROUPS, "step", "run", nulls_last=True))
 
 
@@ -355,7 +371,7 @@ CLIP_SUBSETS = ("all", "correct", "incorrect")
 def irof_by_correctness(irof: pl.DataFrame) -> pl.DataFrame:
     """Per run and step, for all clips and split by whether the model classified them
     correctly: clips, median and mean (outlier-sensitive) IROF."""
-    irof = with_correct(irof)
+    irof = with_correct(with_chain(irof))
     subsets = {"all": pl.lit(True), "correct": pl.col("correct"), "incorrect": ~pl.col("correct")}
     parts = [irof.filter(keep).with_columns(pl.lit(name).alias("clips_of")) for name, keep in subsets.items()]
     order = pl.col("clips_of").replace_strict(CLIP_SUBSETS, range(len(CLIP_SUBSETS)), return_dtype=pl.Int64)
@@ -382,17 +398,33 @@ def all_tables(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> dict[st
             "anova_rm": anova_rm(df, groups, value), "posthoc_paired": posthoc_paired(df, groups, value)}
 
 
-def compute_tables(results_dir: Path, metric: str = "video_accuracy") -> dict[str, pl.DataFrame]:
-    """``<metric>_<table>`` and ``irof_<table>`` for every table that has data."""
+def equivalence_tables(df: pl.DataFrame, groups: tuple[str, ...], value: str, metric: str,
+                       kind: str, settings: equivalence.Settings) -> dict[str, pl.DataFrame]:
+    """``equivalence`` (TOST per step) and ``kept`` (fixed-sequence: up to which ratio)."""
+    table = equivalence_table(df, groups, value, settings.margins[kind])
+    kept = equivalence.fixed_sequence(table, groups, settings.alpha)
+    return {"equivalence": table, "kept": equivalence.mark_primary(kept, metric, settings.primary)}
+
+
+def compute_tables(results_dir: Path, metric: str = "video_accuracy",
+                   settings: equivalence.Settings | None = None) -> dict[str, pl.DataFrame]:
+    """``<metric>_<table>`` and ``irof_<table>`` for every table that has data; ``settings``
+    (margins, primary endpoint) default to ``equivalence.Settings.from_config(None)``."""
     if metric not in METRICS:
         raise ValueError(f"metric {metric!r} is not one of {METRICS}")
+    settings = settings or equivalence.Settings.from_config(None)
     out = {}
     accuracy = read_table(results_dir, "accuracy")
     if accuracy.height:
         out |= {f"{metric}_{k}": v for k, v in all_tables(accuracy, ACCURACY_GROUPS, metric).items()}
+        out |= {f"{metric}_{k}": v for k, v in
+                equivalence_tables(accuracy, ACCURACY_GROUPS, metric, metric, "accuracy", settings).items()}
     irof = read_table(results_dir, "irof")
-    if irof.height:  # on the per-run median IROF
-        out |= {f"irof_{k}": v for k, v in all_tables(irof_per_run(irof), IROF_GROUPS, "irof").items()}
+    if irof.height:  # on the per-run median IROF; equivalence on the per-run median IROF ÷ segments
+        per_run = irof_per_run(irof)
+        out |= {f"irof_{k}": v for k, v in all_tables(per_run, IROF_GROUPS, "irof").items()}
+        out |= {f"irof_{k}": v for k, v in
+                equivalence_tables(per_run, IROF_GROUPS, "irof_norm", "irof", "irof", settings).items()}
         out["irof_by_correctness"] = irof_by_correctness(irof)
     return out
 
@@ -421,8 +453,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.results.is_dir():
         parser.error(f"{args.results}: no such results folder")
+    meta = args.results.parent / "experiment.json"  # the sweep's config: stats margins, primary endpoint
+    config = json.loads(meta.read_text()).get("config") if meta.is_file() else None
     try:
-        tables = compute_tables(args.results, args.metric)
+        settings = equivalence.Settings.from_config(config)
+    except (ValueError, TypeError) as exc:
+        parser.error(f"{meta}: {exc}")
+    try:
+        tables = compute_tables(args.results, args.metric, settings)
     except ResultsSchemaError as exc:  # a damaged or foreign file: named, with what to do
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

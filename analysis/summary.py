@@ -1,18 +1,23 @@
 """The report's opening table, shaped like the study's main result.
 
 One row per model (spatial, temporal, then the fusions, in study order) and explained step:
-the fractions removed (``channels_removed_%`` of the prunable channels, ``params_removed_%`` and
+the chain (slimming or a control), the fractions removed (``channels_removed_%`` of the prunable channels, ``params_removed_%`` and
 ``flops_removed_%`` of the whole model: ``analysis.pruned``), accuracy mean ± sd over runs, its
-paired test against step 0, and for the single streams IROF (mean ± sd over runs of each run's median over clips) with its paired test. The paired p comes from
-the statistics' ``<metric>_posthoc_paired`` table (``analysis.stats``, Holm-corrected) when the statistics have
+paired mean difference against step 0 with its 95 % t-interval and paired test, and for the
+single streams IROF (mean ± sd over runs of each run's median over clips) with its paired test.
+The paired p comes from the statistics' ``<metric>_posthoc_paired`` table (``analysis.stats``,
+Holm-corrected) when the statistics have
 it, else from a paired t-test computed here (uncorrected) - the only place that choice is made.
 """
 from __future__ import annotations
 
 import polars as pl
-from scipy import stats as scipy_stats
 
-from .stats import flag_fewer_runs, irof_per_run
+from . import paired
+from .readable import rounded
+from .stats import STUDY_CHAIN, flag_fewer_runs, irof_per_run, with_chain
+
+CHAINS = (STUDY_CHAIN, "finetune_only", "random", "scratch")  # the study's chain first, then its controls
 
 # measured fractions removed (accuracy columns): of the prunable channels, of all params, of all FLOPs
 FRACTIONS = ("channels_removed", "params_removed", "flops_removed")
@@ -38,25 +43,39 @@ def _mean_sd(values: list[float]) -> str:
 
 
 def paired_t_p(values: dict[int, float], base: dict[int, float]) -> float | None:
-    """Two-sided paired t-test p over the runs present at both steps (None below 2 pairs)."""
+    """Two-sided paired t-test p over the runs present at both steps (None below 2 pairs or when
+    the rounded differences are all equal: ``analysis.paired``)."""
     runs = sorted(set(values) & set(base))
-    if len(runs) < 2:
-        return None
-    p = scipy_stats.ttest_rel([values[r] for r in runs], [base[r] for r in runs]).pvalue
-    return None if p != p else float(p)  # constant differences give nan
+    diff = paired.differences([values[r] for r in runs], [base[r] for r in runs])
+    return paired.t_test(diff)[1]
 
 
-def _paired_lookup(posthoc_paired: pl.DataFrame | None) -> dict[tuple, float]:
+def _paired_lookup(posthoc_paired: pl.DataFrame | None) -> dict[tuple, dict]:
+    """(model, chain, step) -> the posthoc_paired row."""
     if posthoc_paired is None or posthoc_paired.is_empty():
         return {}
-    fusion = (posthoc_paired["fusion"] if "fusion" in posthoc_paired.columns
-              else pl.Series([None] * posthoc_paired.height))
-    return {(model_label(s, f), int(step)): p for s, f, step, p in
-            zip(posthoc_paired["stream"], fusion, posthoc_paired["step"], posthoc_paired["p_holm"])}
+    table = with_chain(posthoc_paired)
+    if "fusion" not in table.columns:
+        table = table.with_columns(pl.lit(None, dtype=pl.String).alias("fusion"))
+    if "method" in table.columns:  # IROF: one row per saliency method; the first method's
+        table = table.sort("method").unique(["stream", "chain", "step"], keep="first", maintain_order=True)
+    return {(model_label(r["stream"], r["fusion"]), r["chain"], int(r["step"])): r
+            for r in table.iter_rows(named=True)}
 
 
-def _per_run(df: pl.DataFrame, model: str, step: int, value: str) -> dict[int, float]:
-    part = df.filter((pl.col("model") == model) & (pl.col("step") == step))
+def diff_ci(row: dict | None) -> str:
+    """"Δ [95 % CI]" of a posthoc_paired row, 3 significant digits; "–" without one."""
+    if row is None or row.get("mean_diff") is None:
+        return "–"
+    def fmt(x):
+        return rounded(x).replace("-", "−")
+    if row.get("ci_low") is None:
+        return f"{fmt(row['mean_diff'])} [no interval: {row.get('flag') or 'n < 2'}]"
+    return f"{fmt(row['mean_diff'])} [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]"
+
+
+def _per_run(df: pl.DataFrame, model: str, chain: str, step: int, value: str) -> dict[int, float]:
+    part = df.filter((pl.col("model") == model) & (pl.col("chain") == chain) & (pl.col("step") == step))
     return dict(zip(part["run"].to_list(), part[value].to_list()))
 
 
@@ -72,38 +91,45 @@ def main_result(accuracy: pl.DataFrame, irof: pl.DataFrame, metric: str,
                 posthoc_paired: pl.DataFrame | None = None,
                 irof_paired: pl.DataFrame | None = None) -> tuple[pl.DataFrame, str]:
     """The summary table and which test its p columns come from."""
-    acc = accuracy.with_columns(pl.struct("stream", "fusion").map_elements(
+    acc = with_chain(accuracy).with_columns(pl.struct("stream", "fusion").map_elements(
         lambda r: model_label(r["stream"], r["fusion"]), return_dtype=pl.String).alias("model"))
     # IROF: per-run median over clips (mean over saliency methods) of each single stream
-    per_run = (irof_per_run(irof).group_by("stream", "run", "step").agg(pl.col("irof").mean())
+    per_run = (irof_per_run(irof).group_by("stream", "chain", "run", "step").agg(pl.col("irof").mean())
                .rename({"stream": "model"}) if irof.height else
-               pl.DataFrame(schema={"model": pl.String, "run": pl.Int64, "step": pl.Int64, "irof": pl.Float64}))
+               pl.DataFrame(schema={"model": pl.String, "chain": pl.String, "run": pl.Int64, "step": pl.Int64,
+                                    "irof": pl.Float64}))
     acc_p, irof_p = _paired_lookup(posthoc_paired), _paired_lookup(irof_paired)
     test = (f"Holm-corrected paired post-hoc (statistics table {metric}_posthoc_paired)" if acc_p
             else "paired t-test over runs, uncorrected (scipy)")
     # what "% pruned" means, per model and step: prunable channels vs the whole model's params / FLOPs
-    removed = acc.group_by("model", "step").agg(pl.col(*FRACTIONS).mean())
-    removed = {(r["model"], r["step"]): r for r in removed.iter_rows(named=True)}
+    removed = acc.group_by("model", "chain", "step").agg(pl.col(*FRACTIONS).mean())
+    removed = {(r["model"], r["chain"], r["step"]): r for r in removed.iter_rows(named=True)}
     rows = []
-    for model in sorted(acc["model"].unique().to_list(), key=study_rank):
-        base_acc, base_irof = _per_run(acc, model, 0, metric), _per_run(per_run, model, 0, "irof")
+    keys = sorted(acc.select("model", "chain").unique().iter_rows(),
+                  key=lambda k: (study_rank(k[0]), CHAINS.index(k[1]) if k[1] in CHAINS else len(CHAINS), k[1]))
+    for model, chain in keys:
+        base_acc, base_irof = _per_run(acc, model, chain, 0, metric), _per_run(per_run, model, chain, 0, "irof")
         for step in explained_steps(accuracy, irof):
-            values = _per_run(acc, model, step, metric)
+            values = _per_run(acc, model, chain, step, metric)
             if not values:
                 continue
-            irofs = _per_run(per_run, model, step, "irof")
+            irofs = _per_run(per_run, model, chain, step, "irof")
+            acc_row, irof_row = acc_p.get((model, chain, step)), irof_p.get((model, chain, step))
             rows.append({
-                "model": model, "step": step,
-                **{f"{c}_%": round(100 * (removed[(model, step)][c] or 0.0), 1) for c in FRACTIONS},
+                "model": model, "chain": chain, "step": step,
+                **{f"{c}_%": round(100 * (removed[(model, chain, step)][c] or 0.0), 1) for c in FRACTIONS},
                 "runs": len(values),
                 f"{metric}_mean_sd": _mean_sd(list(values.values())),
+                f"{metric}_diff_ci": "–" if step == 0 else diff_ci(acc_row),
                 f"{metric}_p_vs_step0": None if step == 0 else
-                acc_p.get((model, step), paired_t_p(values, base_acc)),
+                acc_row["p_holm"] if acc_row else paired_t_p(values, base_acc),
                 "irof_mean_sd": _mean_sd(list(irofs.values())),
+                "irof_diff_ci": "–" if step == 0 or not irofs else diff_ci(irof_row),
                 "irof_p_vs_step0": None if step == 0 or not irofs else
-                irof_p.get((model, step), paired_t_p(irofs, base_irof)),
+                irof_row["p_holm"] if irof_row else paired_t_p(irofs, base_irof),
             })
-    schema = {"model": pl.String, "step": pl.Int64, **{f"{c}_%": pl.Float64 for c in FRACTIONS}, "runs": pl.Int64,
-              f"{metric}_mean_sd": pl.String, f"{metric}_p_vs_step0": pl.Float64,
-              "irof_mean_sd": pl.String, "irof_p_vs_step0": pl.Float64}
+    schema = {"model": pl.String, "chain": pl.String, "step": pl.Int64, **{f"{c}_%": pl.Float64 for c in FRACTIONS},
+              "runs": pl.Int64, f"{metric}_mean_sd": pl.String, f"{metric}_diff_ci": pl.String,
+              f"{metric}_p_vs_step0": pl.Float64, "irof_mean_sd": pl.String, "irof_diff_ci": pl.String,
+              "irof_p_vs_step0": pl.Float64}
     return flag_fewer_runs(pl.DataFrame(rows, schema=schema), "runs"), test

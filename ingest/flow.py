@@ -92,11 +92,8 @@ class Tvl1Flow(_GrayBackend):
     name = "tvl1"
 
     def __init__(self):
-        if not hasattr(cv2, "optflow"):
-            raise FlowUnavailable(
-                "flow 'tvl1' needs cv2.optflow, which this OpenCV lacks: install "
-                "opencv-contrib-python (pip uninstall opencv-python && pip install "
-                "opencv-contrib-python) or use --flow dis")
+        if problem := unavailable("tvl1"):
+            raise FlowUnavailable(problem)
         self._tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
         self.options = {"implementation": "cv2.optflow.DualTVL1OpticalFlow", "opencv": cv2.__version__}
 
@@ -143,21 +140,39 @@ def _raft_state_dict(name: str, weights: str | Path | None) -> dict:
     import torch
     from torchvision.models import optical_flow
 
-    if weights is None:
-        enum = getattr(optical_flow, {"raft_small": "Raft_Small_Weights",
-                                      "raft_large": "Raft_Large_Weights"}[name]).DEFAULT
-        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+    if problem := unavailable(name, weights=weights):
+        raise FlowUnavailable(problem)
+    return torch.load(raft_weights_path(name, weights), map_location="cpu", weights_only=True)
+
+
+def raft_weights_path(name: str, weights: str | Path | None = None) -> Path:
+    """The state_dict a RAFT backend loads: ``weights``, else torchvision's cached DEFAULT file."""
+    if weights is not None:
+        return Path(weights)
+    import torch
+    from torchvision.models import optical_flow
+    enum = getattr(optical_flow, {"raft_small": "Raft_Small_Weights", "raft_large": "Raft_Large_Weights"}[name]).DEFAULT
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+
+
+def unavailable(name: str, **options) -> str | None:
+    """Why backend ``name`` cannot run here (one line saying what to do), else None; builds
+    nothing, so a sweep checks it before any work (training.preflight)."""
+    if name == "tvl1" and not hasattr(cv2, "optflow"):
+        return (f"flow 'tvl1' needs cv2.optflow, which this OpenCV ({cv2.__version__}) lacks: install "
+                "opencv-contrib-python (pip uninstall opencv-python && pip install "
+                "opencv-contrib-python) or use flow dis")
+    if name in ("raft_small", "raft_large"):
+        weights = options.get("weights")
+        path = raft_weights_path(name, weights)
+        if weights is None and not path.is_file():
+            return (f"flow {name!r}: no weights in torchvision's cache ({path}) and no local file "
+                    f"given; download them where there is internet (python -c \"from torchvision."
+                    f"models.optical_flow import {name}; {name}(weights='DEFAULT')\") or pass a "
+                    f"state_dict file as weights=PATH; random weights are never used")
         if not path.is_file():
-            raise FlowUnavailable(
-                f"flow {name!r}: no weights in torchvision's cache ({path}) and no local file "
-                f"given; download them where there is internet (python -c \"from torchvision."
-                f"models.optical_flow import {name}; {name}(weights='DEFAULT')\") or pass a "
-                f"state_dict file as weights=PATH; random weights are never used")
-    else:
-        path = Path(weights)
-        if not path.is_file():
-            raise FlowUnavailable(f"flow {name!r}: weights file {path} not found")
-    return torch.load(path, map_location="cpu", weights_only=True)
+            return f"flow {name!r}: weights file {path} not found"
+    return None
 
 
 def get_backend(name: str = "dis", **options):

@@ -8,7 +8,9 @@ and is never typed by hand: this script fills each block whose NAME belongs to t
 (`NAME`: video accuracy per model and pruning step, mean ± sd over runs; `NAME-summary`: the
 report's summary table, per model and explained step) from the experiment's results store, with
 a line naming the commit, the project's version and the machine the run came from
-(`experiment.json`). Text outside the markers is left as it is.
+(`experiment.json`). Text outside the markers is left as it is. The figures the docs show of the
+experiment (`docs/NAME_accuracy.png`, `_gamma`, `_efficiency`, `_overlay`) are replaced by the
+report's (`runs/NAME/report/figures/`).
 
     .venv/bin/python scripts/docs_tables.py --experiment runs/demo            # blocks demo, demo-summary
     .venv/bin/python scripts/docs_tables.py --experiment runs/paper_shape --check
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -25,9 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from analysis import stats, summary  # noqa: E402
-from analysis.report import read_experiment_json, study_chain  # noqa: E402
-from analysis.results import read_table  # noqa: E402
+from analysis import readable, summary  # noqa: E402
+from analysis.report import ReportBuilder, read_experiment_json  # noqa: E402
 from shards.cli import HelpFormatter  # noqa: E402
 
 DEFAULT_FILES = ("README.md", "docs/results.md")
@@ -78,31 +80,41 @@ def accuracy_table(accuracy, metric: str) -> str:
     return "\n".join(rows)
 
 
-def _cell(value) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def summary_table(root: Path, accuracy, metric: str) -> str:
-    """The report's summary table (``analysis.summary.main_result``), as Markdown."""
-    irof = study_chain(read_table(root / "results", "irof"))
-    tables = stats.compute_tables(root / "results", metric)
-    table, test = summary.main_result(accuracy, irof, metric, tables.get(f"{metric}_posthoc_paired"),
-                                      tables.get("irof_posthoc_paired"))
+def summary_table(builder: ReportBuilder) -> str:
+    """The report's summary table (``ReportBuilder.main_result``), as Markdown."""
+    table, test = builder.main_result()
+    table = readable.readable(table, "%")  # the report's headers, rounding and p format
     lines = ["| " + " | ".join(table.columns) + " |", "|" + " --- |" * len(table.columns)]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table.iter_rows()]
+    lines += ["| " + " | ".join(row) + " |" for row in table.iter_rows()]
     return "\n".join(lines) + f"\n\np against step 0: {test}."
 
 
 def render(root: Path, name: str, metric: str, command: str) -> dict[str, str]:
     """Block name -> its new content."""
-    accuracy = study_chain(read_table(root / "results", "accuracy"))
+    builder = ReportBuilder(root, metric, None)  # what the report reads: the study's chain
+    accuracy = builder.accuracy
     line = provenance_line(root, command)
-    return {name: f"{line}\n\n{accuracy_table(accuracy, metric)}\n",
-            f"{name}-summary": f"{line}\n\n{summary_table(root, accuracy, metric)}\n"}
+    runs, videos = accuracy["run"].n_unique(), int(accuracy["n_videos"].max())
+    caption = (f"{metric.replace('_', ' ').capitalize()} (%) on {videos} test videos, mean ± sd over {runs} runs; "
+               "columns: the share of the prunable channels removed.")
+    return {name: f"{line}\n\n{caption}\n\n{accuracy_table(accuracy, metric)}\n",
+            f"{name}-summary": f"{line}\n\n{summary_table(builder)}\n"}
+
+
+# docs/<NAME>_<kind>.png is the report's figure of that kind (overlay: the first video's)
+FIGURES = {"accuracy": "accuracy_mean_sd", "gamma": "gamma_distribution", "efficiency": "efficiency",
+           "overlay": "overlay_*"}
+
+
+def figure_updates(root: Path, name: str, docs: Path) -> list[tuple[Path, Path]]:
+    """(report figure, docs image) for each docs image of this experiment that differs from it."""
+    updates = []
+    for kind, figure in FIGURES.items():
+        target = docs / f"{name}_{kind}.png"
+        found = sorted((root / "report" / "figures").glob(f"{figure}.png"))
+        if target.is_file() and found and found[0].read_bytes() != target.read_bytes():
+            updates.append((found[0], target))
+    return updates
 
 
 def rewrite(text: str, blocks: dict[str, str]) -> tuple[str, set[str]]:
@@ -125,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--metric", default="video_accuracy", help="the accuracy column shown")
     p.add_argument("--files", nargs="+", type=Path, default=[ROOT / f for f in DEFAULT_FILES],
                    help="Markdown files whose blocks are rewritten (default: README.md docs/results.md)")
-    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block differs")
+    p.add_argument("--docs", type=Path, default=ROOT / "docs",
+                   help="folder of the figures <NAME>_{accuracy,gamma,efficiency,overlay}.png, each replaced "
+                        "by the report's figure of that kind where it exists")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block or figure differs")
     a = p.parse_args(argv)
     name = a.block or a.experiment.resolve().name
     shown = " ".join(["python scripts/docs_tables.py", "--experiment", str(a.experiment)]
@@ -145,11 +160,15 @@ def main(argv: list[str] | None = None) -> int:
                     path.write_text(new)
         if not found:
             raise DocsTablesError(f"no <!-- docs-tables:{name} begin --> block in {', '.join(map(str, a.files))}")
+        for figure, target in figure_updates(a.experiment, name, a.docs):
+            stale.append(target)
+            if not a.check:
+                shutil.copyfile(figure, target)
     except (DocsTablesError, OSError, ValueError) as exc:
         print(f"docs_tables: {exc}", file=sys.stderr)
         return 2
     for path in stale:
-        print(f"{'stale' if a.check else 'rewritten'}: {path} ({', '.join(sorted(found))})")
+        print(f"{'stale' if a.check else 'rewritten'}: {path}")
     return 1 if a.check and stale else 0
 
 

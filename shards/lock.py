@@ -89,6 +89,34 @@ def _take_over(path: Path, token: str) -> None:
         pass
 
 
+def _describe(holder: dict) -> str:
+    return (f"{holder.get('what', 'a run')} pid {holder.get('pid', '?')} on host {holder.get('host', '?')} since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.get('started', 0)))}")
+
+
+def _stale(holder: dict) -> bool:
+    """A lock of a process of this host that is gone."""
+    return (holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int)
+            and not _alive(holder["pid"]))
+
+
+def _in_use(folder, desc: str, path: Path) -> str:
+    return (f"{folder} is in use by {desc} (lock file {path}); wait for it to finish, or delete the "
+            f"lock file if that run is gone")
+
+
+def lock_problem(folder: Path | str) -> str | None:
+    """What ``folder_lock`` would refuse now (a live holder), read-only: a check before work."""
+    path = Path(folder) / LOCK_NAME
+    try:
+        holder = _read_holder(path)
+    except (OSError, ValueError, UnicodeDecodeError):  # no lock, no folder, or damaged: held by nobody
+        return None
+    if holder is None or _stale(holder):
+        return None
+    return _in_use(folder, _describe(holder), path)
+
+
 @contextmanager
 def folder_lock(folder: Path | str, what: str = "run"):
     """Hold ``folder/.lock`` for the block; raise ``FolderLocked`` if a live run holds it."""
@@ -111,17 +139,13 @@ def folder_lock(folder: Path | str, what: str = "run"):
                           f"could not write it, e.g. on a full disk); no run holds it", stacklevel=3)
             _take_over(path, me["token"])
             continue
-        desc = (f"{holder.get('what', 'a run')} pid {holder.get('pid', '?')} on host "
-                f"{holder.get('host', '?')} since "
-                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.get('started', 0)))}")
-        if holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) \
-                and not _alive(holder["pid"]):
+        desc = _describe(holder)
+        if _stale(holder):
             warnings.warn(f"{path}: taking over the stale lock of {desc} (that process is gone)",
                           stacklevel=3)
             _take_over(path, me["token"])
             continue
-        raise FolderLocked(f"{folder} is in use by {desc} (lock file {path}); wait for it to "
-                           f"finish, or delete the lock file if that run is gone")
+        raise FolderLocked(_in_use(folder, desc, path))
     else:
         raise FolderLocked(f"{folder}: could not take the lock {path}")
     try:

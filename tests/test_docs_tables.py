@@ -7,10 +7,12 @@ import contextlib
 import importlib.util
 import io
 import json
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
+from analysis import stats
 from analysis.results import write_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +32,12 @@ def experiment(root: Path) -> Path:
                      finished_at=datetime(2026, 12, 6, tzinfo=timezone.utc))
                 for step, vs in steps.items() for run, v in enumerate(vs, start=1)]
         write_rows(root / "results", "accuracy", rows, partition=f"{stream}_{fusion}")
+    for stream, base in (("spatial", 10.0), ("temporal", 20.0)):  # IROF of 3 clips: median = the middle one
+        rows = [dict(experiment="demo", stream=stream, run=run, step=step, prune_ratio=0.2 * step,
+                     video=f"v{i}", clip=0, label=i, target=i, predicted=i, method="vanilla_gradient",
+                     irof=base + run + step + i, n_segments=40, seconds=0.1)
+                for run in (1, 2) for step in (0, 1) for i in (0, 1, 2)]
+        write_rows(root / "results", "irof", rows, partition=stream)
     (root / "experiment.json").write_text(json.dumps({
         "git_commit": "0123456789abcdef", "started_at": "2026-12-06T01:02:03+00:00",
         "versions": {"crossroads": "0.2.0.dev0"},
@@ -62,29 +70,42 @@ def test_blocks_are_filled_from_the_store_and_the_rest_is_kept(tmp_path):
     page.write_text(before + "<!-- docs-tables:demo begin -->\nold numbers\n<!-- docs-tables:demo end -->"
                     + between + "<!-- docs-tables:demo-summary begin -->\n<!-- docs-tables:demo-summary end -->"
                     + after)
-    assert run("--experiment", root, "--files", page, "--check").returncode == 1  # stale
-    result = run("--experiment", root, "--files", page)
+    docs = tmp_path / "docs"  # the docs' figure of the experiment is replaced by the report's
+    docs.mkdir()
+    (docs / "demo_gamma.png").write_bytes(b"old figure")
+    (root / "report" / "figures").mkdir(parents=True)
+    (root / "report" / "figures" / "gamma_distribution.png").write_bytes(b"the report's figure")
+    assert run("--experiment", root, "--files", page, "--docs", docs, "--check").returncode == 1  # stale
+    assert (docs / "demo_gamma.png").read_bytes() == b"old figure"  # --check changes nothing
+    result = run("--experiment", root, "--files", page, "--docs", docs)
     assert result.returncode == 0, result.stderr
     text = page.read_text()
     assert text.startswith(before) and between in text and text.endswith(after)
     assert "old numbers" not in text
     assert "Commit `0123456789ab`" in text and "crossroads 0.2.0.dev0" in text and "Test CPU 9000" in text
     compact = text.split("<!-- docs-tables:demo begin -->")[1].split("<!-- docs-tables:demo end -->")[0]
+    assert "Video accuracy (%) on 144 test videos, mean ± sd over 2 runs" in compact
     assert "| model | unpruned | 20.0 % |" in compact
     assert "| spatial | 41.0 ± 1.4 | 38.5 ± 0.7 |" in compact  # mean ± sd (ddof 1) of the rows above
     assert "| temporal | 52.0 ± 2.8 | 48.0 ± 1.4 |" in compact
     assert "| fusion: svm_softmax | 93.0 ± 4.2 | 86.0 ± 1.4 |" in compact
     assert compact.index("| spatial") < compact.index("| temporal") < compact.index("| fusion")  # study order
     summary = text.split("<!-- docs-tables:demo-summary begin -->")[1]
-    assert "video_accuracy_mean_sd" in summary and "p against step 0" in summary
-    assert run("--experiment", root, "--files", page, "--check").returncode == 0  # now current
+    assert "video accuracy (%), mean ± sd" in summary and "p against step 0" in summary
+    # per-run medians 12, 13 (spatial, step 0) -> 12.50 ± 0.71; temporal step 1: 23, 24
+    assert "| spatial | slimming | 0 |" in summary and "12.50 ± 0.71" in summary and "23.50 ± 0.71" in summary
+    assert (docs / "demo_gamma.png").read_bytes() == b"the report's figure"
+    assert run("--experiment", root, "--files", page, "--docs", docs, "--check").returncode == 0  # now current
+    # the test the caption names is a table the statistics really have (it once named "explain_stats")
+    named = re.search(r"statistics table (\w+)\)", summary)
+    assert named and named.group(1) in stats.compute_tables(root / "results", "video_accuracy")
 
 
 def test_no_block_or_no_store_exits_2_naming_it(tmp_path):
     root = experiment(tmp_path / "demo")
     page = tmp_path / "page.md"
     page.write_text("no markers here\n")
-    result = run("--experiment", root, "--files", page)
+    result = run("--experiment", root, "--files", page, "--docs", tmp_path)
     assert result.returncode == 2 and "docs-tables:demo begin" in result.stderr
     result = run("--experiment", tmp_path / "nothing", "--files", page)
     assert result.returncode == 2 and "no results store" in result.stderr

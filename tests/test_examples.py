@@ -24,6 +24,12 @@ def results(tmp_path_factory):
                 channels_removed=ratio, params_removed=ratio, flops_removed=ratio, split=1,
                 clip_accuracy=50.0, video_accuracy=60.0 + run - 10 * step, video_top5=90.0, loss=1.0,
                 n_videos=10, finished_at=NOW)], partition=f"spatial/run{run}/step{step}")
+            if step:  # a control chain at the same step: a row of its own, not a newer duplicate
+                write_rows(out, "accuracy", [dict(
+                    experiment="e", stream="spatial", run=run, seed=run, step=step, prune_ratio=ratio,
+                    channels_removed=0.0, params_removed=0.0, flops_removed=0.0, split=1, chain="finetune_only",
+                    clip_accuracy=50.0, video_accuracy=70.0 + run, video_top5=90.0, loss=1.0,
+                    n_videos=10, finished_at=NOW)], partition=f"finetune_only/spatial/run{run}/step{step}")
             write_rows(out, "irof", [dict(
                 experiment="e", stream="spatial", run=run, step=step, prune_ratio=ratio, video="v",
                 clip=c, label=0, target=0, predicted=0, method="saliency", irof=0.1 * c + step,
@@ -35,7 +41,7 @@ def results(tmp_path_factory):
 
 
 @pytest.mark.parametrize("script, expected", [
-    ("accuracy_by_step.py", ["video_acc", "61.5", "51.5"]),
+    ("accuracy_by_step.py", ["video_acc", "61.5", "51.5", "finetune_only", "71.5"]),
     ("irof_by_method.py", ["irof_mean", "saliency", "1.1"]),
     ("training_curves.py", ["accuracy", "20.0"]),
 ])

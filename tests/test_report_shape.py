@@ -84,11 +84,11 @@ def test_summary_table_comes_first_in_study_order(paper):
     root, report = paper
     markdown = report.markdown.read_text()
     headings = re.findall(r"^## (.+)$", markdown, flags=re.M)
-    assert headings[0].startswith("Experiment ") and headings[1] == "Summary"
+    assert headings[0].startswith("Experiment ") and headings[1:3] == ["Findings", "Summary"]
     assert markdown.index("## Summary") < markdown.index("![")  # before every figure
     table = report.tables["summary"]
-    assert table.columns[:6] == ["model", "step", "channels_removed_%", "params_removed_%", "flops_removed_%",
-                                 "runs"]
+    assert table.columns[:7] == ["model", "chain", "step", "channels_removed_%", "params_removed_%",
+                                 "flops_removed_%", "runs"]
     models = table["model"].unique(maintain_order=True).to_list()
     assert models == list(STUDY_ORDER[:5]) == ["spatial", "temporal", "fusion: mean", "fusion: svm_softmax",
                                                "fusion: svm_features"]

@@ -86,7 +86,7 @@ def test_ray_job_submit_runs_the_sweep_on_a_head_node(tmp_path, synthetic_shards
     record = json.loads((cfg.paths.root / "experiment.json").read_text())
     assert record["config"]["train"]["runs"] == 1 and record["started_at"]
     assert record["git_commit"] == SUBMITTED_COMMIT  # no .git needed in the job's working dir
-    assert "video_acc_mean" in logs  # the job printed the accuracy table
+    assert "video accuracy (%), mean" in logs and "findings" in logs  # the closing summary
     fused = pl.read_parquet(cfg.paths.results / "accuracy" / "fusion" / "run1" / "step0.parquet")
     assert fused.height == 1 and fused["git_commit"].to_list() == [SUBMITTED_COMMIT]
     trained = pl.read_parquet(cfg.paths.results / "accuracy" / "spatial" / "run1" / "step0.parquet")

@@ -84,3 +84,18 @@ def test_train_subset_resumed_at_epoch_k_reads_what_an_uninterrupted_one_read(sy
     resumed = epoch(make_loaders(cfg, "spatial", data, seed=1)["train"], 1)
     assert [b[:2] for b in resumed] == [b[:2] for b in second] != [b[:2] for b in first]
     assert all(torch.equal(a[2], b[2]) for a, b in zip(resumed, second))
+
+
+@pytest.mark.parametrize("fit_on", ["heldout", "train"])
+def test_train_scores_read_only_the_videos_a_fusion_fits_on(synthetic_shards, fit_on):
+    """fusion.fit_on heldout: the SVM fit reads the held-out videos' scores only, so only their
+    clips are scored (every clip of each); fit_on train: every train-list clip (issue 26)."""
+    from training.data import train_eval_loader
+    cfg = ExperimentConfig.from_dict({"model": {"input_size": 32}, "train": {"val_fraction": 0.5},
+                                      "fusion": {"fit_on": fit_on},
+                                      "eval": {"batch_size": 32}, "loader": {"threads": 1, "device": "cpu"}})
+    data = stream_data(cfg, seed=1, split_dir=synthetic_shards)
+    clips = [(v, int(c)) for batch in train_eval_loader(cfg, "spatial", data)
+             for v, c in zip(batch["video"], batch["clip"])]
+    wanted = data.val_videos if fit_on == "heldout" else data.train_videos | data.val_videos
+    assert {v for v, _ in clips} == wanted and len(clips) == len(set(clips)) == 5 * len(wanted)

@@ -171,4 +171,4 @@ def test_killed_sweep_resumes_without_retraining_finished_trials(tmp_path, synth
     for f, stamp in stamps.items():
         assert f.stat().st_mtime_ns == stamp, f"{f} was rewritten: a finished trial was trained again"
     assert_each_trial_once(cfg)
-    assert "video_acc_mean" in rerun.stdout  # the accuracy table
+    assert "video accuracy (%), mean" in rerun.stdout  # the closing summary

@@ -63,8 +63,7 @@ class DataConfig:
     short_side: int | None = None  # null = source size
     workers: int = 2  # shard-building tasks at once (Ray)
     allow_missing: bool = False  # drop list entries whose video is absent instead of refusing the lists
-    # the lists are sorted by class: shards cut in list order would hold one or two classes each
-    shard_seed: int = 0  # seed of the permutation of each subset's videos over its shards
+    shard_seed: int = 0  # seed of the permutation of each subset's videos over its shards (lists are class-sorted)
 
 
 @dataclass
@@ -200,6 +199,38 @@ class ExplainConfig:
     batch_size: int = 8  # clips per saliency + IROF call
     # IROF inputs per forward pass; "auto" = timed on the first inputs of each model (analysis.irof)
     forward_batch: Union[int, Literal["auto"]] = "auto"
+    # the explanation grid (issue 30; analysis.methods, analysis.metrics, analysis.grid): every
+    # method is scored by every metric into results/faithfulness; the study's pair is the default
+    methods: list[Literal["vanilla_gradient", "integrated_gradients", "smoothgrad", "grad_cam"]] = \
+        field(default_factory=lambda: ["vanilla_gradient"])
+    metrics: list[Literal["irof", "road", "deletion", "insertion", "randomisation"]] = \
+        field(default_factory=lambda: ["irof"])  # the faithfulness metrics each map is scored by
+    ig_steps: int = 32  # Integrated Gradients' Gauss-Legendre steps (baseline: the data mean)
+    smoothgrad_sigma: float = 0.5  # SmoothGrad's noise std, in units of the normalised input
+    smoothgrad_samples: int = 16  # SmoothGrad's noisy samples per map
+    deletion_steps: int = 50  # deletion/insertion curve points (H·W / steps pixels a step)
+    randomisation_clips: int = 8  # clips per (stream, run, step) for the randomisation check (costly)
+
+
+@dataclass
+class EquivalenceMargin:
+    # the largest difference from step 0 that counts as "no change" (TOST, analysis.equivalence)
+    accuracy: float = 1.0  # percentage points of accuracy
+    irof: float = 0.05  # IROF ÷ the clip's segment count (0 = removal changes nothing, 1 = all at once)
+
+
+@dataclass
+class PrimaryEndpoint:
+    # the confirmatory test of the report; every other model, chain and metric is secondary
+    metric: Literal["video_accuracy", "clip_accuracy", "video_top5", "loss", "irof"] = "video_accuracy"
+    model: str = "spatial"  # spatial | temporal | a fusion method
+    chain: str = "slimming"  # the pruning chain whose steps the primary test compares
+
+
+@dataclass
+class StatsConfig:
+    equivalence_margin: EquivalenceMargin = field(default_factory=EquivalenceMargin)
+    primary: PrimaryEndpoint = field(default_factory=PrimaryEndpoint)
 
 
 @dataclass
@@ -279,6 +310,7 @@ class ExperimentConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))  # the stages a sweep runs, in order
 

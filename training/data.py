@@ -157,6 +157,12 @@ def make_loaders(cfg: ExperimentConfig, stream: str, data: StreamData, seed: int
     return loaders
 
 
+def fit_videos(cfg: ExperimentConfig, data: StreamData) -> set[str] | None:
+    """The train-list videos the SVM fusions fit on: the run's held-out (validation) videos for
+    ``fusion.fit_on: heldout``, None (every train-list video) for ``fit_on: train``."""
+    return data.val_videos if cfg.fusion.fit_on == "heldout" else None
+
+
 def light_test_loader(cfg: ExperimentConfig, stream: str, data: StreamData):
     """The test videos under the light protocol (``eval.light_clips`` clips, one crop): the
     accuracy right after a prune, before fine-tuning, and the unpruned model's beside it."""
@@ -164,5 +170,12 @@ def light_test_loader(cfg: ExperimentConfig, stream: str, data: StreamData):
 
 
 def train_eval_loader(cfg: ExperimentConfig, stream: str, data: StreamData):
-    """Every train-list clip with the eval transform (fusion fits its SVMs on these scores)."""
-    return make_loader(data.all_train_shards, loader_config(cfg, stream, train=False))
+    """The train-list clips the SVM fusions fit on, with the eval transform: the held-out videos
+    only under ``fusion.fit_on: heldout`` (scoring the others fed nothing: issue 26), else
+    every train-list clip."""
+    wanted = fit_videos(cfg, data)
+    if wanted is None:
+        return make_loader(data.all_train_shards, loader_config(cfg, stream, train=False))
+    if not wanted:
+        raise DataError("fusion.fit_on: heldout, but this run holds out no videos (train.val_fraction)")
+    return VideoSubset(make_loader(data.val_shards, loader_config(cfg, stream, train=False)), wanted)

@@ -6,7 +6,8 @@
 - ``svm_logits``: a linear SVM on the concatenated per-video mean logits,
 
 each SVM's inputs standardised (``StandardScaler``) and its ``C`` chosen by cross-validation
-from ``fusion.svm_c`` (a list) on the videos it is fitted on. The SVMs are fitted on the
+from ``fusion.svm_c`` (a list) on the videos it is fitted on: scikit-learn's LinearSVC problem,
+solved for all classes and candidate C at once by :mod:`training.svm`. The SVMs are fitted on the
 held-out (validation) part of the train list, videos the networks never trained on
 (``fusion.fit_on: heldout``), not on the training videos whose scores the networks overfit
 (``fit_on: train`` keeps the original study's choice), and applied to the test videos. Each train trial, and each pruning step,
@@ -17,23 +18,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import ray
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import LinearSVC
 
 from analysis.results import atomic_file, chain_partition, read_table, table_path, write_rows
 from shards.progress import progress
 
 from .config import STREAMS, STUDY_CHAIN
 from .evaluate import EvalResult, evaluate, summarise
+from .svm import fit_svm
 
 METHODS = ("mean", "svm_softmax", "svm_features", "svm_logits")
 SVM_INPUTS = {"svm_softmax": "scores", "svm_features": "features", "svm_logits": "logits"}
@@ -144,7 +140,7 @@ def fuse(spatial_test: VideoScores, temporal_test: VideoScores, spatial_train: V
             parts = [getattr(s, key) for s in (*fit, spatial_test, temporal_test)]
             if any(p is None for p in parts):
                 raise FusionError(f"{method} needs {key} in every scores file (rescore with this version)")
-            svm, c = _fit_svm(np.hstack(parts[:2]), fit[0].labels, svm_c, cv_folds, seed)
+            svm, c = fit_svm(np.hstack(parts[:2]), fit[0].labels, svm_c, cv_folds, seed)
             if chosen_c is not None:
                 chosen_c[method] = c
             fused = _decision_per_class(svm, np.hstack(parts[2:]), spatial_test.scores.shape[1])
@@ -157,28 +153,6 @@ def fuse(spatial_test: VideoScores, temporal_test: VideoScores, spatial_train: V
                                               loss=result.loss if loss is None else loss,
                                               ece=result.ece if loss is None else None)
     return results
-
-
-def _fit_svm(x: np.ndarray, y: np.ndarray, svm_c, cv_folds: int, seed: int):
-    """A standardised linear SVM fitted on (x, y); C picked by cross-validated accuracy when
-    ``svm_c`` lists several values. Returns (pipeline, C)."""
-    candidates = [float(c) for c in (svm_c if isinstance(svm_c, (list, tuple)) else [svm_c])]
-    # the dual problem converges slowly on standardised inputs with few samples: solve the
-    # primal when samples outnumber features, and give the solver room either way
-    svm = make_pipeline(StandardScaler(), LinearSVC(C=candidates[0], dual=x.shape[0] <= x.shape[1],
-                                                    max_iter=100_000, random_state=seed))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", ConvergenceWarning)  # an unconverged SVM is a fault, not a note
-        if len(candidates) == 1:
-            return svm.fit(x, y), candidates[0]
-        counts = np.bincount(y)
-        smallest = int(counts[counts > 0].min())  # stratify only when every class fills each fold
-        folds = min(cv_folds, len(y))
-        cv = StratifiedKFold(folds, shuffle=True, random_state=seed) if smallest >= folds \
-            else KFold(folds, shuffle=True, random_state=seed)
-        search = GridSearchCV(svm, {"linearsvc__C": candidates}, cv=cv, error_score="raise")
-        search.fit(x, y)
-    return search.best_estimator_, float(search.best_params_["linearsvc__C"])
 
 
 def _decision_per_class(svm, x: np.ndarray, num_classes: int) -> np.ndarray:
@@ -204,9 +178,9 @@ def run_fusion_stage(cfg, ctx) -> None:
     rows go to ``accuracy``, a pruned step's with the streams' prune ratio and the mean of
     their removed channel, parameter and FLOP fractions.
 
-    Each (run, step) is one Ray task of one CPU when Ray is running (the SVMs' cross-validated
-    fits take ~25 s a pair at 101 classes on this VM's cores, so 90 pairs in one process were the
-    longest stage of the paper-shape run), else the pairs are fused here one after another."""
+    Each (run, step) is one Ray task of one CPU when Ray is running, else the pairs are fused
+    here one after another (the SVMs' cross-validated fits take well under a second a pair at
+    the paper-shape sizes since issue 26, ~25 s with scikit-learn's LinearSVC before)."""
     paths = cfg.paths
     pairs = []
     for run in range(1, cfg.train.runs + 1):

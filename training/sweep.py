@@ -31,12 +31,13 @@ from analysis.results import atomic_file, read_table
 from shards.cli import HelpFormatter
 from shards.diskspace import DiskFull, disk_full, full_path, is_disk_full
 from shards.interrupt import Interrupted, as_interrupted, reclaim_signals, stop_on_signals
-from shards.lock import FolderLocked, folder_lock
+from shards.lock import FolderLocked, folder_lock, lock_problem
 from shards.threads import local_ray_options
 
 from .budget import describe_budgets
 from .config import ConfigError, ExperimentConfig, ExperimentPaths, config_hash
 from .overrides import load_config
+from .preflight import PreflightFailed, gpu_problem, gpu_request, preflight, ray_gpus
 from .provenance import device_info, git_commit, versions
 from .stages import STAGES, StageUnavailable, load_stage, run_stage_task
 from .tune_state import ResumeRefused, check_resume_root
@@ -90,11 +91,12 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return flat
 
 
-def check_config(cfg: ExperimentConfig) -> None:
+def check_config(cfg: ExperimentConfig, write: bool = True) -> None:
     """Refuse to mix results of two configs in one root; remember the config (and its hash).
 
     A change that only adds stages or runs (``stages`` a superset, ``train.runs`` larger) is
-    allowed: the results so far stay valid and a rerun adds to them. Call with the root locked.
+    allowed: the results so far stay valid and a rerun adds to them. Call with the root locked
+    (or with ``write=False``: the check alone, nothing written).
     """
     path = cfg.paths.root / CONFIG_RECORD
     record = {"config_hash": config_hash(cfg), "config": cfg.to_dict()}
@@ -112,19 +114,43 @@ def check_config(cfg: ExperimentConfig) -> None:
                     f"now {record['config_hash']}); changed:\n"
                     + "\n".join(f"  {k}: was {old.get(k)!r}, now {new.get(k)!r}" for k in refused)
                     + "\nuse another experiment.name / experiment.root, or delete the old root")
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
+    if write:
+        with atomic_file(path) as tmp:
+            tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
+
+
+def closing_summary(root: Path, config: dict) -> str:
+    """What the sweep prints last: the findings per model and chain, in words (the report's
+    opening table), then accuracy per model, chain and step as a plain-text table."""
+    from analysis import findings, readable
+
+    table = accuracy_table(root / "results")
+    if table.is_empty():
+        return "no accuracy rows yet"
+    shown = readable.readable(table, "%")
+    widths = [max(len(c), *(len(v) for v in shown[c])) for c in shown.columns]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(shown.columns, widths))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in shown.iter_rows()]
+    return findings.terminal_text(findings.for_experiment(root, config)) + "\n\n" + "\n".join(lines)
 
 
 def accuracy_table(results: Path) -> pl.DataFrame:
     """Video accuracy per stream / fusion method and pruning step, over runs."""
+    from analysis.stats import with_chain
+    from analysis.summary import model_label, study_rank
+
     table = read_table(results, "accuracy")
-    return (table.group_by("stream", "fusion", "step", maintain_order=True)
-            .agg(pl.len().alias("runs"), pl.col("prune_ratio").first(),
-                 pl.col("video_accuracy").mean().round(2).alias("video_acc_mean"),
-                 pl.col("video_accuracy").std().round(2).alias("video_acc_std"),
-                 pl.col("clip_accuracy").mean().round(2).alias("clip_acc_mean"))
-            .sort("step", "stream", "fusion", nulls_last=False)
+    if table.is_empty():
+        return pl.DataFrame()
+    table = with_chain(table).with_columns(pl.struct("stream", "fusion").map_elements(
+        lambda r: model_label(r["stream"], r["fusion"]), return_dtype=pl.String).alias("model"))
+    order = sorted(table["model"].unique().to_list(), key=study_rank)
+    return (table.group_by("model", "chain", "step")
+            .agg(pl.len().alias("runs"), pl.col("prune_ratio").mean(),
+                 pl.col("video_accuracy").mean().alias("video_accuracy_mean"),
+                 pl.col("video_accuracy").std().alias("video_accuracy_sd"),
+                 pl.col("clip_accuracy").mean().alias("clip_accuracy_mean"))
+            .sort(pl.col("model").replace_strict(order, list(range(len(order)))), "chain", "step")
             # flagged, never silent: a cell that averages over fewer runs than the others
             .with_columns((pl.col("runs") < pl.col("runs").max()).alias("fewer_runs")))
 
@@ -198,6 +224,19 @@ def run_sweep(cfg: ExperimentConfig, *, stages: list[str] | None = None, resume:
     validate(cfg, stages)  # every value range-checked before anything is written or Ray starts
     # trials and tasks run in other working directories: give them an absolute root
     cfg.experiment.root = str(cfg.paths.root)
+    # everything the stages need, before anything is written or Ray starts (weights downloaded now)
+    # read-only first: the root's refusals (held, another config, foreign Tune state), then what is missing
+    problems = [p for p in [lock_problem(cfg.paths.root)] if p]
+    try:
+        check_config(cfg, write=False)
+        for stage in stages if resume else ():
+            if stage in TUNE_EXPERIMENTS:
+                check_resume_root(cfg, TUNE_EXPERIMENTS[stage])
+    except (ConfigChanged, ResumeRefused) as exc:
+        problems.append(str(exc))
+    report = preflight(cfg, stages, dry_run=bool(problems), address=address)  # downloads only if all else is fine
+    if problems + report.problems:
+        raise PreflightFailed(problems + report.problems)
     ctx = SweepContext(config=cfg, paths=cfg.paths, resume=resume)
     with folder_lock(cfg.paths.root, what="sweep"):
         if resume:  # before anything is written or Ray starts: refuse Tune state another root wrote
@@ -214,11 +253,14 @@ def run_sweep(cfg: ExperimentConfig, *, stages: list[str] | None = None, resume:
 
 def _run_stages(cfg: ExperimentConfig, ctx: SweepContext, stages: list[str], resume: bool,
                 address: str | None) -> None:
-    record = write_experiment_record(cfg, stages, resume)
-    print(f"experiment {cfg.experiment.name}: {record}")
     started_ray = connect_ray(cfg, address)
     finished: list[str] = []
     try:
+        if gpu_request(cfg):  # a trial asking for GPUs the cluster lacks would wait forever
+            if problem := gpu_problem(cfg, "the Ray cluster", *ray_gpus()):
+                raise PreflightFailed([problem])
+        record = write_experiment_record(cfg, stages, resume)
+        print(f"experiment {cfg.experiment.name}: {record}")
         for number, stage in enumerate(stages, 1):
             progress = f"stage {stage} ({number}/{len(stages)})"
             try:
@@ -264,7 +306,8 @@ EPILOG = """exit codes: 0 done (or config printed / plan shown); 1 a stage faile
 among them: the folder, its free space); 130 stopped by Ctrl-C (SIGINT), 143 by SIGTERM: no
 further stage starts, trials and tasks are stopped, the lock is released, and the same
 command continues (finished work is kept); a second Ctrl-C exits at once;
-2 bad command line or config (unknown --set key, wrong value type, unreadable yaml), a root
+2 bad command line or config (unknown --set key, wrong value type, unreadable yaml), something
+a stage needs that is missing (training.preflight: weights, videos, disk, GPUs, a writable root), a root
 locked by another sweep or holding another config's results, or --resume of Tune state this
 root did not write."""
 
@@ -288,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config as yaml and exit")
     parser.add_argument("--dry-run", action="store_true",
-                        help="print the plan (stages, root, Ray target) and exit without starting Ray")
+                        help="print the plan (stages, root, Ray target) and what the preflight found "
+                             "(videos, classes, trials per stage, weights cached, shard size estimate, "
+                             "problems) and exit; no Ray, no download, nothing written")
     parser.add_argument("--address", help="Ray cluster address (default: ray.address, RAY_ADDRESS, "
                                           "else an embedded local Ray)")
     parser.add_argument("--resume", action="store_true", help="restore an interrupted experiment")
@@ -305,14 +350,22 @@ def main(argv: list[str] | None = None) -> int:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
     if args.dry_run:
-        print(describe_plan(cfg, list(args.stages or cfg.stages), args.address))
-        return 0
+        stages = list(args.stages or cfg.stages)
+        print(describe_plan(cfg, stages, args.address))
+        cfg.experiment.root = str(cfg.paths.root)
+        report = preflight(cfg, stages, dry_run=True, address=args.address)
+        print(report)
+        return 2 if report.problems else 0
     # Ctrl-C stops the sweep, not just Tune's current stage (Tune would save and return, and
     # the next stage would start on missing inputs)
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     with stop_on_signals():
         try:
             ctx = run_sweep(cfg, stages=args.stages, resume=args.resume, address=args.address)
+        except PreflightFailed as exc:
+            for problem in exc.problems:
+                print(f"error: {problem}", file=sys.stderr)
+            return 2
         except (ClusterError, ConfigChanged, FolderLocked, ResumeRefused) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -324,8 +377,7 @@ def main(argv: list[str] | None = None) -> int:
             print(interrupted_line(stopped, sys.argv[1:] if argv is None else argv), file=sys.stderr, flush=True)
             return stopped.exit_code
     print(f"results: {ctx.paths.results}")
-    with pl.Config(tbl_rows=100, tbl_cols=20, tbl_hide_dataframe_shape=True):
-        print(accuracy_table(ctx.paths.results))
+    print(closing_summary(ctx.paths.root, cfg.to_dict()))
     return 0
 
 

@@ -58,11 +58,7 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
         p.append(f"data.classes: {d.classes!r} must name at least 2 classes (or be null for all)")
     if d.dis_preset is not None and d.flow != "dis":
         p.append(f"data.dis_preset: {d.dis_preset!r} is only allowed with data.flow 'dis' (data.flow is {d.flow!r})")
-    if d.flow == "tvl1" and "data" in stages:
-        import cv2  # only here: the check needs OpenCV's build, the rest of training does not
-        if not hasattr(cv2, "optflow"):
-            p.append(f"data.flow: 'tvl1' needs cv2.optflow, which this OpenCV ({cv2.__version__}) lacks: "
-                     "install opencv-contrib-python instead of opencv-python, or use 'dis' or 'farneback'")
+    # what this machine lacks for data.flow (OpenCV contrib, RAFT weights): training.preflight
     _positive(p, "data.flow_bound", d.flow_bound)
     _positive(p, "data.clips_per_video", d.clips_per_video)
     _positive(p, "data.train_clips_stored", d.train_clips_stored)
@@ -130,6 +126,22 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
         _positive(p, f"explain.{key}", getattr(e, key))
     if e.forward_batch != "auto":
         _positive(p, "explain.forward_batch", e.forward_batch)
+    for key in ("methods", "metrics"):  # unknown names are refused by their Literal types
+        names = getattr(e, key)
+        if not names or len(set(names)) != len(names):
+            p.append(f"explain.{key}: {names!r} is not allowed (a non-empty list without repeats)")
+    for key in ("ig_steps", "smoothgrad_sigma", "smoothgrad_samples", "deletion_steps", "randomisation_clips"):
+        _positive(p, f"explain.{key}", getattr(e, key))
+
+    st = cfg.stats
+    for key in ("accuracy", "irof"):
+        _positive(p, f"stats.equivalence_margin.{key}", getattr(st.equivalence_margin, key))
+    models = ["spatial", "temporal", *cfg.fusion.methods]
+    if st.primary.model not in models:
+        p.append(f"stats.primary.model: {st.primary.model!r} is not allowed (one of {models})")
+    chains = getattr(cfg.prune, "chains", None) or ["slimming"]  # prune.chains: the controls (issue 27)
+    if st.primary.chain not in chains:
+        p.append(f"stats.primary.chain: {st.primary.chain!r} is not a chain this config runs ({chains})")
 
     r = cfg.ray
     _positive(p, "ray.num_cpus", r.num_cpus)
