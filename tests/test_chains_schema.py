@@ -71,3 +71,17 @@ def test_config_chains_and_their_paths(tmp_path):
         ExperimentConfig.from_dict({"prune": {"chains": ["slimming", "scratch"]}})
     twice = ExperimentConfig.from_dict({"prune": {"chains": ["random", "random"]}})
     assert any(p.startswith("prune.chains:") for p in config_problems(twice, []))
+
+
+def test_the_dry_run_counts_the_chains_work(tmp_path):
+    """The plan the dry run prints: 3 chains triple the prune trials; the controls add their tested
+    steps (explain.steps 3 and the last, 5) to fusion and explanation."""
+    from training.preflight import stage_work
+
+    cfg = ExperimentConfig.from_dict({"experiment": {"root": str(tmp_path)}, "train": {"runs": 2},
+                                      "prune": {"steps": 5, "chains": ["slimming", "finetune_only", "random"]},
+                                      "explain": {"steps": [0, 3]}})
+    work = "\n".join(stage_work(cfg, ["prune", "fuse", "explain"]))
+    assert "prune: 12 Tune trials (2 streams × 2 runs × 3 chains) of 5 steps each" in work
+    assert "fuse: 20 Ray tasks (2 runs × (6 steps + 4 control steps))" in work
+    assert "explain: 24 models explained" in work  # 2 streams × 2 runs × (2 + 2 chains × 2)

@@ -74,3 +74,23 @@ def test_readme_is_short_and_opens_with_the_demo_and_the_tests():
     assert commands[:2] == ["bash scripts/demo.sh", "bash scripts/setup.sh && .venv/bin/python -m pytest"]
     ci = (ROOT / ".ci" / "run").read_text()
     assert commands[1] in ci  # CI runs exactly the README's test command
+
+
+def test_every_test_the_docs_name_exists():
+    """A test or test file named in the README or a docs page exists (a renamed test is a stale
+    reference: the fact the docs cite it for is then unchecked)."""
+    tests = {p.name: p.read_text() for p in (ROOT / "tests").glob("test_*.py")}
+    every_def = set(re.findall(r"^def (test_\w+)", "\n".join(tests.values()), re.MULTILINE))
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    stale = []
+    for page in pages:
+        text = page.read_text()
+        for file, name in re.findall(r"(test_\w+\.py)(?:::(test_\w+))?", text):
+            if file not in tests:
+                stale.append(f"{page.name}: {file}")
+            elif name and not re.search(rf"^def {name}\b", tests[file], re.MULTILINE):
+                stale.append(f"{page.name}: {file}::{name}")
+        for name in re.findall(r"`::(test_\w+)", text):  # a second test of the file named before it
+            if name not in every_def:
+                stale.append(f"{page.name}: ::{name}")
+    assert not stale, stale

@@ -38,8 +38,13 @@ class EntryPoint:
 
 def console_scripts(root: Path = ROOT) -> dict[str, str]:
     """module -> console script name, from pyproject.toml's [project.scripts]."""
-    import tomllib
-    scripts = tomllib.loads((root / "pyproject.toml").read_text())["project"].get("scripts", {})
+    text = (root / "pyproject.toml").read_text()
+    try:
+        import tomllib  # Python >= 3.11
+        scripts = tomllib.loads(text)["project"].get("scripts", {})
+    except ModuleNotFoundError:  # 3.10: the section's `name = "module:function"` lines
+        section = text.split("[project.scripts]", 1)[-1].split("\n[", 1)[0]
+        scripts = dict(re.findall(r'^([\w.-]+)\s*=\s*"([^"]+)"', section, re.MULTILINE))
     return {target.partition(":")[0]: name for name, target in scripts.items()}
 
 

@@ -165,10 +165,10 @@ class ExplainConfig:
     methods: list[Literal["vanilla_gradient", "integrated_gradients", "smoothgrad", "grad_cam"]] = \
         field(default_factory=lambda: ["vanilla_gradient"])
     metrics: list[Literal["irof", "road", "deletion", "insertion", "randomisation"]] = \
-        field(default_factory=lambda: ["irof"])
+        field(default_factory=lambda: ["irof"])  # the faithfulness metrics each map is scored by
     ig_steps: int = 32  # Integrated Gradients' Gauss-Legendre steps (baseline: the data mean)
     smoothgrad_sigma: float = 0.5  # SmoothGrad's noise std, in units of the normalised input
-    smoothgrad_samples: int = 16
+    smoothgrad_samples: int = 16  # SmoothGrad's noisy samples per map
     deletion_steps: int = 50  # deletion/insertion curve points (H·W / steps pixels a step)
     randomisation_clips: int = 8  # clips per (stream, run, step) for the randomisation check (costly)
 
@@ -185,7 +185,7 @@ class PrimaryEndpoint:
     # the confirmatory test of the report; every other model, chain and metric is secondary
     metric: Literal["video_accuracy", "clip_accuracy", "video_top5", "loss", "irof"] = "video_accuracy"
     model: str = "spatial"  # spatial | temporal | a fusion method
-    chain: str = "slimming"
+    chain: str = "slimming"  # the pruning chain whose steps the primary test compares
 
 
 @dataclass

@@ -59,7 +59,7 @@ def field_comments(source: str) -> dict[tuple[str, str], str]:
                 above.insert(0, comments[line])
                 line -= 1
             own = [comments[n] for n in range(item.lineno, item.end_lineno + 1) if n in comments]
-            out[(node.name, item.target.id)] = " ".join(above + own)
+            out[(node.name, item.target.id)] = ": ".join(part for part in (" ".join(above), " ".join(own)) if part)
     return out
 
 
@@ -172,6 +172,24 @@ def default_of(f: dataclasses.Field):
     return dataclasses.MISSING
 
 
+def section_keys(section: type, prefix: str, comments: dict, ranges: dict) -> list[Key]:
+    """The keys of one section; a field that is itself a dataclass contributes its own keys."""
+    out = []
+    hints = typing.get_type_hints(section)
+    for f in dataclasses.fields(section):
+        key = f"{prefix}.{f.name}"
+        if dataclasses.is_dataclass(hints[f.name]):
+            out += section_keys(hints[f.name], key, comments, ranges)
+            continue
+        choices = literal_choices(hints[f.name])
+        allowed = ", ".join(f"`{show(c)}`" for c in choices)
+        if key in ranges:
+            allowed = (allowed + "; " if allowed else "") + ranges[key]
+        out.append(Key(key, type_name(hints[f.name]), show(default_of(f)), allowed,
+                       comments.get((section.__name__, f.name), "")))
+    return out
+
+
 def keys() -> list[Key]:
     """Every key of the experiment config, in the order of the schema."""
     comments = field_comments(CONFIG_SOURCE.read_text())
@@ -184,15 +202,7 @@ def keys() -> list[Key]:
             out.append(Key(top.name, type_name(section), show(default_of(top)), "",
                            comments.get(("ExperimentConfig", top.name), "")))
             continue
-        hints = typing.get_type_hints(section)
-        for f in dataclasses.fields(section):
-            key = f"{top.name}.{f.name}"
-            choices = literal_choices(hints[f.name])
-            allowed = ", ".join(f"`{show(c)}`" for c in choices)
-            if key in ranges:
-                allowed = (allowed + "; " if allowed else "") + ranges[key]
-            out.append(Key(key, type_name(hints[f.name]), show(default_of(f)), allowed,
-                           comments.get((section.__name__, f.name), "")))
+        out += section_keys(section, top.name, comments, ranges)
     return out
 
 

@@ -30,7 +30,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import STREAMS, ExperimentConfig
+from .config import STREAMS, STUDY_CHAIN, ExperimentConfig, tested_steps
 from .stages import load_stage
 
 DATA_CHECK = "ingest.preflight:check_data_stage"  # by name: training never imports ingest
@@ -201,12 +201,18 @@ def stage_work(cfg: ExperimentConfig, stages: list[str]) -> list[str]:
     steps = cfg.prune.steps if cfg.prune.enabled and "prune" in stages else 0
     explained = (steps + 1 if cfg.explain.steps == "all"
                  else len({s for s in cfg.explain.steps if s <= steps}))
+    # control chains (issue 27) fine-tune every step, are fused and explained at their tested steps
+    chains = cfg.prune.chains if steps else [STUDY_CHAIN]
+    controls = sum(len(tested_steps(cfg, c)) for c in chains if c != STUDY_CHAIN)
+    per_chain = f" × {len(chains)} chains" if len(chains) > 1 else ""
     work = {"data": "1 Ray task (ingest actors: data.workers)",
             "train": f"{runs * streams} Tune trials (2 streams × {runs} runs)",
-            "prune": (f"{runs * streams} Tune trials of {cfg.prune.steps} steps each" if cfg.prune.enabled
+            "prune": (f"{runs * streams * len(chains)} Tune trials{per_chain and f' (2 streams × {runs} runs{per_chain})'}"
+                      f" of {cfg.prune.steps} steps each" if cfg.prune.enabled
                       else "nothing (prune.enabled: false)"),
-            "fuse": f"{runs * (steps + 1)} Ray tasks ({runs} runs × {steps + 1} steps)",
-            "explain": f"{runs * streams * explained} models explained",
+            "fuse": f"{runs * (steps + 1 + controls)} Ray tasks ({runs} runs × ({steps + 1} steps"
+                    + (f" + {controls} control steps" if controls else "") + "))",
+            "explain": f"{runs * streams * (explained + controls)} models explained",
             "report": "1 Ray task"}
     return [f"  {stage}: {work.get(stage, '?')}" for stage in stages]
 
