@@ -43,3 +43,37 @@ def test_a_full_disk_leaves_no_lock_and_freeing_space_is_enough(tmp_path):
         with folder_lock(out, what="ingest"):
             assert (out / LOCK_NAME).is_file()
         assert os.listdir(out) == []
+
+
+def test_a_sweep_on_a_full_disk_exits_1_naming_the_root(tmp_path, capsys):
+    """The sweep's root lock on a real full filesystem: named, exit 1, and no lock left behind."""
+    import yaml
+
+    from training.sweep import main
+
+    with small_tmpfs(tmp_path / "fs", "1m") as fs:
+        root = fs / "exp"
+        config = tmp_path / "full.yaml"
+        config.write_text(yaml.safe_dump({"experiment": {"name": "full", "root": str(root)}, "stages": ["report"]}))
+        fill(fs)
+        assert main(["--config", str(config)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: disk full: {root} has 0 B free") and "Traceback" not in err
+        assert not (root / LOCK_NAME).exists()
+
+
+def test_disk_full_is_found_inside_ray_and_tune_errors():
+    inner = OSError(errno.ENOSPC, "No space left on device", "/data/results/x.parquet")
+    try:
+        try:
+            raise inner
+        except OSError as exc:
+            raise RuntimeError("task failed") from exc
+    except RuntimeError as wrapped:
+        assert is_disk_full(wrapped)
+        from shards.diskspace import full_path
+        assert full_path(wrapped) == "/data/results/x.parquet"
+    # Tune's summary of failed trials carries the worker's error as text only
+    assert is_disk_full(RuntimeError("1 training trial(s) failed: /t: OSError: [Errno 28] No space left on device"))
+    assert not is_disk_full(RuntimeError("1 training trial(s) failed: ValueError: bad"))
+    assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))

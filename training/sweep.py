@@ -367,6 +367,11 @@ def main(argv: list[str] | None = None) -> int:
         except DiskFull as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        except OSError as exc:  # the root's lock, config.json, experiment.json: before any stage
+            if not is_disk_full(exc):
+                raise
+            print(f"error: {disk_full(cfg.paths.root, file=full_path(exc))}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt as exc:
             stopped = as_interrupted(exc)
             print(interrupted_line(stopped, sys.argv[1:] if argv is None else argv), file=sys.stderr, flush=True)
