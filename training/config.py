@@ -177,7 +177,10 @@ class ExplainConfig:
 class EquivalenceMargin:
     # the largest difference from step 0 that counts as "no change" (TOST, analysis.equivalence)
     accuracy: float = 1.0  # percentage points of accuracy
-    irof: float = 0.05  # IROF ÷ the clip's segment count (0 = removal changes nothing, 1 = all at once)
+    # on IROF ÷ the clip's segment count (0 = removal changes nothing, 1 = all evidence gone at the
+    # first segment): 0.05 = 5 % of that span, as 1 point is 1 % of accuracy's; one scale for clips
+    # with many or few segments (analysis.equivalence)
+    irof: float = 0.05
 
 
 @dataclass
