@@ -35,6 +35,7 @@ from .results import ResultsSchemaError, atomic_file, read_table
 
 POSTHOC_ROWS_SHOWN = 40  # longer post-hoc tables show only the significant pairs
 LONG_TABLE_ROWS = 40  # a longer table is collapsed behind <details> (its caption stays in view)
+SHORT_WORD = 16  # words up to this long are never broken inside (finetune_only, svm_features, secondary)
 CSS_PX_PER_INCH = 96  # figures are shown at their print size: PNG pixels / dpi x 96
 
 
@@ -104,6 +105,18 @@ def wilcoxon_note(n: int | None) -> str:
             f"{floor:.4g}, {reach}")
 
 
+def in_study_order(table: pl.DataFrame) -> pl.DataFrame:
+    """Rows by model in study order (spatial, temporal, fusions), then chain (study first), then step."""
+    if table.is_empty():
+        return table
+    fusion = table["fusion"].to_list() if "fusion" in table.columns else [None] * table.height
+    keys = [(summary.study_rank(summary.model_label(s, f)), findings.chain_rank(c), step)
+            for s, f, c, step in zip(table["stream"], fusion, table["chain"],
+                                     table["step"] if "step" in table.columns else [0] * table.height)]
+    order = sorted(range(table.height), key=keys.__getitem__)
+    return table[order]
+
+
 def study_chain(table: pl.DataFrame) -> pl.DataFrame:
     """The rows of the study's chain (``slimming``), without the controls' (``prune.chains``)."""
     return table.filter(pl.col("chain") == STUDY_CHAIN)
@@ -160,6 +173,11 @@ class ReportBuilder:
             self.blocks.append(Block("details", f"show all {table.height} rows", table=table, unit=unit))
             return
         self.blocks.append(Block("table", caption, table=table, unit=unit))
+
+    def study_stats(self, name: str) -> pl.DataFrame:
+        """A statistics table's rows of the study's chain: the figures, like the sections, describe
+        it (the tables show every chain, each in its own rows)."""
+        return study_chain(self.stats[name])
 
     def unit_of(self, name: str) -> str:
         """The unit of a table's values: % for accuracy tables, none for IROF, loss, saliency."""
@@ -270,11 +288,11 @@ class ReportBuilder:
             unit = self.unit_of(prefix)
             self.table(f"{what}: up to which step each model and chain stays within the margin "
                        f"(fixed-sequence TOST along increasing ratio) (tables/{prefix}_kept.csv)",
-                       self.stats[f"{prefix}_kept"].drop("experiment"), unit=unit)
+                       in_study_order(self.stats[f"{prefix}_kept"]).drop("experiment"), unit=unit)
             self.table(f"{what}: each step against step 0, runs paired: Δ with its 95 % and 90 % "
                        "t-intervals, TOST p against ±margin (equivalent when the 90 % interval lies inside), "
                        f"minimal detectable effect (tables/{prefix}_equivalence.csv)",
-                       self.stats[f"{prefix}_equivalence"].drop("experiment"), unit=unit)
+                       in_study_order(self.stats[f"{prefix}_equivalence"]).drop("experiment"), unit=unit)
 
     def summary_section(self) -> None:
         """The main result first: per model and explained step, accuracy and IROF vs step 0."""
@@ -321,10 +339,10 @@ class ReportBuilder:
         self.figure("accuracy_per_run", f"{label} against the pruned fraction, one line per run",
                     lambda p: figures.accuracy_per_run(self.accuracy, self.metric, p))
         self.figure("accuracy_mean_sd", f"{label}: mean ± sd over runs",
-                    lambda p: figures.mean_sd(self.stats[f"{self.metric}_summary"], f"{label} (%)", p))
+                    lambda p: figures.mean_sd(self.study_stats(f"{self.metric}_summary"), f"{label} (%)", p))
         self.figure("accuracy_boxplots", f"{label}: distribution over runs at each ratio",
                     lambda p: figures.boxplots(self.accuracy, self.metric, f"{label} (%)", p))
-        effects = self.stats[f"{self.metric}_effects"]
+        effects = self.study_stats(f"{self.metric}_effects")
 
         def original_figures() -> None:
             if effects.is_empty():
@@ -374,7 +392,7 @@ class ReportBuilder:
             self.not_run("IROF", "the irof table is empty (the explain stage has not run)")
             return
         self.text(self.irof_method_text())
-        by_correctness = self.stats["irof_by_correctness"]
+        by_correctness = self.study_stats("irof_by_correctness")
         self.table("IROF per stream and step, for all clips and split by whether the model classified "
                    "the clip correctly: runs, clips, mean ± sd over runs of each run's median over its "
                    "clips (robust), and the mean of the per-run means (outlier-sensitive: one clip whose "
@@ -385,7 +403,7 @@ class ReportBuilder:
                     "clips beyond them marked at the edge and counted",
                     lambda p: figures.irof_by_correctness_boxes(self.irof, p))
         self.figure("irof_trend", "IROF per-run median over clips: mean and 95 % t-interval over runs",
-                    lambda p: figures.trend_with_intervals(self.stats["irof_summary"], "IROF (per-run median)", p))
+                    lambda p: figures.trend_with_intervals(self.study_stats("irof_summary"), "IROF (per-run median)", p))
         self.stat_tables("irof", "IROF (per-run median)")
 
     def irof_method_text(self) -> str:
@@ -447,14 +465,22 @@ class ReportBuilder:
         if "sparsity" in train:
             which = ("all prunable BatchNorms, residual groups together" if prune.get("residual")
                      else "internal block channels only")
-            self.text(f"Sparsity training (λ·Σ|γ|, Liu et al. 2017): λ = {train['sparsity']:g} while training "
-                      f"the baseline, λ = {prune.get('sparsity', 0):g} while fine-tuning; penalised and "
+            own = {s: (train.get(s) or {}).get("sparsity") for s in ("spatial", "temporal")}
+            per_stream = "".join(f", {s} {v:g}" for s, v in own.items() if v is not None)
+            self.text(f"Sparsity training (λ·Σ|γ|, Liu et al. 2017): λ = {train['sparsity']:g}{per_stream} while "
+                      f"training the baseline, λ = {prune.get('sparsity', 0):g} while fine-tuning; penalised and "
                       f"pruned: {which}.")
         steps = [s for s in summary.explained_steps(self.accuracy, self.irof) if s > 0]
         self.figure("gamma_distribution", "|γ| of the prunable channels per stream (log scale, all runs): "
                     "before training, after (sparsity) training and after fine-tuning each explained step; "
                     "dashed: the |γ| threshold that step pruned at",
                     lambda p: figures.gamma_distribution(gammas, steps, p, pruned.step_ratios(self.accuracy)))
+        if "video_accuracy_before_finetune" in self.accuracy.columns and \
+                self.accuracy["video_accuracy_before_finetune"].drop_nulls().len():
+            self.figure("accuracy_before_finetune", "Video accuracy right after each prune, before fine-tuning "
+                        "(Liu et al.'s evidence that sparsity training worked; eval.light_clips clips, one crop), "
+                        "beside the fine-tuned accuracy",
+                        lambda p: figures.before_after_finetune(self.accuracy, p))
         thresholds = pruned.threshold_table(self.accuracy)
         if thresholds.is_empty():
             self.text("No pruned step yet: no thresholds.")
@@ -489,10 +515,16 @@ class ReportBuilder:
 
 
 def _html_table(table: pl.DataFrame, unit: str = "") -> str:
+    """Headers wrap between words only; so do cells whose words are all short (names, numbers,
+    intervals); a cell with a long token (a path) may break anywhere to fit the page."""
     table = readable.readable(table, unit)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_format(v))}</td>" for v in row) + "</tr>"
-                   for row in table.iter_rows())
+
+    def cell(text: str) -> str:
+        words = max((len(w) for w in text.split()), default=0) <= SHORT_WORD
+        opening = '<td class="w">' if words else "<td>"
+        return f"{opening}{html.escape(text)}</td>"
+    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in table.iter_rows())
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -514,7 +546,7 @@ def _markdown_table(table: pl.DataFrame, unit: str = "") -> str:
 
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}td,th{overflow-wrap:anywhere;border:1px solid #ccc;
-padding:.2em .5em;text-align:right}th{background:#f0f0f0;overflow-wrap:normal;hyphens:manual;vertical-align:bottom}
+padding:.2em .5em;text-align:right}th{background:#f0f0f0;vertical-align:bottom;overflow-wrap:normal}td.w{overflow-wrap:normal}
 ul.findings li{margin:.4em 0;line-height:1.4}img{max-width:100%;height:auto}figure{margin:1em 0}
 details{margin:.5em 0 1.5em}summary{cursor:pointer;color:#555}
 figcaption,.caption{color:#555;font-size:.9em}pre{background:#f6f6f6;padding:1em;overflow:auto;
