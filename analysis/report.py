@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from shards.cli import HelpFormatter
 
-from . import equivalence, figures, findings, pruned, readable, stats, summary
+from . import equivalence, figures, findings, grid_report, pruned, readable, stats, summary
 from .protocol import protocol_text
 from .results import DEFAULT_CHAIN as STUDY_CHAIN
 from .results import ResultsSchemaError, atomic_file, read_table
@@ -498,6 +498,7 @@ class ReportBuilder:
         return [self.title, self.findings_section, self.summary_section, self.equivalence_section,
                 self.accuracy_section, self.fusion_section,
                 self.efficiency_section, self.slimming_section, self.training_section, self.irof_section,
+                lambda: grid_report.grid_section(self),  # issue 30: only when more than the study's pair
                 self.saliency_section, self.notes_section, self.overview]
 
     def build(self) -> Report:
