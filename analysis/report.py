@@ -443,14 +443,22 @@ class ReportBuilder:
         if "sparsity" in train:
             which = ("all prunable BatchNorms, residual groups together" if prune.get("residual")
                      else "internal block channels only")
-            self.text(f"Sparsity training (λ·Σ|γ|, Liu et al. 2017): λ = {train['sparsity']:g} while training "
-                      f"the baseline, λ = {prune.get('sparsity', 0):g} while fine-tuning; penalised and "
+            own = {s: (train.get(s) or {}).get("sparsity") for s in ("spatial", "temporal")}
+            per_stream = "".join(f", {s} {v:g}" for s, v in own.items() if v is not None)
+            self.text(f"Sparsity training (λ·Σ|γ|, Liu et al. 2017): λ = {train['sparsity']:g}{per_stream} while "
+                      f"training the baseline, λ = {prune.get('sparsity', 0):g} while fine-tuning; penalised and "
                       f"pruned: {which}.")
         steps = [s for s in summary.explained_steps(self.accuracy, self.irof) if s > 0]
         self.figure("gamma_distribution", "|γ| of the prunable channels per stream (log scale, all runs): "
                     "before training, after (sparsity) training and after fine-tuning each explained step; "
                     "dashed: the |γ| threshold that step pruned at",
                     lambda p: figures.gamma_distribution(gammas, steps, p, pruned.step_ratios(self.accuracy)))
+        if "video_accuracy_before_finetune" in self.accuracy.columns and \
+                self.accuracy["video_accuracy_before_finetune"].drop_nulls().len():
+            self.figure("accuracy_before_finetune", "Video accuracy right after each prune, before fine-tuning "
+                        "(Liu et al.'s evidence that sparsity training worked; eval.light_clips clips, one crop), "
+                        "beside the fine-tuned accuracy",
+                        lambda p: figures.before_after_finetune(self.accuracy, p))
         thresholds = pruned.threshold_table(self.accuracy)
         if thresholds.is_empty():
             self.text("No pruned step yet: no thresholds.")

@@ -116,3 +116,10 @@ def test_the_shipped_pages_hold_the_demo_blocks():
     results = (ROOT / "docs" / "results.md").read_text()
     assert "<!-- docs-tables:demo begin -->" in readme and "<!-- docs-tables:demo end -->" in readme
     assert "<!-- docs-tables:demo-summary begin -->" in results
+
+
+def test_a_run_of_uncommitted_code_says_so(tmp_path):
+    (tmp_path / "experiment.json").write_text(json.dumps({
+        "git_commit": "0123456789abcdef0123-dirty", "versions": {}, "device": {"gpus": ["NVIDIA H100"]}}))
+    line = DOCS_TABLES.provenance_line(tmp_path, "cmd")
+    assert "Commit `0123456789ab-dirty`" in line and "NVIDIA H100" in line
