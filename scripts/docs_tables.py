@@ -6,13 +6,14 @@ Every table of results in README.md and docs/*.md sits between two markers,
 
 and is never typed by hand: this script fills each block whose NAME belongs to the experiment
 (`NAME`: video accuracy per model and pruning step, mean ± sd over runs; `NAME-summary`: the
-report's summary table, per model and explained step) from the experiment's results store, with
+report's summary table, per model and explained step; `NAME-findings`: the report's findings, one
+generated sentence per model and chain) from the experiment's results store, with
 a line naming the commit, the project's version and the machine the run came from
 (`experiment.json`). Text outside the markers is left as it is. The figures the docs show of the
 experiment (`docs/NAME_accuracy.png`, `_gamma`, `_efficiency`, `_overlay`) are replaced by the
 report's (`runs/NAME/report/figures/`).
 
-    .venv/bin/python scripts/docs_tables.py --experiment runs/demo            # blocks demo, demo-summary
+    .venv/bin/python scripts/docs_tables.py --experiment runs/demo            # blocks demo, demo-summary, demo-findings
     .venv/bin/python scripts/docs_tables.py --experiment runs/paper_shape --check
 """
 from __future__ import annotations
@@ -28,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from analysis import readable, summary  # noqa: E402
+from analysis import findings, readable, summary  # noqa: E402
+from analysis.results import read_table  # noqa: E402
 from analysis.report import ReportBuilder, read_experiment_json  # noqa: E402
 from shards.cli import HelpFormatter  # noqa: E402
 
@@ -98,8 +100,13 @@ def render(root: Path, name: str, metric: str, command: str) -> dict[str, str]:
     runs, videos = accuracy["run"].n_unique(), int(accuracy["n_videos"].max())
     caption = (f"{metric.replace('_', ' ').capitalize()} (%) on {videos} test videos, mean ± sd over {runs} runs; "
                "columns: the share of the prunable channels removed.")
+    found = findings.findings_table(builder.stats, read_table(root / "results", "accuracy"), metric,
+                                    builder.settings, read_table(root / "results", "saliency_change"),
+                                    read_table(root / "results", "irof"))
+    paragraph = "\n".join(f"- {s}" for s in found["sentence"]) or "No pruned step yet: no findings."
     return {name: f"{line}\n\n{caption}\n\n{accuracy_table(accuracy, metric)}\n",
-            f"{name}-summary": f"{line}\n\n{summary_table(builder)}\n"}
+            f"{name}-summary": f"{line}\n\n{summary_table(builder)}\n",
+            f"{name}-findings": f"{line}\n\n{paragraph}\n"}
 
 
 # docs/<NAME>_<kind>.png is the report's figure of that kind (overlay: the first video's)
