@@ -47,7 +47,8 @@ import torch
 
 from analysis.grid import TABLE as GRID_TABLE
 from analysis.grid import StudyPair, grid_scores, randomisation_subset
-from analysis.irof import irof, slic_segments
+from analysis.irof import irof
+from analysis.segments import cached_segments
 from analysis.results import atomic_file, chain_partition, table_path, write_rows
 from analysis.saliency import flow_pair_maps, input_gradient, reduce_channels
 from analysis.saliency_change import TOP_FRACTION, spearman, top_iou
@@ -282,7 +283,10 @@ def explain_model(cfg: ExperimentConfig, stream: str, run: int, step: int, chain
         start = time.perf_counter()
         grad, logits, target = input_gradient(model, x, target_of(ex.target, labels))
         maps = reduce_channels(grad, ex.reduce)
-        segments = slic_segments(x.detach().cpu().numpy())  # one segmentation for both orders
+        # one segmentation for both orders, every method and (cached) every model of the clip
+        segments = cached_segments(paths.root / "segments" / stream,
+                                   [(batch["video"][row], int(batch["clip"][row])) for row in keep],
+                                   x.detach().cpu().numpy())
         scores = irof(model, x, maps, target, segments=segments, baseline=ex.baseline, batch_size=ex.forward_batch)
         seconds = (time.perf_counter() - start) / len(keep)
         clip_ids = [(batch["video"][row], int(batch["clip"][row])) for row in keep]

@@ -145,6 +145,30 @@ def accuracy_per_run(accuracy: pl.DataFrame, metric: str, out: Path) -> Plotted:
     return Plotted(_save(fig, out), data, fig)
 
 
+def before_after_finetune(accuracy: pl.DataFrame, out: Path) -> Plotted:
+    """Per single stream, video accuracy right after each prune, before fine-tuning (light
+    protocol; step 0: the unpruned model measured the same way), beside the fine-tuned accuracy
+    (full protocol): means over runs against the pruned fraction."""
+    column = "video_accuracy_before_finetune"
+    rows = accuracy.filter(pl.col("stream").is_in(SINGLE_STREAMS))
+    if column not in rows.columns:
+        rows = rows.with_columns(pl.lit(None, pl.Float64).alias(column))
+    data = (rows.group_by("stream", "step").agg(pl.col("prune_ratio").first(), pl.len().alias("runs"),
+                                                pl.col(column).mean().alias("before_finetune"),
+                                                pl.col("video_accuracy").mean().alias("finetuned"))
+            .sort("stream", "step"))
+    streams = data["stream"].unique(maintain_order=True).to_list()
+    fig, axes = _panels(max(len(streams), 1))
+    for ax, ((stream,), part) in zip(axes[0], data.partition_by("stream", as_dict=True).items()):
+        x = part["prune_ratio"] * 100
+        ax.plot(x, part["finetuned"], marker="o", ms=3, label="fine-tuned (full protocol)")
+        ax.plot(x, part["before_finetune"], marker="s", ms=3, ls="--",
+                label="right after removal, before fine-tuning (light protocol)")
+        ax.set(title=stream, xlabel="prunable channels removed (%)", ylabel="video accuracy (%), mean over runs")
+    legend_outside(fig)
+    return Plotted(_save(fig, out), data, fig)
+
+
 def mean_sd(summary: pl.DataFrame, ylabel: str, out: Path) -> Plotted:
     """Mean ± sd against pruning ratio, a line per model (stream or fusion method)."""
     data = study_sorted(with_model(summary).select("model", "step", "prune_ratio", "n", "mean", "std"), "step")

@@ -62,8 +62,13 @@ class Removed:
                 self.table[(model_label(r["stream"], r["fusion"]), r["chain"], r["step"])] = r["channels_removed"]
 
     def text(self, model: str, chain: str, step: int, ratio: float | None) -> str:
+        """"4.0 % of channels removed"; a control that removes none (finetune_only): its step."""
         value = self.table.get((model, chain, step), ratio)
-        return f"{value * 100:.1f} %" if value is not None else f"step {step}"
+        if step == 0:
+            return "unpruned"
+        if value is None or round(value * 100, 1) == 0:
+            return f"step {step} (no channels removed)"
+        return f"{value * 100:.1f} % of channels removed"
 
 
 def _kept_phrase(kept: dict, steps: pl.DataFrame, removed, what: str, unit: str) -> str:
@@ -80,7 +85,7 @@ def _kept_phrase(kept: dict, steps: pl.DataFrame, removed, what: str, unit: str)
     if kept["kept_up_to_step"] is not None:
         row = by_step[kept["kept_up_to_step"]]
         every = "at every step tested, " if stop is None else ""
-        parts.append(f"{what} within {margin} of unpruned {every}up to {removed(row)} of channels removed "
+        parts.append(f"{what} within {margin} of unpruned {every}up to {removed(row)} "
                      f"(TOST {_p(row['p_tost'])}; {estimate(row)})")
     if stop is not None:
         first = "not" if kept["kept_up_to_step"] is not None else f"{what} not"
@@ -88,7 +93,7 @@ def _kept_phrase(kept: dict, steps: pl.DataFrame, removed, what: str, unit: str)
         if stop["p_tost"] is None:
             parts.append(f"{first} testable at {removed(stop)}{where} ({stop['flag'] or 'no pairs'})")
         else:
-            parts.append(f"{first} shown within {margin} at {removed(stop)} of channels removed{where} "
+            parts.append(f"{first} shown within {margin} at {removed(stop)}{where} "
                          f"(TOST {_p(stop['p_tost'])}; {estimate(stop)})")
     return "; ".join(parts) or f"{what}: no pruned step"
 
@@ -141,7 +146,7 @@ def _above_random(irof: pl.DataFrame | None, removed: Removed) -> dict[tuple[str
         first, last = steps.row(0, named=True), steps.row(-1, named=True)
         def at(row):
             return removed.text(stream, chain, row["step"], row["prune_ratio"])
-        text = f"IROF − random order (÷ segments): {_signed(first['gain'])} at {at(first)}"
+        text = f"IROF − random order (÷ segments): {_signed(first['gain'])} {'' if first['step'] == 0 else 'at '}{at(first)}"
         if last["step"] != first["step"]:
             text += f", {_signed(last['gain'])} at {at(last)}"
         out[(stream, chain)] = text

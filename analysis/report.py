@@ -1,8 +1,8 @@
-"""The experiment report: ``report/index.html`` (figures embedded) and ``report/report.md``.
+"""The experiment report: ``report/index.html`` (figures embedded; rendering: analysis.render) and ``report/report.md``.
 
 Built from the experiment folder alone: the results store (Parquet), the saved saliency
 maps and ``experiment.json`` (config and code version, written by the sweep). Statistics
-tables go to ``report/tables`` (Parquet + CSV), figures to ``report/figures`` (PNG). A part
+tables go to ``report/tables`` (Parquet, CSV, LaTeX), figures to ``report/figures`` (PNG, PDF). A part
 whose stage has not run yet says so instead of failing.
 
 ``python -m analysis.report --experiment DIR [--metric video_accuracy]``
@@ -10,11 +10,8 @@ whose stage has not run yet says so instead of failing.
 from __future__ import annotations
 
 import argparse
-import base64
-import html
 import json
 import sys
-import urllib.parse
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,30 +19,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
-from PIL import Image
 from tqdm import tqdm
 
 from shards.cli import HelpFormatter
 
-from . import equivalence, figures, findings, pruned, readable, stats, summary
+from . import equivalence, figures, findings, grid_report, pruned, readable, stats, summary
 from .protocol import protocol_text
+from .render import Block, _format, render_html, render_markdown
 from .results import DEFAULT_CHAIN as STUDY_CHAIN
 from .results import ResultsSchemaError, atomic_file, read_table
 
 
 POSTHOC_ROWS_SHOWN = 40  # longer post-hoc tables show only the significant pairs
 LONG_TABLE_ROWS = 40  # a longer table is collapsed behind <details> (its caption stays in view)
-CSS_PX_PER_INCH = 96  # figures are shown at their print size: PNG pixels / dpi x 96
 
-
-@dataclass
-class Block:
-    """One piece of the report: a heading, a paragraph, a figure or a table."""
-    kind: str  # heading | text | list | figure | table | details (a table behind <details>) | code
-    text: str = ""
-    path: Path | None = None
-    table: pl.DataFrame | None = None
-    unit: str = ""  # of the table's values (readable headers)
 
 
 @dataclass
@@ -66,14 +53,6 @@ def read_experiment_json(root: Path) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON: {exc}") from exc
-
-
-def _format(value) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 PAIRED_TEXT = ("Paired analysis: the same runs are measured at every step, so the steps are compared "
@@ -102,6 +81,18 @@ def wilcoxon_note(n: int | None) -> str:
     reach = "so it can never fall below 0.05" if floor >= 0.05 else "below 0.05 only with all pairs alike"
     return (f"; Wilcoxon columns: with n = {n} pairs the smallest exact two-sided p is "
             f"{floor:.4g}, {reach}")
+
+
+def in_study_order(table: pl.DataFrame) -> pl.DataFrame:
+    """Rows by model in study order (spatial, temporal, fusions), then chain (study first), then step."""
+    if table.is_empty():
+        return table
+    fusion = table["fusion"].to_list() if "fusion" in table.columns else [None] * table.height
+    keys = [(summary.study_rank(summary.model_label(s, f)), findings.chain_rank(c), step)
+            for s, f, c, step in zip(table["stream"], fusion, table["chain"],
+                                     table["step"] if "step" in table.columns else [0] * table.height)]
+    order = sorted(range(table.height), key=keys.__getitem__)
+    return table[order]
 
 
 def study_chain(table: pl.DataFrame) -> pl.DataFrame:
@@ -160,6 +151,11 @@ class ReportBuilder:
             self.blocks.append(Block("details", f"show all {table.height} rows", table=table, unit=unit))
             return
         self.blocks.append(Block("table", caption, table=table, unit=unit))
+
+    def study_stats(self, name: str) -> pl.DataFrame:
+        """A statistics table's rows of the study's chain: the figures, like the sections, describe
+        it (the tables show every chain, each in its own rows)."""
+        return study_chain(self.stats[name])
 
     def unit_of(self, name: str) -> str:
         """The unit of a table's values: % for accuracy tables, none for IROF, loss, saliency."""
@@ -270,11 +266,11 @@ class ReportBuilder:
             unit = self.unit_of(prefix)
             self.table(f"{what}: up to which step each model and chain stays within the margin "
                        f"(fixed-sequence TOST along increasing ratio) (tables/{prefix}_kept.csv)",
-                       self.stats[f"{prefix}_kept"].drop("experiment"), unit=unit)
+                       in_study_order(self.stats[f"{prefix}_kept"]).drop("experiment"), unit=unit)
             self.table(f"{what}: each step against step 0, runs paired: Δ with its 95 % and 90 % "
                        "t-intervals, TOST p against ±margin (equivalent when the 90 % interval lies inside), "
                        f"minimal detectable effect (tables/{prefix}_equivalence.csv)",
-                       self.stats[f"{prefix}_equivalence"].drop("experiment"), unit=unit)
+                       in_study_order(self.stats[f"{prefix}_equivalence"]).drop("experiment"), unit=unit)
 
     def summary_section(self) -> None:
         """The main result first: per model and explained step, accuracy and IROF vs step 0."""
@@ -321,10 +317,10 @@ class ReportBuilder:
         self.figure("accuracy_per_run", f"{label} against the pruned fraction, one line per run",
                     lambda p: figures.accuracy_per_run(self.accuracy, self.metric, p))
         self.figure("accuracy_mean_sd", f"{label}: mean ± sd over runs",
-                    lambda p: figures.mean_sd(self.stats[f"{self.metric}_summary"], f"{label} (%)", p))
+                    lambda p: figures.mean_sd(self.study_stats(f"{self.metric}_summary"), f"{label} (%)", p))
         self.figure("accuracy_boxplots", f"{label}: distribution over runs at each ratio",
                     lambda p: figures.boxplots(self.accuracy, self.metric, f"{label} (%)", p))
-        effects = self.stats[f"{self.metric}_effects"]
+        effects = self.study_stats(f"{self.metric}_effects")
 
         def original_figures() -> None:
             if effects.is_empty():
@@ -374,7 +370,7 @@ class ReportBuilder:
             self.not_run("IROF", "the irof table is empty (the explain stage has not run)")
             return
         self.text(self.irof_method_text())
-        by_correctness = self.stats["irof_by_correctness"]
+        by_correctness = self.study_stats("irof_by_correctness")
         self.table("IROF per stream and step, for all clips and split by whether the model classified "
                    "the clip correctly: runs, clips, mean ± sd over runs of each run's median over its "
                    "clips (robust), and the mean of the per-run means (outlier-sensitive: one clip whose "
@@ -385,7 +381,7 @@ class ReportBuilder:
                     "clips beyond them marked at the edge and counted",
                     lambda p: figures.irof_by_correctness_boxes(self.irof, p))
         self.figure("irof_trend", "IROF per-run median over clips: mean and 95 % t-interval over runs",
-                    lambda p: figures.trend_with_intervals(self.stats["irof_summary"], "IROF (per-run median)", p))
+                    lambda p: figures.trend_with_intervals(self.study_stats("irof_summary"), "IROF (per-run median)", p))
         self.stat_tables("irof", "IROF (per-run median)")
 
     def irof_method_text(self) -> str:
@@ -447,14 +443,22 @@ class ReportBuilder:
         if "sparsity" in train:
             which = ("all prunable BatchNorms, residual groups together" if prune.get("residual")
                      else "internal block channels only")
-            self.text(f"Sparsity training (λ·Σ|γ|, Liu et al. 2017): λ = {train['sparsity']:g} while training "
-                      f"the baseline, λ = {prune.get('sparsity', 0):g} while fine-tuning; penalised and "
+            own = {s: (train.get(s) or {}).get("sparsity") for s in ("spatial", "temporal")}
+            per_stream = "".join(f", {s} {v:g}" for s, v in own.items() if v is not None)
+            self.text(f"Sparsity training (λ·Σ|γ|, Liu et al. 2017): λ = {train['sparsity']:g}{per_stream} while "
+                      f"training the baseline, λ = {prune.get('sparsity', 0):g} while fine-tuning; penalised and "
                       f"pruned: {which}.")
         steps = [s for s in summary.explained_steps(self.accuracy, self.irof) if s > 0]
         self.figure("gamma_distribution", "|γ| of the prunable channels per stream (log scale, all runs): "
                     "before training, after (sparsity) training and after fine-tuning each explained step; "
                     "dashed: the |γ| threshold that step pruned at",
                     lambda p: figures.gamma_distribution(gammas, steps, p, pruned.step_ratios(self.accuracy)))
+        if "video_accuracy_before_finetune" in self.accuracy.columns and \
+                self.accuracy["video_accuracy_before_finetune"].drop_nulls().len():
+            self.figure("accuracy_before_finetune", "Video accuracy right after each prune, before fine-tuning "
+                        "(Liu et al.'s evidence that sparsity training worked; eval.light_clips clips, one crop), "
+                        "beside the fine-tuned accuracy",
+                        lambda p: figures.before_after_finetune(self.accuracy, p))
         thresholds = pruned.threshold_table(self.accuracy)
         if thresholds.is_empty():
             self.text("No pruned step yet: no thresholds.")
@@ -472,6 +476,7 @@ class ReportBuilder:
         return [self.title, self.findings_section, self.summary_section, self.equivalence_section,
                 self.accuracy_section, self.fusion_section,
                 self.efficiency_section, self.slimming_section, self.training_section, self.irof_section,
+                lambda: grid_report.grid_section(self),  # issue 30: only when more than the study's pair
                 self.saliency_section, self.notes_section, self.overview]
 
     def build(self) -> Report:
@@ -486,96 +491,6 @@ class ReportBuilder:
         with atomic_file(self.report.markdown) as tmp:
             tmp.write_text(render_markdown(self.blocks, self.out))
         return self.report
-
-
-def _html_table(table: pl.DataFrame, unit: str = "") -> str:
-    table = readable.readable(table, unit)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_format(v))}</td>" for v in row) + "</tr>"
-                   for row in table.iter_rows())
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def md_escape(text: str) -> str:
-    """Data or config text for Markdown: HTML characters as entities; the characters that open
-    links, images, code or table cells backslashed (underscores stay: they are in every name)."""
-    text = html.escape(str(text), quote=False)
-    return "".join("\\" + c if c in "\\`*[]|" else c for c in text)
-
-
-def _markdown_table(table: pl.DataFrame, unit: str = "") -> str:
-    table = readable.readable(table, unit)
-
-    def line(cells):
-        return "| " + " | ".join(md_escape(c) for c in cells) + " |"
-    return "\n".join([line(table.columns), line(["---"] * table.width)]
-                     + [line([_format(v) for v in row]) for row in table.iter_rows()])
-
-
-STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}td,th{overflow-wrap:anywhere;border:1px solid #ccc;
-padding:.2em .5em;text-align:right}th{background:#f0f0f0;overflow-wrap:normal;hyphens:manual;vertical-align:bottom}
-ul.findings li{margin:.4em 0;line-height:1.4}img{max-width:100%;height:auto}figure{margin:1em 0}
-details{margin:.5em 0 1.5em}summary{cursor:pointer;color:#555}
-figcaption,.caption{color:#555;font-size:.9em}pre{background:#f6f6f6;padding:1em;overflow:auto;
-max-height:20em}"""
-
-
-def _display_width(png: Path) -> int:
-    """CSS pixels of a figure at its print size, so every figure's text shows at one size
-    (a narrow figure is not blown up to the page width; CSS caps wide ones at 100 %)."""
-    with Image.open(png) as image:
-        dpi = image.info.get("dpi", (figures.DPI, figures.DPI))[0] or figures.DPI
-        return round(image.width / dpi * CSS_PX_PER_INCH)
-
-
-def render_html(blocks: list[Block], out: Path) -> str:
-    parts = []
-    for block in blocks:
-        text = html.escape(block.text)
-        if block.kind == "heading":
-            parts.append(f"<h2>{text}</h2>")
-        elif block.kind == "text":
-            parts.append("".join(f"<p>{html.escape(line)}</p>" for line in block.text.splitlines()))
-        elif block.kind == "code":
-            parts.append(f"<details><summary>Config</summary><pre>{text}</pre></details>")
-        elif block.kind == "figure":
-            data = base64.b64encode(block.path.read_bytes()).decode("ascii")
-            parts.append(f'<figure><img alt="{text}" width="{_display_width(block.path)}" '
-                         f'src="data:image/png;base64,{data}">'
-                         f"<figcaption>{text} ({html.escape(str(block.path.relative_to(out)))})</figcaption></figure>")
-        elif block.kind == "list":
-            parts.append('<ul class="findings">' + "".join(f"<li>{html.escape(line)}</li>"
-                                                          for line in block.text.splitlines()) + "</ul>")
-        elif block.kind == "details":
-            parts.append(f"<details><summary>{text}</summary>{_html_table(block.table, block.unit)}</details>")
-        else:
-            parts.append(f'<p class="caption">{text}</p>{_html_table(block.table, block.unit)}')
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>Experiment report</title>"
-            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
-
-
-def render_markdown(blocks: list[Block], out: Path) -> str:
-    parts = []
-    for block in blocks:
-        if block.kind == "heading":
-            parts.append(f"## {md_escape(block.text)}")
-        elif block.kind == "text":
-            parts.append("\n".join(md_escape(line) for line in block.text.splitlines()))
-        elif block.kind == "code":
-            # HTML, escaped, like index.html: no fence that a config value could close
-            parts.append(f"<details><summary>Config</summary><pre>{html.escape(block.text)}</pre></details>")
-        elif block.kind == "figure":
-            link = urllib.parse.quote(block.path.relative_to(out).as_posix())
-            parts.append(f"![{md_escape(block.text)}]({link})\n\n*{md_escape(block.text)}*")
-        elif block.kind == "list":
-            parts.append("\n".join(f"- {md_escape(line)}" for line in block.text.splitlines()))
-        elif block.kind == "details":
-            parts.append(f"<details><summary>{html.escape(block.text)}</summary>\n\n"
-                         f"{_markdown_table(block.table, block.unit)}\n\n</details>")
-        else:
-            parts.append(f"{md_escape(block.text)}\n\n{_markdown_table(block.table, block.unit)}")
-    return "# Experiment report\n\n" + "\n\n".join(parts) + "\n"
 
 
 def build_report(root: Path, *, metric: str = "video_accuracy",

@@ -32,9 +32,11 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 # added; 3: ``irof`` gains ``target_rule``, ``correct``, ``explain_hash``, ``checkpoint_sha256``
 # and the ``saliency_change`` table is added; 4 (issue 27, controls): ``chain`` in accuracy, epochs,
 # irof, saliency_change and gammas (and their keys), ``ece`` in accuracy, ``irof_random`` in irof,
-# the same-target and run-to-run columns of saliency_change. Readers take older files: columns a
+# the same-target and run-to-run columns of saliency_change; 5 (issue 25, recipe and sparsity):
+# ``video_accuracy_before_finetune`` and ``weights`` in accuracy, ``dropout``, ``select`` and
+# ``selected`` in epochs. Readers take older files: columns a
 # file lacks must be nullable and read as null, or as ``READ_DEFAULTS`` gives.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 VERSION_KEY = b"crossroads.schema_version"
 # provenance columns the writer fills in when rows leave them out: from these environment
 # variables if set, else from the sweep's ``<root>/experiment.json`` beside ``<root>/results``
@@ -110,6 +112,10 @@ SCHEMAS: dict[str, pa.Schema] = {
         # model's test video predictions (training.evaluate.expected_calibration_error; 0-1;
         # null where a fusion has no probabilities)
         ("chain", STR, True), ("ece", FLOAT, True),
+        # schema 5: a step's accuracy right after removal, before fine-tuning, under the light
+        # protocol (eval.light_clips clips, one crop); step 0: the unpruned model measured the same
+        # way. And the initial weights the stream was built from (training.models.weights_name)
+        ("video_accuracy_before_finetune", FLOAT, True), ("weights", STR, True),
     ),
     # training curves
     "epochs": _schema(
@@ -118,6 +124,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("loss", FLOAT, False), ("accuracy", FLOAT, False), ("lr", FLOAT, False),
         ("seconds", FLOAT, False),
         ("chain", STR, True),  # schema 4: null = slimming
+        # schema 5: the model's dropout, the selection rule (train.select, resolved) and whether
+        # this epoch's weights were the ones kept
+        ("dropout", FLOAT, True), ("select", STR, True), ("selected", pa.bool_(), True),
     ),
     # one row per explained clip
     "irof": _schema(

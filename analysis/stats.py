@@ -187,6 +187,8 @@ def effects(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.DataFra
 
 
 def anova(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.DataFrame:
+    """Between-groups one-way ANOVA. Own code: scipy's ``f_oneway`` gives F and p only, and the
+    table needs SS, MS and partial η² (the tests check F and p against scipy)."""
     df = with_chain(df)
     rows = []
     for group, part in _by_group(df, groups):
@@ -213,7 +215,8 @@ def anova(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.DataFrame
 
 
 def hedges_g(a: np.ndarray, b: np.ndarray) -> float | None:
-    """(mean b − mean a) / pooled sd, times the small-sample correction 1 − 3 / (4(n_a + n_b) − 9)."""
+    """(mean b − mean a) / pooled sd, times the small-sample correction 1 − 3 / (4(n_a + n_b) − 9).
+    Own code: neither scipy nor statsmodels has Hedges' g (pingouin does, with this formula)."""
     n_a, n_b = len(a), len(b)
     pooled = math.sqrt(((n_a - 1) * np.var(a, ddof=1) + (n_b - 1) * np.var(b, ddof=1)) / (n_a + n_b - 2))
     if pooled == 0:
@@ -260,7 +263,10 @@ def _complete_runs(part: pl.DataFrame, value: str) -> tuple[list[int], np.ndarra
 
 
 def greenhouse_geisser(matrix: np.ndarray) -> float:
-    """Greenhouse–Geisser epsilon from the double-centred step covariance (runs × steps)."""
+    """Greenhouse–Geisser epsilon from the double-centred step covariance (runs × steps).
+    Own code: statsmodels' ``AnovaRM`` has no sphericity correction, and pingouin (which has)
+    would bring seaborn and pandas-flavor into the core for one formula; the tests check it
+    against ``pingouin.epsilon`` at interior values."""
     k = matrix.shape[1]
     centre = np.eye(k) - np.ones((k, k)) / k
     s = centre @ np.cov(matrix, rowvar=False) @ centre
@@ -269,7 +275,8 @@ def greenhouse_geisser(matrix: np.ndarray) -> float:
 
 def anova_rm(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.DataFrame:
     """One-way repeated-measures ANOVA over steps, runs as subjects (runs complete at every step),
-    with the Greenhouse–Geisser corrected p; equal to statsmodels' ``AnovaRM`` on those rows."""
+    with the Greenhouse–Geisser corrected p; equal to statsmodels' ``AnovaRM`` on those rows
+    (own code for the sums of squares the GG correction needs; AnovaRM returns F and p only)."""
     df = with_chain(df)
     rows = []
     for group, part in _by_group(df, groups):

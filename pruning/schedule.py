@@ -26,7 +26,6 @@ on disk; a fresh sweep starts every chain at step 1 again (its baselines may be 
 """
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 import zlib
 from dataclasses import dataclass
@@ -49,9 +48,11 @@ from shards.progress import progress
 from shards.threads import pin_threads
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import STUDY_CHAIN, ExperimentConfig, PruneConfig, tested_steps
-from training.data import make_loaders, stream_data, train_eval_loader
+from training.data import light_test_loader, make_loaders, stream_data, train_eval_loader
+from training.evaluate import evaluate
 from training.fusion import score_and_save, wants_train_scores
 from training.loop import train
+from training.models import weights_name
 from training.speed import measure_speed
 from training.tune import epoch_metrics, make_tuner, unfinished_cells
 
@@ -63,6 +64,9 @@ class ChainLoaders:
     val: Iterable[dict] | None
     test: Iterable[dict]
     train_eval: Iterable[dict] | None = None  # train clips, eval transform: scores for SVM fusion
+    # test clips under the light protocol (eval.light_clips, one crop): the accuracy right after each
+    # prune, before fine-tuning (row column video_accuracy_before_finetune; None = not measured)
+    light_test: Iterable[dict] | None = None
 
 # what Tune gets about a pruning step (besides step and accuracy), per step and per fine-tuning epoch
 STEP_METRICS = ("channels_removed", "params_removed", "flops_removed", "threshold")
@@ -122,7 +126,7 @@ def step_done(cfg: ExperimentConfig, stream: str, run: int, step: int, chain: st
     results = cfg.paths.results
     partition = chain_partition(chain, f"{stream}/run{run}/step{step}")
     rows = []
-    if cfg.prune.finetune_epochs > 0:
+    if cfg.stream_prune(stream).finetune_epochs > 0:
         rows.append(table_path(results, "epochs", partition))
     if step in tested_steps(cfg, chain):
         rows += [table_path(results, "accuracy", partition), table_path(results, "gammas", f"{partition}/finetuned")]
@@ -154,8 +158,7 @@ def run_chain(cfg: ExperimentConfig, stream: str, run: int, loaders: ChainLoader
                                                               classes=classes).model
     tested = set(tested_steps(cfg, chain))
     baseline_channels = count_prunable_channels(baseline.model, residual=prune.residual)
-    finetune = dataclasses.replace(cfg.train, epochs=prune.finetune_epochs, lr=prune.lr,
-                                   early_stopping_patience=0)
+    finetune = cfg.finetune_train(stream)  # train.<stream> with prune[.<stream>] lr, epochs, sparsity
     seed = cfg.run_seed(run)
     rows = []
     for step in progress(range(start, prune.steps + 1), desc=f"prune {stream} run{run} {chain}", unit="step"):
@@ -165,12 +168,15 @@ def run_chain(cfg: ExperimentConfig, stream: str, run: int, loaders: ChainLoader
         # the structure is final now (fine-tuning changes weights only)
         stats = pruning_stats(baseline.model, model, residual=prune.residual, input_size=cfg.model.input_size)
         pruned = {"step": step, "threshold": threshold, **stats}
+        # Liu et al.'s evidence that sparsity worked: the accuracy right after removal
+        before = None if loaders.light_test is None or step not in tested else evaluate(
+            model, loaders.light_test, len(classes), amp=finetune.amp, desc="before fine-tuning").video_accuracy
         report_epoch = None if on_epoch is None else \
             (lambda state, *_, pruned=pruned: on_epoch({**pruned, "epoch": state.epoch,
                                                         **epoch_metrics(state.history, state.epoch, state.samples)}))
         result = train(model, loaders.train, loaders.val, finetune, seed=seed + step,
-                       loader_epoch_offset=(step - 1) * prune.finetune_epochs,  # a resumed chain reads the same
-                       after_backward=lambda m: bn_l1_subgradient(m, prune.sparsity, residual=prune.residual),
+                       loader_epoch_offset=(step - 1) * finetune.epochs,  # a resumed chain reads the same
+                       after_backward=lambda m: bn_l1_subgradient(m, finetune.sparsity, residual=prune.residual),
                        on_epoch=report_epoch)
         model = result.model
         checkpoint = paths.checkpoint(stream, run, step, chain)
@@ -186,19 +192,20 @@ def run_chain(cfg: ExperimentConfig, stream: str, run: int, loaders: ChainLoader
         if step in tested:
             # per-video scores, so the fuse stage can fuse the streams at this step too
             evaluation = score_and_save(model, loaders.test, len(classes),
-                                        paths.scores(stream, run, step, "test", chain), amp=cfg.train.amp)
+                                        paths.scores(stream, run, step, "test", chain), amp=finetune.amp)
             if loaders.train_eval is not None:
                 score_and_save(model, loaders.train_eval, len(classes),
-                               paths.scores(stream, run, step, "train", chain), amp=cfg.train.amp)
+                               paths.scores(stream, run, step, "train", chain), amp=finetune.amp)
             speed = measure_speed(model, cfg.model.input_size, repeats=cfg.eval.speed_repeats,
                                   throughput_batch=cfg.eval.throughput_batch)
             row = evaluation.accuracy_row(experiment=cfg.experiment.name, stream=stream, run=run, seed=seed,
                                           split=cfg.data.split, step=step, prune_ratio=ratio, chain=chain,
                                           checkpoint=str(checkpoint), residual=prune.residual,
-                                          threshold=threshold, **stats, **speed)
+                                          threshold=threshold, video_accuracy_before_finetune=before,
+                                          weights=weights_name(cfg.model.arch, cfg.model.weights), **stats, **speed)
             write_rows(paths.results, "accuracy", [row], partition=partition)
             write_gammas(cfg, model, stream, run, step, "finetuned", threshold, chain)
-        save_checkpoint(checkpoint, model, epoch=prune.finetune_epochs, config=cfg, classes=classes,
+        save_checkpoint(checkpoint, model, epoch=finetune.epochs, config=cfg, classes=classes,
                         extra={"step": step, "prune_ratio": ratio, "chain": chain, **stats})
         if row is not None:
             rows.append(row)
@@ -235,9 +242,11 @@ def run_prune_trial(cfg: ExperimentConfig, stream: str, run: int, *, resume: boo
                          if k not in ("step", "epoch") and v is not None), flush=True)
 
     train_eval = train_eval_loader(cfg, stream, data) if wants_train_scores(cfg) else None
+    light = light_test_loader(cfg, stream, data)
     # no validation while fine-tuning: nothing reads it (no early stopping, no selection; the
     # training-curve figure shows step 0), and it was ≈ 10 % of the paper config's GPU time
-    rows = run_chain(cfg, stream, run, ChainLoaders(loaders["train"], None, loaders["test"], train_eval),
+    rows = run_chain(cfg, stream, run, ChainLoaders(loaders["train"], None, loaders["test"], train_eval,
+                                                    light),
                      resume=resume, on_step=report, on_epoch=report_epoch, chain=chain)
     return {"step": rows[-1]["step"], "started_at_step": start, "video_accuracy": rows[-1]["video_accuracy"],
             "flops_removed": rows[-1]["flops_removed"], "done": True}

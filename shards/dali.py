@@ -43,7 +43,7 @@ from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 from .format import (CHANNELS, DEFAULT_FLOW_BOUND, SampleMeta, ShardFormatError, check_meta,
                      decode_sample)
-from .sampling import draw_clips, epoch_index_lines, stored_clips
+from .sampling import draw_clips, epoch_index_lines, even_clips, stored_clips
 from .tarfiles import INDEX_VERSION, check_shard_files, index_path, iter_shard, read_index_samples
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -86,7 +86,8 @@ class LoaderConfig:
     device: str = "auto"  # auto | cpu | gpu
     shuffle_buffer: int = 1024  # train: samples in the reader's shuffling buffer
     # train: each epoch reads this many of each video's stored clips, drawn per (seed, epoch,
-    # video) TSN-style (shards.sampling); None = every stored clip every epoch
+    # video) TSN-style (shards.sampling); eval: this many evenly spaced ones, the same every pass
+    # (shards.sampling.even_clips: a light evaluation); None = every stored clip every epoch
     clips_per_video: int | None = None
 
     def __post_init__(self):
@@ -109,8 +110,8 @@ class LoaderConfig:
             problems.append(f"flow_scale {self.flow_scale} must be positive")
         if self.ten_crop and self.train:
             problems.append("ten_crop is an eval transform (train=False)")
-        if self.clips_per_video is not None and (self.clips_per_video < 1 or not self.train):
-            problems.append(f"clips_per_video {self.clips_per_video} must be None or, in train, positive")
+        if self.clips_per_video is not None and self.clips_per_video < 1:
+            problems.append(f"clips_per_video {self.clips_per_video} must be None or positive")
         if problems:
             raise ValueError("LoaderConfig: " + "; ".join(problems))
         object.__setattr__(self, "crop_scales", tuple(float(s) for s in self.crop_scales))
@@ -337,9 +338,10 @@ class ShardLoader:
     def __init__(self, paths: list[Path], cfg: LoaderConfig):
         self.cfg, self.paths = cfg, paths
         self.samples = sum(check_shard(p, cfg) for p in paths)
-        self._sampling = None  # train with clips_per_video: per shard, its index as (key, line)
+        self._sampling = None  # with clips_per_video: per shard, its index as (key, line)
+        self._eval_index = None  # eval with clips_per_video: the fixed per-shard indexes it reads
         epoch_samples = self.samples
-        if cfg.train and cfg.clips_per_video is not None:
+        if cfg.clips_per_video is not None:
             self._sampling = {p: _index_lines(p) for p in paths}
             stored = stored_clips(key for lines in self._sampling.values() for key, _ in lines)
             epoch_samples = sum(min(cfg.clips_per_video, len(c)) for c in stored.values())
@@ -359,6 +361,9 @@ class ShardLoader:
         self._next_epoch = 0  # train with clips_per_video: what a plain iteration reads next
         if self._sampling is None:
             self._build()
+        elif not cfg.train:  # the same evenly spaced clips every pass
+            self._eval_index = self._write_index("eval", self.paths, even_clips(stored, cfg.clips_per_video))
+            self._build(index_paths=self._eval_index)
         else:  # every epoch has its own draw: a plain iteration reads epoch 0, 1, ...
             self.set_epoch(0)
 
@@ -381,9 +386,14 @@ class ShardLoader:
     def _epoch_index(self, epoch: int, paths: list[Path]) -> list[str]:
         """Write per shard a DALI index listing only the samples drawn for ``epoch``."""
         stored = stored_clips(key for lines in self._sampling.values() for key, _ in lines)
-        drawn = draw_clips(stored, self.cfg.clips_per_video, self.cfg.seed, epoch)
+        return self._write_index(f"epoch{epoch}", paths, draw_clips(stored, self.cfg.clips_per_video,
+                                                                    self.cfg.seed, epoch))
+
+    def _write_index(self, name: str, paths: list[Path], drawn: dict[str, list[int]]) -> list[str]:
+        """Per shard of ``paths``, a DALI index of only the ``drawn`` clips (in a new folder; the
+        older folders go: DALI parsed their indexes when it built their pipeline)."""
         kept = epoch_index_lines(self._sampling, drawn)
-        folder = self._index_dir / f"epoch{epoch}-{uuid.uuid4().hex[:8]}"
+        folder = self._index_dir / f"{name}-{uuid.uuid4().hex[:8]}"
         folder.mkdir()
         for old in self._index_dir.iterdir():  # earlier epochs' indexes: DALI parsed them at build
             if old != folder:
@@ -414,7 +424,7 @@ class ShardLoader:
 
     def __iter__(self):
         if self._unfinished and not self.cfg.train:
-            self._build()
+            self._build(index_paths=self._eval_index)
         if self._sampling is not None and self._epoch is None and not self._unfinished:
             self.set_epoch(self._next_epoch)  # a plain iteration: the next epoch's draw
         self._epoch = None  # consumed: set_epoch builds again, even for the same epoch

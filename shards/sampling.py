@@ -36,6 +36,16 @@ def draw_clips(stored: dict[str, list[int]], k: int, seed: int, epoch: int) -> d
     return drawn
 
 
+def even_clips(stored: dict[str, list[int]], k: int) -> dict[str, list[int]]:
+    """Per video, ``k`` of its stored clips at the centres of ``k`` equal segments (all if fewer):
+    a fixed, evenly spaced subset for a light evaluation."""
+    out = {}
+    for video, clips in stored.items():
+        clips, n = sorted(clips), len(clips)
+        out[video] = clips if k >= n else [clips[(2 * i + 1) * n // (2 * k)] for i in range(k)]
+    return out
+
+
 def stored_clips(keys: Iterable[str]) -> dict[str, list[int]]:
     """Sample keys (``<video>__<clip>``) → per video, its clip indices."""
     stored: dict[str, list[int]] = {}

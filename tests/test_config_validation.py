@@ -37,7 +37,7 @@ def test_good_config_and_demo_have_no_problems():
     ("train", {"lr": -1}, "train.lr: -1.0 is not allowed (must be > 0)"),
     ("explain", {"steps": [0, 18]}, "explain.steps: [18] outside 0..prune.steps (17)"),
     ("explain", {"forward_batch": 0}, "explain.forward_batch: 0 is not allowed (must be > 0)"),
-    ("model", {"weights": "/nonexistent/w.pt"}, "model.weights: '/nonexistent/w.pt' is not 'none', 'imagenet' or an existing file"),
+    ("model", {"weights": "/nonexistent/w.pt"}, "model.weights: '/nonexistent/w.pt' is not 'none', 'imagenet', a version name"),
     ("experiment", {"name": "../../x"}, "experiment.name: '../../x' is not a plain name"),
     ("experiment", {"name": "/abs"}, "experiment.name: '/abs' is not a plain name"),
     ("experiment", {"name": ""}, "experiment.name: '' is not a plain name"),

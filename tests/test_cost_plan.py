@@ -115,12 +115,13 @@ def test_plan_counts_on_known_answers(tmp_path, synthetic_shards):
     val, train, test = 16 * 5, 16 * 5, 16 * 5
     # per stream: 2 epochs x (train + val), then test + the held-out videos' scores
     assert stages["train"]["backwards"] == 2 * 2 * train
-    assert stages["train"]["forwards"] == 2 * (2 * (train + val) + test + val)
+    light = 16 * 5  # eval.light_clips 5 of the 5 test clips, one crop
+    assert stages["train"]["forwards"] == 2 * (2 * (train + val) + test + val + light)
     # slimming tests every step; random its explained steps (1) and the last (2): both steps;
     # no validation while fine-tuning
     for chain in ("slimming", "random"):
         assert stages[f"prune:{chain}"]["backwards"] == 2 * 2 * train
-        assert stages[f"prune:{chain}"]["forwards"] == 2 * 2 * (train + test + val)
+        assert stages[f"prune:{chain}"]["forwards"] == 2 * 2 * (train + test + val + light)
         assert stages[f"prune:{chain}"]["chain"] == chain
     assert "chain" not in stages["train"]
 
@@ -131,7 +132,7 @@ def test_validation_protocol_in_the_plan(tmp_path, synthetic_shards):
     small = ExperimentConfig.from_dict({**cfg.to_dict(), "eval": {**cfg.to_dict()["eval"], "val_clips": 2,
                                                                    "val_ten_crop": True}})
     train = {s["name"]: s for s in plan(small)["stages"]}["train"]
-    assert train["forwards"] - train["backwards"] == 2 * (2 * 16 * 2 * 10 + 16 * 5 + 16 * 5)
+    assert train["forwards"] - train["backwards"] == 2 * (2 * 16 * 2 * 10 + 16 * 5 + 16 * 5 + 16 * 5)
 
 
 def test_throughput_scales_with_flops():

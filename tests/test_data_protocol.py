@@ -87,8 +87,11 @@ def draw_pairs(seed: int, epoch: int) -> list[tuple[str, int]]:
 def test_eval_reads_every_stored_clip_and_bad_counts_are_refused(six_clip_shards):
     evaluate = make_loader(six_clip_shards, LoaderConfig(batch_size=8, input_size=16))
     assert len(read_epoch(evaluate)[0]) == 2 * 3 * STORED
-    with pytest.raises(ValueError, match="clips_per_video 2 must be None or, in train, positive"):
-        LoaderConfig(clips_per_video=2)
+    # eval with clips_per_video: that many evenly spaced clips of each video (issue 25's light protocol)
+    light = make_loader(six_clip_shards, LoaderConfig(batch_size=8, input_size=16, clips_per_video=2))
+    assert len(read_epoch(light)[0]) == 2 * 3 * 2
+    with pytest.raises(ValueError, match="clips_per_video 0"):
+        LoaderConfig(clips_per_video=0)
     with pytest.raises(ValueError, match="clips_per_video 0"):
         LoaderConfig(train=True, clips_per_video=0)
 

@@ -69,7 +69,7 @@ def test_blocks_are_filled_from_the_store_and_the_rest_is_kept(tmp_path):
     before, between, after = "# Title\n\nText before.\n\n", "\nText between.\n\n", "\nText after.\n"
     page.write_text(before + "<!-- docs-tables:demo begin -->\nold numbers\n<!-- docs-tables:demo end -->"
                     + between + "<!-- docs-tables:demo-summary begin -->\n<!-- docs-tables:demo-summary end -->"
-                    + after)
+                    + "<!-- docs-tables:demo-findings begin -->\n<!-- docs-tables:demo-findings end -->" + after)
     docs = tmp_path / "docs"  # the docs' figure of the experiment is replaced by the report's
     docs.mkdir()
     (docs / "demo_gamma.png").write_bytes(b"old figure")
@@ -94,6 +94,11 @@ def test_blocks_are_filled_from_the_store_and_the_rest_is_kept(tmp_path):
     assert "video accuracy (%), mean ± sd" in summary and "p against step 0" in summary
     # per-run medians 12, 13 (spatial, step 0) -> 12.50 ± 0.71; temporal step 1: 23, 24
     assert "| spatial | slimming | 0 |" in summary and "12.50 ± 0.71" in summary and "23.50 ± 0.71" in summary
+    # the findings paragraph: the report's generated sentences, one per model and chain
+    found = text.split("<!-- docs-tables:demo-findings begin -->")[1].split("<!-- docs-tables:demo-findings end -->")[0]
+    sentences = [line for line in found.splitlines() if line.startswith("- ")]
+    assert sentences and sentences[0].startswith("- spatial, slimming (primary endpoint): accuracy")
+    assert all("not a finding" in line for line in sentences)  # 2 runs: every row flagged n < 3
     assert (docs / "demo_gamma.png").read_bytes() == b"the report's figure"
     assert run("--experiment", root, "--files", page, "--docs", docs, "--check").returncode == 0  # now current
     # the test the caption names is a table the statistics really have (it once named "explain_stats")
@@ -116,3 +121,11 @@ def test_the_shipped_pages_hold_the_demo_blocks():
     results = (ROOT / "docs" / "results.md").read_text()
     assert "<!-- docs-tables:demo begin -->" in readme and "<!-- docs-tables:demo end -->" in readme
     assert "<!-- docs-tables:demo-summary begin -->" in results
+    assert "<!-- docs-tables:demo-findings begin -->" in results
+
+
+def test_a_run_of_uncommitted_code_says_so(tmp_path):
+    (tmp_path / "experiment.json").write_text(json.dumps({
+        "git_commit": "0123456789abcdef0123-dirty", "versions": {}, "device": {"gpus": ["NVIDIA H100"]}}))
+    line = DOCS_TABLES.provenance_line(tmp_path, "cmd")
+    assert "Commit `0123456789ab-dirty`" in line and "NVIDIA H100" in line

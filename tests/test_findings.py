@@ -63,11 +63,11 @@ def test_sentences_per_model_and_chain(store):
     assert control.startswith("spatial, random: accuracy not shown within ±1 point at 5.0 % of channels removed, "
                               "the first pruned step") and "Δ = −2.94 points" in control
     # every run's IROF drops by exactly 2: zero spread, no test (said, not hidden)
-    assert "IROF ÷ segments (saliency) not testable at 10.0 %, the first pruned step (zero spread)" in study
+    assert "IROF ÷ segments (saliency) not testable at 10.0 % of channels removed, the first pruned step (zero spread)" in study
     # IROF − random order: (10.3 − 6) / 20 = 0.215 unpruned (mean over runs), (8.3 − 6) / 20 = 0.115 at step 2
-    assert "IROF − random order (÷ segments): +0.215 at 0.0 %, +0.115 at 10.0 %" in study
+    assert "IROF − random order (÷ segments): +0.215 unpruned, +0.115 at 10.0 % of channels removed" in study
     # same-target ρ 0.61..0.65 (mean 0.63); band from the 4 run-to-run rows; 2 of 5 runs changed
-    assert "ρ = 0.63 at 10.0 % (same target, mean over 5 runs); two unpruned runs: ρ = 0.90 to 0.90" in study
+    assert "ρ = 0.63 at 10.0 % of channels removed (same target, mean over 5 runs); two unpruned runs: ρ = 0.90 to 0.90" in study
     assert "prediction changed on 40 % of clips" in study
     assert fusion.endswith("[n < 3: not a finding].")
 

@@ -125,3 +125,35 @@ def test_fit_on_heldout_needs_validation_videos():
     with pytest.raises(FusionError, match="val_fraction is 0.0"):
         heldout_videos(cfg, 1)
     assert heldout_videos(ExperimentConfig.from_dict({"fusion": {"fit_on": "train"}}), 1) is None
+
+
+def test_fusion_stage_fuses_each_chain_with_its_own_pruning_fields(tmp_path):
+    """Issue 27: the fuse stage fuses the study's steps and each control's tested steps, each row
+    in its chain with that chain's removed fractions; mean fusion has a calibration error, an SVM
+    (margins, not probabilities) none."""
+    from datetime import datetime, timezone
+
+    from analysis.results import chain_partition, read_table, write_rows
+    from training.fusion import run_fusion_stage
+
+    cfg = ExperimentConfig.from_dict({"experiment": {"name": "f", "root": str(tmp_path)},
+                                      "train": {"runs": 1, "val_fraction": 0.0},
+                                      "fusion": {"methods": ["mean"]},
+                                      "prune": {"steps": 1, "chains": ["slimming", "random"]}})
+    test = stream_scores(2, 1, "test")
+    for chain, step, removed in (("slimming", 0, 0.0), ("slimming", 1, 0.2), ("random", 1, 0.3)):
+        for stream, scores in zip(("spatial", "temporal"), test):
+            save_scores(cfg.paths.scores(stream, 1, step, "test", chain), scores)
+            write_rows(cfg.paths.results, "accuracy", [dict(
+                experiment="f", stream=stream, run=1, seed=1, step=step, prune_ratio=0.2 * step, chain=chain,
+                channels_removed=removed, params_removed=removed, flops_removed=removed, split=1,
+                clip_accuracy=10.0, video_accuracy=10.0, video_top5=50.0, loss=1.0, n_videos=16,
+                finished_at=datetime.now(timezone.utc))],
+                partition=chain_partition(chain, f"{stream}/run1/step{step}"))
+    run_fusion_stage(cfg, None)
+    fused = read_table(cfg.paths.results, "accuracy").filter(stream="fusion").sort("chain", "step")
+    assert fused.select("chain", "step", "channels_removed").rows() == [
+        ("random", 1, 0.3), ("slimming", 0, 0.0), ("slimming", 1, 0.2)]
+    assert (fused["video_accuracy"] == 100.0).all() and fused["ece"].is_not_null().all()
+    svm = fuse(*test, *stream_scores(6, 0, "train"), ["svm_softmax"], svm_c=1.0)["svm_softmax"]
+    assert svm.ece is None

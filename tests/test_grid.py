@@ -96,3 +96,31 @@ def test_study_configs_keep_the_pair_and_the_documented_set_line_runs_the_grid(c
     assert grid.explain.methods == list(METHODS) and grid.explain.metrics == list(METRICS)
     assert not config_problems(grid) or all("explain." not in p for p in config_problems(grid))
     assert GRID_SET[0] in Path(__file__).parents[1].joinpath("docs", "explanations.md").read_text()
+
+
+def test_the_plan_states_the_grid_cost():
+    from training.preflight import stage_work
+    study = ExperimentConfig.from_dict({})
+    assert "the study's pair" in "".join(stage_work(study, ["explain"]))
+    grid = ExperimentConfig.from_dict({"explain": {"methods": list(METHODS), "metrics": list(METRICS),
+                                                   "randomisation_clips": 3}})
+    line = "".join(stage_work(grid, ["explain"]))
+    assert "4 methods × 5 metrics per clip" in line and "randomisation: 3 clips per model" in line
+
+
+def test_segments_are_computed_once_per_clip_and_recomputed_for_another_input(tmp_path):
+    from analysis.irof import slic_segments
+    from analysis.segments import cached_segments
+    from tests.test_irof import smooth_images
+    x = smooth_images(2, 3, 32, seed=0)
+    clips = [("v_A_g01_c01", 0), ("v_B_g01_c01", 2)]
+    first = cached_segments(tmp_path, clips, x)
+    np.testing.assert_array_equal(first, slic_segments(x))
+    path = tmp_path / "v_A_g01_c01__000.npz"
+    with np.load(path) as npz:
+        digest = str(npz["input_sha256"])
+    np.savez(path, segments=np.full((32, 32), 7), input_sha256=np.str_(digest))  # a marker, same input
+    assert (cached_segments(tmp_path, clips, x)[0] == 7).all(), "the stored segments are reused"
+    other = x.copy()
+    other[0] += 1.0
+    np.testing.assert_array_equal(cached_segments(tmp_path, clips, other)[0], slic_segments(other[:1])[0])

@@ -54,3 +54,24 @@ def test_grid_figure_and_command_line(tmp_path):
     assert pl.read_csv(tmp_path / "grid" / "faithfulness_paired.csv").height == 2 * 2 * 2
     with pytest.raises(ValueError, match="no faithfulness rows of stream 'temporal'"):
         grid_figure(grid_per_run(faith), "temporal", tmp_path / "x.png")
+
+
+def test_report_shows_the_grid_section_only_beyond_the_study_pair(tmp_path):
+    from analysis import report
+    from analysis.results import write_rows
+    faith = table({"vanilla_gradient": 1.0, "grad_cam": 0.0}).with_columns(
+        experiment=pl.lit("e"), label=1, target=1, predicted=1, correct=True, target_rule=pl.lit("predicted"),
+        explain_hash=pl.lit("h"), checkpoint_sha256=pl.lit("s"))
+    for (run, step), part in faith.group_by("run", "step"):
+        write_rows(tmp_path / "results", "faithfulness", part, partition=f"spatial/run{run}/step{step}")
+    report.main(["--experiment", str(tmp_path)])
+    page = (tmp_path / "report" / "report.md").read_text()
+    assert "Explanation grid: methods × faithfulness metrics" in page
+    assert (tmp_path / "report" / "figures" / "faithfulness_grid_spatial.png").is_file()
+    assert "spatial, slimming: vanilla_gradient × irof at 8.0 % pruned: +2.2 (more faithful) over 3 runs, Holm p (grid) 0.0055: changed." in page
+    assert "grad_cam × road at 8.0 % pruned: +0.2 (less faithful)" in page and "all 8 tests" in page
+    pair = tmp_path / "pair"
+    only = faith.filter((pl.col("method") == "vanilla_gradient") & (pl.col("metric") == "irof"))
+    write_rows(pair / "results", "faithfulness", only, partition="spatial/all")
+    report.main(["--experiment", str(pair)])
+    assert "Explanation grid" not in (pair / "report" / "report.md").read_text()

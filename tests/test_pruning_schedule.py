@@ -125,3 +125,18 @@ def test_a_step_whose_rows_are_damaged_is_not_done_though_its_checkpoint_exists(
     after = read_table(cfg.paths.results, "accuracy").sort("step").select(before.columns)
     assert after.equals(before), (after, before)
     assert first_unfinished_step(cfg, "spatial", 1) == 3
+
+
+def test_each_step_records_its_accuracy_before_fine_tuning(tmp_path):
+    """With no fine-tuning epoch the accuracy right after removal is the step's accuracy (the
+    light loader here is the test loader); without a light loader it is not measured."""
+    train, test = colour_batches(3, seed=0), colour_batches(2, seed=1)
+    cfg = experiment(tmp_path / "a")
+    cfg.prune.finetune_epochs = 0
+    rows = run_chain(cfg, "spatial", 1, ChainLoaders(train, None, test, light_test=test))
+    assert [r["video_accuracy_before_finetune"] for r in rows] == [r["video_accuracy"] for r in rows]
+    table = read_table(cfg.paths.results, "accuracy").sort("step")
+    assert table["video_accuracy_before_finetune"].to_list() == table["video_accuracy"].to_list()
+    assert table["weights"].to_list() == ["none", "none"]
+    unmeasured = run_chain(experiment(tmp_path / "b"), "spatial", 1, ChainLoaders(train, None, test))
+    assert [r["video_accuracy_before_finetune"] for r in unmeasured] == [None, None]

@@ -27,8 +27,10 @@ FUSIONS = ("mean", "svm_softmax", "svm_features")
 HOSTILE = '<script>alert(1)</script> "quoted" & <img src=x onerror=alert(2)>'
 
 
-def paper_size_experiment(root: Path, name: str = "paper", steps=STEPS, explained=EXPLAINED) -> Path:
-    """2 streams x 3 fusions x 5 runs x 18 steps of accuracy, IROF at 4 explained steps."""
+def paper_size_experiment(root: Path, name: str = "paper", steps=STEPS, explained=EXPLAINED,
+                          controls: bool = False) -> Path:
+    """2 streams x 3 fusions x 5 runs x 18 steps of accuracy, IROF at 4 explained steps; the
+    single streams' random and finetune_only chains at the explained steps."""
     rng = np.random.default_rng(0)
     models = [("spatial", None), ("temporal", None)] + [("fusion", f) for f in FUSIONS]
     for stream, fusion in models:
@@ -45,6 +47,13 @@ def paper_size_experiment(root: Path, name: str = "paper", steps=STEPS, explaine
                                  throughput_cps=400 / (1 - 0.6 * ratio), device="cpu",
                                  finished_at=datetime.now(timezone.utc)))
             write_rows(root / "results", "accuracy", rows, partition=f"{stream}/{fusion}/run{run}")
+            if fusion is None and controls:  # issue 27's controls, tested at the explained steps
+                write_rows(root / "results", "accuracy",
+                           [{**r, "chain": "random", "video_accuracy": r["video_accuracy"] - 5 * r["prune_ratio"]}
+                            for r in rows if 0 < r["step"] and r["step"] in explained]
+                           + [{**r, "chain": "finetune_only", "prune_ratio": 0.0, "channels_removed": 0.0}
+                              for r in rows if 0 < r["step"] and r["step"] in explained],
+                           partition=f"controls/{stream}/run{run}")
     for stream in ("spatial", "temporal"):
         for run in RUNS:
             rows = [dict(experiment=name, stream=stream, run=run, step=step,
@@ -58,7 +67,7 @@ def paper_size_experiment(root: Path, name: str = "paper", steps=STEPS, explaine
 
 @pytest.fixture(scope="module")
 def paper(tmp_path_factory):
-    root = paper_size_experiment(tmp_path_factory.mktemp("paper"))
+    root = paper_size_experiment(tmp_path_factory.mktemp("paper"), controls=True)
     return root, build_report(root)
 
 
@@ -173,6 +182,10 @@ CHECK_SCRIPT = """<script>window.addEventListener('load', () => {
     loaded: images.filter(i => i.complete && i.naturalWidth > 0).length,
     scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
     scrollHeight: document.documentElement.scrollHeight,
+    headings: [...document.querySelectorAll('h2')].map(h => h.textContent),
+    findings: document.querySelectorAll('ul.findings li').length,
+    findingsTop: document.querySelector('ul.findings').getBoundingClientRect().top,
+    firstFigureTop: document.querySelector('figure').getBoundingClientRect().top,
     overflowing: [...document.querySelectorAll('body *')]
       .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1).map(e => e.tagName)}));
 });</script>"""
@@ -200,6 +213,10 @@ def test_paper_size_report_in_headless_chromium(paper, tmp_path):
     check = json.loads(html.unescape(found.group(1)))
     assert check["images"] == len(report.figures) and check["loaded"] == check["images"], check
     assert check["scrollWidth"] <= check["innerWidth"] == WINDOW[0] and check["overflowing"] == [], check
+    # issue 27: the findings open the page, one item per model and chain, controls included
+    assert check["headings"][:4] == ["Experiment paper0", "Findings", "Summary", "Equivalence with the unpruned models"]
+    assert check["findings"] == report.tables["findings"].height == 5 + 2 * 2, check
+    assert check["findingsTop"] < check["firstFigureTop"]
 
     screenshot = tmp_path / "report.png"
     chromium(tmp_path, f"--window-size={WINDOW[0]},{check['scrollHeight']}", f"--screenshot={screenshot}",

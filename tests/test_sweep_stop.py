@@ -95,3 +95,19 @@ def test_ctrl_c_stops_the_sweep_and_reruns_rebuild_exactly_what_is_missing(tmp_p
     assert grid(cfg).equals(finished), (grid(cfg), finished)
     epochs = raw_rows(cfg, "epochs").filter((pl.col("stream") == "spatial") & (pl.col("step") == 0))
     assert sorted(epochs.filter(pl.col("phase") == "train")["epoch"].to_list()) == [1, 2]
+
+
+@pytest.mark.slow
+def test_resume_rebuilds_a_damaged_cell_that_tune_counts_finished(tmp_path, synthetic_shards):
+    """A restored Tuner never reruns a trial its state saw finish: the stage refits the cells
+    whose rows the store lacks (training.tune.unfinished_cells)."""
+    from training.sweep import run_sweep
+
+    cfg = tiny_experiment(tmp_path / "exp", synthetic_shards, stages=["train"])
+    run_sweep(cfg)
+    before = grid(cfg)
+    part = table_path(cfg.paths.results, "accuracy", "spatial/run1/step0")
+    cut_short(part)
+    run_sweep(cfg, resume=True)
+    assert part.is_file() and part.with_name(part.name + ".damaged").is_file()
+    assert grid(cfg).equals(before), (grid(cfg), before)

@@ -7,6 +7,7 @@ stage may add fields to its own section (see docs/ARCHITECTURE.md, "Experiment c
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,12 @@ STREAMS = ("spatial", "temporal")
 CHAINS = ("slimming", "finetune_only", "random")
 STUDY_CHAIN = "slimming"
 WEIGHT_KEYWORDS = ("none", "imagenet")  # model.weights values that are not a file
+WEIGHTS_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")  # a torchvision weights version, e.g. IMAGENET1K_V2
+
+
+def is_weights_keyword(value: str) -> bool:
+    """``model.weights`` values that name weights rather than a file: none, imagenet, IMAGENET1K_V1 …"""
+    return value in WEIGHT_KEYWORDS or bool(WEIGHTS_NAME.match(value))
 DEFAULT_STAGES = ["data", "train", "prune", "fuse", "explain", "report"]
 
 
@@ -62,13 +69,18 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     arch: Literal["resnet18", "resnet50", "resnet101"] = "resnet18"  # the ResNet of both streams
-    weights: str = "none"  # none | imagenet | path to a torchvision state_dict
+    # none | imagenet (torchvision's current default version of the arch) | a torchvision weights
+    # version by name (IMAGENET1K_V1, IMAGENET1K_V2: training.models.weights_name) | a state_dict path
+    weights: str = "none"
     input_size: int = 224  # the network's input crop, pixels a side
-    dropout: float = 0.0  # dropout before the classifier
+    dropout: float = 0.0  # dropout before the classifier (default of train[.<stream>].dropout)
     freeze_backbone: bool = False  # train the classifier only
     # the temporal stream's input is flow / flow_scale: 1 = pixels of the input; data.flow_bound
     # = about ±1 (TSN-style). A model is trained and evaluated with one scale.
     flow_scale: float = 1.0
+    # every BatchNorm's γ set to this before training (Liu et al. start at 0.5, so the L1 pull
+    # has less to cover); null = as built (1.0 from scratch, the pretrained values)
+    gamma_init: float | None = None
 
 
 @dataclass
@@ -78,19 +90,40 @@ class TrainConfig:
     batch_size: int = 32  # train clips per batch
     optimizer: Literal["sgd", "adamw"] = "sgd"  # the optimiser of training and fine-tuning
     lr: float = 0.01  # initial learning rate of the baseline
+    # the batch `lr` was published for: the lr used is lr × batch_size / lr_batch (linear scaling,
+    # Goyal et al. 2017), so a recipe's lr is written as published; null = lr as written
+    lr_batch: int | None = None
     weight_decay: float = 1e-4  # the optimiser's weight decay
     momentum: float = 0.9  # SGD momentum
-    scheduler: Literal["none", "cosine", "step"] = "cosine"  # learning-rate schedule over the epochs
+    scheduler: Literal["none", "cosine", "step", "multistep"] = "cosine"  # learning-rate schedule over the epochs
     step_size: int = 10  # epochs between lr drops (scheduler: step)
-    gamma: float = 0.1  # lr factor per drop (scheduler: step)
-    early_stopping_patience: int = 0  # epochs without a better val loss; 0 = off
+    gamma: float = 0.1  # lr factor per drop (scheduler: step, multistep)
+    milestones: list[int] = field(default_factory=list)  # epochs at which the lr drops (multistep)
+    warmup_epochs: int = 0  # lr ramps linearly up to `lr` over these first epochs
+    early_stopping_patience: int = 0  # epochs without a better `select` metric; 0 = off
+    # the weights kept at the end: the epoch of the best val_accuracy (clip accuracy, ties to
+    # the lower loss) or val_loss, or the last epoch; null = val_loss with early stopping, else last
+    select: Literal["val_accuracy", "val_loss", "last"] | None = None
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     amp: bool = True  # bf16 autocast on GPU (ignored on CPU)
     channels_last: bool = True  # channels_last memory format for training, fine-tuning and latency timing
     compile: bool = False  # torch.compile the model
     val_fraction: float = 0.1  # fraction of train groups held out for validation
     sparsity: float = 0.0  # BN-L1 strength during baseline training, 0 = off
+    # false: BatchNorm γ/β get no weight decay (only the L1 term pulls γ); Liu et al. decay them
+    bn_weight_decay: bool = True
+    dropout: float | None = None  # dropout before the classifier; null = model.dropout
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda where available, else cpu
+    # per-stream settings over the ones above (any key but runs, val_fraction, device)
+    spatial: dict | None = None
+    temporal: dict | None = None  # as spatial, for the temporal stream
+
+
+# train keys one stream may set for itself (runs and the val split are shared: fusion pairs them)
+STREAM_TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig)
+                          if f.name not in ("runs", "val_fraction", "device", *STREAMS))
+# fine-tuning keys of prune one stream may set for itself (the pruning grid is shared)
+STREAM_PRUNE_KEYS = ("finetune_epochs", "lr", "sparsity")
 
 
 @dataclass
@@ -119,6 +152,9 @@ class EvalConfig:
     # crops or the centre crop. The test protocol (data.test_clips, ten_crop) is the measurement.
     val_clips: int | None = 5  # clips per validation video, evenly spaced of the stored ones; null = all
     val_ten_crop: bool = False  # 10 crops per validation clip instead of the centre crop
+    # the light protocol of `video_accuracy_before_finetune` (each prune, before fine-tuning,
+    # and the unpruned model): this many evenly spaced test clips per video, one centre crop
+    light_clips: int = 5
 
 
 @dataclass
@@ -148,6 +184,9 @@ class PruneConfig:
     # fine-tuned as each step is), random (random channel scores, same rules); the controls
     # fine-tune every step but are evaluated and explained only at explain.steps and the last step
     chains: list[Literal["slimming", "finetune_only", "random"]] = field(default_factory=lambda: ["slimming"])
+    # per-stream fine-tuning settings over the ones above (finetune_epochs, lr, sparsity)
+    spatial: dict | None = None
+    temporal: dict | None = None  # as spatial, for the temporal stream
 
 
 @dataclass
@@ -182,7 +221,10 @@ class ExplainConfig:
 class EquivalenceMargin:
     # the largest difference from step 0 that counts as "no change" (TOST, analysis.equivalence)
     accuracy: float = 1.0  # percentage points of accuracy
-    irof: float = 0.05  # IROF ÷ the clip's segment count (0 = removal changes nothing, 1 = all at once)
+    # on IROF ÷ the clip's segment count (0 = removal changes nothing, 1 = all evidence gone at the
+    # first segment): 0.05 = 5 % of that span, as 1 point is 1 % of accuracy's; one scale for clips
+    # with many or few segments (analysis.equivalence)
+    irof: float = 0.05
 
 
 @dataclass
@@ -285,6 +327,33 @@ class ExperimentConfig:
         root = self.experiment.root or f"runs/{self.experiment.name}"
         return ExperimentPaths(Path(root).expanduser().resolve(), self.data.split)
 
+    def stream_train(self, stream: str) -> TrainConfig:
+        """``train`` with ``train.<stream>`` over it (what one stream trains with), its lr
+        scaled linearly to its batch size when ``lr_batch`` is set (then null in the result)."""
+        settings = _merged(self.train, getattr(self.train, stream), f"train.{stream}")
+        if settings.lr_batch:
+            settings = dataclasses.replace(settings, lr=settings.lr * settings.batch_size / settings.lr_batch,
+                                           lr_batch=None)
+        return settings
+
+    def stream_prune(self, stream: str) -> PruneConfig:
+        """``prune`` with ``prune.<stream>`` over it (one stream's fine-tuning)."""
+        return _merged(self.prune, getattr(self.prune, stream), f"prune.{stream}")
+
+    def stream_dropout(self, stream: str) -> float:
+        """The dropout before ``fc`` of one stream: ``train[.<stream>].dropout``, else ``model.dropout``."""
+        dropout = self.stream_train(stream).dropout
+        return self.model.dropout if dropout is None else dropout
+
+    def finetune_train(self, stream: str) -> TrainConfig:
+        """The TrainConfig of one pruning step's fine-tuning: the stream's training settings
+        with the stream's prune lr, epochs and no warm-up, early stopping or selection (the
+        last epoch is kept, as Liu et al. fine-tune a fixed number of epochs)."""
+        prune = self.stream_prune(stream)
+        return dataclasses.replace(self.stream_train(stream), epochs=prune.finetune_epochs, lr=prune.lr,
+                                   sparsity=prune.sparsity, warmup_epochs=0, scheduler="cosine",
+                                   early_stopping_patience=0, select="last")
+
     def run_seed(self, run: int) -> int:
         """The seed of repeat ``run`` (1-based), shared by both streams of that run."""
         return self.experiment.seed + run
@@ -311,6 +380,8 @@ class ExperimentConfig:
         return asdict(self)
 
 
+STREAM_SECTIONS = {TrainConfig: STREAM_TRAIN_KEYS, PruneConfig: STREAM_PRUNE_KEYS}
+
 # keys holding a file-system path, with the values that are not paths
 PATH_KEYS = {("experiment", "root"): (), ("data", "videos"): (), ("data", "splits"): (),
              ("model", "weights"): WEIGHT_KEYWORDS, ("ray", "storage_path"): ()}
@@ -329,13 +400,36 @@ def resolve_paths(data: Any, base: str | Path) -> Any:
     for (section, key), keywords in PATH_KEYS.items():
         part = data.get(section)
         value = part.get(key) if isinstance(part, dict) else None
-        if not isinstance(value, str) or not value or value in keywords or "://" in value:
+        if not isinstance(value, str) or not value or value in keywords or "://" in value \
+                or (key == "weights" and is_weights_keyword(value)):
             continue
         path = Path(value).expanduser()
         resolved = str(path if path.is_absolute() else (Path(base) / path).resolve())
         if resolved != value:
             data[section] = part = {**part, key: resolved}
     return data
+
+
+def _merged(section: Any, overrides: dict | None, where: str) -> Any:
+    """``section`` with the keys of ``overrides`` replaced (already checked by ``_build``)."""
+    base = dataclasses.replace(section, spatial=None, temporal=None)
+    return dataclasses.replace(base, **(overrides or {})) if overrides else base
+
+
+def _check_stream_section(value: Any, cls: type, keys: tuple[str, ...], where: str) -> dict | None:
+    """A per-stream section (``train.spatial``): a mapping of ``keys`` of ``cls``, each type-checked."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping of {list(keys)}, got {value!r}")
+    unknown = sorted(set(value) - set(keys))
+    if unknown:
+        import difflib
+        hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, keys, n=1))
+                 else repr(k) for k in unknown]
+        raise ConfigError(f"{where}: unknown keys {', '.join(hints)} (a stream may set: {list(keys)})")
+    hints = typing.get_type_hints(cls)
+    return {k: _check(v, hints[k], f"{where}.{k}") for k, v in value.items()}
 
 
 def _build(cls: type, data: Any, where: str):
@@ -350,7 +444,9 @@ def _build(cls: type, data: Any, where: str):
     values = {}
     for name, value in data.items():
         hint = hints[name]
-        if dataclasses.is_dataclass(hint):
+        if name in STREAMS and cls in STREAM_SECTIONS:
+            values[name] = _check_stream_section(value, cls, STREAM_SECTIONS[cls], f"{where}.{name}")
+        elif dataclasses.is_dataclass(hint):
             values[name] = _build(hint, {} if value is None else value, name if where == "config" else f"{where}.{name}")
         else:
             values[name] = _check(value, hint, f"{where}.{name}" if where != "config" else name)

@@ -9,7 +9,8 @@ and follow the code: per (stream, run)
   early stopping and the dropped partial last batch can only make it less), a validation pass
   over the validation videos after each epoch (``eval.val_clips`` evenly spaced stored clips,
   10 crops under ``eval.val_ten_crop``), the test videos (``data.test_clips``
-  × 10 crops under ``eval.ten_crop``), and the SVM fusions' fit videos
+  × 10 crops under ``eval.ten_crop``; and once under the light protocol, ``eval.light_clips``
+  clips and one crop), and the SVM fusions' fit videos
   (``training.data.train_eval_loader``) when an SVM fusion is configured;
 - ``prune`` (one stage per chain of ``prune.chains``): per step ``prune.finetune_epochs`` of the
   same training (no validation: nothing reads it), and at the chain's tested steps (``tested_steps``) the test
@@ -171,8 +172,9 @@ def _val_groups(table: pl.DataFrame, cfg: ExperimentConfig, run: int) -> set[int
 def _stream_train(cfg: ExperimentConfig, stream: str):
     """The effective training settings of a stream (per-stream ``train.<stream>`` where the
     config has them, else ``train``)."""
-    per_stream = getattr(cfg.train, stream, None)
-    return per_stream if per_stream is not None and hasattr(per_stream, "epochs") else cfg.train
+    if hasattr(cfg, "stream_train"):
+        return cfg.stream_train(stream)
+    return cfg.train
 
 
 def plan(cfg: ExperimentConfig, *, clips_per_second: dict | None = None) -> dict:
@@ -183,6 +185,11 @@ def plan(cfg: ExperimentConfig, *, clips_per_second: dict | None = None) -> dict
     stages_run = set(cfg.stages)
     crops = TEN_CROPS if cfg.eval.ten_crop else 1
     test_passes = int(table.filter(pl.col("subset") == "test")["clips"].sum()) * crops
+    # the light protocol (eval.light_clips evenly spaced clips, one crop): the unpruned model once,
+    # each tested pruning step before its fine-tuning
+    light_clips = getattr(cfg.eval, "light_clips", None)
+    light_passes = 0 if light_clips is None else \
+        int(table.filter(pl.col("subset") == "test")["clips"].clip(upper_bound=light_clips).sum())
     train_scores = "fuse" in stages_run and uses_svm(cfg.fusion.methods)
     chains = list(cfg.prune.chains) if cfg.prune.enabled and "prune" in stages_run else []
     stages = {"train": Stage("train")} if "train" in stages_run else {}
@@ -210,7 +217,7 @@ def plan(cfg: ExperimentConfig, *, clips_per_second: dict | None = None) -> dict
                 s.add(settings.epochs * drawn, rate["training"], backward=True)
                 if val_passes:
                     s.add(settings.epochs * val_passes, rate["inference"])
-                s.add(test_passes + fit_passes, rate["inference"])
+                s.add(test_passes + fit_passes + light_passes, rate["inference"])
             for chain in chains:
                 s = stages[f"prune:{chain}"]
                 tested = set(tested_steps(cfg, chain))
@@ -218,7 +225,7 @@ def plan(cfg: ExperimentConfig, *, clips_per_second: dict | None = None) -> dict
                     rate = throughputs(cfg, stream, step_keep(cfg, step, chain), assumed)
                     s.add(cfg.prune.finetune_epochs * drawn, rate["training"], backward=True)  # no validation
                     if step in tested:
-                        s.add(test_passes + fit_passes, rate["inference"])
+                        s.add(test_passes + fit_passes + light_passes, rate["inference"])
     if explained:
         for chain in chains or [STUDY_CHAIN]:
             name = "explain" if chain == STUDY_CHAIN else f"explain:{chain}"

@@ -130,19 +130,23 @@ def stream_data(cfg: ExperimentConfig, seed: int, split_dir: Path | None = None)
 
 
 def loader_config(cfg: ExperimentConfig, stream: str, *, train: bool, seed: int = 0,
-                  ten_crop: bool | None = None) -> LoaderConfig:
+                  light: bool = False, ten_crop: bool | None = None) -> LoaderConfig:
     """A ``shards.dali.LoaderConfig`` for one stream from the experiment config (train: with
-    ``clips_per_video`` when ``data.train_clips_stored`` stores more clips than an epoch reads)."""
+    ``clips_per_video`` when ``data.train_clips_stored`` stores more clips than an epoch reads;
+    ``light`` eval: ``eval.light_clips`` evenly spaced clips per video, one crop). The batch
+    size is the stream's (``train.<stream>.batch_size`` over ``train.batch_size``)."""
     section = dataclasses.asdict(cfg.loader)
     section["crop_scales"] = tuple(section["crop_scales"])
     # a trial's CPUs (ray.cpus_per_trial) size its DALI thread pool unless set explicitly
     section["threads"] = section["threads"] or max(1, int(cfg.ray.cpus_per_trial))
     d = cfg.data  # train epochs draw clips_per_video of the stored clips, when more are stored
     resample = train and d.train_clips_stored is not None and d.train_clips_stored > d.clips_per_video
+    batch = cfg.stream_train(stream).batch_size
     return LoaderConfig(stream=stream, train=train, input_size=cfg.model.input_size,
-                        clips_per_video=d.clips_per_video if resample else None,
-                        batch_size=cfg.train.batch_size if train else (cfg.eval.batch_size or cfg.train.batch_size),
-                        ten_crop=(cfg.eval.ten_crop if ten_crop is None else ten_crop) and not train, flow_bound=cfg.data.flow_bound,
+                        clips_per_video=d.clips_per_video if resample else (cfg.eval.light_clips if light else None),
+                        batch_size=batch if train else (cfg.eval.batch_size or batch),
+                        ten_crop=(cfg.eval.ten_crop if ten_crop is None else ten_crop) and not train and not light,
+                        flow_bound=cfg.data.flow_bound,
                         flow_scale=cfg.model.flow_scale, seed=seed, **section)
 
 
@@ -177,6 +181,12 @@ def fit_videos(cfg: ExperimentConfig, data: StreamData) -> set[str] | None:
     """The train-list videos the SVM fusions fit on: the run's held-out (validation) videos for
     ``fusion.fit_on: heldout``, None (every train-list video) for ``fit_on: train``."""
     return data.val_videos if cfg.fusion.fit_on == "heldout" else None
+
+
+def light_test_loader(cfg: ExperimentConfig, stream: str, data: StreamData):
+    """The test videos under the light protocol (``eval.light_clips`` clips, one crop): the
+    accuracy right after a prune, before fine-tuning, and the unpruned model's beside it."""
+    return make_loader(data.test_shards, loader_config(cfg, stream, train=False, light=True))
 
 
 def train_eval_loader(cfg: ExperimentConfig, stream: str, data: StreamData):

@@ -1,8 +1,10 @@
 """The training loop: any iterable of ``{"x", "label", ...}`` batches, one epoch per iteration.
 
 bf16 autocast on GPU, channels_last, optional ``torch.compile``, SGD or AdamW, a per-epoch
-learning-rate schedule (so a resumed run gets exactly the same rates), gradient clipping,
-early stopping on validation loss (the best weights are restored at the end), and an
+learning-rate schedule with linear warm-up (so a resumed run gets exactly the same rates),
+gradient clipping, model selection (``select``: the best val accuracy or val loss epoch's
+weights are restored at the end, or the last epoch's are kept), early stopping on the selection
+metric, and an
 ``after_backward(model)`` hook between backward and the optimizer step (pruning adds its
 BN-L1 subgradient there). Deterministic on the CPU for a seed and a deterministic loader.
 """
@@ -30,7 +32,8 @@ class TrainState:
     epoch: int = 0  # epochs completed
     best_val_loss: float = math.inf
     best_epoch: int = 0
-    bad_epochs: int = 0  # epochs since the best val loss
+    bad_epochs: int = 0  # epochs since the best val metric
+    best_val_acc: float = -math.inf
     stopped_early: bool = False
     history: list[dict] = field(default_factory=list)  # epoch, phase, loss, accuracy, lr, seconds
     samples: dict = field(default_factory=dict)  # {phase: samples seen} in the latest epoch
@@ -59,19 +62,41 @@ def seed_everything(seed: int) -> None:
 
 
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
-    """Learning rate of 0-based ``epoch``."""
+    """Learning rate of 0-based ``epoch``: ``lr·(epoch+1)/(warmup+1)`` over the first
+    ``warmup_epochs``, then the scheduler over the epochs that follow (cosine to 0 at the end)."""
+    warmup = cfg.warmup_epochs
+    if epoch < warmup:
+        return cfg.lr * (epoch + 1) / (warmup + 1)
     if cfg.scheduler == "cosine":
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / max(cfg.epochs, 1)))
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / max(cfg.epochs - warmup, 1)))
     if cfg.scheduler == "step":
         return cfg.lr * cfg.gamma ** (epoch // cfg.step_size)
+    if cfg.scheduler == "multistep":
+        return cfg.lr * cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
     return cfg.lr
+
+
+def selection_rule(cfg: TrainConfig) -> str:
+    """``cfg.select``, or its default: val_loss with early stopping, else the last epoch."""
+    return cfg.select or ("val_loss" if cfg.early_stopping_patience > 0 else "last")
+
+
+def is_bn_param(model: nn.Module) -> set[int]:
+    """ids of every BatchNorm's γ and β."""
+    return {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            for p in m.parameters(recurse=False)}
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
+    groups: list[dict] = [{"params": params}]
+    if not cfg.bn_weight_decay:  # γ/β out of weight decay: only the L1 term pulls γ toward 0
+        bn = is_bn_param(model)
+        groups = [{"params": [p for p in params if id(p) not in bn]},
+                  {"params": [p for p in params if id(p) in bn], "weight_decay": 0.0}]
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def train(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[dict] | None,
@@ -88,7 +113,8 @@ def train(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[d
     train loader with ``set_epoch`` (``shards.dali.ShardLoader``) is set to epoch
     ``loader_epoch_offset + epoch`` (loaders shared by successive calls, as in a pruning
     chain, pass how many epochs they have already given).
-    Returns the model with the best val-loss weights when early stopping is on.
+    Returns the model with the weights ``selection_rule(cfg)`` selects; the history's rows
+    record the ``select`` rule and ``dropout`` (the model's), and ``selected`` marks the kept epoch.
     """
     if seed is not None and state is None:
         seed_everything(seed)
@@ -135,7 +161,7 @@ def train(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[d
             raise ValueError("the train loader gave no batches")
         state.history.append(dict(epoch=epoch + 1, phase="train", loss=total_loss / seen,
                                   accuracy=100.0 * correct / seen, lr=lr,
-                                  seconds=time.perf_counter() - started))
+                                  seconds=time.perf_counter() - started, **_recorded(model, cfg)))
         state.epoch, state.samples = epoch + 1, {"train": seen}
         if val_loader is not None:
             _validate(model, val_loader, num_classes, cfg, state, device, lr)
@@ -145,22 +171,38 @@ def train(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[d
             break
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
+    kept = state.best_epoch if state.best_state is not None else state.epoch
+    for row in state.history:
+        row["selected"] = row["epoch"] == kept
     return TrainResult(model=model, optimizer=optimizer, state=state)
 
 
+def _recorded(model: nn.Module, cfg: TrainConfig) -> dict:
+    """What each history row records of the settings: the model's dropout and the selection rule."""
+    meta = getattr(model, "stream_meta", None) or {}
+    return {"dropout": meta.get("dropout"), "select": selection_rule(cfg)}
+
+
 def _validate(model, val_loader, num_classes, cfg, state: TrainState, device, lr) -> None:
-    """A val row; track the best val loss and stop early after ``patience`` worse epochs."""
+    """A val row; keep the weights of the best epoch by ``selection_rule(cfg)`` and stop early
+    after ``early_stopping_patience`` epochs without a better one."""
     started = time.perf_counter()
     result = evaluate(model, val_loader, num_classes, device=device, amp=cfg.amp, desc="validate")
     state.history.append(dict(epoch=state.epoch, phase="val", loss=result.loss,
                               accuracy=result.clip_accuracy, lr=lr,
-                              seconds=time.perf_counter() - started))
+                              seconds=time.perf_counter() - started, **_recorded(model, cfg)))
     state.samples["val"] = result.n_clips
-    if cfg.early_stopping_patience <= 0:
+    rule = selection_rule(cfg)
+    if rule == "last":
         return
-    if result.loss < state.best_val_loss:
-        state.best_val_loss, state.best_epoch, state.bad_epochs = result.loss, state.epoch, 0
+    if rule == "val_loss":
+        better = result.loss < state.best_val_loss
+    else:  # val_accuracy; a tie goes to the lower loss
+        better = (result.clip_accuracy, -result.loss) > (state.best_val_acc, -state.best_val_loss)
+    if better:
+        state.best_val_loss, state.best_val_acc = result.loss, result.clip_accuracy
+        state.best_epoch, state.bad_epochs = state.epoch, 0
         state.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     else:
         state.bad_epochs += 1
-        state.stopped_early = state.bad_epochs >= cfg.early_stopping_patience
+        state.stopped_early = 0 < cfg.early_stopping_patience <= state.bad_epochs

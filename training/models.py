@@ -25,8 +25,11 @@ class WeightsError(RuntimeError):
 
 
 def build_stream(stream: str, arch: str, num_classes: int, *, weights: str = "none",
-                 dropout: float = 0.0, freeze_backbone: bool = False) -> nn.Module:
-    """A ResNet for one stream. ``weights``: ``none``, ``imagenet`` or a local state_dict path.
+                 dropout: float = 0.0, freeze_backbone: bool = False,
+                 gamma_init: float | None = None) -> nn.Module:
+    """A ResNet for one stream. ``weights``: ``none``, ``imagenet`` (torchvision's default
+    version), a version by name (``IMAGENET1K_V1``: ``weights_name``) or a local state_dict path.
+    ``gamma_init`` sets every BatchNorm's γ (Network Slimming starts at 0.5).
 
     The temporal stream's conv1 takes 20 channels; from pretrained weights it gets the
     cross-modality initialisation of TSN (RGB filters averaged, replicated over 20 channels).
@@ -44,6 +47,11 @@ def build_stream(stream: str, arch: str, num_classes: int, *, weights: str = "no
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     if dropout > 0:
         model.avgpool = nn.Sequential(model.avgpool, nn.Dropout(dropout))
+    if gamma_init is not None:
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.weight.fill_(gamma_init)
     if freeze_backbone:
         for name, param in model.named_parameters():
             param.requires_grad = name.startswith("fc.")
@@ -52,9 +60,31 @@ def build_stream(stream: str, arch: str, num_classes: int, *, weights: str = "no
     return model
 
 
-def _pretrained_state(arch: str, weights: str) -> dict[str, torch.Tensor]:
+def weights_enum(arch: str, weights: str):
+    """The torchvision weights enum member ``weights`` (``imagenet`` = the arch's DEFAULT, or a
+    version name such as ``IMAGENET1K_V1``) names; None for ``none`` or a file path."""
+    if weights == "none" or not (weights == "imagenet" or weights.isupper()):
+        return None
+    versions = torchvision.models.get_model_weights(arch)
     if weights == "imagenet":
-        enum = torchvision.models.get_model_weights(arch).DEFAULT
+        return versions.DEFAULT
+    if weights not in versions.__members__:
+        raise WeightsError(f"model.weights: {weights!r} is not a torchvision {arch} weights version "
+                           f"(known: {[v for v in versions.__members__ if v != 'DEFAULT']}, or 'imagenet' = "
+                           f"{versions.DEFAULT.name})")
+    return versions[weights]
+
+
+def weights_name(arch: str, weights: str) -> str:
+    """What ``weights`` means, for the record: ``ResNet101_Weights.IMAGENET1K_V2`` for
+    ``imagenet`` or a version name (no download), else the value as given (``none``, a path)."""
+    enum = weights_enum(arch, weights)
+    return weights if enum is None else f"{type(enum).__name__}.{enum.name}"
+
+
+def _pretrained_state(arch: str, weights: str) -> dict[str, torch.Tensor]:
+    enum = weights_enum(arch, weights)
+    if enum is not None:
         try:
             return enum.get_state_dict(progress=False, check_hash=True)
         except (OSError, RuntimeError) as exc:  # URLError is an OSError

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError, ExperimentConfig, resolve_paths
+from .config import STREAM_SECTIONS, STREAMS, ConfigError, ExperimentConfig, resolve_paths
 
 
 def valid_keys(cls: type = ExperimentConfig, prefix: str = "") -> list[str]:
@@ -26,6 +26,8 @@ def valid_keys(cls: type = ExperimentConfig, prefix: str = "") -> list[str]:
         keys.append(key)
         if dataclasses.is_dataclass(hints[f.name]):
             keys.extend(valid_keys(hints[f.name], key + "."))
+        elif f.name in STREAMS and cls in STREAM_SECTIONS:  # train.spatial.lr, prune.temporal.lr, ...
+            keys.extend(f"{key}.{k}" for k in STREAM_SECTIONS[cls])
     return keys
 
 

@@ -195,6 +195,25 @@ def ray_gpus() -> tuple[float, float]:
             max((float(n["Resources"].get("GPU", 0)) for n in nodes), default=0.0))
 
 
+def explain_grid_cost(cfg: ExperimentConfig) -> str:
+    """The explanation grid's share of the explain stage (issue 30): scores per clip, and what
+    beyond the study's pair multiplies the work (docs/explanations.md)."""
+    ex = cfg.explain
+    if (ex.methods, ex.metrics) == (["vanilla_gradient"], ["irof"]):
+        return " (the study's pair: vanilla gradient, IROF)"
+    extra = [f"{len(ex.methods)} methods × {len(ex.metrics)} metrics per clip, each metric's random "
+             "control once per clip"]
+    if "integrated_gradients" in ex.methods:
+        extra.append(f"IG {ex.ig_steps} forward+backward passes per clip")
+    if "smoothgrad" in ex.methods:
+        extra.append(f"SmoothGrad {ex.smoothgrad_samples}")
+    if "road" in ex.metrics:
+        extra.append("ROAD 50 imputations + forwards per clip and map")
+    if "randomisation" in ex.metrics:
+        extra.append(f"randomisation: {ex.randomisation_clips} clips per model × 6 stage maps per method")
+    return " (grid: " + "; ".join(extra) + ")"
+
+
 def stage_work(cfg: ExperimentConfig, stages: list[str]) -> list[str]:
     """Per stage, the trials or tasks it runs (what the dry run shows)."""
     runs, streams = cfg.train.runs, len(STREAMS)
@@ -212,7 +231,7 @@ def stage_work(cfg: ExperimentConfig, stages: list[str]) -> list[str]:
                       else "nothing (prune.enabled: false)"),
             "fuse": f"{runs * (steps + 1 + controls)} Ray tasks ({runs} runs × ({steps + 1} steps"
                     + (f" + {controls} control steps" if controls else "") + "))",
-            "explain": f"{runs * streams * (explained + controls)} models explained",
+            "explain": f"{runs * streams * (explained + controls)} models explained" + explain_grid_cost(cfg),
             "report": "1 Ray task"}
     return [f"  {stage}: {work.get(stage, '?')}" for stage in stages]
 

@@ -35,6 +35,7 @@ from shards.interrupt import Interrupted, as_interrupted, reclaim_signals, stop_
 from shards.lock import FolderLocked, folder_lock, lock_problem
 from shards.threads import local_ray_options
 
+from .budget import describe_budgets
 from .config import ConfigError, ExperimentConfig, ExperimentPaths, config_hash
 from .overrides import load_config
 from .preflight import PreflightFailed, gpu_problem, gpu_request, preflight, ray_gpus
@@ -63,7 +64,9 @@ class SweepContext:
 def write_experiment_record(cfg: ExperimentConfig, stages: list[str], resume: bool) -> Path:
     path = cfg.paths.root / "experiment.json"
     path.parent.mkdir(parents=True, exist_ok=True)
+    from .models import weights_name  # torchvision's weights enums: names only, nothing downloaded
     record = {"config": cfg.to_dict(), "config_hash": config_hash(cfg), "git_commit": git_commit(),
+              "weights": weights_name(cfg.model.arch, cfg.model.weights),
               "stages": stages, "resume": resume,
               "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "command": sys.argv, "versions": versions(), "device": device_info()}
@@ -295,6 +298,8 @@ def describe_plan(cfg: ExperimentConfig, stages: list[str], address: str | None)
              f"root: {cfg.paths.root}", f"results: {cfg.paths.results}", f"ray: {target}",
              "stages:"]
     lines += [f"  {i}. {stage:8s} {STAGES[stage]}" for i, stage in enumerate(stages, 1)]
+    if "train" in stages or "prune" in stages:
+        lines += describe_budgets(cfg)
     return "\n".join(lines)
 
 

@@ -25,10 +25,11 @@ from shards.threads import pin_threads
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import STREAMS, ExperimentConfig
-from .data import make_loaders, stream_data, train_eval_loader
+from .data import light_test_loader, make_loaders, stream_data, train_eval_loader
+from .evaluate import evaluate
 from .fusion import score_and_save, wants_train_scores
 from .loop import TrainState, seed_everything, train
-from .models import build_stream
+from .models import build_stream, weights_name
 from .speed import measure_speed
 from .stages import load_stage
 from .tune_state import ResumeRefused, check_resume_root, claim_tune_state, storage_uri  # noqa: F401
@@ -38,13 +39,14 @@ SPARSITY_HOOK = "pruning.slimming:bn_l1_subgradient"
 GAMMA_WRITER = "pruning.schedule:write_gammas"
 
 
-def _sparsity_hook(cfg: ExperimentConfig) -> Callable | None:
+def _sparsity_hook(cfg: ExperimentConfig, stream: str) -> Callable | None:
     """BN-L1 during baseline training (Network Slimming), from the pruning folder, by name."""
-    if cfg.train.sparsity <= 0:
+    sparsity = cfg.stream_train(stream).sparsity
+    if sparsity <= 0:
         return None
     subgradient = load_stage(SPARSITY_HOOK)
     # the same BatchNorms the prune stage will score (internal only, or residual groups too)
-    return lambda model: subgradient(model, cfg.train.sparsity, residual=cfg.prune.residual)
+    return lambda model: subgradient(model, sparsity, residual=cfg.prune.residual)
 
 
 def epoch_metrics(history: list[dict], epoch: int, samples: dict | None = None) -> dict[str, float]:
@@ -89,11 +91,13 @@ def run_trial(cfg: ExperimentConfig, stream: str, run: int,
     epoch's checkpoint has been reported (a place to observe or interrupt a trial)."""
     pin_threads(cfg.ray.cpus_per_trial)  # torch, OpenCV, OpenMP/MKL: the trial's CPUs, not the machine's
     seed, paths = cfg.run_seed(run), cfg.paths
+    settings = cfg.stream_train(stream)  # train.<stream>.* over train.*
     data = stream_data(cfg, seed)
     loaders = make_loaders(cfg, stream, data, seed)
     seed_everything(seed)  # the initial weights too: a (stream, run) trains the same way every time
     model = build_stream(stream, cfg.model.arch, len(data.classes), weights=cfg.model.weights,
-                         dropout=cfg.model.dropout, freeze_backbone=cfg.model.freeze_backbone)
+                         dropout=cfg.stream_dropout(stream), freeze_backbone=cfg.model.freeze_backbone,
+                         gamma_init=cfg.model.gamma_init)
     state, optimizer_state = None, None
     restored = tune.get_checkpoint()
     if restored is not None:
@@ -114,21 +118,23 @@ def run_trial(cfg: ExperimentConfig, stream: str, run: int,
             metrics = {"epoch": state.epoch, "resumed_from": resumed_from,
                        **epoch_metrics(state.history, state.epoch, state.samples)}
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-            print(f"{stream} run{run} epoch {state.epoch}/{cfg.train.epochs}: "
+            print(f"{stream} run{run} epoch {state.epoch}/{settings.epochs}: "
                   + " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("epoch", "resumed_from")),
                   flush=True)  # one line per epoch in the trial's log
         if after_checkpoint is not None:
             after_checkpoint(state)
 
-    result = train(model, loaders["train"], loaders["val"], cfg.train, after_backward=_sparsity_hook(cfg),
+    result = train(model, loaders["train"], loaders["val"], settings, after_backward=_sparsity_hook(cfg, stream),
                    on_epoch=on_epoch, state=state, optimizer_state=optimizer_state, seed=seed)
     model, state = result.model, result.state
     checkpoint = save_checkpoint(paths.checkpoint(stream, run, 0), model, epoch=state.epoch, config=cfg,
                                  classes=data.classes, extra={"train_state": {**state.to_dict(), "best_state": None}})
     write_gammas(cfg, model, stream, run, 0, "trained")
-    amp = cfg.train.amp
+    amp = settings.amp
     test = score_and_save(model, loaders["test"], len(data.classes), paths.scores(stream, run, 0, "test"),
                           amp=amp, desc="test")
+    # the unpruned model under the light protocol: what each prune's before-fine-tuning figure is set against
+    light = evaluate(model, light_test_loader(cfg, stream, data), len(data.classes), amp=amp, desc="light test")
     if wants_train_scores(cfg):
         score_and_save(model, train_eval_loader(cfg, stream, data), len(data.classes),
                        paths.scores(stream, run, 0, "train"), amp=amp, desc="train scores")
@@ -139,6 +145,8 @@ def run_trial(cfg: ExperimentConfig, stream: str, run: int,
     write_rows(paths.results, "accuracy", [test.accuracy_row(**keys, seed=seed, split=cfg.data.split,
                                                              checkpoint=str(checkpoint),
                                                              residual=cfg.prune.residual,
+                                                             video_accuracy_before_finetune=light.video_accuracy,
+                                                             weights=weights_name(cfg.model.arch, cfg.model.weights),
                                                              **measure_speed(model, cfg.model.input_size,
                                                                              repeats=cfg.eval.speed_repeats,
                                                                              throughput_batch=cfg.eval.throughput_batch))],

@@ -8,13 +8,14 @@ through here.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
-from .config import ConfigError, ExperimentConfig
+from .config import STREAMS, ConfigError, ExperimentConfig, is_weights_keyword
 
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-WEIGHT_KEYWORDS = ("none", "imagenet")
+WEIGHT_KEYWORDS = ("none", "imagenet")  # and torchvision version names (training.models.weights_enum)
 
 
 def _positive(problems: list[str], key: str, value, *, allow_zero: bool = False) -> None:
@@ -70,19 +71,25 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
     _positive(p, "data.shard_seed", d.shard_seed, allow_zero=True)
 
     m = cfg.model
-    if m.weights not in WEIGHT_KEYWORDS and not Path(m.weights).expanduser().is_file():
-        p.append(f"model.weights: {m.weights!r} is not 'none', 'imagenet' or an existing file")
+    if is_weights_keyword(m.weights):
+        from .models import WeightsError, weights_enum  # torchvision's list of versions
+        try:
+            weights_enum(m.arch, m.weights)
+        except WeightsError as exc:
+            p.append(str(exc))
+        if m.weights not in WEIGHT_KEYWORDS and not m.weights.isupper():
+            p.append(f"model.weights: {m.weights!r} is not 'none', 'imagenet', a version name or an existing file")
+    elif not Path(m.weights).expanduser().is_file():
+        p.append(f"model.weights: {m.weights!r} is not 'none', 'imagenet', a version name (e.g. "
+                 f"IMAGENET1K_V1) or an existing file")
     _positive(p, "model.input_size", m.input_size)
     _fraction(p, "model.dropout", m.dropout, low_open=False)
+    _positive(p, "model.gamma_init", m.gamma_init)
 
     t = cfg.train
-    for key in ("runs", "epochs", "batch_size", "lr", "step_size"):
-        _positive(p, f"train.{key}", getattr(t, key))
-    for key in ("weight_decay", "early_stopping_patience", "grad_clip", "sparsity"):
-        _positive(p, f"train.{key}", getattr(t, key), allow_zero=True)
-    _fraction(p, "train.momentum", t.momentum, low_open=False)
-    _fraction(p, "train.gamma", t.gamma, high_open=False)
-    _fraction(p, "train.val_fraction", t.val_fraction, low_open=False)
+    _train_checks(p, t)
+    for stream in STREAMS:  # a stream's own keys (train.<stream>.*), checked merged, named as set
+        _stream_checks(p, t, stream, _train_checks)
     if t.compile and (reason := compile_unsupported()):
         p.append(f"train.compile: true is not allowed here ({reason}); set it to false")
 
@@ -96,6 +103,7 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
     _positive(p, "eval.speed_repeats", cfg.eval.speed_repeats, allow_zero=True)
     _positive(p, "eval.throughput_batch", cfg.eval.throughput_batch)
     _positive(p, "eval.val_clips", cfg.eval.val_clips)
+    _positive(p, "eval.light_clips", cfg.eval.light_clips)
     svm_c = cfg.fusion.svm_c if isinstance(cfg.fusion.svm_c, list) else [cfg.fusion.svm_c]
     if not svm_c or any(not c > 0 for c in svm_c):
         p.append(f"fusion.svm_c: {cfg.fusion.svm_c!r} is not allowed (a value > 0 or a non-empty list of them)")
@@ -106,14 +114,9 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
                  f"is {cfg.train.val_fraction}; raise it or set fusion.fit_on: train")
 
     pr = cfg.prune
-    _fraction(p, "prune.step_fraction", pr.step_fraction)
-    for key in ("steps", "min_channels", "round_to", "lr"):
-        _positive(p, f"prune.{key}", getattr(pr, key))
-    for key in ("finetune_epochs", "sparsity"):
-        _positive(p, f"prune.{key}", getattr(pr, key), allow_zero=True)
-    if not pr.chains or len(set(pr.chains)) != len(pr.chains):
-        p.append(f"prune.chains: {pr.chains!r} is not allowed (a non-empty list without repeats of "
-                 "slimming, finetune_only, random)")
+    _prune_checks(p, pr)
+    for stream in STREAMS:
+        _stream_checks(p, pr, stream, _prune_checks)
 
     e = cfg.explain
     if isinstance(e.steps, list):
@@ -149,7 +152,50 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
                  f"to share a GPU, e.g. 0.5 for two trials per GPU, or a whole number of GPUs)")
     _positive(p, "ray.cpus_per_trial", r.cpus_per_trial)
     _positive(p, "ray.max_failures", r.max_failures, allow_zero=True)
-    return p
+    return list(dict.fromkeys(p))  # a shared key's problem once, not once per stream
+
+
+def _train_checks(p: list[str], t) -> None:
+    """Range checks of train settings (literal key names: training.config_reference reads them)."""
+    for key in ("runs", "epochs", "batch_size", "lr", "step_size", "lr_batch"):
+        _positive(p, f"train.{key}", getattr(t, key))
+    for key in ("weight_decay", "early_stopping_patience", "grad_clip", "sparsity", "warmup_epochs"):
+        _positive(p, f"train.{key}", getattr(t, key), allow_zero=True)
+    _fraction(p, "train.momentum", t.momentum, low_open=False)
+    _fraction(p, "train.gamma", t.gamma, high_open=False)
+    _fraction(p, "train.val_fraction", t.val_fraction, low_open=False)
+    if t.dropout is not None:
+        _fraction(p, "train.dropout", t.dropout, low_open=False)
+    if t.warmup_epochs >= t.epochs > 0:
+        p.append(f"train.warmup_epochs: {t.warmup_epochs!r} must be fewer than train.epochs ({t.epochs})")
+    if t.scheduler == "multistep" and (not t.milestones or t.milestones != sorted(set(t.milestones))
+                                       or t.milestones[0] < 1 or t.milestones[-1] >= t.epochs):
+        p.append(f"train.milestones: {t.milestones!r} must be increasing epochs in 1..{t.epochs - 1} "
+                 f"(scheduler: multistep)")
+
+
+def _prune_checks(p: list[str], pr) -> None:
+    """Range checks of prune settings (literal key names, as ``_train_checks``)."""
+    _fraction(p, "prune.step_fraction", pr.step_fraction)
+    for key in ("steps", "min_channels", "round_to", "lr"):
+        _positive(p, f"prune.{key}", getattr(pr, key))
+    for key in ("finetune_epochs", "sparsity"):
+        _positive(p, f"prune.{key}", getattr(pr, key), allow_zero=True)
+
+
+def _stream_checks(p: list[str], section, stream: str, checks) -> None:
+    """``checks`` on ``section`` with ``<section>.<stream>``'s keys over it; the problems of those
+    keys (and of rules they take part in) are reported under ``<section>.<stream>.<key>``."""
+    own = getattr(section, stream) or {}
+    if not own:
+        return
+    found: list[str] = []
+    checks(found, dataclasses.replace(section, spatial=None, temporal=None, **own))
+    for message in found:
+        name, _, rest = message.partition(":")
+        _, _, key = name.partition(".")
+        if key in own or any(k in rest for k in own):
+            p.append(f"{name.split('.')[0]}.{stream}.{key}:{rest}")
 
 
 def compile_unsupported() -> str | None:
