@@ -14,7 +14,7 @@ and follow the code: per (stream, run)
   (``training.data.train_eval_loader``) when an SVM fusion is configured;
 - ``prune`` (one stage per chain of ``prune.chains``): per step ``prune.finetune_epochs`` of the
   same training (no validation: nothing reads it), and at the chain's tested steps (``tested_steps``) the test
-  videos and the fit videos;
+  videos (also under the light protocol, before fine-tuning) and the fit videos;
 - ``explain``: per explained model and clip one saliency pass (forward + backward) and IROF's
   ≈ ``IROF_FORWARDS`` forwards (SLIC's ~100 segments + the original; data-dependent: an estimate).
 
