@@ -117,6 +117,9 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
     _prune_checks(p, pr)
     for stream in STREAMS:
         _stream_checks(p, pr, stream, _prune_checks)
+    if not pr.chains or len(set(pr.chains)) != len(pr.chains):
+        p.append(f"prune.chains: {pr.chains!r} is not allowed (a non-empty list without repeats of "
+                 "slimming, finetune_only, random)")
 
     e = cfg.explain
     if isinstance(e.steps, list):
@@ -140,7 +143,7 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
     models = ["spatial", "temporal", *cfg.fusion.methods]
     if st.primary.model not in models:
         p.append(f"stats.primary.model: {st.primary.model!r} is not allowed (one of {models})")
-    chains = getattr(cfg.prune, "chains", None) or ["slimming"]  # prune.chains: the controls (issue 27)
+    chains = pr.chains or ["slimming"]
     if st.primary.chain not in chains:
         p.append(f"stats.primary.chain: {st.primary.chain!r} is not a chain this config runs ({chains})")
 
