@@ -16,6 +16,7 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from training.sweep import main as sweep_main
+from ucf101_tree import official_tree
 
 RECIPES = Path(__file__).resolve().parents[1] / "ray_configs" / "cluster"
 REPO = RECIPES.parents[1]
@@ -81,13 +82,13 @@ def test_slurm_script_is_valid_bash_and_submits_the_sweep():
     assert "ray job submit" in text and "python -m training.sweep" in text
 
 
-def test_rayjob_sweep_command_is_one_the_sweep_accepts(tmp_path, monkeypatch, capsys):
+def test_rayjob_sweep_command_is_one_the_sweep_accepts(tmp_path, monkeypatch, capsys, shared_data):
     """The RayJob's entrypoint parses, finds its config and every --set key is valid: run it
-    with --dry-run from the repository root, the volume's /mnt/exp replaced by a temp folder."""
+    with --dry-run from the repository root, the volume's /mnt/exp replaced by a temp folder
+    holding UCF101 as the archive unpacks (the preflight refuses a tree without the videos)."""
     entrypoint = yaml.safe_load((RECIPES / "rayjob.yaml").read_text())["spec"]["entrypoint"]
     argv = [w.replace("/mnt/exp", str(tmp_path)) for w in sweep_argv(entrypoint)]
-    (tmp_path / "data" / "UCF-101").mkdir(parents=True)
-    (tmp_path / "data" / "ucfTrainTestlist").mkdir()
+    official_tree(shared_data, tmp_path)
     monkeypatch.chdir(REPO)
     assert sweep_main([*argv, "--dry-run"]) == 0
     assert f"root: {tmp_path}/ucf101_split3" in capsys.readouterr().out

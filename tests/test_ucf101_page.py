@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from ucf101_tree import official_tree
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "ucf101.md"
 
@@ -25,21 +27,6 @@ def page_commands(prefix: str) -> list[str]:
     joined = [re.sub(r"\s*\\\n\s*", " ", b) for b in blocks]
     lines = [line.split("  #")[0].strip() for b in joined for line in b.splitlines()]
     return [line for line in lines if line.startswith(prefix)]
-
-
-def official_tree(shared: Path, where: Path) -> Path:
-    """`where/data/UCF-101/<Class>/v_*.avi` (links) + `where/data/ucfTrainTestlist/` (a copy)."""
-    data = where / "data"
-    shutil.copytree(shared / "ucfTrainTestlist", data / "ucfTrainTestlist")
-    clip = (shared / "real_videos" / "v_ApplyEyeMakeup_sample.avi").resolve()
-    for lst in sorted((data / "ucfTrainTestlist").glob("*list0*.txt")):
-        for line in lst.read_text().splitlines():
-            if line.strip():
-                video = data / "UCF-101" / line.split()[0]
-                if not video.exists():
-                    video.parent.mkdir(parents=True, exist_ok=True)
-                    os.symlink(clip, video)
-    return data
 
 
 def list_counts(data: Path, split: int, classes: list[str] | None = None) -> tuple[int, int]:
