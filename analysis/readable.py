@@ -44,6 +44,8 @@ HEADERS = {
     "fewer_runs": "fewer runs than the others", "steps_tested": "steps tested", "kept_up_to_step": "kept up to step",
     "kept_up_to_ratio": "kept up to (% channels removed)", "stopped_at_step": "first step not shown",
     "stop_reason": "why it stopped",
+    "median_mean": "per-run median, mean{u}", "median_sd": "per-run median, sd{u}",
+    "mean_outlier_sensitive": "mean of per-run means (outlier-sensitive){u}",
 }
 
 

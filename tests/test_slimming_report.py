@@ -8,7 +8,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from analysis import figures, pruned
+from analysis import figures, pruned, readable
 from analysis.report import ReportBuilder, build_report
 from analysis.results import read_table
 from pruning.slimming import gamma_histogram
@@ -85,7 +85,7 @@ def test_report_section_shows_gammas_and_thresholds_per_step(built):
     assert thresholds["threshold_mean"].to_list() == pytest.approx([0.01 * k for _ in STREAMS for k in STEPS[1:]])
     markdown = report.markdown.read_text()
     assert "## Network Slimming: BatchNorm scales and pruning thresholds" in markdown
-    assert markdown.index("figures/gamma_distribution.png") < markdown.index("threshold_mean")
+    assert markdown.index("figures/gamma_distribution.png") < markdown.index(f"| {readable.header('threshold_mean')} |")
 
 
 def test_report_without_gammas_says_so(tmp_path):
