@@ -46,8 +46,11 @@ def test_fine_tuning_recovers_accuracy_after_heavy_pruning(synthetic_shards, tmp
         "train": {"epochs": 6, "batch_size": 16, "optimizer": "adamw", "lr": 0.002, "weight_decay": 0.0,
                   "device": "cpu", "channels_last": False, "amp": False, "val_fraction": 0.0},
         "loader": {"threads": 1},
-        # one step removing half of all prunable channels, residual ones included
-        "prune": {"steps": 1, "step_fraction": 0.5, "finetune_epochs": 2, "lr": 0.001, "sparsity": 1e-4,
+        # one step removing half of all prunable channels, residual ones included; fine-tuning at
+        # a quarter of the baseline's lr: at half of it (0.001) the 16-clip AdamW steps on shards
+        # that mix classes in a batch (data.shard_seed) swing the test accuracy between epochs
+        # (62.5-100 %), so the last epoch's value was a coin toss rather than a measure of recovery
+        "prune": {"steps": 1, "step_fraction": 0.5, "finetune_epochs": 2, "lr": 0.0005, "sparsity": 1e-4,
                   "residual": True, "round_to": 8},
     })
     data = stream_data(cfg, seed=1, split_dir=synthetic_shards)
