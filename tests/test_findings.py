@@ -9,7 +9,7 @@ import pytest
 
 from analysis import findings
 from analysis.results import write_rows
-from training.sweep import closing_summary
+from training.sweep import accuracy_table, closing_summary
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 BASE = [60.0, 62.0, 64.0, 66.0, 63.0]
@@ -78,3 +78,11 @@ def test_closing_summary_is_readable(store):
     assert "NaN" not in text and "video accuracy (%), mean" in text
     table_lines = text.split("\n\n")[1].splitlines()
     assert "fusion: mean" in text and len({len(line) for line in table_lines}) == 1  # aligned, nothing cut
+
+
+def test_closing_table_shows_the_channels_measured_removed_not_the_target(store):
+    """The store's rows remove 5 % a step against a 4 % target: the table shows what was removed
+    (a finetune_only control, whose target is the schedule's, removes none)."""
+    table = accuracy_table(store / "results")
+    for row in table.iter_rows(named=True):
+        assert row["channels_removed_%"] == pytest.approx(5.0 * row["step"]), row
