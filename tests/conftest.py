@@ -79,3 +79,14 @@ def synthetic_shards(synthetic_videos, tmp_path_factory) -> Path:
                  clips_per_video=5, test_clips=5, short_side=64, workers=2, progress=False,
                  strict=True)
     return out
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster, and far faster when other jobs share the cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

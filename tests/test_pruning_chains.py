@@ -20,14 +20,7 @@ from training.models import build_stream
 
 from batches import CLASSES, colour_batches
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, one intra-op thread
 
 def experiment(root, chains) -> ExperimentConfig:
     cfg = ExperimentConfig.from_dict({

@@ -29,15 +29,6 @@ class ByAppearance:
         for batch in self.loader:
             yield {**batch, "label": self.appearance_of_label[torch.as_tensor(batch["label"]).cpu()]}
 
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 def test_fine_tuning_recovers_accuracy_after_heavy_pruning(synthetic_shards, tmp_path, one_thread):
     cfg = ExperimentConfig.from_dict({

@@ -14,15 +14,7 @@ from training.models import build_stream
 
 from batches import CLASSES, colour_batches
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, one intra-op thread
 
 class CrashOnEvaluation:
     """A test loader that fails on its ``n``-th pass, as if the trial were killed there."""

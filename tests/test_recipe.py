@@ -24,14 +24,7 @@ from batches import CLASSES, colour_batches
 
 CONFIGS = Path(__file__).resolve().parents[1] / "ray_configs"
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, one intra-op thread
 
 def config(**sections) -> ExperimentConfig:
     return ExperimentConfig.from_dict({"experiment": {"name": "r"}, **sections})

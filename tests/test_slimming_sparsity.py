@@ -18,14 +18,7 @@ from training.models import build_stream
 from batches import CLASSES, colour_batches
 from test_pruning_schedule import experiment
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, one intra-op thread
 
 def mean_abs_gamma(model, residual):
     return torch.cat([group_scores(model, g) for g in channel_groups(model, residual=residual)]).mean().item()

@@ -9,15 +9,7 @@ from torch import nn
 
 from training.speed import measure_speed
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: several intra-op threads only add waiting when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, one intra-op thread
 
 class Sleeper(nn.Module):
     """A model whose forward takes a known time whatever the batch, and records its inputs."""
