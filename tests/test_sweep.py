@@ -13,11 +13,10 @@ import pytest
 import yaml
 
 from tests.raycluster import BIN, ray_cluster
-from tests.test_tune import assert_each_trial_once, tiny_experiment
+from tests.sweeps import assert_each_trial_once, tiny_experiment
 from training.stages import StageUnavailable, load_stage
 from training.sweep import main
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.layout import REPO
 
 
 def test_stages_load_by_name_and_missing_ones_are_unavailable(tmp_path, monkeypatch):

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -21,10 +20,10 @@ import yaml
 
 from analysis.results import table_path
 from shards.lock import LOCK_NAME
-from tests.test_damaged_results import cut_short
-from tests.test_tune import kill_session, raw_rows, session_pids, tiny_experiment
+from tests.result_files import cut_short
+from tests.sweeps import kill_session, raw_rows, session_pids, tiny_experiment
+from tests.layout import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 # what must come out the same however the grid got finished (not timings, hosts or times)
 SAME = ["stream", "fusion", "run", "step", "loss", "clip_accuracy", "video_accuracy", "channels_removed"]
 
