@@ -1,11 +1,9 @@
-"""Helpers for tests that run trials or whole sweeps on real local Ray: a tiny experiment over
-the shared synthetic shards, its rows read raw (duplicates show), and the processes of a sweep
-started in its own session (found and killed by session id, never all Ray processes)."""
+"""Helpers for tests that run trials or whole sweeps on real local Ray: a local Ray started and
+stopped by the test, a tiny experiment over the shared synthetic shards, and its rows read raw
+(duplicates show). tests/processes.py finds and kills a sweep started in a session of its own."""
 from __future__ import annotations
 
 import os
-import signal
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -69,31 +67,6 @@ def assert_each_trial_once(cfg: ExperimentConfig) -> None:
         assert sorted(rows["epoch"].to_list()) == list(range(1, cfg.train.epochs + 1)), (stream, run)
 
 
-def session_pids(sid: int) -> list[int]:
-    """Processes of session ``sid`` (from /proc): a driver started with start_new_session and
-    everything it spawned, its local Ray included."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid:  # field 6 of /proc/<pid>/stat: session id
-            pids.append(int(stat.parent.name))
-    return pids
-
-
-def kill_session(sid: int) -> None:
-    for _ in range(20):
-        pids = session_pids(sid)
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.5)
 
 
 def comparable(cfg: ExperimentConfig, table: str, keys: list[str]) -> pl.DataFrame:

@@ -21,7 +21,8 @@ import polars as pl
 import pytest
 import yaml
 
-from tests.sweeps import comparable, kill_session
+from tests.processes import kill_session
+from tests.sweeps import comparable
 from training.config import ExperimentConfig
 from tests.layout import REPO
 

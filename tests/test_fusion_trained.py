@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from analysis.results import read_table
-from tests.sweeps import kill_session
+from tests.processes import kill_session
 from tests.layout import REPO
 
 CHANCE = 100 / 8

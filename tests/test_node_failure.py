@@ -25,7 +25,8 @@ import pytest
 import yaml
 
 from tests.raycluster import Cluster, Node, ray_cluster
-from tests.sweeps import raw_rows, session_pids, tiny_experiment
+from tests.processes import session_pids
+from tests.sweeps import raw_rows, tiny_experiment
 from training.config import ExperimentConfig
 from tests.layout import REPO
 

@@ -15,7 +15,8 @@ from ray import tune
 
 from training.config import ExperimentConfig
 from training.fusion import run_fusion_stage
-from tests.sweeps import assert_each_trial_once, kill_session, local_ray, raw_rows, tiny_experiment
+from tests.processes import kill_session
+from tests.sweeps import assert_each_trial_once, local_ray, raw_rows, tiny_experiment
 from training.tune import make_tuner, run_trial
 from tests.layout import REPO
 
