@@ -27,7 +27,10 @@ With ``class_list`` (``ucf101``: the official ``classInd.txt``, 101 names, shipp
 names in its order (the first ``classes`` of them): class ``k`` gets hue ``k // 8`` of a colour
 wheel of ``ceil(classes / 8)`` equal-luma hues and direction ``k % 8`` of the 8 motions, so
 one frame narrows a video to 8 classes and the flow to ``ceil(classes / 8)``. That gives the
-paper's class count and names at any frame size (``ray_configs/paper_shape.yaml``).
+paper's class count and names at any frame size (``ray_configs/paper_shape.yaml``). In a wheel
+set the hue colours the square and tints the whole scene (the background, at the same luma;
+SCENE_SATURATION), and no group tint is added: 13 hues on the square alone stayed near chance for
+a spatial stream trained from scratch, while the scene's mean colour tells them apart.
 
 The ring gives both streams the same cap, 4x chance with 8 classes, and half the labels that
 one stream cannot explain (the factorial 2 x 4 leaves the spatial stream 3/4 of them, which a
