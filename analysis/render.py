@@ -7,8 +7,8 @@ from __future__ import annotations
 import base64
 import html
 import urllib.parse
-from functools import cache
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import jinja2
