@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.test_tune import kill_session
+from tests.processes import kill_session
 
 BIN = Path(sys.executable).parent
 

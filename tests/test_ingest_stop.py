@@ -12,7 +12,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import polars as pl
@@ -21,7 +20,7 @@ import pytest
 from ingest.build_shards import PARTS_DIRNAME, main
 from shards.lock import LOCK_NAME
 from shards.tarfiles import shard_problem
-from tests.test_tune import kill_session, session_pids
+from tests.processes import signal_when
 from tests.tmpfs import fill, small_tmpfs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,24 +74,15 @@ def test_sigterm_stops_an_ingest_at_once_and_the_printed_command_continues(video
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not list((out / PARTS_DIRNAME).glob("*.videos/*.started")):  # a worker is on a video
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.2)
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=60)
-        stopped_in = time.monotonic() - sent
-    finally:
-        kill_session(proc.pid)
-    assert proc.returncode == 143, stderr[-3000:]
-    lines = [line for line in stderr.splitlines() if line.startswith("ingest stopped by SIGTERM")]
+    # once a worker is on a video
+    stopped = signal_when(proc, lambda: bool(list((out / PARTS_DIRNAME).glob("*.videos/*.started"))),
+                          signal.SIGTERM, wait=120, stop_within=60)
+    assert proc.returncode == 143, stopped.stderr[-3000:]
+    lines = [line for line in stopped.stderr.splitlines() if line.startswith("ingest stopped by SIGTERM")]
     assert len(lines) == 1 and "shards finished (kept); continue with: python -m ingest.build_shards " in lines[0]
-    assert "Traceback" not in stderr and stopped_in < 30, (stopped_in, stderr[-3000:])
+    assert "Traceback" not in stopped.stderr and stopped.seconds < 30, (stopped.seconds, stopped.stderr[-3000:])
     assert not (out / LOCK_NAME).exists()
-    time.sleep(1)
-    assert session_pids(proc.pid) == []  # workers and the local Ray are gone
+    assert stopped.left == []  # workers and the local Ray are gone
     continued = shlex.split(lines[0].split("continue with: ", 1)[1])
     assert continued[:3] == ["python", "-m", "ingest.build_shards"]
     done = subprocess.run([sys.executable, *continued[1:]], cwd=REPO, env=env, capture_output=True, text=True,

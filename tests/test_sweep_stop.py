@@ -2,7 +2,8 @@
 
 SIGINT while the train stage runs stops the sweep at once (exit 130, no further stage, the
 root's lock released, Ray's processes gone) with one line naming the command that continues;
-that command finishes the grid with every row once. Parts cut short are then named, set aside
+that command, stopped in turn by SIGTERM in the prune stage (143, the same), then run again,
+finishes the grid with every row once. Parts cut short are then named, set aside
 as ``*.damaged`` and rebuilt by a plain rerun, whose rows equal the undamaged ones.
 """
 from __future__ import annotations
@@ -12,7 +13,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import polars as pl
@@ -21,8 +21,9 @@ import yaml
 
 from analysis.results import table_path
 from shards.lock import LOCK_NAME
+from tests.processes import signal_when
 from tests.test_damaged_results import cut_short
-from tests.test_tune import kill_session, raw_rows, session_pids, tiny_experiment
+from tests.test_tune import raw_rows, tiny_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 # what must come out the same however the grid got finished (not timings, hosts or times)
@@ -39,40 +40,54 @@ def sweep(command: list[str], env: dict, timeout: float = 600) -> subprocess.Com
                           timeout=timeout)
 
 
+def stopped_sweep(command: list[str], env: dict, log: Path, ready: str, signum: int):
+    """Start the sweep ``command``, send ``signum`` once its stdout shows ``ready``; (exit
+    status, its stdout, what ``signal_when`` saw)."""
+    with open(log, "w") as stdout:
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+    stopped = signal_when(proc, lambda: ready in log.read_text(), signum, shown=lambda: log.read_text()[-3000:])
+    return proc.returncode, log.read_text(), stopped
+
+
+def assert_stopped(status: int, out: str, stopped, signum: int, during: str, finished: str, cfg) -> list[str]:
+    """Exit 128 + signum, one line naming the stage and what finished, no further stage, the
+    root's lock released, no process of the sweep's session left; the command it prints."""
+    name = signal.Signals(signum).name
+    assert status == 128 + signum, (out[-3000:], stopped.stderr[-3000:])
+    lines = [line for line in stopped.stderr.splitlines() if line.startswith(f"sweep stopped by {name}")]
+    assert len(lines) == 1, stopped.stderr[-3000:]
+    assert f"during stage {during}; finished stages: {finished} " in lines[0], lines[0]
+    assert f"stage {during}: done" not in out  # the stopped stage is not reported finished
+    assert not (cfg.paths.root / LOCK_NAME).exists() and stopped.seconds < 60, stopped.seconds
+    assert stopped.left == []  # trials, tasks and the local Ray are gone
+    return shlex.split(lines[0].split("continue with: ", 1)[1])
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_the_sweep_and_reruns_rebuild_exactly_what_is_missing(tmp_path, synthetic_shards):
+    """SIGINT during train, then SIGTERM (a scheduler's) during prune of the printed command's
+    run, then that command again: the whole grid, every row once; then damage, rebuilt."""
     cfg = tiny_experiment(tmp_path / "exp", synthetic_shards, epochs=2, stages=["train", "prune", "fuse"],
                           prune={"steps": 1, "finetune_epochs": 1})
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump(cfg.to_dict()))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    log = tmp_path / "stdout.txt"
-    with open(log, "w") as stdout:
-        proc = subprocess.Popen([sys.executable, "-m", "training.sweep", "--config", str(config)], cwd=REPO,
-                                env=env, stdout=stdout, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while "epoch 1/2" not in log.read_text():  # a train trial is under way (its first epoch line)
-            assert proc.poll() is None and time.monotonic() < deadline, (log.read_text(), proc.stderr.read())
-            time.sleep(0.5)
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=120)
-        stopped_in = time.monotonic() - sent
-    finally:
-        kill_session(proc.pid)
-    out = log.read_text()
-    assert proc.returncode == 130, (out[-3000:], stderr[-3000:])
-    lines = [line for line in stderr.splitlines() if line.startswith("sweep stopped by SIGINT")]
-    assert len(lines) == 1, stderr[-3000:]
-    assert "during stage train (1/3); finished stages: none" in lines[0]
-    assert "stage prune" not in out and "stage train (1/3): done" not in out  # no further stage
-    assert not (cfg.paths.root / LOCK_NAME).exists() and stopped_in < 60
-    time.sleep(1)
-    assert session_pids(proc.pid) == []  # trials, tasks and the local Ray are gone
+    command = [sys.executable, "-m", "training.sweep", "--config", str(config)]
 
-    continued = shlex.split(lines[0].split("continue with: ", 1)[1])
+    # Ctrl-C once a train trial is under way (its first epoch line)
+    status, out, stopped = stopped_sweep(command, env, tmp_path / "first.txt", "epoch 1/2", signal.SIGINT)
+    continued = assert_stopped(status, out, stopped, signal.SIGINT, "train (1/3)", "none", cfg)
+    assert "stage prune" not in out  # no further stage
     assert continued == ["python", "-m", "training.sweep", "--config", str(config)]
+
+    # the printed command continues; a scheduler's SIGTERM stops it in the next stage
+    status, out, stopped = stopped_sweep([sys.executable, *continued[1:]], env, tmp_path / "second.txt",
+                                         "stage prune (2/3): running", signal.SIGTERM)
+    assert "stage train (1/3): done" in out  # the interrupted stage was finished first
+    assert assert_stopped(status, out, stopped, signal.SIGTERM, "prune (2/3)", "train", cfg) == continued
+    assert "stage fuse" not in out  # no further stage
+
     done = sweep(continued, env)
     assert done.returncode == 0, done.stderr[-3000:]
     finished = grid(cfg)

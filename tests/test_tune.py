@@ -5,7 +5,6 @@ run) exactly once."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from analysis.results import table_files
 from training.config import ExperimentConfig
 from training.fusion import run_fusion_stage
 from training.tune import make_tuner, run_trial
+
+from tests.processes import kill_session, session_pids  # noqa: F401 (other test modules import them from here)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,33 +115,6 @@ def test_crashed_trial_resumes_from_its_checkpoint_to_the_uninterrupted_result(t
     assert all(r.metrics.get("skipped") for r in rerun)
     run_fusion_stage(crashed, None)
     assert {p: p.stat().st_mtime_ns for p in crashed.paths.results.rglob("*.parquet")} == written
-
-
-def session_pids(sid: int) -> list[int]:
-    """Processes of session ``sid`` (from /proc): a driver started with start_new_session and
-    everything it spawned, its local Ray included."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid:  # field 6 of /proc/<pid>/stat: session id
-            pids.append(int(stat.parent.name))
-    return pids
-
-
-def kill_session(sid: int) -> None:
-    for _ in range(20):
-        pids = session_pids(sid)
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.5)
 
 
 @pytest.mark.slow
