@@ -190,6 +190,26 @@ def test_accuracy_and_irof_figures_draw_every_chain(experiment, tmp_path):
         assert [t.split(" ")[0] for t in legend[-3:]] == ["slimming", "finetune_only", "random"]
 
 
+def test_saliency_change_figure_draws_every_chain(tmp_path):
+    """Issue 27: each control's saliency change at the step it was explained at, a marker in its
+    stream's colour beside the study's line."""
+    rows = [dict(stream=stream, chain=chain, run=run, step=step, prune_ratio=0.04 * step, method="m",
+                 clip=clip, spearman=value - 0.1 * step, iou_top=value - 0.2 * step)
+            for stream, value in (("spatial", 0.9), ("temporal", 0.8)) for run in RUNS for clip in range(3)
+            for chain, steps in (("slimming", (1, 2, 3)), ("finetune_only", (3,)), ("random", (3,)))
+            for step in steps]
+    plotted = figures.saliency_change_trend(pl.DataFrame(rows), tmp_path / "change.png")
+    data = plotted.data
+    assert data["chain"].to_list()[:5] == ["slimming"] * 3 + ["finetune_only", "random"]
+    rho = plotted.figure.axes[0]
+    for chain, marker in (("finetune_only", "s"), ("random", "^")):
+        drawn = marks(rho, marker)
+        assert [line.get_ydata()[0] for line in drawn] == pytest.approx([0.6, 0.5])  # spatial, temporal
+        assert [to_hex(line.get_color()) for line in drawn] == [c.lower() for c in figures.OKABE_ITO[:2]]
+    legend = [t.get_text() for t in plotted.figure.legends[0].get_texts()]
+    assert legend == ["spatial (m)", "temporal (m)", "slimming (study)", "finetune_only (control)", "random (control)"]
+
+
 def test_efficiency_figure_with_and_without_latency(experiment, tmp_path):
     accuracy = read_table(experiment / "results", "accuracy")
     plotted = figures.efficiency(accuracy, tmp_path / "efficiency.png")
