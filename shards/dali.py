@@ -335,16 +335,24 @@ class ShardLoader:
     started over in eval (so an eval pass always sees every sample once).
     """
 
-    def __init__(self, paths: list[Path], cfg: LoaderConfig):
+    def __init__(self, paths: list[Path], cfg: LoaderConfig, videos: set[str] | None = None):
         self.cfg, self.paths = cfg, paths
         self.samples = sum(check_shard(p, cfg) for p in paths)
-        self._sampling = None  # with clips_per_video: per shard, its index as (key, line)
-        self._eval_index = None  # eval with clips_per_video: the fixed per-shard indexes it reads
+        self._sampling = None  # with clips_per_video or videos: per shard, its index as (key, line)
+        self._stored = None  # ... and per wanted video, its stored clip indices
+        self._eval_index = None  # eval with clips_per_video or videos: the fixed per-shard indexes it reads
         epoch_samples = self.samples
-        if cfg.clips_per_video is not None:
+        if cfg.clips_per_video is not None or videos is not None:
             self._sampling = {p: _index_lines(p) for p in paths}
             stored = stored_clips(key for lines in self._sampling.values() for key, _ in lines)
-            epoch_samples = sum(min(cfg.clips_per_video, len(c)) for c in stored.values())
+            # only the wanted videos' samples are listed in the indexes DALI reads: the others
+            # are never read or decoded (issue 26: a validation set spread over train shards)
+            self._stored = stored if videos is None else {v: c for v, c in stored.items() if v in videos}
+            if videos is not None and not self._stored:
+                raise ValueError(f"make_loader: none of the {len(videos)} wanted videos is in the "
+                                 f"{len(paths)} shards given (first: {paths[0]})")
+            k = cfg.clips_per_video
+            epoch_samples = sum(len(c) if k is None else min(k, len(c)) for c in self._stored.values())
             self._index_dir = Path(tempfile.mkdtemp(prefix="crossroads-epoch-idx-"))
             weakref.finalize(self, shutil.rmtree, self._index_dir, ignore_errors=True)
         # DALI gives worker i the samples [⌊iN/k⌋, ⌊(i+1)N/k⌋) of the N it reads per epoch
@@ -361,9 +369,11 @@ class ShardLoader:
         self._next_epoch = 0  # train with clips_per_video: what a plain iteration reads next
         if self._sampling is None:
             self._build()
-        elif not cfg.train:  # the same evenly spaced clips every pass
-            self._eval_index = self._write_index("eval", self.paths, even_clips(stored, cfg.clips_per_video))
-            self._build(index_paths=self._eval_index)
+        elif not cfg.train:  # the same (evenly spaced) clips every pass
+            k = cfg.clips_per_video
+            self._eval_paths, self._eval_index = self._write_index(
+                "eval", self.paths, self._stored if k is None else even_clips(self._stored, k))
+            self._build(paths=self._eval_paths, index_paths=self._eval_index)
         else:  # every epoch has its own draw: a plain iteration reads epoch 0, 1, ...
             self.set_epoch(0)
 
@@ -378,32 +388,38 @@ class ShardLoader:
         if not self.cfg.train or epoch == self._epoch:
             return
         order = np.random.default_rng([self.cfg.seed, epoch]).permutation(len(self.paths))
-        paths = [self.paths[i] for i in order]
+        paths, index_paths = [self.paths[i] for i in order], None
+        if self._sampling:
+            paths, index_paths = self._epoch_index(epoch, paths)
         self._build(paths=paths, seed=int(np.random.default_rng([self.cfg.seed, epoch, 1]).integers(2**31)),
-                    index_paths=self._epoch_index(epoch, paths) if self._sampling else None)
+                    index_paths=index_paths)
         self._epoch, self._next_epoch = epoch, epoch + 1
 
-    def _epoch_index(self, epoch: int, paths: list[Path]) -> list[str]:
+    def _epoch_index(self, epoch: int, paths: list[Path]) -> tuple[list[Path], list[str]]:
         """Write per shard a DALI index listing only the samples drawn for ``epoch``."""
-        stored = stored_clips(key for lines in self._sampling.values() for key, _ in lines)
-        return self._write_index(f"epoch{epoch}", paths, draw_clips(stored, self.cfg.clips_per_video,
-                                                                    self.cfg.seed, epoch))
+        k = self.cfg.clips_per_video
+        drawn = self._stored if k is None else draw_clips(self._stored, k, self.cfg.seed, epoch)
+        return self._write_index(f"epoch{epoch}", paths, drawn)
 
-    def _write_index(self, name: str, paths: list[Path], drawn: dict[str, list[int]]) -> list[str]:
+    def _write_index(self, name: str, paths: list[Path], drawn: dict[str, list[int]]) -> tuple[list[Path], list[str]]:
         """Per shard of ``paths``, a DALI index of only the ``drawn`` clips (in a new folder; the
-        older folders go: DALI parsed their indexes when it built their pipeline)."""
+        older folders go: DALI parsed their indexes when it built their pipeline); the shards
+        holding none of them are left out. Returns the shards read and their indexes."""
         kept = epoch_index_lines(self._sampling, drawn)
         folder = self._index_dir / f"{name}-{uuid.uuid4().hex[:8]}"
         folder.mkdir()
         for old in self._index_dir.iterdir():  # earlier epochs' indexes: DALI parsed them at build
             if old != folder:
                 shutil.rmtree(old, ignore_errors=True)
-        out = []
+        read, out = [], []
         for n, path in enumerate(paths):
+            if not kept[path]:
+                continue
             idx = folder / f"{n:06d}-{index_path(path).name}"
             idx.write_text(f"{INDEX_VERSION} {len(kept[path])}\n" + "".join(line + "\n" for line in kept[path]))
+            read.append(path)
             out.append(str(idx))
-        return out
+        return read, out
 
     def _build(self, paths: list[Path] | None = None, seed: int | None = None,
                index_paths: list[str] | None = None):
@@ -424,7 +440,7 @@ class ShardLoader:
 
     def __iter__(self):
         if self._unfinished and not self.cfg.train:
-            self._build(index_paths=self._eval_index)
+            self._build(paths=self._eval_paths if self._eval_index else None, index_paths=self._eval_index)
         if self._sampling is not None and self._epoch is None and not self._unfinished:
             self.set_epoch(self._next_epoch)  # a plain iteration: the next epoch's draw
         self._epoch = None  # consumed: set_epoch builds again, even for the same epoch
@@ -453,6 +469,7 @@ class ShardLoader:
             }
 
 
-def make_loader(shards: str | Path | list, cfg: LoaderConfig) -> ShardLoader:
-    """DALI loader over a split folder's subset (``…/split1/train``) or a list of ``.tar`` paths."""
-    return ShardLoader(shard_paths(shards), cfg)
+def make_loader(shards: str | Path | list, cfg: LoaderConfig, videos: set[str] | None = None) -> ShardLoader:
+    """DALI loader over a split folder's subset (``…/split1/train``) or a list of ``.tar`` paths;
+    with ``videos``, over those videos' samples only (the others are neither read nor decoded)."""
+    return ShardLoader(shard_paths(shards), cfg, videos)

@@ -35,6 +35,7 @@ def colour_experiment(root) -> ExperimentConfig:
                   "channels_last": False, "amp": False, "val_fraction": 0.0},
         "prune": {"steps": 2, "step_fraction": 0.04, "finetune_epochs": 1, "lr": 0.01, "sparsity": 1e-4,
                   "residual": True, "round_to": 1},
+        "fusion": {"methods": ["mean"]},  # no SVM: no train-clip scores (the chains here get no such loader)
     })
     torch.manual_seed(0)
     model = build_stream("spatial", "resnet18", len(CLASSES))

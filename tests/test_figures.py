@@ -1,93 +1,18 @@
 """Figures: each is written as a PNG and plots exactly the numbers of the tables."""
 from __future__ import annotations
 
-import json
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+from matplotlib.colors import to_hex
 from PIL import Image
 
 from analysis import figures, stats
-from analysis.results import read_table, write_rows
-from pruning.slimming import GAMMA_BINS
+from analysis.results import read_table
+from tests.report_experiments import FIGURE_VIDEO, RUNS, STEPS, STREAMS, build_experiment
 
-STREAMS = ("spatial", "temporal")
-STEPS = (0, 1, 2, 3)
-RUNS = (1, 2, 3)
-FIGURE_VIDEO = "v_Archery_g01_c01"
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-
-
-def gamma_rows(stream: str, run: int, step: int, phase: str, centre: float, threshold: float | None,
-               n: int = 200) -> list[dict]:
-    """A `gammas` histogram of n log-normal |γ| around ``centre`` (the table's own bins)."""
-    low, high, bins = GAMMA_BINS
-    edges = np.logspace(np.log10(low), np.log10(high), bins + 1)
-    values = np.clip(np.exp(np.random.default_rng(run + 10 * step).normal(np.log(centre), 1.0, n)), low, high)
-    counts, _ = np.histogram(values, edges)
-    return [dict(experiment="demo", stream=stream, run=run, step=step, phase=phase, residual=False, bin=i,
-                 bin_low=float(edges[i]), bin_high=float(edges[i + 1]), count=int(counts[i]), threshold=threshold)
-            for i in np.flatnonzero(counts)]  # the table keeps non-empty bins only
-
-
-def build_experiment(root: Path, *, latency: bool = True, epochs: bool = True, irof: bool = True,
-                     maps: bool = True, gammas: bool = True) -> Path:
-    """A small synthetic experiment written through the results store, with saved maps."""
-    rng = np.random.default_rng(0)
-    results = root / "results"
-    for stream in STREAMS + ("fusion",):
-        for run in RUNS:
-            for step in STEPS:
-                if stream == "temporal" and run == 3 and step == 3:
-                    continue  # a run that never finished: n drops to 2
-                fusions = ("mean", "svm_softmax") if stream == "fusion" else (None,)
-                rows = [dict(experiment="demo", stream=stream, fusion=f, run=run, seed=run, step=step,
-                             prune_ratio=0.04 * step, channels_removed=0.04 * step,
-                             params_removed=0.07 * step, flops_removed=0.05 * step, split=1,
-                             clip_accuracy=float(50 - step + rng.normal()),
-                             video_accuracy=float(60 - 2 * step + 2 * rng.normal()),
-                             video_top5=90.0, loss=1.0, n_videos=12,
-                             latency_ms=float(10 - step) if latency and f is None else None,
-                             threshold=0.01 * step if step and f is None else None,
-                             finished_at=T0) for f in fusions]
-                write_rows(results, "accuracy", rows, partition=f"{stream}/run{run}/step{step}")
-                if irof and stream != "fusion":
-                    write_rows(results, "irof", [
-                        dict(experiment="demo", stream=stream, run=run, step=step, prune_ratio=0.04 * step,
-                             video=video, clip=0, label=0, target=0, predicted=0, method="vanilla_gradient",
-                             irof=float(0.5 - 0.02 * step + 0.05 * rng.normal()), n_segments=20, seconds=0.1)
-                        for video in (FIGURE_VIDEO, "v_Bowling_g02_c03")],
-                        partition=f"{stream}/run{run}/step{step}")
-    if gammas:  # |γ| before training, after (sparsity) training, after each step's fine-tuning
-        for stream in STREAMS:
-            for run in RUNS:
-                write_rows(results, "gammas", gamma_rows(stream, run, 0, "initial", 1.0, None)
-                           + gamma_rows(stream, run, 0, "trained", 0.1, None)
-                           + [row for step in STEPS[1:]
-                              for row in gamma_rows(stream, run, step, "finetuned", 0.1, 0.01 * step, 200 - 8 * step)],
-                           partition=f"{stream}/run{run}")
-    if epochs:
-        write_rows(results, "epochs", [
-            dict(experiment="demo", stream=stream, run=run, step=0, epoch=epoch, phase=phase,
-                 loss=2.0 / epoch, accuracy=20.0 * epoch, lr=0.01, seconds=1.0)
-            for stream in STREAMS for run in (1, 2) for epoch in (1, 2, 3) for phase in ("train", "val")],
-            partition="training")
-    if maps:
-        for stream in STREAMS:
-            for step in STEPS:
-                path = root / "saliency" / stream / "run1" / f"step{step}" / f"{FIGURE_VIDEO}__000.npz"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                extra = {"pairs": rng.random((10, 16, 16), dtype=np.float32)} if stream == "temporal" else {}
-                np.savez(path, rgb=rng.integers(0, 255, (16, 16, 3), dtype=np.uint8),
-                         saliency=rng.random((16, 16), dtype=np.float32) * (step + 1),
-                         prune_ratio=np.float64(0.04 * step), label=0, target=0, predicted=0, **extra)
-    (root / "experiment.json").write_text(json.dumps({
-        "config": {"experiment": {"name": "demo"}, "explain": {"figure_videos": [FIGURE_VIDEO]}},
-        "code_version": "0123abc", "started_at": T0.isoformat()}))
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +59,79 @@ def test_accuracy_figures_plot_the_tables(experiment, tmp_path):
     assert d.data.sort(by_key)["cohens_d"].to_list() == effects["cohens_d"].to_list()
     assert p.data.sort(by_key)["p_wilcoxon"].to_list() == effects["p_wilcoxon"].to_list()
     assert d.data.filter((pl.col("model") == "temporal") & (pl.col("step") == 3))["n"].to_list() == [2]
+
+
+def with_controls(table: pl.DataFrame, value: str, step: int = 3) -> pl.DataFrame:
+    """``table`` (the study's chain) plus issue 27's controls, tested at ``step`` only: finetune_only
+    5 above the study's values, random 10 below."""
+    tested = table.filter(pl.col("stream").is_in(STREAMS) & (pl.col("step") == step))
+    return pl.concat([table] + [tested.with_columns(pl.lit(chain).alias("chain"), pl.col(value) + shift)
+                                for chain, shift in (("finetune_only", 5.0), ("random", -10.0))], how="diagonal")
+
+
+def marks(ax, marker: str) -> list:
+    """The drawn lines of one marker shape (legend proxies have no data)."""
+    return [line for line in ax.get_lines() if line.get_marker() == marker and len(line.get_xdata())]
+
+
+def test_accuracy_and_irof_figures_draw_every_chain(experiment, tmp_path):
+    """Issue 27: the controls, tested at the explained steps and the last one, are drawn as markers at
+    those steps (one shape per chain, beside the study's point), and the legend names each chain."""
+    accuracy = with_controls(read_table(experiment / "results", "accuracy"), "video_accuracy")
+    dodge = {"finetune_only": -figures.CONTROL_DODGE, "random": figures.CONTROL_DODGE}
+    marker = {"finetune_only": "s", "random": "^"}
+
+    per_run = figures.accuracy_per_run(accuracy, "video_accuracy", tmp_path / "per_run.png")
+    assert set(per_run.data["chain"]) == {"slimming", "finetune_only", "random"}
+    spatial = next(ax for ax in per_run.figure.axes if ax.get_title() == "spatial")
+    for chain in ("finetune_only", "random"):
+        drawn = marks(spatial, marker[chain])
+        assert len(drawn) == len(RUNS)  # one marker per run, at step 3 only
+        expected = accuracy.filter((pl.col("chain") == chain) & (pl.col("stream") == "spatial")).sort("run")
+        assert [line.get_ydata()[0] for line in drawn] == expected["video_accuracy"].to_list()
+        assert all(line.get_xdata()[0] == pytest.approx(12.0 + dodge[chain]) for line in drawn)
+    legend = [t.get_text() for t in per_run.figure.legends[0].get_texts()]
+    assert legend[:3] == ["run 1", "run 2", "run 3"]
+    assert [t.split(" ")[0] for t in legend[3:]] == ["slimming", "finetune_only", "random"]
+
+    summary = stats.all_tables(accuracy, stats.ACCURACY_GROUPS, "video_accuracy")["summary"]
+    irof = read_table(experiment / "results", "irof")
+    irof_summary = stats.all_tables(stats.irof_per_run(with_controls(irof, "irof")), stats.IROF_GROUPS,
+                                    "irof")["summary"]
+    for plotted, table in ((figures.mean_sd(summary, "video accuracy (%)", tmp_path / "mean_sd.png"), summary),
+                           (figures.trend_with_intervals(irof_summary, "IROF", tmp_path / "trend.png"), irof_summary)):
+        ax = plotted.figure.axes[0]
+        for chain in ("finetune_only", "random"):
+            rows = table.filter((pl.col("chain") == chain) & (pl.col("step") > 0)).sort("stream")
+            drawn = marks(ax, marker[chain])
+            assert len(drawn) == rows.height == 2  # spatial and temporal, in the models' colours
+            assert [line.get_ydata()[0] for line in drawn] == pytest.approx(rows["mean"].to_list())
+            assert [to_hex(line.get_color()) for line in drawn] == [c.lower() for c in figures.OKABE_ITO[:2]]
+            assert all(line.get_xdata()[0] == pytest.approx(12.0 + dodge[chain]) for line in drawn)
+            # the control's step 0 is the study's unpruned model: drawn once, by the study's line
+            assert plotted.data.filter((pl.col("chain") == chain) & (pl.col("step") == 0)).is_empty()
+        legend = [t.get_text() for t in plotted.figure.legends[0].get_texts()]
+        assert [t.split(" ")[0] for t in legend[-3:]] == ["slimming", "finetune_only", "random"]
+
+
+def test_saliency_change_figure_draws_every_chain(tmp_path):
+    """Issue 27: each control's saliency change at the step it was explained at, a marker in its
+    stream's colour beside the study's line."""
+    rows = [dict(stream=stream, chain=chain, run=run, step=step, prune_ratio=0.04 * step, method="m",
+                 clip=clip, spearman=value - 0.1 * step, iou_top=value - 0.2 * step)
+            for stream, value in (("spatial", 0.9), ("temporal", 0.8)) for run in RUNS for clip in range(3)
+            for chain, steps in (("slimming", (1, 2, 3)), ("finetune_only", (3,)), ("random", (3,)))
+            for step in steps]
+    plotted = figures.saliency_change_trend(pl.DataFrame(rows), tmp_path / "change.png")
+    data = plotted.data
+    assert data["chain"].to_list()[:5] == ["slimming"] * 3 + ["finetune_only", "random"]
+    rho = plotted.figure.axes[0]
+    for chain, marker in (("finetune_only", "s"), ("random", "^")):
+        drawn = marks(rho, marker)
+        assert [line.get_ydata()[0] for line in drawn] == pytest.approx([0.6, 0.5])  # spatial, temporal
+        assert [to_hex(line.get_color()) for line in drawn] == [c.lower() for c in figures.OKABE_ITO[:2]]
+    legend = [t.get_text() for t in plotted.figure.legends[0].get_texts()]
+    assert legend == ["spatial (m)", "temporal (m)", "slimming (study)", "finetune_only (control)", "random (control)"]
 
 
 def test_efficiency_figure_with_and_without_latency(experiment, tmp_path):

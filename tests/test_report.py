@@ -12,7 +12,7 @@ import pytest
 from analysis import report as report_module
 from analysis import readable, stats
 from analysis.report import build_report, run_report_stage
-from test_figures import FIGURE_VIDEO, build_experiment
+from tests.report_experiments import FIGURE_VIDEO, build_experiment
 
 FULL_FIGURES = {"accuracy_per_run", "accuracy_mean_sd", "accuracy_boxplots", "accuracy_cohens_d",
                 "accuracy_wilcoxon_p", "efficiency", "gamma_distribution", "training_curves", "irof_boxplots",
@@ -152,7 +152,7 @@ def test_tables_are_readable_and_also_latex(full):
     for p in effects["p_t"].drop_nulls():
         assert re.search(rf"<td[^>]*>{re.escape(html.escape(readable.p_value(p)))}</td>", page)
     # the original study's tables are collapsed behind <details>
-    original = page.index("Original study&#x27;s analysis: video accuracy: per step")
+    original = page.index("Original study&#39;s analysis: video accuracy: per step")  # Jinja2's autoescape
     assert page.index("<details>", original) < page.index("<table>", original)
     tex = (root / "report" / "tables" / "video_accuracy_equivalence.tex").read_text()
     assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex and "TOST p" in tex

@@ -7,10 +7,8 @@ import os
 import re
 import shutil
 import subprocess
-from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -18,51 +16,10 @@ from PIL import Image
 
 from analysis import figures
 from analysis.report import build_report
-from analysis.results import write_rows
 from analysis.summary import STUDY_ORDER
+from tests.report_experiments import EXPLAINED, PAPER_STEPS, paper_size_experiment
 
-# the paper's grid: 17 steps of 4 % (18 evaluated models per run), explained at 0 / 6 / 7 / 14
-STEPS, RUNS, EXPLAINED = range(18), range(1, 6), (0, 6, 7, 14)
-FUSIONS = ("mean", "svm_softmax", "svm_features")
 HOSTILE = '<script>alert(1)</script> "quoted" & <img src=x onerror=alert(2)>'
-
-
-def paper_size_experiment(root: Path, name: str = "paper", steps=STEPS, explained=EXPLAINED,
-                          controls: bool = False) -> Path:
-    """2 streams x 3 fusions x 5 runs x 18 steps of accuracy, IROF at 4 explained steps; the
-    single streams' random and finetune_only chains at the explained steps."""
-    rng = np.random.default_rng(0)
-    models = [("spatial", None), ("temporal", None)] + [("fusion", f) for f in FUSIONS]
-    for stream, fusion in models:
-        for run in RUNS:
-            rows = []
-            for step in steps:
-                ratio = 1 - 0.96 ** step
-                acc = 80 - 30 * ratio ** 2 + rng.normal(0, 1)
-                rows.append(dict(experiment=name, stream=stream, fusion=fusion, run=run, seed=run,
-                                 step=step, prune_ratio=ratio, channels_removed=ratio,
-                                 params_removed=ratio * 0.9, flops_removed=ratio * 0.8, split=1,
-                                 clip_accuracy=acc - 3, video_accuracy=acc, video_top5=acc + 10,
-                                 loss=1 + ratio, n_videos=3783, latency_ms=5 - 3 * ratio,
-                                 throughput_cps=400 / (1 - 0.6 * ratio), device="cpu",
-                                 finished_at=datetime.now(timezone.utc)))
-            write_rows(root / "results", "accuracy", rows, partition=f"{stream}/{fusion}/run{run}")
-            if fusion is None and controls:  # issue 27's controls, tested at the explained steps
-                write_rows(root / "results", "accuracy",
-                           [{**r, "chain": "random", "video_accuracy": r["video_accuracy"] - 5 * r["prune_ratio"]}
-                            for r in rows if 0 < r["step"] and r["step"] in explained]
-                           + [{**r, "chain": "finetune_only", "prune_ratio": 0.0, "channels_removed": 0.0}
-                              for r in rows if 0 < r["step"] and r["step"] in explained],
-                           partition=f"controls/{stream}/run{run}")
-    for stream in ("spatial", "temporal"):
-        for run in RUNS:
-            rows = [dict(experiment=name, stream=stream, run=run, step=step,
-                         prune_ratio=1 - 0.96 ** step, video=f"v_{cls}_g01_c01", clip=0, label=0,
-                         target=0, predicted=0, method="saliency",
-                         irof=float(rng.normal(0.3 - 0.01 * step, 0.02)), n_segments=50, seconds=1.0)
-                    for step in explained for cls in ("Archery", "Bowling")]
-            write_rows(root / "results", "irof", rows, partition=f"{stream}/run{run}")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -141,11 +98,26 @@ def test_paper_size_figures_are_legible(paper):
         fig, _ = figs[name]
         assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == STUDY_MODELS, name
     bars = figs["accuracy_cohens_d"][0].axes[0]
-    assert [t.get_text() for t in bars.get_xticklabels()] == [f"{(1 - 0.96 ** k) * 100:.1f}" for k in STEPS[1:]]
+    assert [t.get_text() for t in bars.get_xticklabels()] == [f"{(1 - 0.96 ** k) * 100:.1f}" for k in PAPER_STEPS[1:]]
     assert bars.get_xticklabels()[-1].get_text() == "50.0"  # 17 steps of 4 %: 50.04 % pruned
     fig, _ = figs["accuracy_mean_sd"]
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == STUDY_MODELS
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[:5] == STUDY_MODELS  # then the chains (issue 27): the study's line, each control's marker
+    assert [t.split(" ")[0] for t in legend[5:]] == ["slimming", "finetune_only", "random"]
     assert report.figures["accuracy_boxplots"].data["model"].unique(maintain_order=True).to_list() == STUDY_MODELS
+
+
+def test_accuracy_and_irof_figures_draw_the_control_chains(paper):
+    """Issue 27: the report's accuracy and IROF figures against the pruned fraction show every chain."""
+    _, report = paper
+    for name in ("accuracy_per_run", "accuracy_mean_sd", "irof_trend"):
+        data = report.figures[name].data
+        assert set(data["chain"]) == {"slimming", "finetune_only", "random"}, name
+        assert set(data.filter(pl.col("chain") != "slimming")["step"]) == set(EXPLAINED) - {0}, name
+        legend = [t.get_text() for t in report.figures[name].figure.legends[0].get_texts()]
+        assert legend[-2:] == ["finetune_only (control)", "random (control)"], name
+    page = report.index.read_text()
+    assert len(re.findall(r"<figcaption>[^<]*the control chains \(prune\.chains\)", page)) == 3  # the captions say so
 
 
 def test_efficiency_panel_draws_latency_and_throughput(paper):
@@ -154,7 +126,7 @@ def test_efficiency_panel_draws_latency_and_throughput(paper):
     sizes, latency, throughput = fig.axes
     assert latency.get_title() == "latency (cpu)" and throughput.get_title() == "throughput (cpu)"
     for ax in (latency, throughput):
-        assert len(ax.lines) == 2 and all(len(line.get_xdata()) == len(STEPS) for line in ax.lines)
+        assert len(ax.lines) == 2 and all(len(line.get_xdata()) == len(PAPER_STEPS) for line in ax.lines)
         assert not ax.texts  # no "not measured"
     data = report.figures["efficiency"].data.filter(pl.col("stream") == "spatial").sort("step")
     assert data["throughput_cps"][0] == pytest.approx(400.0) and data["latency_ms"][0] == pytest.approx(5.0)
@@ -170,7 +142,26 @@ def test_hostile_names_are_escaped_in_html_and_markdown(tmp_path):
         assert "<script>" not in text and "<img src=x" not in text
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
         assert "onerror=alert(2)" in text  # shown as text, escaped above
-    assert "&quot;quoted&quot; &amp;" in page
+    assert "&#34;quoted&#34; &amp;" in page  # Jinja2's autoescape (markupsafe) spells &quot; as &#34;
+
+
+def markdown_columns(line: str) -> int:
+    """Cells of a Markdown table row: split at the pipes no backslash escapes."""
+    return len(re.split(r"(?<!\\)\|", line.strip().strip("|")))
+
+
+def test_markdown_table_keeps_its_columns():
+    """Why report.md keeps its own tables: a ``|`` or ``<`` in a name stays inside its cell; tabulate's
+    pipe table (if installed) would split the row and pass the HTML through."""
+    from analysis.render import _markdown_table
+
+    table = pl.DataFrame({"model": ["a|b", HOSTILE], "mean": [1.0, 2.0]})
+    lines = _markdown_table(table).splitlines()
+    assert [markdown_columns(line) for line in lines] == [2] * 4
+    assert "<script>" not in "\n".join(lines) and "a\\|b" in lines[2]
+    tabulate = pytest.importorskip("tabulate")
+    theirs = tabulate.tabulate(table.rows(), headers=table.columns, tablefmt="pipe").splitlines()
+    assert markdown_columns(theirs[2]) == 3 and "<script>" in theirs[3]
 
 
 CHROMIUM = shutil.which("chromium")

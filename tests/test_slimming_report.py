@@ -12,7 +12,7 @@ from analysis import figures, pruned, readable
 from analysis.report import ReportBuilder, build_report
 from analysis.results import read_table
 from pruning.slimming import gamma_histogram
-from test_figures import STEPS, STREAMS, build_experiment
+from tests.report_experiments import STEPS, STREAMS, build_experiment
 
 
 @pytest.fixture(scope="module")

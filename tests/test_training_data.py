@@ -108,3 +108,31 @@ def test_validation_protocol_reads_evenly_spaced_clips():
     batch = {"x": torch.arange(4.0)[:, None], "video": ["a", "a", "b", "c"], "clip": torch.tensor([0, 2, 2, 2])}
     kept = list(VideoSubset([batch], {"a", "b"}, clips={"a": {2}, "b": {0}}))
     assert kept[0]["video"] == ["a"] and kept[0]["x"].flatten().tolist() == [1.0]
+
+
+@pytest.mark.parametrize("stream", ["spatial", "temporal"])
+def test_validation_loader_decodes_only_validation_samples(synthetic_shards, stream):
+    """The validation loader reads the held-out videos' samples alone (issue 26): its DALI reader
+    gives exactly the validation protocol's clips, no other sample of their shards, and the rows
+    (video, clip, label, input) are those the old read-everything-then-filter loader kept."""
+    from shards.dali import READER, make_loader
+    from training.data import loader_config, val_clips, val_loader
+    cfg = ExperimentConfig.from_dict({"model": {"input_size": 32}, "train": {"val_fraction": 0.5},
+                                      "eval": {"batch_size": 8, "val_clips": 2},
+                                      "loader": {"threads": 1, "device": "cpu"}})
+    data = stream_data(cfg, seed=1, split_dir=synthetic_shards)
+
+    def decoded(loader):  # samples the DALI reader hands to the decoder each pass
+        return sum(pipe.reader_meta(READER)["epoch_size"] for pipe in loader._iterator._pipes)
+
+    def rows(loader):
+        return [(v, int(c), int(label), x) for b in loader
+                for v, c, label, x in zip(b["video"], b["clip"], b["label"], b["x"])]
+    new = val_loader(cfg, stream, data)
+    old = make_loader(data.val_shards, loader_config(cfg, stream, train=False))
+    before = VideoSubset(old, data.val_videos, clips=val_clips(cfg, data))
+    assert decoded(new) == 2 * len(data.val_videos) < decoded(old)  # the shards also hold train videos
+    got, want = rows(new), rows(before)
+    assert [r[:3] for r in got] == [r[:3] for r in want] and len(got) == 2 * len(data.val_videos)
+    assert all(torch.equal(a[3], b[3]) for a, b in zip(got, want))
+    assert [r[:3] for r in rows(new)] == [r[:3] for r in got]  # the same clips every pass

@@ -2,8 +2,10 @@
 
 The validation set is carved out of the train list by group (UCF101's ``gXX``, the actor
 and scene): whole groups go to validation, so train and val never share one. Shards mix
-groups, so the loaders read every shard that holds a wanted video and :class:`VideoSubset`
-keeps only the wanted rows of each batch.
+groups: the validation and fusion-fit loaders read only the held-out videos' samples (an index
+of them per shard, ``shards.dali.make_loader(videos=...)``: the others are never decoded); the
+train loader reads every shard that holds a train video and :class:`VideoSubset` drops the
+held-out rows of each batch.
 """
 from __future__ import annotations
 
@@ -157,9 +159,16 @@ def make_loaders(cfg: ExperimentConfig, stream: str, data: StreamData, seed: int
                "val": None,
                "test": make_loader(data.test_shards, loader_config(cfg, stream, train=False))}
     if data.val_videos:
-        val = make_loader(data.val_shards, loader_config(cfg, stream, train=False, ten_crop=cfg.eval.val_ten_crop))
-        loaders["val"] = VideoSubset(val, data.val_videos, clips=val_clips(cfg, data))
+        loaders["val"] = val_loader(cfg, stream, data)
     return loaders
+
+
+def val_loader(cfg: ExperimentConfig, stream: str, data: StreamData):
+    """The validation videos' clips under the validation protocol (``eval.val_clips`` evenly
+    spaced stored clips, ``eval.val_ten_crop``), read alone: no other sample of their shards is decoded."""
+    settings = loader_config(cfg, stream, train=False, ten_crop=cfg.eval.val_ten_crop)
+    return make_loader(data.val_shards, dataclasses.replace(settings, clips_per_video=cfg.eval.val_clips),
+                       videos=data.val_videos)
 
 
 def even_clips(stored: int, k: int | None) -> list[int]:
@@ -198,4 +207,4 @@ def train_eval_loader(cfg: ExperimentConfig, stream: str, data: StreamData):
         return make_loader(data.all_train_shards, loader_config(cfg, stream, train=False))
     if not wanted:
         raise DataError("fusion.fit_on: heldout, but this run holds out no videos (train.val_fraction)")
-    return VideoSubset(make_loader(data.val_shards, loader_config(cfg, stream, train=False)), wanted)
+    return make_loader(data.val_shards, loader_config(cfg, stream, train=False), videos=wanted)
