@@ -169,6 +169,9 @@ def _train_checks(p: list[str], t) -> None:
     _fraction(p, "train.val_fraction", t.val_fraction, low_open=False)
     if t.dropout is not None:
         _fraction(p, "train.dropout", t.dropout, low_open=False)
+    if t.sparsity_step == "proximal" and t.optimizer != "sgd":
+        p.append(f"train.sparsity_step: 'proximal' is not allowed with train.optimizer {t.optimizer!r} "
+                 f"(its shrink is SGD's: lr·λ/(1 − momentum)); use optimizer sgd or sparsity_step subgradient")
     if t.warmup_epochs >= t.epochs > 0:
         p.append(f"train.warmup_epochs: {t.warmup_epochs!r} must be fewer than train.epochs ({t.epochs})")
     if t.scheduler == "multistep" and (not t.milestones or t.milestones != sorted(set(t.milestones))
