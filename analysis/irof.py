@@ -294,11 +294,6 @@ def chunks(n_segments: np.ndarray, next_size) -> Iterator[list[tuple[int, int, i
         yield current
 
 
-def chunk_plan(n_segments: np.ndarray, batch_size: int) -> list[list[tuple[int, int, int]]]:
-    """All forward batches at a fixed ``batch_size`` (see :func:`chunks`)."""
-    return list(chunks(n_segments, lambda: batch_size))
-
-
 def forward_all_steps(model, x, ranks, fill_maps, target, n_segments, *, softmax, batch_size) -> np.ndarray:
     """Target scores of every (sample, k segments removed) input, k = 0..n_segments, flattened
     sample by sample. Each input is written once, straight into a reused batch buffer on the

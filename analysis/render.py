@@ -1,14 +1,17 @@
-"""Rendering the report's blocks: ``index.html`` (figures embedded, tables through
-``analysis.readable``) and ``report.md``. Every data or config string is escaped (HTML entities;
-in Markdown also the characters that open links, code or table cells)."""
+"""Rendering the report's blocks: ``index.html`` from the Jinja2 template
+``analysis/templates/report.html.j2`` (autoescape: every data or config string is escaped;
+figures embedded, tables through ``analysis.readable``) and ``report.md`` (HTML characters as
+entities, and the characters that open links, code or table cells backslashed: ``md_escape``)."""
 from __future__ import annotations
 
 import base64
 import html
 import urllib.parse
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
+import jinja2
 import polars as pl
 from PIL import Image
 
@@ -36,18 +39,16 @@ def _format(value) -> str:
     return str(value)
 
 
-def _html_table(table: pl.DataFrame, unit: str = "") -> str:
-    """Headers wrap between words only; so do cells whose words are all short (names, numbers,
-    intervals); a cell with a long token (a path) may break anywhere to fit the page."""
+def table_view(table: pl.DataFrame, unit: str = "") -> dict:
+    """A table for the template: readable headers and cells, each cell with whether its words are
+    all short. Headers wrap between words only; so do cells whose words are all short (names,
+    numbers, intervals); a cell with a long token (a path) may break anywhere to fit the page."""
     table = readable.readable(table, unit)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
 
-    def cell(text: str) -> str:
-        words = max((len(w) for w in text.split()), default=0) <= SHORT_WORD
-        opening = '<td class="w">' if words else "<td>"
-        return f"{opening}{html.escape(text)}</td>"
-    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in table.iter_rows())
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    def short_words(text: str) -> bool:
+        return max((len(w) for w in text.split()), default=0) <= SHORT_WORD
+    return {"header": table.columns,
+            "rows": [[(text, short_words(text)) for text in row] for row in table.iter_rows()]}
 
 
 def md_escape(text: str) -> str:
@@ -58,21 +59,15 @@ def md_escape(text: str) -> str:
 
 
 def _markdown_table(table: pl.DataFrame, unit: str = "") -> str:
+    """Our own pipe table, not tabulate's or polars' Markdown format: neither escapes a cell, so a
+    ``|`` in a name adds a column and ``<script>`` reaches the page (tabulate 0.10 and polars 1.31
+    checked; tests/test_report_shape.py::test_markdown_table_keeps_its_columns)."""
     table = readable.readable(table, unit)
 
     def line(cells):
         return "| " + " | ".join(md_escape(c) for c in cells) + " |"
     return "\n".join([line(table.columns), line(["---"] * table.width)]
                      + [line([_format(v) for v in row]) for row in table.iter_rows()])
-
-
-STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}td,th{overflow-wrap:anywhere;border:1px solid #ccc;
-padding:.2em .5em;text-align:right}th{background:#f0f0f0;vertical-align:bottom;overflow-wrap:normal}td.w{overflow-wrap:normal}
-ul.findings li{margin:.4em 0;line-height:1.4}img{max-width:100%;height:auto}figure{margin:1em 0}
-details{margin:.5em 0 1.5em}summary{cursor:pointer;color:#555}
-figcaption,.caption{color:#555;font-size:.9em}pre{background:#f6f6f6;padding:1em;overflow:auto;
-max-height:20em}"""
 
 
 def _display_width(png: Path) -> int:
@@ -83,30 +78,30 @@ def _display_width(png: Path) -> int:
         return round(image.width / dpi * CSS_PX_PER_INCH)
 
 
-def render_html(blocks: list[Block], out: Path) -> str:
-    parts = []
+@cache
+def template() -> jinja2.Template:
+    """The page's template, shipped as package data (pyproject: [tool.setuptools.package-data])."""
+    env = jinja2.Environment(loader=jinja2.PackageLoader("analysis", "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined)  # a misspelt field fails, never renders empty
+    return env.get_template("report.html.j2")
+
+
+def html_blocks(blocks: list[Block], out: Path) -> list[dict]:
+    """What the template shows of each block: lines, tables as strings, figures as base64 PNG."""
+    views = []
     for block in blocks:
-        text = html.escape(block.text)
-        if block.kind == "heading":
-            parts.append(f"<h2>{text}</h2>")
-        elif block.kind == "text":
-            parts.append("".join(f"<p>{html.escape(line)}</p>" for line in block.text.splitlines()))
-        elif block.kind == "code":
-            parts.append(f"<details><summary>Config</summary><pre>{text}</pre></details>")
-        elif block.kind == "figure":
-            data = base64.b64encode(block.path.read_bytes()).decode("ascii")
-            parts.append(f'<figure><img alt="{text}" width="{_display_width(block.path)}" '
-                         f'src="data:image/png;base64,{data}">'
-                         f"<figcaption>{text} ({html.escape(str(block.path.relative_to(out)))})</figcaption></figure>")
-        elif block.kind == "list":
-            parts.append('<ul class="findings">' + "".join(f"<li>{html.escape(line)}</li>"
-                                                          for line in block.text.splitlines()) + "</ul>")
-        elif block.kind == "details":
-            parts.append(f"<details><summary>{text}</summary>{_html_table(block.table, block.unit)}</details>")
-        else:
-            parts.append(f'<p class="caption">{text}</p>{_html_table(block.table, block.unit)}')
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>Experiment report</title>"
-            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
+        view = {"kind": block.kind, "text": block.text, "lines": block.text.splitlines()}
+        if block.kind == "figure":
+            view.update(png=base64.b64encode(block.path.read_bytes()).decode("ascii"),
+                        width=_display_width(block.path), link=str(block.path.relative_to(out)))
+        if block.table is not None:
+            view["table"] = table_view(block.table, block.unit)
+        views.append(view)
+    return views
+
+
+def render_html(blocks: list[Block], out: Path) -> str:
+    return template().render(blocks=html_blocks(blocks, out)) + "\n"
 
 
 def render_markdown(blocks: list[Block], out: Path) -> str:

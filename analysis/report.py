@@ -23,9 +23,11 @@ from tqdm import tqdm
 
 from shards.cli import HelpFormatter
 
-from . import equivalence, figures, findings, grid_report, pruned, readable, stats, summary
+from . import equivalence, figures, findings, grid_report, pruned, readable, report_explain, stats, summary
 from .protocol import protocol_text
 from .render import Block, _format, render_html, render_markdown
+from .report_text import (CONTROLS_DRAWN, ORIGINAL, ORIGINAL_TEXT, PAIRED_TEXT, findings_method,
+                          wilcoxon_floor, wilcoxon_note)  # noqa: F401 (wilcoxon_floor: the report's API)
 from .results import DEFAULT_CHAIN as STUDY_CHAIN
 from .results import ResultsSchemaError, atomic_file, read_table
 
@@ -53,34 +55,6 @@ def read_experiment_json(root: Path) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON: {exc}") from exc
-
-
-PAIRED_TEXT = ("Paired analysis: the same runs are measured at every step, so the steps are compared "
-               "within runs: a repeated-measures ANOVA over the steps (only runs present at every step), "
-               "then each step against step 0.")
-ORIGINAL_TEXT = ("The original study's analysis follows: steps as independent groups (between-groups "
-                 "ANOVA, Bonferroni post-hoc), paired Cohen's d_z and Wilcoxon, seed-comparable with it.")
-ORIGINAL = "Original study's analysis: "
-QUANTUS_BASELINES = {
-    "per_image_mean": "per_image_mean: a removed superpixel takes the mean of its own clip's original "
-                      "input, so a clip's score depends on that clip alone",
-    "quantus": "quantus: Quantus 0.6's own default (perturb_baseline=\"mean\"): the mean of the whole "
-               "current batch, so a clip's score depends on the clips that share its batch",
-}
-
-
-def wilcoxon_floor(n: int) -> float:
-    """The smallest exact two-sided Wilcoxon signed-rank p with n pairs: all signs alike, 2 / 2^n."""
-    return 2.0 / 2 ** n
-
-
-def wilcoxon_note(n: int | None) -> str:
-    if not n:
-        return ""
-    floor = wilcoxon_floor(n)
-    reach = "so it can never fall below 0.05" if floor >= 0.05 else "below 0.05 only with all pairs alike"
-    return (f"; Wilcoxon columns: with n = {n} pairs the smallest exact two-sided p is "
-            f"{floor:.4g}, {reach}")
 
 
 def in_study_order(table: pl.DataFrame) -> pl.DataFrame:
@@ -113,7 +87,9 @@ class ReportBuilder:
         results = self.root / "results"
         # the sections below describe the study's chain; the controls' rows (issue 27) reach the
         # statistics tables, which group by chain
-        self.accuracy = study_chain(read_table(results, "accuracy"))
+        self.all_accuracy = read_table(results, "accuracy")  # every chain: the figures that draw the controls
+        self.accuracy = study_chain(self.all_accuracy)
+        self.controls_drawn = CONTROLS_DRAWN if figures.control_chains(self.all_accuracy) else ""
         self.epochs = study_chain(read_table(results, "epochs"))
         self.irof = study_chain(read_table(results, "irof"))
         with warnings.catch_warnings(record=True) as caught:
@@ -235,24 +211,8 @@ class ReportBuilder:
             self.text("No pruned step to compare with the unpruned models yet: no findings.")
             return
         self.blocks.append(Block("list", "\n".join(table["sentence"].to_list())))
-        self.text(self.method_text())
+        self.text(findings_method(self.settings))
         self.table("Findings per model and chain (tables/findings.csv)", findings.shown(table), unit="")
-
-    def method_text(self) -> str:
-        """How the findings are tested, and which family each correction covers (said once)."""
-        m = self.settings.margins
-        return (f"How: each pruned step against the unpruned step 0, runs paired. \"Within ±m\" is an "
-                f"equivalence test (TOST, α = {self.settings.alpha:g}; margins: accuracy ±{m['accuracy']:g} "
-                f"percentage points, IROF ÷ the clip's segment count ±{m['irof']:g}; stats.equivalence_margin). "
-                "\"Up to X %\" is fixed-sequence testing along increasing ratio, one sequence per model, chain "
-                "and metric, stopping at the first step not shown equivalent: no multiplicity penalty within "
-                f"the sequence. Primary endpoint (confirmatory, α = {self.settings.alpha:g}): "
-                f"{self.settings.primary.text()} (stats.primary); every other model, chain and metric is "
-                "secondary, reported without correction across them. Holm's correction (post-hoc tables) "
-                "covers the steps of one model, chain and metric. Δ: mean paired difference with its "
-                "95 % t-interval; \"detectable at power 0.8\": the smallest true Δ a two-sided paired t-test "
-                "over these runs would detect (sd of the paired differences from the data). Rows flagged "
-                f"\"{stats.paired.FEW}\" or \"{stats.paired.ZERO_SPREAD}\" are not findings.")
 
     def equivalence_section(self) -> None:
         """TOST per step and the fixed-sequence answer, for accuracy and IROF."""
@@ -314,10 +274,10 @@ class ReportBuilder:
         self.table(f"What each step removed, mean over runs (%): {pruned.DEFINITIONS}. Figures below "
                    "plot against the channels (the pruning ratio)", pruned.fractions_table(self.accuracy),
                    name="pruned_fractions")
-        self.figure("accuracy_per_run", f"{label} against the pruned fraction, one line per run",
-                    lambda p: figures.accuracy_per_run(self.accuracy, self.metric, p))
-        self.figure("accuracy_mean_sd", f"{label}: mean ± sd over runs",
-                    lambda p: figures.mean_sd(self.study_stats(f"{self.metric}_summary"), f"{label} (%)", p))
+        self.figure("accuracy_per_run", f"{label} against the pruned fraction, one line per run" + self.controls_drawn,
+                    lambda p: figures.accuracy_per_run(self.all_accuracy, self.metric, p))
+        self.figure("accuracy_mean_sd", f"{label}: mean ± sd over runs" + self.controls_drawn,
+                    lambda p: figures.mean_sd(self.stats[f"{self.metric}_summary"], f"{label} (%)", p))
         self.figure("accuracy_boxplots", f"{label}: distribution over runs at each ratio",
                     lambda p: figures.boxplots(self.accuracy, self.metric, f"{label} (%)", p))
         effects = self.study_stats(f"{self.metric}_effects")
@@ -364,73 +324,6 @@ class ReportBuilder:
         self.figure("training_curves", "loss and accuracy per epoch of the unpruned models",
                     lambda p: figures.training_curves(self.epochs, p))
 
-    def irof_section(self) -> None:
-        self.heading("Faithfulness of the explanations (IROF)")
-        if self.irof.is_empty():
-            self.not_run("IROF", "the irof table is empty (the explain stage has not run)")
-            return
-        self.text(self.irof_method_text())
-        by_correctness = self.study_stats("irof_by_correctness")
-        self.table("IROF per stream and step, for all clips and split by whether the model classified "
-                   "the clip correctly: runs, clips, mean ± sd over runs of each run's median over its "
-                   "clips (robust), and the mean of the per-run means (outlier-sensitive: one clip whose "
-                   "probability ratio explodes moves it) (tables/irof_by_correctness.csv)",
-                   stats.irof_robust_summary(by_correctness).drop("experiment"), name="irof_robust")
-        self.figure("irof_boxplots", "IROF per explained clip at each ratio, correctly and incorrectly "
-                    "classified clips apart (higher = more faithful); axis limits robust to outliers, "
-                    "clips beyond them marked at the edge and counted",
-                    lambda p: figures.irof_by_correctness_boxes(self.irof, p))
-        self.figure("irof_trend", "IROF per-run median over clips: mean and 95 % t-interval over runs",
-                    lambda p: figures.trend_with_intervals(self.study_stats("irof_summary"), "IROF (per-run median)", p))
-        self.stat_tables("irof", "IROF (per-run median)")
-
-    def irof_method_text(self) -> str:
-        """What the IROF numbers are: the target explained and the baseline, beside Quantus' own."""
-        explain = self.meta.get("config", {}).get("explain", {})
-        rules = sorted(r for r in self.irof["target_rule"].unique().to_list() if r is not None)
-        target = ", ".join(rules) or explain.get("target") or "label (files written before explain.target)"
-        baseline = explain.get("baseline", "per_image_mean")
-        return (f"IROF per clip exactly as Quantus 0.6 defines it (area over the curve of "
-                f"p_target(x_k)/p_target(x) while superpixels are removed). Target class: {target} "
-                "(predicted: the model's own decision, as Quantus' examples; label: the true class, whose "
-                "ratio explodes on misclassified clips). Baseline: "
-                + QUANTUS_BASELINES.get(baseline, baseline)
-                + ("." if baseline == "quantus" else
-                   f". Beside it, not used here, {QUANTUS_BASELINES['quantus']}."))
-
-    def saliency_change_part(self) -> None:
-        """Pruned against unpruned maps of the same clips (the saliency_change table)."""
-        # pruned against unpruned of the study's chain (step-0 rows are the run-to-run reference)
-        change = study_chain(read_table(self.root / "results", "saliency_change")).filter(pl.col("step") > 0)
-        if change.is_empty():
-            self.text("No saliency_change rows: no pruned step has been explained yet.")
-            return
-        rules = ", ".join(sorted(change["target_rule"].unique().to_list()))
-        self.figure("saliency_change", "How much pruning changes the explanation: each pruned model's "
-                    "saliency map against the unpruned model's map of the same clip (same channel "
-                    f"reduction, target {rules}): Spearman rank correlation and IoU of the top "
-                    f"{change['top_fraction'][0] * 100:g} % pixels; per stream the mean over runs of each "
-                    "run's median over clips, ± sd over runs; 1 = unchanged",
-                    lambda p: figures.saliency_change_trend(change, p))
-        self.table("Saliency change per stream and step (the figure's numbers)",
-                   self.report.figures["saliency_change"].data, name="saliency_change_summary")
-
-    def saliency_section(self) -> None:
-        self.heading("Saliency maps under pruning")
-        self.saliency_change_part()
-        saliency = self.root / "saliency"
-        videos = self.figure_videos or sorted(
-            {p.name.rsplit("__", 1)[0] for p in saliency.glob("*/run*/step*/*.npz")})
-        shown = [v for v in videos if not figures.saliency_files(saliency, v).is_empty()]
-        for video in set(videos) - set(shown):
-            self.text(f"No saved maps for {video}.")
-        if not shown:
-            self.not_run("saliency", f"no saliency maps under {saliency}")
-            return
-        for video in shown:
-            self.figure(f"overlay_{video}", f"{video}: RGB frame, spatial and temporal saliency per ratio",
-                        lambda p, v=video: figures.overlay(saliency, v, p))
-
     def slimming_section(self) -> None:
         """Network Slimming at work: |γ| before and after (sparsity) training and at each explained
         step, with the threshold each pruning step cut at."""
@@ -475,9 +368,10 @@ class ReportBuilder:
         """The report in order; a new part of the report is one more entry here."""
         return [self.title, self.findings_section, self.summary_section, self.equivalence_section,
                 self.accuracy_section, self.fusion_section,
-                self.efficiency_section, self.slimming_section, self.training_section, self.irof_section,
+                self.efficiency_section, self.slimming_section, self.training_section,
+                lambda: report_explain.irof_section(self),
                 lambda: grid_report.grid_section(self),  # issue 30: only when more than the study's pair
-                self.saliency_section, self.notes_section, self.overview]
+                lambda: report_explain.saliency_section(self), self.notes_section, self.overview]
 
     def build(self) -> Report:
         for section in tqdm(self.sections(), desc="report", unit="section"):

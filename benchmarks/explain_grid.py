@@ -27,7 +27,7 @@ from analysis.metrics.randomisation import randomisation
 from analysis.metrics.road import road
 from shards.cli import HelpFormatter
 
-METRICS = ("irof", "road", "deletion", "insertion", "randomisation")
+METRICS = ("irof", "road", "deletion", "insertion", "randomisation", "randomisation_stage")
 
 
 class ForwardTimer:
@@ -63,13 +63,13 @@ def smooth_clips(n: int, channels: int, size: int, seed: int = 0) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def timed(timer: ForwardTimer, fn) -> tuple[float, float]:
-    """(seconds, forward share) of ``fn()``."""
+def timed(timer: ForwardTimer, fn) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds of this process, forward share of the wall time) of ``fn()``."""
     timer.seconds = 0.0
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     fn()
     seconds = time.perf_counter() - start
-    return seconds, timer.seconds / seconds
+    return seconds, time.process_time() - cpu, timer.seconds / seconds
 
 
 def vanilla(model, x, target):
@@ -102,6 +102,8 @@ def cases(metric: str, model, x: np.ndarray, maps: torch.Tensor, target: np.ndar
             model=model, x_batch=x, y_batch=target, a_batch=maps[:, None].numpy(), channel_first=True,
             device="cpu", batch_size=n,
             explain_func=lambda model, inputs, targets, **kw: vanilla(model, inputs, targets)[:, None].numpy())
+    if metric == "randomisation_stage":
+        return lambda: randomisation(model, xt, tt, maps, vanilla, granularity="stage"), None
     return lambda: randomisation(model, xt, tt, maps, vanilla, granularity="module"), quantus_mprt
 
 
@@ -118,7 +120,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     print(f"# load {os.getloadavg()[0]:.1f}, torch threads {torch.get_num_threads()}, {args.clips} clips, "
           f"{args.size} px, ResNet-18, CPU")
-    print("metric,channels,ours_s_per_clip,quantus_s_per_clip,ratio,ours_forward_share,quantus_forward_share")
+    print("metric,channels,ours_s_per_clip,quantus_s_per_clip,ratio,ours_cpu_s_per_clip,quantus_cpu_s_per_clip,"
+          "cpu_ratio,ours_forward_share,quantus_forward_share,load")
     for channels in args.channels:
         model = resnet(channels)
         timer = ForwardTimer(model)
@@ -127,10 +130,11 @@ def main(argv=None) -> None:
         maps = vanilla(model, x, target)
         for metric in args.metrics:
             ours, reference = cases(metric, model, x, maps, target)
-            ours_s, ours_share = timed(timer, ours)
-            ref_s, ref_share = timed(timer, reference) if reference else (float("nan"), float("nan"))
-            print(f"{metric},{channels},{ours_s / args.clips:.2f},{ref_s / args.clips:.2f},"
-                  f"{ref_s / ours_s:.2f},{ours_share:.2f},{ref_share:.2f}", flush=True)
+            ours_s, ours_cpu, ours_share = timed(timer, ours)
+            ref_s, ref_cpu, ref_share = timed(timer, reference) if reference else (float("nan"),) * 3
+            print(f"{metric},{channels},{ours_s / args.clips:.2f},{ref_s / args.clips:.2f},{ref_s / ours_s:.2f},"
+                  f"{ours_cpu / args.clips:.2f},{ref_cpu / args.clips:.2f},{ref_cpu / ours_cpu:.2f},"
+                  f"{ours_share:.2f},{ref_share:.2f},{os.getloadavg()[0]:.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,16 @@ GOOD = {"experiment": {"name": "ok"}, "data": {"synthetic": {"classes": 3}}}
 
 
 def problems(**sections) -> list[str]:
+    """The problems of GOOD with ``sections`` over it: the schema's (types, ranges: the config is
+    not built) or else the rules between keys (training.validation)."""
     data = {k: dict(v) for k, v in GOOD.items()}
     for section, values in sections.items():
         data.setdefault(section, {}).update(values)
-    return config_problems(ExperimentConfig.from_dict(data))
+    try:
+        cfg = ExperimentConfig.from_dict(data)
+    except ConfigError as exc:
+        return str(exc).splitlines()
+    return config_problems(cfg)
 
 
 def test_good_config_and_demo_have_no_problems():
@@ -28,13 +34,13 @@ def test_good_config_and_demo_have_no_problems():
 
 
 @pytest.mark.parametrize("section, values, message", [
-    ("data", {"flow_bound": 0}, "data.flow_bound: 0.0 is not allowed (must be > 0)"),
+    ("data", {"flow_bound": 0}, "data.flow_bound: 0 is not allowed (must be > 0)"),
     ("data", {"workers": 0}, "data.workers: 0 is not allowed (must be > 0)"),
     ("ray", {"max_failures": -1}, "ray.max_failures: -1 is not allowed (must be >= 0)"),
-    ("data", {"split": 7}, "data.split: 7 is not allowed (UCF101 has splits 1, 2, 3)"),
+    ("data", {"split": 7}, "data.split: 7 is not allowed (must be in [1, 3])"),
     ("prune", {"step_fraction": 1.5}, "prune.step_fraction: 1.5 is not allowed (must be in (0, 1))"),
     ("train", {"runs": 0}, "train.runs: 0 is not allowed (must be > 0)"),
-    ("train", {"lr": -1}, "train.lr: -1.0 is not allowed (must be > 0)"),
+    ("train", {"lr": -1}, "train.lr: -1 is not allowed (must be > 0)"),
     ("explain", {"steps": [0, 18]}, "explain.steps: [18] outside 0..prune.steps (17)"),
     ("explain", {"forward_batch": 0}, "explain.forward_batch: 0 is not allowed (must be > 0)"),
     ("model", {"weights": "/nonexistent/w.pt"}, "model.weights: '/nonexistent/w.pt' is not 'none', 'imagenet', a version name"),
@@ -46,7 +52,7 @@ def test_good_config_and_demo_have_no_problems():
     ("train", {"val_fraction": 0.0}, "fusion.fit_on: 'heldout' (for ['svm_softmax', 'svm_features', 'svm_logits']) needs held-out videos"),
     ("ray", {"gpus_per_trial": -0.5}, "ray.gpus_per_trial: -0.5 is not allowed (must be 0 = CPU only, a fraction in (0, 1]"),
     ("ray", {"gpus_per_trial": 1.5}, "ray.gpus_per_trial: 1.5 is not allowed"),
-    ("ray", {"cpus_per_trial": 0}, "ray.cpus_per_trial: 0.0 is not allowed (must be > 0)"),
+    ("ray", {"cpus_per_trial": 0}, "ray.cpus_per_trial: 0 is not allowed (must be > 0)"),
     ("data", {"synthetic": None, "videos": "/nonexistent/v"}, "data.videos: '/nonexistent/v' is not a readable folder"),
 ])
 def test_each_bad_value_is_named(section, values, message):
@@ -83,10 +89,15 @@ def test_videos_and_splits_are_needed_only_by_the_data_stage():
 def test_every_problem_is_reported_once():
     found = problems(data={"workers": 0, "flow_bound": -2}, train={"runs": 0})
     assert len(found) == 3
-    with pytest.raises(ConfigError) as err:
-        validate(ExperimentConfig.from_dict({**GOOD, "train": {"runs": 0, "epochs": 0}}))
+    with pytest.raises(ConfigError) as err:  # the schema's range checks: the config is not built
+        ExperimentConfig.from_dict({**GOOD, "train": {"runs": 0, "epochs": 0}})
     assert str(err.value).splitlines() == ["train.runs: 0 is not allowed (must be > 0)",
                                            "train.epochs: 0 is not allowed (must be > 0)"]
+    with pytest.raises(ConfigError) as err:  # the rules between keys: validate lists each
+        validate(ExperimentConfig.from_dict({**GOOD, "data": {"synthetic": {}, "classes": ["A"]},
+                                             "explain": {"steps": [0, 99]}}))
+    assert str(err.value).splitlines() == ["data.classes: ['A'] must name at least 2 classes (or be null for all)",
+                                           "explain.steps: [99] outside 0..prune.steps (17)"]
 
 
 def test_yaml_string_float_suggests_decimal_point(tmp_path):

@@ -62,7 +62,7 @@ def test_every_config_key_has_a_type_a_default_and_a_meaning():
     missing = [k.key for k in found if not k.meaning]
     assert not missing, f"add a one-line comment to these fields in training/config.py: {missing}"
     lr = next(k for k in found if k.key == "train.lr")
-    assert (lr.type, lr.allowed) == ("float", "> 0")  # from training.validation's _positive loop
+    assert (lr.type, lr.allowed) == ("float", "> 0")  # the schema's range (PositiveFloat)
     arch = next(k for k in found if k.key == "model.arch")
     assert arch.default == "resnet18" and "`resnet101`" in arch.allowed
 

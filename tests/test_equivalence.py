@@ -12,7 +12,7 @@ from scipy import optimize
 from scipy import stats as scipy_stats
 
 from analysis import equivalence, paired, stats
-from training.config import ExperimentConfig
+from training.config import ConfigError, ExperimentConfig
 from training.validation import config_problems
 from test_stats import GROUPS, frame
 
@@ -132,9 +132,8 @@ def test_settings_and_config_keys():
     with pytest.raises(ValueError, match="stats.equivalence_margin.accuracy"):
         equivalence.Settings.from_config({"stats": {"equivalence_margin": {"accuracy": 0}}})
     good = {"experiment": {"name": "ok"}, "data": {"synthetic": {"classes": 3}}}
-    cfg = ExperimentConfig.from_dict({**good, "stats": {"equivalence_margin": {"accuracy": -1},
-                                                        "primary": {"model": "fusion"}}})
-    problems = config_problems(cfg)
-    assert any(p.startswith("stats.equivalence_margin.accuracy: -1") for p in problems)
+    with pytest.raises(ConfigError, match=r"stats.equivalence_margin.accuracy: -1 is not allowed \(must be > 0\)"):
+        ExperimentConfig.from_dict({**good, "stats": {"equivalence_margin": {"accuracy": -1}}})
+    problems = config_problems(ExperimentConfig.from_dict({**good, "stats": {"primary": {"model": "fusion"}}}))
     assert any(p.startswith("stats.primary.model: 'fusion'") for p in problems)
     assert ExperimentConfig.from_dict(good).stats.equivalence_margin.accuracy == 1.0

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from matplotlib.colors import to_hex
 from PIL import Image
 
 from analysis import figures, stats
@@ -134,6 +135,79 @@ def test_accuracy_figures_plot_the_tables(experiment, tmp_path):
     assert d.data.sort(by_key)["cohens_d"].to_list() == effects["cohens_d"].to_list()
     assert p.data.sort(by_key)["p_wilcoxon"].to_list() == effects["p_wilcoxon"].to_list()
     assert d.data.filter((pl.col("model") == "temporal") & (pl.col("step") == 3))["n"].to_list() == [2]
+
+
+def with_controls(table: pl.DataFrame, value: str, step: int = 3) -> pl.DataFrame:
+    """``table`` (the study's chain) plus issue 27's controls, tested at ``step`` only: finetune_only
+    5 above the study's values, random 10 below."""
+    tested = table.filter(pl.col("stream").is_in(STREAMS) & (pl.col("step") == step))
+    return pl.concat([table] + [tested.with_columns(pl.lit(chain).alias("chain"), pl.col(value) + shift)
+                                for chain, shift in (("finetune_only", 5.0), ("random", -10.0))], how="diagonal")
+
+
+def marks(ax, marker: str) -> list:
+    """The drawn lines of one marker shape (legend proxies have no data)."""
+    return [line for line in ax.get_lines() if line.get_marker() == marker and len(line.get_xdata())]
+
+
+def test_accuracy_and_irof_figures_draw_every_chain(experiment, tmp_path):
+    """Issue 27: the controls, tested at the explained steps and the last one, are drawn as markers at
+    those steps (one shape per chain, beside the study's point), and the legend names each chain."""
+    accuracy = with_controls(read_table(experiment / "results", "accuracy"), "video_accuracy")
+    dodge = {"finetune_only": -figures.CONTROL_DODGE, "random": figures.CONTROL_DODGE}
+    marker = {"finetune_only": "s", "random": "^"}
+
+    per_run = figures.accuracy_per_run(accuracy, "video_accuracy", tmp_path / "per_run.png")
+    assert set(per_run.data["chain"]) == {"slimming", "finetune_only", "random"}
+    spatial = next(ax for ax in per_run.figure.axes if ax.get_title() == "spatial")
+    for chain in ("finetune_only", "random"):
+        drawn = marks(spatial, marker[chain])
+        assert len(drawn) == len(RUNS)  # one marker per run, at step 3 only
+        expected = accuracy.filter((pl.col("chain") == chain) & (pl.col("stream") == "spatial")).sort("run")
+        assert [line.get_ydata()[0] for line in drawn] == expected["video_accuracy"].to_list()
+        assert all(line.get_xdata()[0] == pytest.approx(12.0 + dodge[chain]) for line in drawn)
+    legend = [t.get_text() for t in per_run.figure.legends[0].get_texts()]
+    assert legend[:3] == ["run 1", "run 2", "run 3"]
+    assert [t.split(" ")[0] for t in legend[3:]] == ["slimming", "finetune_only", "random"]
+
+    summary = stats.all_tables(accuracy, stats.ACCURACY_GROUPS, "video_accuracy")["summary"]
+    irof = read_table(experiment / "results", "irof")
+    irof_summary = stats.all_tables(stats.irof_per_run(with_controls(irof, "irof")), stats.IROF_GROUPS,
+                                    "irof")["summary"]
+    for plotted, table in ((figures.mean_sd(summary, "video accuracy (%)", tmp_path / "mean_sd.png"), summary),
+                           (figures.trend_with_intervals(irof_summary, "IROF", tmp_path / "trend.png"), irof_summary)):
+        ax = plotted.figure.axes[0]
+        for chain in ("finetune_only", "random"):
+            rows = table.filter((pl.col("chain") == chain) & (pl.col("step") > 0)).sort("stream")
+            drawn = marks(ax, marker[chain])
+            assert len(drawn) == rows.height == 2  # spatial and temporal, in the models' colours
+            assert [line.get_ydata()[0] for line in drawn] == pytest.approx(rows["mean"].to_list())
+            assert [to_hex(line.get_color()) for line in drawn] == [c.lower() for c in figures.OKABE_ITO[:2]]
+            assert all(line.get_xdata()[0] == pytest.approx(12.0 + dodge[chain]) for line in drawn)
+            # the control's step 0 is the study's unpruned model: drawn once, by the study's line
+            assert plotted.data.filter((pl.col("chain") == chain) & (pl.col("step") == 0)).is_empty()
+        legend = [t.get_text() for t in plotted.figure.legends[0].get_texts()]
+        assert [t.split(" ")[0] for t in legend[-3:]] == ["slimming", "finetune_only", "random"]
+
+
+def test_saliency_change_figure_draws_every_chain(tmp_path):
+    """Issue 27: each control's saliency change at the step it was explained at, a marker in its
+    stream's colour beside the study's line."""
+    rows = [dict(stream=stream, chain=chain, run=run, step=step, prune_ratio=0.04 * step, method="m",
+                 clip=clip, spearman=value - 0.1 * step, iou_top=value - 0.2 * step)
+            for stream, value in (("spatial", 0.9), ("temporal", 0.8)) for run in RUNS for clip in range(3)
+            for chain, steps in (("slimming", (1, 2, 3)), ("finetune_only", (3,)), ("random", (3,)))
+            for step in steps]
+    plotted = figures.saliency_change_trend(pl.DataFrame(rows), tmp_path / "change.png")
+    data = plotted.data
+    assert data["chain"].to_list()[:5] == ["slimming"] * 3 + ["finetune_only", "random"]
+    rho = plotted.figure.axes[0]
+    for chain, marker in (("finetune_only", "s"), ("random", "^")):
+        drawn = marks(rho, marker)
+        assert [line.get_ydata()[0] for line in drawn] == pytest.approx([0.6, 0.5])  # spatial, temporal
+        assert [to_hex(line.get_color()) for line in drawn] == [c.lower() for c in figures.OKABE_ITO[:2]]
+    legend = [t.get_text() for t in plotted.figure.legends[0].get_texts()]
+    assert legend == ["spatial (m)", "temporal (m)", "slimming (study)", "finetune_only (control)", "random (control)"]
 
 
 def test_efficiency_figure_with_and_without_latency(experiment, tmp_path):

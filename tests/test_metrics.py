@@ -81,6 +81,43 @@ def test_randomisation_equals_quantus_per_layer(channels):
     assert [stage_of(n) for n in ("fc", "layer2.1.bn2", "bn1", "conv1")] == ["fc", "layer2", "stem", "stem"]
 
 
+@pytest.mark.parametrize("method", ["vanilla_gradient", "grad_cam", "smoothgrad"])
+def test_randomisation_reuses_the_unrandomised_bottom_with_the_same_maps(method):
+    from analysis.methods import MethodSettings
+    from analysis.metrics.prefix import reusable
+    torch.manual_seed(5)
+    model = torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1], num_classes=4).eval()
+    size = 64 if method == "grad_cam" else 32  # 64 px: Grad-CAM's layer4 map is 2 x 2
+    x = torch.from_numpy(smooth_images(2, 3, size, seed=2))
+    target = torch.tensor([0, 2])
+    settings = MethodSettings(smoothgrad_samples=2)
+    stem_runs = []
+    model.conv1.register_forward_hook(lambda *_: stem_runs.append(1))  # deep copies keep the hook
+
+    def fn(m, inputs, targets):
+        return explain(method, m, inputs, targets, settings).maps
+
+    maps = fn(model, x, target)
+    runs = {}
+    for reuse in (False, True):
+        stem_runs.clear()
+        result = randomisation(model, x, target, maps, fn, granularity="module", reuse_prefix=reuse)
+        runs[reuse] = result, len(stem_runs)
+    (plain, plain_stem), (reused, reused_stem) = runs[False], runs[True]
+    assert list(plain.correlations) == list(reused.correlations) and len(plain.correlations) == 25
+    for layer, values in plain.correlations.items():
+        np.testing.assert_array_equal(reused.correlations[layer], values, err_msg=layer)  # bitwise
+    assert np.isfinite(plain.score).all()
+    # 25 checkpoints; reused, the stem runs once per input and stage above it (fc+layer4, layer3,
+    # layer2, layer1) and at its own 2 checkpoints. Grad-CAM and SmoothGrad take the logits
+    # first (no gradients): Grad-CAM's maps reuse that pass (they need no input gradient),
+    # SmoothGrad's noisy batch is a second input
+    per_map = 1 if method == "vanilla_gradient" else 2
+    per_stage = 2 if method == "smoothgrad" else 1
+    assert plain_stem == 25 * per_map and reused_stem == 4 * per_stage + 2 * per_map
+    assert not reusable(small_cnn(3, seed=1, float64=False))
+
+
 def test_deletion_and_insertion_known_answers():
     x = torch.zeros(2, 3, 32, 32)
     x[:, :, :8, :8] = 2.0  # class 1's evidence: sigmoid(4 * block mean) = sigmoid(8); removed: sigmoid(0)

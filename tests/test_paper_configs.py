@@ -1,10 +1,10 @@
-"""ucf101_split3_all_steps.yaml is the paper config explaining every step, and nothing else."""
+"""ucf101_split3_all_steps.yaml is the paper config explaining every step, and nothing else
+(it extends ucf101_split3.yaml; tests/test_config_hashes.py pins its hash to the old full copy's)."""
 from pathlib import Path
-
-import yaml
 
 from analysis.explain import explain_steps
 from training.config import ExperimentConfig
+from training.overrides import load_config
 from training.validation import config_problems
 
 CONFIGS = Path(__file__).resolve().parents[1] / "ray_configs"
@@ -21,12 +21,14 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 
 def test_all_steps_config_differs_only_in_explain_steps_and_name():
-    paper = flatten(yaml.safe_load((CONFIGS / "ucf101_split3.yaml").read_text()))
-    every = flatten(yaml.safe_load((CONFIGS / "ucf101_split3_all_steps.yaml").read_text()))
+    paper = flatten(load_config(CONFIGS / "ucf101_split3.yaml").to_dict())
+    every = flatten(load_config(CONFIGS / "ucf101_split3_all_steps.yaml").to_dict())
     changed = {k for k in paper.keys() | every.keys() if paper.get(k) != every.get(k)}
     assert changed == {"experiment.name", "experiment.root", "explain.steps"}
     assert every["explain.steps"] == "all" and every["experiment.name"] == "ucf101_split3_all_steps"
-    assert every["experiment.root"] == f"../runs/{every['experiment.name']}"  # the root follows the name
+    # the root follows the name, next to the paper config's
+    assert every["experiment.root"] == str(CONFIGS.parent.resolve() / "runs" / every["experiment.name"])
+    assert paper["experiment.root"] == str(CONFIGS.parent.resolve() / "runs" / "ucf101_split3")
 
     cfg = ExperimentConfig.from_yaml(CONFIGS / "ucf101_split3_all_steps.yaml")
     assert explain_steps(cfg) == list(range(18))  # all 18 models, 0 to 50.04 % removed

@@ -37,6 +37,7 @@ def experiment(root) -> ExperimentConfig:
                   "channels_last": False, "amp": False, "val_fraction": 0.0},
         "prune": {"steps": 2, "step_fraction": 0.04, "finetune_epochs": 1, "lr": 0.01, "sparsity": 1e-4,
                   "residual": True, "round_to": 1},
+        "fusion": {"methods": ["mean"]},  # no SVM: no train-clip scores (the chains here get no such loader)
     })
     torch.manual_seed(0)
     model = build_stream("spatial", "resnet18", len(CLASSES))
@@ -117,6 +118,30 @@ def test_a_step_whose_rows_are_damaged_is_not_done_though_its_checkpoint_exists(
     after = read_table(cfg.paths.results, "accuracy").sort("step").select(before.columns)
     assert after.equals(before), (after, before)
     assert first_unfinished_step(cfg, "spatial", 1) == 3
+
+
+def test_a_step_whose_inputs_for_later_stages_are_gone_or_damaged_is_done_again(tmp_path, capsys):
+    """A step's score file (the fuse stage's input) removed, a later step's checkpoint cut short:
+    the checkpoint is named and set aside, and the chain redoes both steps to the same rows."""
+    from analysis.damaged import set_aside_damaged_inputs
+
+    train, test = colour_batches(3, seed=0), colour_batches(2, seed=1)
+    cfg = experiment(tmp_path / "exp")
+    run_chain(cfg, "spatial", 1, ChainLoaders(train, None, test))
+    columns = ["step", "loss", "video_accuracy", "channels_removed"]
+    before = read_table(cfg.paths.results, "accuracy").sort("step").select(columns)
+    scores, checkpoint = cfg.paths.scores("spatial", 1, 1, "test"), cfg.paths.checkpoint("spatial", 1, 2)
+    scores.unlink()
+    checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    assert first_unfinished_step(cfg, "spatial", 1) == 1  # its rows are there, its scores are not
+    assert [f for f, _, _ in set_aside_damaged_inputs(cfg.paths.root)] == [checkpoint]
+    assert f"checkpoint: {checkpoint} cannot be read (BadZipFile" in capsys.readouterr().err
+    rebuilt = run_chain(cfg, "spatial", 1, ChainLoaders(train, None, test))
+    assert [r["step"] for r in rebuilt] == [1, 2] and scores.is_file()
+    assert load_checkpoint(checkpoint).epoch >= 0  # whole again
+    assert set_aside_damaged_inputs(cfg.paths.root) == [] and first_unfinished_step(cfg, "spatial", 1) == 3
+    after = read_table(cfg.paths.results, "accuracy").sort("step").select(columns)
+    assert after.equals(before), (after, before)
 
 
 def test_each_step_records_its_accuracy_before_fine_tuning(tmp_path):

@@ -152,7 +152,7 @@ def test_tables_are_readable_and_also_latex(full):
     for p in effects["p_t"].drop_nulls():
         assert re.search(rf"<td[^>]*>{re.escape(html.escape(readable.p_value(p)))}</td>", page)
     # the original study's tables are collapsed behind <details>
-    original = page.index("Original study&#x27;s analysis: video accuracy: per step")
+    original = page.index("Original study&#39;s analysis: video accuracy: per step")  # Jinja2's autoescape
     assert page.index("<details>", original) < page.index("<table>", original)
     tex = (root / "report" / "tables" / "video_accuracy_equivalence.tex").read_text()
     assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex and "TOST p" in tex

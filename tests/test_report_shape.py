@@ -62,6 +62,11 @@ def paper_size_experiment(root: Path, name: str = "paper", steps=STEPS, explaine
                          irof=float(rng.normal(0.3 - 0.01 * step, 0.02)), n_segments=50, seconds=1.0)
                     for step in explained for cls in ("Archery", "Bowling")]
             write_rows(root / "results", "irof", rows, partition=f"{stream}/run{run}")
+            if controls:
+                write_rows(root / "results", "irof", [{**r, "chain": chain, "irof": r["irof"] - shift}
+                                                      for chain, shift in (("random", 0.05), ("finetune_only", 0.0))
+                                                      for r in rows if r["step"] > 0],
+                           partition=f"controls/{stream}/run{run}")
     return root
 
 
@@ -144,8 +149,23 @@ def test_paper_size_figures_are_legible(paper):
     assert [t.get_text() for t in bars.get_xticklabels()] == [f"{(1 - 0.96 ** k) * 100:.1f}" for k in STEPS[1:]]
     assert bars.get_xticklabels()[-1].get_text() == "50.0"  # 17 steps of 4 %: 50.04 % pruned
     fig, _ = figs["accuracy_mean_sd"]
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == STUDY_MODELS
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[:5] == STUDY_MODELS  # then the chains (issue 27): the study's line, each control's marker
+    assert [t.split(" ")[0] for t in legend[5:]] == ["slimming", "finetune_only", "random"]
     assert report.figures["accuracy_boxplots"].data["model"].unique(maintain_order=True).to_list() == STUDY_MODELS
+
+
+def test_accuracy_and_irof_figures_draw_the_control_chains(paper):
+    """Issue 27: the report's accuracy and IROF figures against the pruned fraction show every chain."""
+    _, report = paper
+    for name in ("accuracy_per_run", "accuracy_mean_sd", "irof_trend"):
+        data = report.figures[name].data
+        assert set(data["chain"]) == {"slimming", "finetune_only", "random"}, name
+        assert set(data.filter(pl.col("chain") != "slimming")["step"]) == set(EXPLAINED) - {0}, name
+        legend = [t.get_text() for t in report.figures[name].figure.legends[0].get_texts()]
+        assert legend[-2:] == ["finetune_only (control)", "random (control)"], name
+    page = report.index.read_text()
+    assert len(re.findall(r"<figcaption>[^<]*the control chains \(prune\.chains\)", page)) == 3  # the captions say so
 
 
 def test_efficiency_panel_draws_latency_and_throughput(paper):
@@ -170,7 +190,26 @@ def test_hostile_names_are_escaped_in_html_and_markdown(tmp_path):
         assert "<script>" not in text and "<img src=x" not in text
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
         assert "onerror=alert(2)" in text  # shown as text, escaped above
-    assert "&quot;quoted&quot; &amp;" in page
+    assert "&#34;quoted&#34; &amp;" in page  # Jinja2's autoescape (markupsafe) spells &quot; as &#34;
+
+
+def markdown_columns(line: str) -> int:
+    """Cells of a Markdown table row: split at the pipes no backslash escapes."""
+    return len(re.split(r"(?<!\\)\|", line.strip().strip("|")))
+
+
+def test_markdown_table_keeps_its_columns():
+    """Why report.md keeps its own tables: a ``|`` or ``<`` in a name stays inside its cell; tabulate's
+    pipe table (if installed) would split the row and pass the HTML through."""
+    from analysis.render import _markdown_table
+
+    table = pl.DataFrame({"model": ["a|b", HOSTILE], "mean": [1.0, 2.0]})
+    lines = _markdown_table(table).splitlines()
+    assert [markdown_columns(line) for line in lines] == [2] * 4
+    assert "<script>" not in "\n".join(lines) and "a\\|b" in lines[2]
+    tabulate = pytest.importorskip("tabulate")
+    theirs = tabulate.tabulate(table.rows(), headers=table.columns, tablefmt="pipe").splitlines()
+    assert markdown_columns(theirs[2]) == 3 and "<script>" in theirs[3]
 
 
 CHROMIUM = shutil.which("chromium")

@@ -1,20 +1,23 @@
 """The experiment config: typed dataclasses read from a YAML file (``ray_configs/*.yaml``).
 
-Every section is a dataclass; a key that no dataclass declares is an error naming the key
-and its section, and a value of the wrong type is an error naming the field. The owner of a
-stage may add fields to its own section (see docs/ARCHITECTURE.md, "Experiment config").
+Every section is a pydantic dataclass: pydantic checks each value's type and range while the
+config is built, and ``training.config_errors`` words its findings (the key, the value, what is
+allowed, the closest key to an unknown one). Checks that involve several keys or this machine
+live in ``training.validation``. The owner of a stage may add fields to its own section (see
+docs/ARCHITECTURE.md, "Experiment config").
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
-import types
-import typing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-import yaml
+from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass, rebuild_dataclass
+from typing_extensions import TypedDict
 
 STREAMS = ("spatial", "temporal")
 # pruning chains (prune.chains): the study's Network Slimming and its controls (issue 27):
@@ -37,89 +40,103 @@ class ConfigError(ValueError):
     """An experiment config that cannot be used as written."""
 
 
-@dataclass
+# YAML scalars as written: pydantic's lax mode would take "5" for 5, 1 for true and true for 1;
+# strict it takes none of these, and widens an int where a float is expected (lr: 1 -> 1.0)
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Bool = Annotated[bool, Strict()]
+PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
+PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
+NonNegativeFloat = Annotated[float, Strict(), Field(ge=0)]
+DropRate = Annotated[float, Strict(), Field(ge=0, lt=1)]  # dropout, momentum, a held-out share
+# a key no section declares is an error (training.config_errors suggests the closest key)
+SECTION = ConfigDict(extra="forbid")
+
+
+@dataclass(config=SECTION)
 class ExperimentSection:
     name: str = "experiment"  # the experiment's name: default root runs/<name>, report title
     root: str | None = None  # default runs/<name>
-    seed: int = 0  # base seed; repeat r of a stream seeds from seed + r
+    seed: NonNegativeInt = 0  # base seed; repeat r of a stream seeds from seed + r
 
 
-@dataclass
+@dataclass(config=SECTION)
 class DataConfig:
     videos: str | None = None  # folder of class folders; null with `synthetic`
     splits: str | None = None  # folder of UCF101 split lists
-    split: int = 1  # the UCF101 split whose lists are used
+    split: Annotated[int, Strict(), Field(ge=1, le=3)] = 1  # the UCF101 split whose lists are used
     synthetic: dict | None = None  # keyword arguments of ingest.synthetic.generate
     classes: list[str] | None = None  # a subset of class names, null = all
     flow: Literal["dis", "farneback", "tvl1", "raft_small", "raft_large"] = "dis"  # ingest.flow.BACKENDS
     dis_preset: Literal["ultrafast", "fast", "medium"] | None = None  # flow dis only; null = fast
-    flow_bound: float = 20.0  # flow quantisation bound in pixels (|flow| clipped to it)
-    clips_per_video: int = 3  # clips per train video each epoch reads
+    flow_bound: PositiveFloat = 20.0  # flow quantisation bound in pixels (|flow| clipped to it)
+    clips_per_video: PositiveInt = 3  # clips per train video each epoch reads
     # clips stored per train video (ingest, evenly spaced); each epoch draws clips_per_video of
     # them per (seed, epoch, video), TSN-style (shards.sampling); null = clips_per_video (the
     # same clips every epoch)
-    train_clips_stored: int | None = None
-    test_clips: int = 25  # evenly spaced clips stored and evaluated per test video
-    short_side: int | None = None  # null = source size
-    workers: int = 2  # shard-building tasks at once (Ray)
-    allow_missing: bool = False  # drop list entries whose video is absent instead of refusing the lists
-    shard_seed: int = 0  # seed of the permutation of each subset's videos over its shards (lists are class-sorted)
+    train_clips_stored: PositiveInt | None = None
+    test_clips: PositiveInt = 25  # evenly spaced clips stored and evaluated per test video
+    short_side: PositiveInt | None = None  # null = source size
+    workers: PositiveInt = 2  # shard-building tasks at once (Ray)
+    allow_missing: Bool = False  # drop list entries whose video is absent instead of refusing the lists
+    shard_seed: NonNegativeInt = 0  # seed of the permutation of each subset's videos over its shards (lists are class-sorted)
 
 
-@dataclass
+@dataclass(config=SECTION)
 class ModelConfig:
     arch: Literal["resnet18", "resnet50", "resnet101"] = "resnet18"  # the ResNet of both streams
     # none | imagenet (torchvision's current default version of the arch) | a torchvision weights
     # version by name (IMAGENET1K_V1, IMAGENET1K_V2: training.models.weights_name) | a state_dict path
     weights: str = "none"
-    input_size: int = 224  # the network's input crop, pixels a side
-    dropout: float = 0.0  # dropout before the classifier (default of train[.<stream>].dropout)
-    freeze_backbone: bool = False  # train the classifier only
+    input_size: PositiveInt = 224  # the network's input crop, pixels a side
+    dropout: DropRate = 0.0  # dropout before the classifier (default of train[.<stream>].dropout)
+    freeze_backbone: Bool = False  # train the classifier only
     # the temporal stream's input is flow / flow_scale: 1 = pixels of the input; data.flow_bound
     # = about ±1 (TSN-style). A model is trained and evaluated with one scale.
-    flow_scale: float = 1.0
+    flow_scale: Float = 1.0
     # every BatchNorm's γ set to this before training (Liu et al. start at 0.5, so the L1 pull
     # has less to cover); null = as built (1.0 from scratch, the pretrained values)
-    gamma_init: float | None = None
+    gamma_init: PositiveFloat | None = None
 
 
-@dataclass
+@dataclass(config=SECTION)
 class TrainConfig:
-    runs: int = 1  # independent repeats per stream, each with its own seed
-    epochs: int = 1  # baseline training epochs (at most, with early stopping)
-    batch_size: int = 32  # train clips per batch
+    runs: PositiveInt = 1  # independent repeats per stream, each with its own seed
+    epochs: PositiveInt = 1  # baseline training epochs (at most, with early stopping)
+    batch_size: PositiveInt = 32  # train clips per batch
     optimizer: Literal["sgd", "adamw"] = "sgd"  # the optimiser of training and fine-tuning
-    lr: float = 0.01  # initial learning rate of the baseline
+    lr: PositiveFloat = 0.01  # initial learning rate of the baseline
     # the batch `lr` was published for: the lr used is lr × batch_size / lr_batch (linear scaling,
     # Goyal et al. 2017), so a recipe's lr is written as published; null = lr as written
-    lr_batch: int | None = None
-    weight_decay: float = 1e-4  # the optimiser's weight decay
-    momentum: float = 0.9  # SGD momentum
+    lr_batch: PositiveInt | None = None
+    weight_decay: NonNegativeFloat = 1e-4  # the optimiser's weight decay
+    momentum: DropRate = 0.9  # SGD momentum
     scheduler: Literal["none", "cosine", "step", "multistep"] = "cosine"  # learning-rate schedule over the epochs
-    step_size: int = 10  # epochs between lr drops (scheduler: step)
-    gamma: float = 0.1  # lr factor per drop (scheduler: step, multistep)
-    milestones: list[int] = field(default_factory=list)  # epochs at which the lr drops (multistep)
-    warmup_epochs: int = 0  # lr ramps linearly up to `lr` over these first epochs
-    early_stopping_patience: int = 0  # epochs without a better `select` metric; 0 = off
+    step_size: PositiveInt = 10  # epochs between lr drops (scheduler: step)
+    gamma: Annotated[float, Strict(), Field(gt=0, le=1)] = 0.1  # lr factor per drop (scheduler: step, multistep)
+    milestones: list[Int] = field(default_factory=list)  # epochs at which the lr drops (multistep)
+    warmup_epochs: NonNegativeInt = 0  # lr ramps linearly up to `lr` over these first epochs
+    early_stopping_patience: NonNegativeInt = 0  # epochs without a better `select` metric; 0 = off
     # the weights kept at the end: the epoch of the best val_accuracy (clip accuracy, ties to
     # the lower loss) or val_loss, or the last epoch; null = val_loss with early stopping, else last
     select: Literal["val_accuracy", "val_loss", "last"] | None = None
-    grad_clip: float = 0.0  # max gradient norm; 0 = off
-    amp: bool = True  # bf16 autocast on GPU (ignored on CPU)
-    channels_last: bool = True  # channels_last memory format for training, fine-tuning and latency timing
-    compile: bool = False  # torch.compile the model
-    val_fraction: float = 0.1  # fraction of train groups held out for validation
-    sparsity: float = 0.0  # BN-L1 strength during baseline training, 0 = off
+    grad_clip: NonNegativeFloat = 0.0  # max gradient norm; 0 = off
+    amp: Bool = True  # bf16 autocast on GPU (ignored on CPU)
+    channels_last: Bool = True  # channels_last memory format for training, fine-tuning and latency timing
+    compile: Bool = False  # torch.compile the model
+    val_fraction: DropRate = 0.1  # fraction of train groups held out for validation
+    sparsity: NonNegativeFloat = 0.0  # BN-L1 strength during baseline training, 0 = off
     # proximal: γ soft-thresholded after each SGD step, so unneeded γ sit exactly at zero (a deviation
     # from Liu et al.); also while fine-tuning
     sparsity_step: Literal["subgradient", "proximal"] = "subgradient"  # how λ acts; subgradient: Liu et al.'s s·sign(γ)
     # false: BatchNorm γ/β get no weight decay (only the L1 term pulls γ); Liu et al. decay them
-    bn_weight_decay: bool = True
-    dropout: float | None = None  # dropout before the classifier; null = model.dropout
+    bn_weight_decay: Bool = True
+    dropout: DropRate | None = None  # dropout before the classifier; null = model.dropout
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda where available, else cpu
     # per-stream settings over the ones above (any key but runs, val_fraction, device)
-    spatial: dict | None = None
-    temporal: dict | None = None  # as spatial, for the temporal stream
+    spatial: TrainStream | None = None
+    temporal: TrainStream | None = None  # as spatial, for the temporal stream
 
 
 # train keys one stream may set for itself (runs and the val split are shared: fusion pairs them)
@@ -129,108 +146,122 @@ STREAM_TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig)
 STREAM_PRUNE_KEYS = ("finetune_epochs", "lr", "sparsity")
 
 
-@dataclass
+@dataclass(config=SECTION)
 class LoaderSection:
     """The shards.dali.LoaderConfig fields that are the same for every loader of a run."""
     crop_mode: Literal["corner", "random_resized", "random"] = "corner"  # train crop: corner (multi-scale corner crop, TSN), random_resized, random (no resize)
-    crop_scales: list[float] = field(default_factory=lambda: [1.0, 0.875, 0.75, 0.66])  # corner crop sides as fractions of the frame's short side
-    flip: bool = True  # train-time horizontal flip (x flow negated)
-    mean_subtraction: bool = False  # temporal: subtract each field's mean displacement
+    crop_scales: list[Float] = field(default_factory=lambda: [1.0, 0.875, 0.75, 0.66])  # corner crop sides as fractions of the frame's short side
+    flip: Bool = True  # train-time horizontal flip (x flow negated)
+    mean_subtraction: Bool = False  # temporal: subtract each field's mean displacement
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # the loader's output type
-    threads: int | None = None  # DALI CPU threads per loader, null = ray.cpus_per_trial (at least 1)
+    threads: PositiveInt | None = None  # DALI CPU threads per loader, null = ray.cpus_per_trial (at least 1)
     device: Literal["auto", "cpu", "gpu"] = "auto"  # where DALI decodes and augments; auto = gpu where CUDA is present
-    shuffle_buffer: int = 1024  # train samples DALI shuffles among
+    shuffle_buffer: PositiveInt = 1024  # train samples DALI shuffles among
 
 
-@dataclass
+@dataclass(config=SECTION)
 class EvalConfig:
-    batch_size: int | None = None  # null = train.batch_size
-    ten_crop: bool = False  # 10 crops (4 corners + centre, and their flips) per clip instead of the centre crop
+    batch_size: PositiveInt | None = None  # null = train.batch_size
+    ten_crop: Bool = False  # 10 crops (4 corners + centre, and their flips) per clip instead of the centre crop
     # inference speed of every trained / pruned model (training.speed): timed forward passes per
     # batch size (0 = not measured), and the batch of the throughput figure
-    speed_repeats: int = 3
-    throughput_batch: int = 8  # batch size of the throughput figure
+    speed_repeats: NonNegativeInt = 3
+    throughput_batch: PositiveInt = 8  # batch size of the throughput figure
     # the validation protocol (issue 26; early stopping and the training curves read it): clips per
     # validation video, evenly spaced among the stored ones (null = every stored clip), and 10
     # crops or the centre crop. The test protocol (data.test_clips, ten_crop) is the measurement.
-    val_clips: int | None = 5  # clips per validation video, evenly spaced of the stored ones; null = all
-    val_ten_crop: bool = False  # 10 crops per validation clip instead of the centre crop
+    val_clips: PositiveInt | None = 5  # clips per validation video, evenly spaced of the stored ones; null = all
+    val_ten_crop: Bool = False  # 10 crops per validation clip instead of the centre crop
     # the light protocol of `video_accuracy_before_finetune` (each prune, before fine-tuning,
     # and the unpruned model): this many evenly spaced test clips per video, one centre crop
-    light_clips: int = 5
+    light_clips: PositiveInt = 5
 
 
-@dataclass
+@dataclass(config=SECTION)
 class FusionConfig:
     methods: list[Literal["mean", "svm_softmax", "svm_features", "svm_logits"]] = field(  # the late fusions computed at every pruning step
         default_factory=lambda: ["mean", "svm_softmax", "svm_features", "svm_logits"])
     # LinearSVC regularisation: one value, or candidates chosen by cv_folds-fold cross-validation
-    svm_c: Union[float, list[float]] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
-    cv_folds: int = 3  # folds of the cross-validation that picks svm_c from a list
+    svm_c: Union[Float, list[Float]] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
+    cv_folds: PositiveInt = 3  # folds of the cross-validation that picks svm_c from a list
     # heldout = the SVMs fit on the train list's validation videos (never trained on; needs
     # train.val_fraction > 0); train = on every train-list video (the original study)
     fit_on: Literal["heldout", "train"] = "heldout"
 
 
-@dataclass
+@dataclass(config=SECTION)
 class PruneConfig:
-    enabled: bool = True  # false: the prune stage does nothing
-    step_fraction: float = 0.04  # fraction of the remaining prunable channels removed per step
-    steps: int = 17  # removed after k steps: 1 - 0.96**k, so 17 steps -> 50.04 %
-    finetune_epochs: int = 1  # fine-tuning epochs after each pruning step
-    sparsity: float = 1e-5  # BN-L1 strength while fine-tuning
-    residual: bool = False  # also prune channels on the residual path
-    min_channels: int = 8  # no pruned layer keeps fewer channels
-    round_to: int = 1  # every pruned width a multiple of this
-    lr: float = 0.001  # learning rate while fine-tuning after each step
+    enabled: Bool = True  # false: the prune stage does nothing
+    step_fraction: Annotated[float, Strict(), Field(gt=0, lt=1)] = 0.04  # fraction of the remaining prunable channels removed per step
+    steps: PositiveInt = 17  # removed after k steps: 1 - 0.96**k, so 17 steps -> 50.04 %
+    finetune_epochs: NonNegativeInt = 1  # fine-tuning epochs after each pruning step
+    sparsity: NonNegativeFloat = 1e-5  # BN-L1 strength while fine-tuning
+    residual: Bool = False  # also prune channels on the residual path
+    min_channels: PositiveInt = 8  # no pruned layer keeps fewer channels
+    round_to: PositiveInt = 1  # every pruned width a multiple of this
+    lr: PositiveFloat = 0.001  # learning rate while fine-tuning after each step
     # pruning chains run for every (stream, run): slimming (the study), finetune_only (unpruned,
     # fine-tuned as each step is), random (random channel scores, same rules); the controls
     # fine-tune every step but are evaluated and explained only at explain.steps and the last step
     chains: list[Literal["slimming", "finetune_only", "random"]] = field(default_factory=lambda: ["slimming"])
     # per-stream fine-tuning settings over the ones above (finetune_epochs, lr, sparsity)
-    spatial: dict | None = None
-    temporal: dict | None = None  # as spatial, for the temporal stream
+    spatial: PruneStream | None = None
+    temporal: PruneStream | None = None  # as spatial, for the temporal stream
 
 
-@dataclass
+def _stream_section(name: str, section: type, keys: tuple[str, ...]) -> type:
+    """A per-stream section (``train.spatial``): a mapping of some of ``section``'s keys, each
+    typed and ranged as in ``section``; a dict holding only the keys set (``to_dict`` and hence
+    the config hash see what was written, as before the pydantic schema)."""
+    typed = TypedDict(name, {k: section.__annotations__[k] for k in keys}, total=False)
+    typed.__pydantic_config__ = SECTION
+    typed.__module__ = __name__  # its annotations name this module's aliases (PositiveFloat …)
+    return typed
+
+
+TrainStream = _stream_section("TrainStream", TrainConfig, STREAM_TRAIN_KEYS)
+PruneStream = _stream_section("PruneStream", PruneConfig, STREAM_PRUNE_KEYS)
+
+
+@dataclass(config=SECTION)
 class ExplainConfig:
-    enabled: bool = True  # false: the explain stage does nothing
-    steps: Union[Literal["all"], list[int]] = "all"  # "all" = every step 0..prune.steps
+    enabled: Bool = True  # false: the explain stage does nothing
+    steps: Union[Literal["all"], list[Int]] = "all"  # "all" = every step 0..prune.steps
     # the class a map and its IROF score explain: the model's own prediction (as Quantus' examples)
     # or the true label (the original study; IROF's p(x_k)/p(x) explodes on misclassified clips)
     target: Literal["predicted", "label"] = "predicted"
-    clips_per_video: int = 1  # test clips explained per video
-    max_videos: int | None = None  # null = every test video
+    clips_per_video: PositiveInt = 1  # test clips explained per video
+    max_videos: PositiveInt | None = None  # null = every test video
     figure_videos: list[str] = field(default_factory=list)  # video ids whose maps are kept
     reduce: Literal["max", "mean", "sum"] = "max"  # over channels of |gradient| (analysis.saliency)
     baseline: Literal["per_image_mean", "quantus"] = "per_image_mean"  # IROF fill (analysis.irof)
-    batch_size: int = 8  # clips per saliency + IROF call
+    batch_size: PositiveInt = 8  # clips per saliency + IROF call
     # IROF inputs per forward pass; "auto" = timed on the first inputs of each model (analysis.irof)
-    forward_batch: Union[int, Literal["auto"]] = "auto"
+    forward_batch: Union[PositiveInt, Literal["auto"]] = "auto"
     # the explanation grid (issue 30; analysis.methods, analysis.metrics, analysis.grid): every
     # method is scored by every metric into results/faithfulness; the study's pair is the default
     methods: list[Literal["vanilla_gradient", "integrated_gradients", "smoothgrad", "grad_cam"]] = \
         field(default_factory=lambda: ["vanilla_gradient"])
     metrics: list[Literal["irof", "road", "deletion", "insertion", "randomisation"]] = \
         field(default_factory=lambda: ["irof"])  # the faithfulness metrics each map is scored by
-    ig_steps: int = 32  # Integrated Gradients' Gauss-Legendre steps (baseline: the data mean)
-    smoothgrad_sigma: float = 0.5  # SmoothGrad's noise std, in units of the normalised input
-    smoothgrad_samples: int = 16  # SmoothGrad's noisy samples per map
-    deletion_steps: int = 50  # deletion/insertion curve points (H·W / steps pixels a step)
-    randomisation_clips: int = 8  # clips per (stream, run, step) for the randomisation check (costly)
+    ig_steps: PositiveInt = 32  # Integrated Gradients' Gauss-Legendre steps (baseline: the data mean)
+    smoothgrad_sigma: PositiveFloat = 0.5  # SmoothGrad's noise std, in units of the normalised input
+    smoothgrad_samples: PositiveInt = 16  # SmoothGrad's noisy samples per map
+    deletion_steps: PositiveInt = 50  # deletion/insertion curve points (H·W / steps pixels a step)
+    randomisation_clips: PositiveInt = 8  # clips per (stream, run, step) for the randomisation check (costly)
 
 
-@dataclass
+@dataclass(config=SECTION)
 class EquivalenceMargin:
     # the largest difference from step 0 that counts as "no change" (TOST, analysis.equivalence)
-    accuracy: float = 1.0  # percentage points of accuracy
+    accuracy: PositiveFloat = 1.0  # percentage points of accuracy
     # on IROF ÷ the clip's segment count (0 = removal changes nothing, 1 = all evidence gone at the
     # first segment): 0.05 = 5 % of that span, as 1 point is 1 % of accuracy's; one scale for clips
     # with many or few segments (analysis.equivalence)
-    irof: float = 0.05
+    irof: PositiveFloat = 0.05
 
 
-@dataclass
+@dataclass(config=SECTION)
 class PrimaryEndpoint:
     # the confirmatory test of the report; every other model, chain and metric is secondary
     metric: Literal["video_accuracy", "clip_accuracy", "video_top5", "loss", "irof"] = "video_accuracy"
@@ -238,23 +269,23 @@ class PrimaryEndpoint:
     chain: str = "slimming"  # the pruning chain whose steps the primary test compares
 
 
-@dataclass
+@dataclass(config=SECTION)
 class StatsConfig:
     equivalence_margin: EquivalenceMargin = field(default_factory=EquivalenceMargin)
     primary: PrimaryEndpoint = field(default_factory=PrimaryEndpoint)
 
 
-@dataclass
+@dataclass(config=SECTION)
 class RayConfig:
     address: str | None = None  # null = embedded local Ray
-    num_cpus: int | None = None  # for the embedded local Ray, null = all
-    gpus_per_trial: float | None = None  # null = 1 where the cluster has GPUs, else 0
-    cpus_per_trial: float = 1  # CPUs per train/prune trial and explain task; also its torch and DALI threads
-    max_failures: int = 2  # Tune retries of a failed trial (from its last checkpoint)
+    num_cpus: PositiveInt | None = None  # for the embedded local Ray, null = all
+    gpus_per_trial: Float | None = None  # null = 1 where the cluster has GPUs, else 0
+    cpus_per_trial: PositiveFloat = 1  # CPUs per train/prune trial and explain task; also its torch and DALI threads
+    max_failures: NonNegativeInt = 2  # Tune retries of a failed trial (from its last checkpoint)
     storage_path: str | None = None  # null = <root>/ray
 
 
-@dataclass
+@dataclasses.dataclass
 class ExperimentPaths:
     root: Path
     split: int
@@ -310,7 +341,7 @@ def _chain_folder(chain: str, step: int) -> str:
     return "" if chain == STUDY_CHAIN or step == 0 else chain
 
 
-@dataclass
+@dataclass(config=SECTION)
 class ExperimentConfig:
     experiment: ExperimentSection = field(default_factory=ExperimentSection)
     data: DataConfig = field(default_factory=DataConfig)
@@ -335,8 +366,7 @@ class ExperimentConfig:
         scaled linearly to its batch size when ``lr_batch`` is set (then null in the result)."""
         settings = _merged(self.train, getattr(self.train, stream), f"train.{stream}")
         if settings.lr_batch:
-            settings = dataclasses.replace(settings, lr=settings.lr * settings.batch_size / settings.lr_batch,
-                                           lr_batch=None)
+            settings = _with(settings, lr=settings.lr * settings.batch_size / settings.lr_batch, lr_batch=None)
         return settings
 
     def stream_prune(self, stream: str) -> PruneConfig:
@@ -353,9 +383,9 @@ class ExperimentConfig:
         with the stream's prune lr, epochs and no warm-up, early stopping or selection (the
         last epoch is kept, as Liu et al. fine-tune a fixed number of epochs)."""
         prune = self.stream_prune(stream)
-        return dataclasses.replace(self.stream_train(stream), epochs=prune.finetune_epochs, lr=prune.lr,
-                                   sparsity=prune.sparsity, warmup_epochs=0, scheduler="cosine",
-                                   early_stopping_patience=0, select="last")
+        return _with(self.stream_train(stream), epochs=prune.finetune_epochs, lr=prune.lr,
+                     sparsity=prune.sparsity, warmup_epochs=0, scheduler="cosine",
+                     early_stopping_patience=0, select="last")
 
     def run_seed(self, run: int) -> int:
         """The seed of repeat ``run`` (1-based), shared by both streams of that run."""
@@ -363,27 +393,23 @@ class ExperimentConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ExperimentConfig":
-        """The config in the yaml file at ``path``; relative paths in it are resolved against
-        the file's folder (``resolve_paths``)."""
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read the config: {exc}") from exc
-        try:
-            return cls.from_dict(resolve_paths(data or {}, path.parent))
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
+        """The config in the yaml file at ``path`` (``extends`` followed; relative paths in it
+        resolved against the folder of the file that writes them: ``training.overrides``)."""
+        from .overrides import load_config
+        return load_config(path)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ExperimentConfig":
-        return _build(cls, data, "config")
+    def from_dict(cls, data: Any) -> "ExperimentConfig":
+        """The config of a raw mapping; a ConfigError lists every problem pydantic found."""
+        from .config_errors import messages
+        try:
+            return _ADAPTER.validate_python(data)
+        except ValidationError as exc:
+            raise ConfigError("\n".join(messages(exc, data))) from None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-STREAM_SECTIONS = {TrainConfig: STREAM_TRAIN_KEYS, PruneConfig: STREAM_PRUNE_KEYS}
 
 # keys holding a file-system path, with the values that are not paths
 PATH_KEYS = {("experiment", "root"): (), ("data", "videos"): (), ("data", "splits"): (),
@@ -414,110 +440,16 @@ def resolve_paths(data: Any, base: str | Path) -> Any:
 
 
 def _merged(section: Any, overrides: dict | None, where: str) -> Any:
-    """``section`` with the keys of ``overrides`` replaced (already checked by ``_build``)."""
-    base = dataclasses.replace(section, spatial=None, temporal=None)
-    return dataclasses.replace(base, **(overrides or {})) if overrides else base
+    """``section`` with the keys of ``overrides`` (typed and ranged by the schema) over it."""
+    return _with(section, spatial=None, temporal=None, **(overrides or {}))
 
 
-def _check_stream_section(value: Any, cls: type, keys: tuple[str, ...], where: str) -> dict | None:
-    """A per-stream section (``train.spatial``): a mapping of ``keys`` of ``cls``, each type-checked."""
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: expected a mapping of {list(keys)}, got {value!r}")
-    unknown = sorted(set(value) - set(keys))
-    if unknown:
-        import difflib
-        hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, keys, n=1))
-                 else repr(k) for k in unknown]
-        raise ConfigError(f"{where}: unknown keys {', '.join(hints)} (a stream may set: {list(keys)})")
-    hints = typing.get_type_hints(cls)
-    return {k: _check(v, hints[k], f"{where}.{k}") for k, v in value.items()}
-
-
-def _build(cls: type, data: Any, where: str):
-    """Build dataclass ``cls`` from a mapping, checking keys and value types."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {unknown} (known: {sorted(fields)})")
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for name, value in data.items():
-        hint = hints[name]
-        if name in STREAMS and cls in STREAM_SECTIONS:
-            values[name] = _check_stream_section(value, cls, STREAM_SECTIONS[cls], f"{where}.{name}")
-        elif dataclasses.is_dataclass(hint):
-            values[name] = _build(hint, {} if value is None else value, name if where == "config" else f"{where}.{name}")
-        else:
-            values[name] = _check(value, hint, f"{where}.{name}" if where != "config" else name)
-    return cls(**values)
-
-
-def _check(value: Any, hint: Any, where: str) -> Any:
-    """Return ``value`` (ints widened to float where a float is expected) if it fits ``hint``."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        for option in args:
-            try:
-                return _check(value, option, where)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{where}: expected {_describe(hint)}, got {value!r}")
-    if origin is Literal:
-        if value in args:
-            return value
-        raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_check(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else value
-    if hint is type(None):
-        if value is None:
-            return None
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _looks_like_float(value):
-            raise ConfigError(f"{where}: {value!r} was read by YAML as a string, not a number; "
-                              f"write it with a decimal point, e.g. {_yaml_float(value)}")
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif isinstance(value, origin or hint):
-        return value
-    raise ConfigError(f"{where}: expected {_describe(hint)}, got {value!r}")
-
-
-def _looks_like_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _yaml_float(text: str) -> str:
-    """``1e-3`` -> ``1.0e-3`` (YAML 1.1 needs a '.' in a float's mantissa)."""
-    mantissa, _, exponent = text.lower().partition("e")
-    if "." not in mantissa:
-        mantissa += ".0"
-    return mantissa + ("e" + exponent if exponent else "")
-
-
-def _describe(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
-    if origin is Literal:
-        return " or ".join(repr(a) for a in args)
-    if origin is list:
-        return f"a list of {_describe(args[0])}" if args else "a list"
-    return "null" if hint is type(None) else hint.__name__
+def _with(section: Any, **changes) -> Any:
+    """A copy of ``section`` with ``changes``, not validated again: derived settings may leave a
+    range the written config must keep (fine-tuning for ``prune.finetune_epochs: 0`` epochs)."""
+    out = copy.copy(section)
+    out.__dict__.update(changes)
+    return out
 
 
 def config_hash(cfg: "ExperimentConfig") -> str:
@@ -525,3 +457,9 @@ def config_hash(cfg: "ExperimentConfig") -> str:
     import hashlib
     import json
     return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# the sections naming TrainStream / PruneStream were declared before them
+for _section in (TrainConfig, PruneConfig, ExperimentConfig):
+    rebuild_dataclass(_section)
+_ADAPTER = TypeAdapter(ExperimentConfig)

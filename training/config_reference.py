@@ -2,8 +2,9 @@
 values and meaning, read from the schema itself so the documentation cannot drift from it.
 
 - key, type and default: the dataclasses of ``training.config``;
-- allowed values: a ``Literal`` type's choices, and the ranges ``training.validation`` checks with
-  ``_positive`` / ``_fraction`` (read from its source);
+- allowed values: a ``Literal`` type's choices, a number's range (its constraints in the schema,
+  worded by ``training.config_errors.value_range``), and the rule a message of
+  ``training.validation`` states for its key (read from its source);
 - meaning: the comment on the field's line in ``training/config.py``, after the comment lines
   right above it (each field has one: ``tests/test_docs.py`` checks).
 
@@ -20,8 +21,11 @@ import tokenize
 import typing
 from pathlib import Path
 
+from typing_extensions import is_typeddict
+
 from . import config as config_module
 from .config import ExperimentConfig
+from .config_errors import value_range
 
 CONFIG_SOURCE = Path(config_module.__file__)
 VALIDATION_SOURCE = CONFIG_SOURCE.with_name("validation.py")
@@ -63,23 +67,6 @@ def field_comments(source: str) -> dict[tuple[str, str], str]:
     return out
 
 
-def _key_text(node, loop: dict[str, str]) -> str | None:
-    """The literal key of a check call, with a loop variable substituted (f"train.{key}")."""
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
-    if isinstance(node, ast.JoinedStr):
-        parts = []
-        for v in node.values:
-            if isinstance(v, ast.Constant):
-                parts.append(v.value)
-            elif isinstance(v.value, ast.Name) and v.value.id in loop:
-                parts.append(loop[v.value.id])
-            else:
-                return None
-        return "".join(parts)
-    return None
-
-
 def _message_rule(node: ast.JoinedStr) -> tuple[str, str] | None:
     """(key, rule) from a message f"KEY: {value} is not allowed (RULE)" or "... must RULE"."""
     text = "".join(v.value if isinstance(v, ast.Constant) else "…" for v in node.values)
@@ -95,38 +82,15 @@ def _message_rule(node: ast.JoinedStr) -> tuple[str, str] | None:
     return key, rule.replace("must be ", "")
 
 
-def validated_ranges(source: str) -> dict[str, str]:
-    """key -> the rule ``training.validation`` enforces: the ranges of ``_positive`` /
-    ``_fraction`` (loops over key names included) and the rule a problem message states."""
+def message_rules(source: str) -> dict[str, str]:
+    """key -> the rule a problem message of ``training.validation`` states for it."""
     out: dict[str, str] = {}
-
-    def visit(node, loop):
-        if isinstance(node, ast.For) and isinstance(node.target, ast.Name) and isinstance(node.iter, ast.Tuple):
-            for elt in node.iter.elts:
-                if isinstance(elt, ast.Constant):
-                    for child in node.body:
-                        visit(child, {**loop, node.target.id: elt.value})
-            return
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and len(node.args) >= 2 \
-                and node.func.id in ("_positive", "_fraction"):
-            key = _key_text(node.args[1], loop)
-            if key:
-                kw = {k.arg: k.value.value for k in node.keywords if isinstance(k.value, ast.Constant)}
-                if node.func.id == "_positive":
-                    out.setdefault(key, ">= 0" if kw.get("allow_zero") else "> 0")
-                else:
-                    low = "(" if kw.get("low_open", True) else "["
-                    high = ")" if kw.get("high_open", True) else "]"
-                    out.setdefault(key, f"in {low}0, 1{high}")
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "append" \
                 and node.args and isinstance(node.args[0], ast.JoinedStr):
             rule = _message_rule(node.args[0])
             if rule and rule[0] not in out:
                 out[rule[0]] = rule[1]
-        for child in ast.iter_child_nodes(node):
-            visit(child, loop)
-
-    visit(ast.parse(source), {})
     return out
 
 
@@ -140,7 +104,7 @@ def type_name(tp) -> str:
         return " or ".join(names) + (" or null" if type(None) in args else "")
     if origin is list:
         return f"list of {type_name(args[0])}" if args else "list"
-    if origin is dict or tp is dict:
+    if origin is dict or tp is dict or is_typeddict(tp):  # a per-stream section is a TypedDict
         return "mapping"
     return getattr(tp, "__name__", str(tp))
 
@@ -176,13 +140,15 @@ def section_keys(section: type, prefix: str, comments: dict, ranges: dict) -> li
     """The keys of one section; a field that is itself a dataclass contributes its own keys."""
     out = []
     hints = typing.get_type_hints(section)
+    constrained = typing.get_type_hints(section, include_extras=True)
     for f in dataclasses.fields(section):
         key = f"{prefix}.{f.name}"
         if dataclasses.is_dataclass(hints[f.name]):
             out += section_keys(hints[f.name], key, comments, ranges)
             continue
         choices = literal_choices(hints[f.name])
-        allowed = ", ".join(f"`{show(c)}`" for c in choices)
+        allowed = "; ".join(part for part in (", ".join(f"`{show(c)}`" for c in choices),
+                                              value_range(constrained[f.name])) if part)
         if key in ranges:
             allowed = (allowed + "; " if allowed else "") + ranges[key]
         out.append(Key(key, type_name(hints[f.name]), show(default_of(f)), allowed,
@@ -193,7 +159,7 @@ def section_keys(section: type, prefix: str, comments: dict, ranges: dict) -> li
 def keys() -> list[Key]:
     """Every key of the experiment config, in the order of the schema."""
     comments = field_comments(CONFIG_SOURCE.read_text())
-    ranges = validated_ranges(VALIDATION_SOURCE.read_text())
+    ranges = message_rules(VALIDATION_SOURCE.read_text())
     out = []
     top_hints = typing.get_type_hints(ExperimentConfig)
     for top in dataclasses.fields(ExperimentConfig):

@@ -280,18 +280,42 @@ def sample_bytes(cfg: ExperimentConfig) -> float:
 def disk_estimate(cfg: ExperimentConfig, table: pl.DataFrame | None = None) -> dict:
     """Bytes the shards and the checkpoints will take (an estimate from measured bytes per clip
     and the models' parameters), for the sweep's plan and the ingest's preflight."""
-    from torchvision import models
     if table is None:
         table, _ = video_table(cfg)
     clips = int(table["clips"].sum())
     shards = clips * sample_bytes(cfg)
-    params = sum(p.numel() for p in getattr(models, cfg.model.arch)(num_classes=101).parameters())
     models_saved = 1 + (cfg.prune.steps * len(cfg.prune.chains) if cfg.prune.enabled else 0)
-    # pruned checkpoints shrink with the kept channels; an upper bound keeps them whole
-    checkpoints = 4 * params * models_saved * len(STREAMS) * cfg.train.runs
+    checkpoints = checkpoint_bytes(cfg) * models_saved * len(STREAMS) * cfg.train.runs
     return {"shards_bytes": int(shards), "checkpoints_bytes": int(checkpoints),
             "total_bytes": int(shards + checkpoints), "clips_stored": clips,
             "bytes_per_clip": round(sample_bytes(cfg))}
+
+
+def checkpoint_bytes(cfg: ExperimentConfig) -> int:
+    """Bytes of one model's checkpoint: its float32 parameters (pruned checkpoints shrink with the
+    kept channels: an upper bound keeps them whole)."""
+    import torch
+    from torchvision import models
+    with torch.device("meta"):  # counts only, no memory
+        params = sum(p.numel() for p in getattr(models, cfg.model.arch)(num_classes=101).parameters())
+    return 4 * params
+
+
+def stage_disk_need(cfg: ExperimentConfig, stage: str) -> tuple[int, str]:
+    """(bytes, what they are) the plan expects ``stage`` to write: ``data`` the shards, ``train``
+    the unpruned checkpoints, ``prune`` its pruned steps' ones. The plan does not estimate the
+    other stages' files (scores, results tables, figures: small beside those): for them, the
+    whole sweep's shards and checkpoints."""
+    per_model = checkpoint_bytes(cfg) * len(STREAMS) * cfg.train.runs
+    if stage == "train":
+        return per_model, f"its {len(STREAMS) * cfg.train.runs} checkpoints"
+    if stage == "prune" and cfg.prune.enabled:
+        saved = cfg.prune.steps * len(cfg.prune.chains)
+        return per_model * saved, f"its {len(STREAMS) * cfg.train.runs * saved} pruned checkpoints"
+    disk = disk_estimate(cfg)
+    if stage == "data":
+        return disk["shards_bytes"], f"the shards ({disk['clips_stored']:,} clips)"
+    return disk["total_bytes"], f"the whole sweep's shards and checkpoints; stage {stage}'s own files are not estimated"
 
 
 def ingest_cpu_hours(cfg: ExperimentConfig, table: pl.DataFrame) -> float:

@@ -103,9 +103,9 @@ def train(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[d
           cfg: TrainConfig, *, after_backward: Callable[[nn.Module], None] | None = None,
           after_step: Callable[[nn.Module, float], None] | None = None,
           on_epoch: Callable[[TrainState, nn.Module, torch.optim.Optimizer], None] | None = None,
-          start_epoch: int = 0, state: TrainState | None = None, optimizer_state: dict | None = None,
+          state: TrainState | None = None, optimizer_state: dict | None = None,
           seed: int | None = None, loader_epoch_offset: int = 0) -> TrainResult:
-    """Train ``model`` in place for epochs ``start_epoch .. cfg.epochs - 1``.
+    """Train ``model`` in place for epochs ``state.epoch .. cfg.epochs - 1`` (from 0 without ``state``).
 
     ``on_epoch(state, model, optimizer)`` runs after every epoch (checkpointing, reporting).
     To resume, pass the checkpointed ``state`` (it carries the epoch), ``optimizer_state`` and
@@ -126,7 +126,7 @@ def train(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[d
     optimizer = make_optimizer(model, cfg)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
-    state = state or TrainState(epoch=start_epoch)  # a resumed state knows its own epoch
+    state = state or TrainState()  # a resumed state knows its own epoch
     forward = torch.compile(model) if cfg.compile else model
     loss_fn = nn.CrossEntropyLoss()
     num_classes = model.fc.out_features

@@ -1,47 +1,64 @@
-"""Command-line overrides of config values: ``--set section.key=value``.
+"""Reading a config file: ``extends``, relative paths, and ``--set section.key=value`` overrides.
 
-Each value is YAML-parsed (``--set train.lr=0.01``, ``--set stages=[train,fuse]``,
-``--set experiment.root=null``) and put into the raw config mapping before the
-config is built, so it is validated exactly like the same value written in the yaml.
-A key that is not in the config schema is refused with the closest valid key.
+- ``extends: base.yaml`` (a path relative to the extending file) starts from that config, read
+  the same way; the extending file's keys override it recursively (a mapping merges key by key,
+  any other value replaces). A cycle of files is refused. The config hash is computed over the
+  resolved config, so a file that extends another hashes as the full copy it replaces.
+- Relative paths (``PATH_KEYS``) are made absolute against the folder of the file writing them.
+- Each ``--set`` value is YAML-parsed (``--set train.lr=0.01``, ``--set stages=[train,fuse]``,
+  ``--set experiment.root=null``) and put into the raw mapping before the config is built, so
+  it is validated exactly like the same value written in the yaml (a mistyped key gets the
+  closest valid one: ``training.config_errors``).
 """
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import typing
 from pathlib import Path
 
 import yaml
 
-from .config import STREAM_SECTIONS, STREAMS, ConfigError, ExperimentConfig, resolve_paths
+from .config import ConfigError, ExperimentConfig, resolve_paths
+
+EXTENDS = "extends"
 
 
-def valid_keys(cls: type = ExperimentConfig, prefix: str = "") -> list[str]:
-    """Every dotted key of the config schema (leaves and sections)."""
-    keys = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        key = prefix + f.name
-        keys.append(key)
-        if dataclasses.is_dataclass(hints[f.name]):
-            keys.extend(valid_keys(hints[f.name], key + "."))
-        elif f.name in STREAMS and cls in STREAM_SECTIONS:  # train.spatial.lr, prune.temporal.lr, ...
-            keys.extend(f"{key}.{k}" for k in STREAM_SECTIONS[cls])
-    return keys
+def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """The raw mapping of the yaml at ``path`` with its ``extends`` chain merged in and relative
+    paths resolved (not yet validated)."""
+    path = Path(path)
+    if path.resolve() in _seen:
+        chain = " -> ".join(p.name for p in (*_seen, path.resolve()))
+        raise ConfigError(f"{path}: extends forms a cycle ({chain}); a config may not extend itself")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the config: {exc}") from exc
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: config: expected a mapping, got {data!r}")
+    data = resolve_paths(data, path.parent)
+    parent = data.pop(EXTENDS, None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str) or not parent:
+        raise ConfigError(f"{path}: {EXTENDS}: expected the path of another config (relative to this "
+                          f"file), got {parent!r}")
+    return merged(read_config_file(path.parent / Path(parent).expanduser(), (*_seen, path.resolve())), data)
+
+
+def merged(base: dict, over: dict) -> dict:
+    """``base`` with ``over``'s keys over it; mappings in both merge recursively."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def parse_override(text: str) -> tuple[str, object]:
-    """``"a.b=value"`` -> ``("a.b", parsed value)``; the key is checked against the schema."""
+    """``"a.b=value"`` -> ``("a.b", parsed value)``."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.lr=0.01")
-    keys = valid_keys()
-    if key not in keys:
-        close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else f" (sections: {[k for k in keys if '.' not in k]})"
-        raise ConfigError(f"--set {text!r}: unknown config key {key!r}{hint}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
@@ -65,15 +82,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
-    """The yaml at ``path`` (relative paths resolved against its folder) with ``overrides``
-    applied, validated as one config."""
+    """The yaml at ``path`` (``extends`` followed, relative paths resolved against the folder of
+    the file writing them) with ``overrides`` applied, validated as one config."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read the config: {exc}") from exc
-    # paths in the file are relative to the file; paths given with --set to the working directory
-    data = apply_overrides(resolve_paths(data, path.parent), list(overrides))
+    # paths in a file are relative to that file; paths given with --set to the working directory
+    data = apply_overrides(read_config_file(path), list(overrides))
     try:
         return ExperimentConfig.from_dict(data)
     except ConfigError as exc:
