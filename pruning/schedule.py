@@ -43,7 +43,7 @@ from analysis.results import chain_partition, table_path, write_rows
 from pruning import prune_model
 from pruning.accounting import pruning_stats
 from pruning.groups import count_prunable_channels
-from pruning.slimming import gamma_histogram, l1_hooks, prune_threshold, random_scores, select_channels
+from pruning.slimming import bn_l1_subgradient, gamma_histogram, prune_threshold, random_scores, select_channels
 from shards.progress import progress
 from shards.threads import pin_threads
 from training.checkpoint import load_checkpoint, save_checkpoint
@@ -180,8 +180,7 @@ def run_chain(cfg: ExperimentConfig, stream: str, run: int, loaders: ChainLoader
                                                         **epoch_metrics(state.history, state.epoch, state.samples)}))
         result = train(model, loaders.train, loaders.val, finetune, seed=seed + step,
                        loader_epoch_offset=(step - 1) * finetune.epochs,  # a resumed chain reads the same
-                       **l1_hooks(finetune.sparsity, finetune.sparsity_step, finetune.momentum,
-                                  residual=prune.residual),
+                       after_backward=lambda m: bn_l1_subgradient(m, finetune.sparsity, residual=prune.residual),
                        on_epoch=report_epoch)
         model = result.model
         checkpoint = paths.checkpoint(stream, run, step, chain)

@@ -27,36 +27,6 @@ def bn_l1_subgradient(model: nn.Module, s: float, *, residual: bool = True) -> N
                 weight.grad.add_(torch.sign(weight), alpha=s)
 
 
-@torch.no_grad()
-def bn_l1_proximal(model: nn.Module, s: float, lr: float, momentum: float = 0.0, *, residual: bool = True) -> None:
-    """Soft-threshold every prunable BatchNorm's γ (call after the optimizer step):
-    γ ← sign(γ)·max(|γ| − lr·s/(1 − μ), 0), the proximal step of λ·Σ|γ|. A γ the loss does not hold
-    up lands exactly on zero instead of jittering around it as under the subgradient; the shrink
-    carries the momentum gain 1/(1 − μ) that the subgradient gets from SGD's buffer, so the L1 pull
-    budget (training.budget) is the same. A deviation from Liu et al., who add s·sign(γ) to the grad.
-    """
-    if s == 0:
-        return
-    shrink = lr * s / (1.0 - momentum)
-    modules = dict(model.named_modules())
-    for group in channel_groups(model, residual=residual):
-        for name in group.bns:
-            weight = modules[name].weight
-            weight.copy_(torch.sign(weight) * (weight.abs() - shrink).clamp_(min=0.0))
-
-
-def l1_hooks(s: float, method: str, momentum: float, *, residual: bool) -> dict:
-    """``training.loop.train``'s keyword arguments that apply λ = ``s`` to the prunable
-    BatchNorms by ``method`` (``train.sparsity_step``): ``subgradient`` (Liu et al.) or ``proximal``."""
-    if s <= 0:
-        return {}
-    if method == "proximal":
-        return {"after_step": lambda model, lr: bn_l1_proximal(model, s, lr, momentum, residual=residual)}
-    if method != "subgradient":
-        raise ValueError(f"sparsity_step {method!r} is not subgradient or proximal")
-    return {"after_backward": lambda model: bn_l1_subgradient(model, s, residual=residual)}
-
-
 def min_keep(width: int, min_channels: int | float, round_to: int) -> int:
     """Channels a layer of ``width`` always keeps: ``min_channels`` (or that fraction of
     ``width``), at least 1, rounded up to a multiple of ``round_to``, at most ``width``."""

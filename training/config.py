@@ -127,9 +127,6 @@ class TrainConfig:
     compile: Bool = False  # torch.compile the model
     val_fraction: DropRate = 0.1  # fraction of train groups held out for validation
     sparsity: NonNegativeFloat = 0.0  # BN-L1 strength during baseline training, 0 = off
-    # proximal: γ soft-thresholded after each SGD step, so unneeded γ sit exactly at zero (a deviation
-    # from Liu et al.); also while fine-tuning
-    sparsity_step: Literal["subgradient", "proximal"] = "subgradient"  # how λ acts; subgradient: Liu et al.'s s·sign(γ)
     # false: BatchNorm γ/β get no weight decay (only the L1 term pulls γ); Liu et al. decay them
     bn_weight_decay: Bool = True
     dropout: DropRate | None = None  # dropout before the classifier; null = model.dropout

@@ -6,7 +6,7 @@ gradient clipping, model selection (``select``: the best val accuracy or val los
 weights are restored at the end, or the last epoch's are kept), early stopping on the selection
 metric, and an
 ``after_backward(model)`` hook between backward and the optimizer step (pruning adds its
-BN-L1 subgradient there) and an ``after_step(model, lr)`` hook after it (or its proximal step). Deterministic on the CPU for a seed and a deterministic loader.
+BN-L1 subgradient there). Deterministic on the CPU for a seed and a deterministic loader.
 """
 from __future__ import annotations
 
@@ -101,7 +101,6 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 def train(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[dict] | None,
           cfg: TrainConfig, *, after_backward: Callable[[nn.Module], None] | None = None,
-          after_step: Callable[[nn.Module, float], None] | None = None,
           on_epoch: Callable[[TrainState, nn.Module, torch.optim.Optimizer], None] | None = None,
           state: TrainState | None = None, optimizer_state: dict | None = None,
           seed: int | None = None, loader_epoch_offset: int = 0) -> TrainResult:
@@ -155,8 +154,6 @@ def train(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[d
             if cfg.grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
-            if after_step is not None:
-                after_step(model, lr)
             total_loss += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)

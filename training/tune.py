@@ -35,19 +35,18 @@ from .stages import load_stage
 from .tune_state import ResumeRefused, check_resume_root, claim_tune_state, storage_uri  # noqa: F401
 
 TRIAL_CHECKPOINT = "model.pt"
-SPARSITY_HOOKS = "pruning.slimming:l1_hooks"
+SPARSITY_HOOK = "pruning.slimming:bn_l1_subgradient"
 GAMMA_WRITER = "pruning.schedule:write_gammas"
 
 
-def _sparsity_hooks(cfg: ExperimentConfig, stream: str) -> dict:
-    """BN-L1 during baseline training (Network Slimming), from the pruning folder, by name: the
-    ``after_backward`` / ``after_step`` arguments of ``training.loop.train`` (``train.sparsity_step``)."""
-    settings = cfg.stream_train(stream)
-    if settings.sparsity <= 0:
-        return {}
+def _sparsity_hook(cfg: ExperimentConfig, stream: str) -> Callable | None:
+    """BN-L1 during baseline training (Network Slimming), from the pruning folder, by name."""
+    sparsity = cfg.stream_train(stream).sparsity
+    if sparsity <= 0:
+        return None
+    subgradient = load_stage(SPARSITY_HOOK)
     # the same BatchNorms the prune stage will score (internal only, or residual groups too)
-    return load_stage(SPARSITY_HOOKS)(settings.sparsity, settings.sparsity_step, settings.momentum,
-                                      residual=cfg.prune.residual)
+    return lambda model: subgradient(model, sparsity, residual=cfg.prune.residual)
 
 
 def epoch_metrics(history: list[dict], epoch: int, samples: dict | None = None) -> dict[str, float]:
@@ -125,7 +124,7 @@ def run_trial(cfg: ExperimentConfig, stream: str, run: int,
         if after_checkpoint is not None:
             after_checkpoint(state)
 
-    result = train(model, loaders["train"], loaders["val"], settings, **_sparsity_hooks(cfg, stream),
+    result = train(model, loaders["train"], loaders["val"], settings, after_backward=_sparsity_hook(cfg, stream),
                    on_epoch=on_epoch, state=state, optimizer_state=optimizer_state, seed=seed)
     model, state = result.model, result.state
     checkpoint = save_checkpoint(paths.checkpoint(stream, run, 0), model, epoch=state.epoch, config=cfg,

@@ -110,9 +110,6 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
 def _train_checks(p: list[str], t) -> None:
     """Rules between train settings (literal key names: training.config_reference reads the rule
     each message states)."""
-    if t.sparsity_step == "proximal" and t.optimizer != "sgd":
-        p.append(f"train.sparsity_step: 'proximal' is not allowed with train.optimizer {t.optimizer!r} "
-                 f"(its shrink is SGD's: lr·λ/(1 − momentum)); use optimizer sgd or sparsity_step subgradient")
     if t.warmup_epochs >= t.epochs > 0:
         p.append(f"train.warmup_epochs: {t.warmup_epochs!r} must be fewer than train.epochs ({t.epochs})")
     if t.scheduler == "multistep" and (not t.milestones or t.milestones != sorted(set(t.milestones))
