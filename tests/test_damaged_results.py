@@ -1,22 +1,13 @@
 """Results files cut short: named by every reader, set aside by the sweep, the cell redone (issue 31)."""
 from __future__ import annotations
 
-import os
-
-import polars as pl
 import pytest
 
 from analysis import report as report_module
 from analysis import stats as stats_module
 from analysis.damaged import part_problem, readable, set_aside_damaged
 from analysis.results import DamagedPart, read_table, write_rows
-from tests.test_results import accuracy_row
-
-
-def cut_short(path, keep: float = 0.5) -> None:
-    """What a crash on a network filesystem leaves: the file's first part only."""
-    data = path.read_bytes()
-    path.write_bytes(data[: int(len(data) * keep)])
+from tests.result_files import accuracy_row, cut_short
 
 
 def store(tmp_path):

@@ -18,7 +18,7 @@ import yaml
 from shards.diskspace import size_text
 from shards.lock import LOCK_NAME
 from tests.tmpfs import fill, small_tmpfs
-from tests.test_tune import tiny_experiment
+from tests.sweeps import tiny_experiment
 from training.config import ExperimentConfig
 
 REPO = Path(__file__).resolve().parents[1]

@@ -23,11 +23,11 @@ import yaml
 from analysis.results import table_path
 from shards.lock import LOCK_NAME
 from tests.processes import signal_when
-from tests.test_damaged_results import cut_short
-from tests.test_tune import raw_rows, tiny_experiment
+from tests.layout import REPO
+from tests.result_files import cut_short
+from tests.sweeps import raw_rows, tiny_experiment
 from training.checkpoint import load_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
 # what must come out the same however the grid got finished (not timings, hosts or times)
 SAME = ["stream", "fusion", "run", "step", "loss", "clip_accuracy", "video_accuracy", "channels_removed"]
 

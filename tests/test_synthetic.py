@@ -13,7 +13,7 @@ from ingest.decode import decode_video
 from ingest.synthetic import (HUES, LUMA, _colour, class_names, class_specs, generate, is_complete, main,
                               write_split_lists)
 from ingest.ucf101 import read_classes, read_split
-from tests.conftest import SYNTHETIC_TEST_SET
+from tests.layout import SYNTHETIC_TEST_SET
 
 
 def test_naming_lists_and_codec(synthetic_videos):

@@ -92,11 +92,24 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return flat
 
 
+def _read_as_today(recorded: dict) -> dict:
+    """A root's recorded config read again with today's schema. A setting added since the root
+    was made takes its default there (a new setting defaults to what the code did before it),
+    so an upgrade does not refuse a finished root for keys it never had; one that today's
+    schema cannot read (a key removed or renamed) is compared as it was written."""
+    try:
+        return ExperimentConfig.from_dict(recorded).to_dict()
+    except ConfigError:
+        return recorded
+
+
 def check_config(cfg: ExperimentConfig, write: bool = True) -> None:
     """Refuse to mix results of two configs in one root; remember the config (and its hash).
 
     A change that only adds stages or runs (``stages`` a superset, ``train.runs`` larger) is
-    allowed: the results so far stay valid and a rerun adds to them. Call with the root locked
+    allowed: the results so far stay valid and a rerun adds to them. So is a root recorded by an
+    older version whose config lacks settings added since, where this config leaves them at
+    their defaults. Call with the root locked
     (or with ``write=False``: the check alone, nothing written).
     """
     path = cfg.paths.root / CONFIG_RECORD
@@ -104,7 +117,7 @@ def check_config(cfg: ExperimentConfig, write: bool = True) -> None:
     if path.is_file():
         found = json.loads(path.read_text())
         if found["config_hash"] != record["config_hash"]:
-            old, new = _flatten(found["config"]), _flatten(record["config"])
+            old, new = _flatten(_read_as_today(found["config"])), _flatten(record["config"])
             changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
             additive = {"stages": set(old.get("stages") or []) <= set(new.get("stages") or []),
                         "train.runs": (new.get("train.runs") or 0) >= (old.get("train.runs") or 0)}
