@@ -229,7 +229,7 @@ def run_prune_trial(cfg: ExperimentConfig, stream: str, run: int, *, resume: boo
         return {"step": cfg.prune.steps, "started_at_step": start, "done": True, "skipped": True}
     seed = cfg.run_seed(run)
     data = stream_data(cfg, seed)
-    loaders = make_loaders(cfg, stream, data, seed)
+    loaders = make_loaders(cfg, stream, data, seed, val=False)  # fine-tuning validates nothing (below)
 
     def report(row: dict) -> None:
         with tempfile.TemporaryDirectory() as folder:  # the marker that tells a retry to resume

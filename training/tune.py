@@ -225,7 +225,7 @@ def make_tuner(cfg: ExperimentConfig, *, resume: bool = False, trainable: Callab
     return tune.Tuner(
         fn,
         param_space=grid,
-        tune_config=tune.TuneConfig(max_concurrent_trials=None, reuse_actors=False),
+        tune_config=tune.TuneConfig(max_concurrent_trials=None, reuse_actors=True),
         run_config=tune.RunConfig(
             name=name, storage_path=storage, verbose=1, progress_reporter=console_reporter(name, bool(chains)),
             failure_config=tune.FailureConfig(max_failures=cfg.ray.max_failures),
