@@ -49,7 +49,7 @@ from analysis.grid import TABLE as GRID_TABLE
 from analysis.grid import StudyPair, grid_scores, randomisation_subset
 from analysis.irof import irof
 from analysis.segments import cached_segments
-from analysis.results import atomic_file, chain_partition, table_path, write_rows
+from analysis.results import atomic_file, model_partition, table_path, write_rows
 from analysis.saliency import flow_pair_maps, input_gradient, reduce_channels
 from analysis.saliency_change import TOP_FRACTION, spearman, top_iou
 from shards.dali import IMAGENET_MEAN, IMAGENET_STD, make_loader
@@ -88,10 +88,6 @@ def explain_tasks(cfg: ExperimentConfig) -> list[tuple[str, int, int, str]]:
         tasks += [(stream, run, step, chain) for chain in cfg.prune.chains if chain != STUDY_CHAIN
                   for stream, run in itertools.product(STREAMS, runs) for step in tested_steps(cfg, chain)]
     return tasks
-
-
-def partition(stream: str, run: int, step: int, chain: str = STUDY_CHAIN) -> str:
-    return chain_partition(chain, f"{stream}/run{run}/step{step}")
 
 
 def base_of(run: int, step: int) -> int | None:
@@ -144,7 +140,7 @@ def _map_recorded(path: Path) -> tuple | None:
 
 def figure_map_path(cfg: ExperimentConfig, stream: str, run: int, step: int, video: str, clip: int,
                     chain: str = STUDY_CHAIN) -> Path:
-    return cfg.paths.saliency / partition(stream, run, step, chain) / f"{sample_key(video, clip)}.npz"
+    return cfg.paths.saliency / model_partition(stream, run, step, chain) / f"{sample_key(video, clip)}.npz"
 
 
 def is_done(cfg: ExperimentConfig, stream: str, run: int, step: int, chain: str = STUDY_CHAIN, *,
@@ -158,7 +154,7 @@ def is_done(cfg: ExperimentConfig, stream: str, run: int, step: int, chain: str 
             digests[path] = file_sha256(path) if path.is_file() else None
         return digests[path]
 
-    rows = table_path(cfg.paths.results, TABLE, partition(stream, run, step, chain))
+    rows = table_path(cfg.paths.results, TABLE, model_partition(stream, run, step, chain))
     if not rows.is_file():  # never explained: nothing to hash
         return False
     want = (explain_hash(cfg), digest(cfg.paths.checkpoint(stream, run, step, chain)))
@@ -166,12 +162,12 @@ def is_done(cfg: ExperimentConfig, stream: str, run: int, step: int, chain: str 
     if want[1] is None or _recorded(rows, ("explain_hash", "checkpoint_sha256", "irof_random")) is None \
             or _recorded(rows, ("explain_hash", "checkpoint_sha256")) != {want}:
         return False
-    grid = table_path(cfg.paths.results, GRID_TABLE, partition(stream, run, step, chain))
+    grid = table_path(cfg.paths.results, GRID_TABLE, model_partition(stream, run, step, chain))
     if _recorded(grid, ("explain_hash", "checkpoint_sha256")) != {want}:  # methods, metrics: in the hash
         return False
     base_run = base_of(run, step)
     if base_run is not None:
-        change = table_path(cfg.paths.results, CHANGE_TABLE, partition(stream, run, step, chain))
+        change = table_path(cfg.paths.results, CHANGE_TABLE, model_partition(stream, run, step, chain))
         base = digest(cfg.paths.checkpoint(stream, base_run, 0))
         if _recorded(change, ("explain_hash", "checkpoint_sha256", "base_checkpoint_sha256")) != {(*want, base)}:
             return False
@@ -273,7 +269,7 @@ def explain_model(cfg: ExperimentConfig, stream: str, run: int, step: int, chain
                 chain=chain)
     rows, changes, grid = [], [], []
     randomised = randomisation_subset(cfg, wanted)
-    for batch in progress(make_loader(shards, lcfg), desc=f"explain {partition(stream, run, step, chain)}",
+    for batch in progress(make_loader(shards, lcfg), desc=f"explain {model_partition(stream, run, step, chain)}",
                           leave=False):
         keep = wanted_rows(batch, wanted)
         if not keep:
@@ -347,7 +343,7 @@ def explain_task(experiment: dict, stream: str, run: int, step: int, chain: str 
     cfg = ExperimentConfig.from_dict(experiment)
     pin_threads(cfg.ray.cpus_per_trial)  # torch, OpenCV, OpenMP/MKL: the trial's CPUs, not the machine's
     explained = explain_model(cfg, stream, run, step, chain)
-    where = partition(stream, run, step, chain)
+    where = model_partition(stream, run, step, chain)
     if explained.change:
         write_rows(cfg.paths.results, CHANGE_TABLE, explained.change, partition=where)
     if explained.faithfulness:
@@ -391,7 +387,7 @@ def run_explain_stage(cfg: ExperimentConfig, ctx) -> None:
             try:
                 ray.get(ready)
             except Exception as exc:  # keep the other tasks' results; report all failures at the end
-                failed.append(f"{partition(*task)}: {exc}")
+                failed.append(f"{model_partition(*task)}: {exc}")
             bar.update()
     if failed:
         raise RuntimeError(f"explain: {len(failed)} task(s) failed: " + "; ".join(failed))

@@ -373,6 +373,23 @@ def _scan_file(file: Path, table: str) -> pl.LazyFrame:
     return pl.scan_parquet(file, hive_partitioning=False).select(columns)
 
 
+def model_partition(stream: str, run: int, step: int, chain: str = DEFAULT_CHAIN, *rest: str) -> str:
+    """The partition of one model's rows (stream, run, pruning step, chain), the one place its
+    path is spelled: ``spatial/run1/step3`` (``rest`` adds a level, e.g. the γ table's phase),
+    a control's under its chain (``random/spatial/run1/step3``). Saliency maps use it too."""
+    return chain_partition(chain, "/".join([stream, f"run{run}", f"step{step}", *rest]))
+
+
+def parse_model_partition(partition: str) -> dict:
+    """``model_partition``'s inverse: stream, run, step and chain of ``spatial/run1/step3`` or
+    ``random/spatial/run1/step3`` (a saved map's folder under ``saliency/``, say)."""
+    parts = partition.split("/")
+    chain = parts.pop(0) if len(parts) == 4 else DEFAULT_CHAIN
+    stream, run, step = parts
+    return {"stream": stream, "run": int(run.removeprefix("run")), "step": int(step.removeprefix("step")),
+            "chain": chain}
+
+
 def chain_partition(chain: str, partition: str) -> str:
     """A results partition of ``chain``: the study's (slimming) as before, a control's under
     ``<chain>/`` (``random/spatial/run1/step3``), so no chain's file replaces another's."""

@@ -39,7 +39,7 @@ from torch import nn
 import numpy as np
 
 from analysis.damaged import readable
-from analysis.results import chain_partition, table_path, write_rows
+from analysis.results import model_partition, table_path, write_rows
 from pruning import prune_model
 from pruning.accounting import pruning_stats
 from pruning.groups import count_prunable_channels
@@ -117,7 +117,7 @@ def write_gammas(cfg: ExperimentConfig, model: nn.Module, stream: str, run: int,
     rows = [dict(experiment=cfg.experiment.name, stream=stream, run=run, step=step, phase=phase,
                  residual=residual, threshold=threshold, chain=chain, **row)
             for row in gamma_histogram(model, residual=residual)]
-    write_rows(cfg.paths.results, "gammas", rows, partition=chain_partition(chain, f"{stream}/run{run}/step{step}/{phase}"))
+    write_rows(cfg.paths.results, "gammas", rows, partition=model_partition(stream, run, step, chain, phase))
 
 
 def step_done(cfg: ExperimentConfig, stream: str, run: int, step: int, chain: str = STUDY_CHAIN) -> bool:
@@ -125,7 +125,7 @@ def step_done(cfg: ExperimentConfig, stream: str, run: int, step: int, chain: st
     `accuracy` and `gammas` where the chain evaluates it), and the inputs of later stages
     exist: its checkpoint and, where the chain evaluates it, its score files (the fuse stage's)."""
     results, paths = cfg.paths.results, cfg.paths
-    partition = chain_partition(chain, f"{stream}/run{run}/step{step}")
+    partition = model_partition(stream, run, step, chain)
     rows, inputs = [], [paths.checkpoint(stream, run, step, chain)]
     if cfg.stream_prune(stream).finetune_epochs > 0:
         rows.append(table_path(results, "epochs", partition))
@@ -184,7 +184,7 @@ def run_chain(cfg: ExperimentConfig, stream: str, run: int, loaders: ChainLoader
                        on_epoch=report_epoch)
         model = result.model
         checkpoint = paths.checkpoint(stream, run, step, chain)
-        partition = chain_partition(chain, f"{stream}/run{run}/step{step}")
+        partition = model_partition(stream, run, step, chain)
         # prune_ratio: the schedule's target at this step, for every chain (finetune_only removes
         # nothing: its channels_removed says so), so chains line up step by step
         ratio = step_ratio(step, prune.step_fraction)

@@ -1,6 +1,7 @@
 """Figures: each is written as a PNG and plots exactly the numbers of the tables."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -186,3 +187,14 @@ def test_overlay_rows_per_ratio_with_normalised_maps(experiment, tmp_path):
     assert all(r[s].max() == pytest.approx(1.0) for r in plotted.data for s in STREAMS)
     with pytest.raises(FileNotFoundError, match="v_Missing"):
         figures.overlay(experiment / "saliency", "v_Missing", tmp_path / "none.png")
+
+
+def test_saved_maps_are_found_by_their_partition_and_controls_left_out(experiment, tmp_path):
+    maps = figures.saliency_files(experiment / "saliency", FIGURE_VIDEO)
+    assert maps.height == len(STREAMS) * len(STEPS) and set(maps["run"]) == {1} and set(maps["clip"]) == {0}
+    control = tmp_path / "saliency"
+    shutil.copytree(experiment / "saliency", control)
+    extra = control / "random" / "spatial" / "run1" / "step3" / f"{FIGURE_VIDEO}__000.npz"
+    extra.parent.mkdir(parents=True)
+    shutil.copy(next((control / "spatial" / "run1" / "step3").glob("*.npz")), extra)
+    assert figures.saliency_files(control, FIGURE_VIDEO).drop("path").equals(maps.drop("path"))

@@ -158,3 +158,12 @@ def test_a_crash_mid_write_leaves_no_readable_partial_file(tmp_path):
     assert table.height == 7 and set(table["run"]) == {1}
     write_rows(tmp_path, "irof", irof_rows(2, 0, 3), partition="temporal/run2/step0")
     assert read_table(tmp_path, "irof").height == 10
+
+
+def test_a_models_partition_is_spelled_once_and_read_back():
+    from analysis.results import model_partition, parse_model_partition
+    assert model_partition("spatial", 1, 3) == "spatial/run1/step3"
+    assert model_partition("temporal", 2, 0, "random") == "random/temporal/run2/step0"
+    assert model_partition("spatial", 1, 3, "finetune_only", "trained") == "finetune_only/spatial/run1/step3/trained"
+    for args in (("spatial", 5, 17, "slimming"), ("fusion", 1, 2, "random")):
+        assert parse_model_partition(model_partition(*args)) == dict(zip(("stream", "run", "step", "chain"), args))

@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 import ray
 
-from analysis.results import atomic_file, chain_partition, read_table, table_path, write_rows
+from analysis.results import atomic_file, model_partition, read_table, table_path, write_rows
 from shards.progress import progress
 
 from .config import STREAMS, STUDY_CHAIN
@@ -247,14 +247,14 @@ def fuse_pair(cfg, run: int, step: int, chain: str = STUDY_CHAIN) -> str:
                            seed=cfg.run_seed(run), split=cfg.data.split, step=step, chain=chain,
                            svm_c=chosen_c.get(method), residual=cfg.prune.residual, **pruning)
             for method, r in results.items()]
-    write_rows(paths.results, "accuracy", rows, partition=chain_partition(chain, f"fusion/run{run}/step{step}"))
+    write_rows(paths.results, "accuracy", rows, partition=model_partition("fusion", run, step, chain))
     return f"{what}: " + ", ".join(f"{m} {r.video_accuracy:.1f} %" for m, r in results.items())
 
 
 def _fused_already(cfg, run: int, step: int, chain: str = STUDY_CHAIN) -> bool:
     """True when the fusion rows of (run, step, chain) hold every configured method and were
     written after the score files they fuse (a retrained stream's new scores are fused again)."""
-    rows = table_path(cfg.paths.results, "accuracy", chain_partition(chain, f"fusion/run{run}/step{step}"))
+    rows = table_path(cfg.paths.results, "accuracy", model_partition("fusion", run, step, chain))
     if not rows.is_file():
         return False
     scores = [cfg.paths.scores(s, run, step, subset, chain) for s in STREAMS for subset in ("test", "train")]

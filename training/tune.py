@@ -20,7 +20,7 @@ import torch  # noqa: F401 (loaded before pin_threads sizes its pools)
 from ray import tune
 
 from analysis.damaged import readable
-from analysis.results import table_path, write_rows
+from analysis.results import model_partition, table_path, write_rows
 from shards.threads import pin_threads
 
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -139,7 +139,7 @@ def run_trial(cfg: ExperimentConfig, stream: str, run: int,
         score_and_save(model, train_eval_loader(cfg, stream, data), len(data.classes),
                        paths.scores(stream, run, 0, "train"), amp=amp, desc="train scores")
     keys = dict(experiment=cfg.experiment.name, stream=stream, run=run)
-    partition = f"{stream}/run{run}/step0"
+    partition = model_partition(stream, run, 0)
     write_rows(paths.results, "epochs", [{**keys, "step": 0, **row} for row in state.history],
                partition=partition)
     write_rows(paths.results, "accuracy", [test.accuracy_row(**keys, seed=seed, split=cfg.data.split,
@@ -163,7 +163,7 @@ def finished_metrics(cfg: ExperimentConfig, stream: str, run: int) -> dict | Non
     (the prune stage's) and its score files (the fuse stage's). The sweep sets damaged ones
     aside (``analysis.damaged``), so a missing one reruns the cell.
     """
-    results, partition = cfg.paths.results, f"{stream}/run{run}/step0"
+    results, partition = cfg.paths.results, model_partition(stream, run, 0)
     row_file = table_path(results, "accuracy", partition)
     needed = [row_file, table_path(results, "epochs", partition),
               *(table_path(results, "gammas", f"{partition}/{phase}") for phase in ("initial", "trained"))]
