@@ -116,8 +116,15 @@ def main(argv=None) -> None:
     parser.add_argument("--clips", type=int, default=2, help="clips timed per metric")
     parser.add_argument("--channels", type=int, nargs="+", default=[3, 20],
                         help="input channels: 3 = the spatial stream, 20 = the temporal one")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's); 1 on a shared machine, where several threads "
+                             "spin-wait for cores others hold and both clocks swing by 2-5x")
     parser.add_argument("--metrics", nargs="+", default=list(METRICS), choices=METRICS, help="the metrics timed")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     print(f"# load {os.getloadavg()[0]:.1f}, torch threads {torch.get_num_threads()}, {args.clips} clips, "
           f"{args.size} px, ResNet-18, CPU")
     print("metric,channels,ours_s_per_clip,quantus_s_per_clip,ratio,ours_cpu_s_per_clip,quantus_cpu_s_per_clip,"
