@@ -51,3 +51,30 @@ def test_the_rules_see_a_copy_and_an_import(tmp_path):
     copied = ast.parse("def a(x):\n    return x + 1\n\ndef b(x):\n    return x + 1\n")
     assert len({ast.dump(ast.Module(body=n.body, type_ignores=[])) for n in copied.body}) == 1
     assert "tests.test_tune" in imported_modules(ast.parse("def f():\n    from tests.test_tune import x\n"))
+
+
+PRODUCT = ("analysis", "benchmarks", "ingest", "pruning", "shards", "training")
+
+
+def product_modules() -> list[str]:
+    import pkgutil
+    names = []
+    for package in PRODUCT:
+        names.append(package)
+        names += [m.name for m in pkgutil.walk_packages([str(TESTS.parent / package)], f"{package}.")]
+    return names
+
+
+def test_every_product_module_imports():
+    """The fast lane (`-m "not slow"`) imports every product module at least here: a module
+    that only a slow end-to-end test would import cannot break unseen."""
+    import importlib
+    names = product_modules()
+    assert len(names) > 60 and "training.sweep" in names and "analysis.metrics.road" in names
+    failed = {}
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 (each failure is reported with its module)
+            failed[name] = f"{type(exc).__name__}: {exc}"
+    assert not failed
