@@ -8,10 +8,19 @@ line naming it and what is wrong, so the stage that writes it sees the unit of w
 done and does it again — every stage decides what to skip from the results it can read.
 The report and statistics never set anything aside: they name the file
 (``results.DamagedPart``) and say to rerun the sweep.
+
+A part's inputs may be damaged too (a crash that cut the rows short may have cut the
+checkpoint or the score file they came from). The sweep sets aside unreadable checkpoints
+(``*.pt``) and score files (``*.npz``) the same way, found cheaply: both are zip archives,
+and a file cut short loses the zip's central directory, at its end. A missing input is no
+proof of anything: the stage that writes it sees its cell as not done (``training.tune.
+finished_metrics``, ``pruning.schedule.step_done`` ask for them) and reruns that cell, then the
+stage downstream rebuilds its rows from the new inputs.
 """
 from __future__ import annotations
 
 import sys
+import zipfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -45,19 +54,43 @@ def set_aside(file: Path) -> Path:
     return target
 
 
-def set_aside_damaged(results: Path, *, log=None) -> list[tuple[Path, Path, str]]:
-    """Set aside every unreadable ``*.parquet`` under ``results``; (file, new name, problem) each.
+def archive_problem(file: Path) -> str | None:
+    """What is wrong with a zip archive (a torch checkpoint, a numpy ``.npz``) whose central
+    directory cannot be read or that is shorter than its members; None if it opens."""
+    try:
+        size = Path(file).stat().st_size
+        with zipfile.ZipFile(file) as archive:
+            for info in archive.infolist():
+                if info.header_offset + info.compress_size > size:
+                    return f"member {info.filename} runs past the end of the file ({size} bytes)"
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        return f"{type(exc).__name__}: {exc}".strip()
+    return None
+
+
+def set_aside_damaged(results: Path, *, log=None, pattern: str = "*.parquet", problem_of=part_problem,
+                      what: str = "results", then: str = "its rows will be rebuilt") -> list[tuple[Path, Path, str]]:
+    """Set aside every unreadable ``pattern`` file under ``results``; (file, new name, problem) each.
 
     Call it holding the experiment root's lock: no writer of this root is running then, and
     finished files are renamed into place whole, so whatever does not read is damaged.
     """
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     found = []
-    for file in sorted(Path(results).rglob("*.parquet")):
-        problem = part_problem(file)
+    for file in sorted(Path(results).rglob(pattern)):
+        problem = problem_of(file)
         if problem:
             target = set_aside(file)
-            log(f"results: {file} cannot be read ({problem}); set aside as {target.name}, "
-                f"its rows will be rebuilt")
+            log(f"{what}: {file} cannot be read ({problem}); set aside as {target.name}, {then}")
             found.append((file, target, problem))
     return found
+
+
+def set_aside_damaged_inputs(root: Path, *, log=None) -> list[tuple[Path, Path, str]]:
+    """Set aside unreadable checkpoints and score files under the experiment ``root``: the
+    stage that wrote each reruns its cell (see the module text)."""
+    then = "the stage that wrote it reruns that cell"
+    return [*set_aside_damaged(Path(root) / "checkpoints", log=log, pattern="*.pt", problem_of=archive_problem,
+                               what="checkpoint", then=then),
+            *set_aside_damaged(Path(root) / "scores", log=log, pattern="*.npz", problem_of=archive_problem,
+                               what="scores", then=then)]

@@ -1,5 +1,6 @@
 """Figures of the explanations: saliency overlays, IROF per clip, saliency change under
-pruning; conventions: ``analysis.figure_canvas``."""
+pruning (every chain: the study's as lines, controls as markers); conventions:
+``analysis.figure_canvas``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +9,9 @@ import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
-from .figure_canvas import (MIN_RUNS_FOR_INTERVAL, OUTLIER_IQR, OVERLAY_COLUMNS, SINGLE_STREAMS, STUDY_ORDER_KEY,
-                            Plotted, _panels, _save, legend_outside, with_model)
+from .figure_canvas import (MIN_RUNS_FOR_INTERVAL, OUTLIER_IQR, OVERLAY_COLUMNS, SINGLE_STREAMS, STUDY_CHAIN,
+                            STUDY_ORDER_KEY, Plotted, _panels, _save, add_chain_legend, chain_marker,
+                            chain_rank_expr, control_chains, control_x, legend_outside, with_chain, with_model)
 
 
 def saliency_files(saliency_dir: Path, video: str) -> pl.DataFrame:
@@ -138,23 +140,32 @@ def irof_by_correctness_boxes(irof: pl.DataFrame, out: Path) -> Plotted:
 def saliency_change_trend(change: pl.DataFrame, out: Path) -> Plotted:
     """Spearman ρ and top-10 % IoU of pruned against unpruned maps, against the pruned fraction:
     per stream the mean over runs of each run's median over clips, ± sd over runs (no bar below
-    ``MIN_RUNS_FOR_INTERVAL`` runs); step 0 drawn at 1 (a map against itself)."""
-    per_run = (with_model(change).group_by("model", "step", "run")
+    ``MIN_RUNS_FOR_INTERVAL`` runs); step 0 drawn at 1 (a map against itself). The study's chain
+    as lines, each control chain as markers at the steps it was explained at (issue 27)."""
+    per_run = (with_model(with_chain(change)).group_by("model", "chain", "step", "run")
                .agg(pl.col("prune_ratio").mean(), pl.col("spearman").median(), pl.col("iou_top").median(),
                     pl.len().alias("clips")))
-    data = (per_run.group_by("model", "step")
+    data = (per_run.group_by("model", "chain", "step")
             .agg(pl.col("prune_ratio").mean(), pl.len().alias("runs"), pl.col("clips").sum(),
                  *[pl.col(c).mean().alias(f"{c}_mean") for c in ("spearman", "iou_top")],
                  *[pl.col(c).std().alias(f"{c}_sd") for c in ("spearman", "iou_top")])
-            .sort(STUDY_ORDER_KEY, "model", "step"))
+            .sort(STUDY_ORDER_KEY, "model", chain_rank_expr(), "step"))
+    controls = control_chains(data)
     fig, axes = _panels(2, width=4.5, sharey=False)
     for column, ax, title in (("spearman", axes[0, 0], "Spearman ρ"), ("iou_top", axes[0, 1], "top-10 % IoU")):
-        for (model,), part in data.partition_by("model", as_dict=True, maintain_order=True).items():
-            sd = np.where(part["runs"].to_numpy() >= MIN_RUNS_FOR_INTERVAL,
-                          part[f"{column}_sd"].fill_null(np.nan).to_numpy(), np.nan)
-            ax.errorbar([0.0, *(part["prune_ratio"] * 100)], [1.0, *part[f"{column}_mean"].fill_null(np.nan)],
-                        yerr=[0.0, *sd], marker="o", ms=3, capsize=3, label=model)
+        for i, ((model,), rows) in enumerate(data.partition_by("model", as_dict=True, maintain_order=True).items()):
+            for (chain,), part in rows.partition_by("chain", as_dict=True, maintain_order=True).items():
+                sd = np.where(part["runs"].to_numpy() >= MIN_RUNS_FOR_INTERVAL,
+                              part[f"{column}_sd"].fill_null(np.nan).to_numpy(), np.nan)
+                x, mean = part["prune_ratio"] * 100, part[f"{column}_mean"].fill_null(np.nan).to_numpy()
+                if chain == STUDY_CHAIN:
+                    ax.errorbar([0.0, *x], [1.0, *mean], yerr=[0.0, *sd], marker="o", ms=3, capsize=3,
+                                color=f"C{i}", label=model)
+                else:
+                    ax.errorbar(control_x(x, chain, controls), mean, yerr=sd, fmt=chain_marker(chain), ms=5,
+                                capsize=3, color=f"C{i}")
         ax.set(xlabel="prunable channels removed (%)", ylabel=f"{title} vs unpruned", title=title)
         ax.set_ylim(top=1.05)
+    add_chain_legend(axes[0, 0], controls)
     legend_outside(fig, axes[0, 0])
     return Plotted(_save(fig, out), data, fig)

@@ -25,8 +25,10 @@ DIFFERENCE_UNITS = {"%": "points"}  # a difference of two percentages is in perc
 HEADERS = {
     "model": "model", "chain": "chain", "stream": "stream", "fusion": "fusion", "method": "saliency method",
     "split": "split", "step": "step", "source": "source", "endpoint": "endpoint", "clips_of": "clips",
-    "prune_ratio": "channels removed (%)", "prune_ratio_A": "A: channels removed (%)",
-    "prune_ratio_B": "B: channels removed (%)", "channels_removed_%": "channels removed (%)",
+    # prune_ratio is the step's pruning ratio, the same for every chain: a finetune_only row at a
+    # step removed nothing (its channels_removed_% says 0), it was fine-tuned as that step is
+    "prune_ratio": "step's pruning ratio (%)", "prune_ratio_A": "A: step's pruning ratio (%)",
+    "prune_ratio_B": "B: step's pruning ratio (%)", "channels_removed_%": "channels removed (%)",
     "params_removed_%": "parameters removed (%)", "flops_removed_%": "FLOPs removed (%)",
     "runs": "runs", "n": "runs (n)", "n_A": "runs A", "n_B": "runs B", "clips": "clips",
     "mean": "mean{u}", "std": "sd{u}", "ci_low": "95 % CI low{u}", "ci_high": "95 % CI high{u}",
@@ -42,7 +44,7 @@ HEADERS = {
     "video_accuracy_mean": "video accuracy (%), mean", "video_accuracy_sd": "video accuracy (%), sd",
     "clip_accuracy_mean": "clip accuracy (%), mean",
     "fewer_runs": "fewer runs than the others", "steps_tested": "steps tested", "kept_up_to_step": "kept up to step",
-    "kept_up_to_ratio": "kept up to (% channels removed)", "stopped_at_step": "first step not shown",
+    "kept_up_to_ratio": "kept up to (step's pruning ratio, %)", "stopped_at_step": "first step not shown",
     "stop_reason": "why it stopped",
     "median_mean": "per-run median, mean{u}", "median_sd": "per-run median, sd{u}",
     "mean_outlier_sensitive": "mean of per-run means (outlier-sensitive){u}",

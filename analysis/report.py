@@ -128,10 +128,6 @@ class ReportBuilder:
             return
         self.blocks.append(Block("table", caption, table=table, unit=unit))
 
-    @staticmethod
-    def study_rows(table: pl.DataFrame) -> pl.DataFrame:
-        return study_chain(table)
-
     def study_stats(self, name: str) -> pl.DataFrame:
         """A statistics table's rows of the study's chain: the figures, like the sections, describe
         it (the tables show every chain, each in its own rows)."""

@@ -38,8 +38,8 @@ def irof_section(self: ReportBuilder) -> None:
 
 def saliency_change_part(self: ReportBuilder) -> None:
     """Pruned against unpruned maps of the same clips (the saliency_change table)."""
-    # pruned against unpruned of the study's chain (step-0 rows are the run-to-run reference)
-    change = self.study_rows(read_table(self.root / "results", "saliency_change")).filter(pl.col("step") > 0)
+    # pruned against unpruned, every chain (step-0 rows are the run-to-run reference)
+    change = read_table(self.root / "results", "saliency_change").filter(pl.col("step") > 0)
     if change.is_empty():
         self.text("No saliency_change rows: no pruned step has been explained yet.")
         return
@@ -48,9 +48,9 @@ def saliency_change_part(self: ReportBuilder) -> None:
                 "saliency map against the unpruned model's map of the same clip (same channel "
                 f"reduction, target {rules}): Spearman rank correlation and IoU of the top "
                 f"{change['top_fraction'][0] * 100:g} % pixels; per stream the mean over runs of each "
-                "run's median over clips, ± sd over runs; 1 = unchanged",
+                "run's median over clips, ± sd over runs; 1 = unchanged" + self.controls_drawn,
                 lambda p: figures.saliency_change_trend(change, p))
-    self.table("Saliency change per stream and step (the figure's numbers)",
+    self.table("Saliency change per stream, chain and step (the figure's numbers)",
                self.report.figures["saliency_change"].data, name="saliency_change_summary")
 
 def saliency_section(self: ReportBuilder) -> None:

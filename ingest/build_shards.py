@@ -52,7 +52,7 @@ import pyarrow.parquet as pq
 from shards.cli import HelpFormatter
 from shards.diskspace import DiskFull, disk_full, free_bytes, is_disk_full, size_text
 from shards.format import (DEFAULT_FLOW_BOUND, DEFAULT_TEST_CLIPS, FORMAT_VERSION, MANIFEST_NAME,
-                           MANIFEST_SCHEMA)
+                           MANIFEST_SCHEMA, UCF101_SIZE, clip_bytes)
 from shards.interrupt import as_interrupted, reclaim_signals, stop_on_signals
 from shards.lock import FolderLocked, folder_lock, unique_tmp, write_text_atomic
 from shards.node import node_info
@@ -571,17 +571,9 @@ def build_shards(videos, splits, split: int, out, *, flow: str = "dis", workers:
         raise
 
 
-# stored bytes per clip at short side 256, real UCF101-like video (ARCHITECTURE.md "Shard
-# format": ≈ 96 KiB), scaled by area; + tar headers, cls and json. An estimate for messages.
-CLIP_BYTES_256 = 96 * 1024
-CLIP_BYTES_FIXED = 4 * 1024
-SOURCE_SHORT_SIDE = 240  # UCF101's 320×240, when frames are not resized
-
-
 def planned_bytes(jobs: list[ShardJob], opts: Options) -> int:
     """About how many bytes the shards of ``jobs`` take (``--dry-run`` measures it)."""
-    side = opts.short_side or SOURCE_SHORT_SIDE
-    per_clip = CLIP_BYTES_256 * (side / 256) ** 2 + CLIP_BYTES_FIXED
+    per_clip = clip_bytes(*UCF101_SIZE, opts.short_side)  # UCF101's frame size: an estimate for messages
     return int(sum(len(job.entries) * opts.clips(job.subset) for job in jobs) * per_clip)
 
 

@@ -15,16 +15,12 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shards.format import UCF101_SIZE, clip_bytes
+
 from .flow import unavailable
 from .ucf101 import SUBSETS, SplitListError, list_path, read_split
 
 MISSING_SHOWN = 20  # missing videos named one a line; the rest counted
-# Bytes of one stored clip (RGB jpg + 20-field flow jpg + cls + json, tar headers, index line)
-# ≈ FIXED + PER_PIXEL × frame pixels: a line through docs/ARCHITECTURE.md's measured sizes of
-# real clips (DIS fast): 96 KiB at 341×256, 11 KiB at 85×64 (89 KiB measured at 320×240, 85 here).
-CLIP_FIXED_BYTES = 5.4 * 1024
-CLIP_BYTES_PER_PIXEL = 1.06
-UCF101_SIZE = (320, 240)  # the source frame size of UCF101's videos
 
 
 @dataclass
@@ -36,14 +32,6 @@ class DataCheck:
     free_bytes: int | None = None  # on the file system of the shards folder
     facts: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-
-
-def clip_bytes(width: int, height: int, short_side: int | None) -> float:
-    """Estimated bytes of one stored clip of a ``width`` × ``height`` source (resized to ``short_side``)."""
-    if short_side:
-        scale = short_side / min(width, height)
-        width, height = round(width * scale), round(height * scale)
-    return CLIP_FIXED_BYTES + CLIP_BYTES_PER_PIXEL * width * height
 
 
 def shard_estimate(train: int, test: int, stored_clips: int, test_clips: int, width: int, height: int,

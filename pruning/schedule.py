@@ -122,15 +122,19 @@ def write_gammas(cfg: ExperimentConfig, model: nn.Module, stream: str, run: int,
 
 def step_done(cfg: ExperimentConfig, stream: str, run: int, step: int, chain: str = STUDY_CHAIN) -> bool:
     """The results store holds step ``step``'s rows, readable (`epochs` when it fine-tunes;
-    `accuracy` and `gammas` where the chain evaluates it), and its checkpoint exists."""
-    results = cfg.paths.results
+    `accuracy` and `gammas` where the chain evaluates it), and the inputs of later stages
+    exist: its checkpoint and, where the chain evaluates it, its score files (the fuse stage's)."""
+    results, paths = cfg.paths.results, cfg.paths
     partition = chain_partition(chain, f"{stream}/run{run}/step{step}")
-    rows = []
+    rows, inputs = [], [paths.checkpoint(stream, run, step, chain)]
     if cfg.stream_prune(stream).finetune_epochs > 0:
         rows.append(table_path(results, "epochs", partition))
     if step in tested_steps(cfg, chain):
         rows += [table_path(results, "accuracy", partition), table_path(results, "gammas", f"{partition}/finetuned")]
-    return cfg.paths.checkpoint(stream, run, step, chain).is_file() and all(map(readable, rows))
+        inputs.append(paths.scores(stream, run, step, "test", chain))
+        if wants_train_scores(cfg):
+            inputs.append(paths.scores(stream, run, step, "train", chain))
+    return all(p.is_file() for p in inputs) and all(map(readable, rows))
 
 
 def first_unfinished_step(cfg: ExperimentConfig, stream: str, run: int, chain: str = STUDY_CHAIN) -> int:
@@ -225,7 +229,7 @@ def run_prune_trial(cfg: ExperimentConfig, stream: str, run: int, *, resume: boo
         return {"step": cfg.prune.steps, "started_at_step": start, "done": True, "skipped": True}
     seed = cfg.run_seed(run)
     data = stream_data(cfg, seed)
-    loaders = make_loaders(cfg, stream, data, seed)
+    loaders = make_loaders(cfg, stream, data, seed, val=False)  # fine-tuning validates nothing (below)
 
     def report(row: dict) -> None:
         with tempfile.TemporaryDirectory() as folder:  # the marker that tells a retry to resume

@@ -71,12 +71,15 @@ def full_path(exc: BaseException) -> str | None:
 
 
 def disk_full(folder: Path | str, *, needed: int | None = None, what: str = "the run",
-              file: str | None = None) -> DiskFull:
-    """A ``DiskFull`` naming ``folder``, its free space now and (when known) the space needed."""
+              file: str | None = None, basis: str | None = None, detail: str | None = None) -> DiskFull:
+    """A ``DiskFull`` naming ``folder``, its free space now and (when known) the space needed
+    (``basis``: where that figure comes from; ``detail``: what failed, when no write said ENOSPC)."""
     free = free_bytes(folder)
     text = (f"disk full: {folder} has {size_text(free)} free"
             + (f", {what} needs about {size_text(needed)}" if needed is not None else "")
+            + (f" ({basis})" if needed is not None and basis else "")
             + (f" (writing {file} failed)" if file else "")
+            + (f" ({detail})" if detail else "")
             + "; free space there (or choose a folder on a larger disk) and run the same command "
               "again: finished work is kept")
     return DiskFull(errno.ENOSPC, text)

@@ -29,10 +29,31 @@ CHANNELS = 2 * STACK  # temporal-stream input channels
 DEFAULT_TEST_CLIPS = 25
 COMPONENTS = ("rgb.jpg", "flow.jpg", "cls", "json")
 KEY_SEPARATOR = "__"
+UCF101_SIZE = (320, 240)  # the source frame size of UCF101's videos
+# Bytes of one stored clip (RGB jpg + 20-field flow jpg + cls + json, tar headers, index line)
+# ≈ FIXED + PER_PIXEL × frame pixels: a line through docs/ARCHITECTURE.md's measured sizes of
+# real clips (DIS fast): 96 KiB at 341×256, 11 KiB at 85×64 (89 KiB measured at 320×240, 85 here).
+CLIP_FIXED_BYTES = 5.4 * 1024
+CLIP_BYTES_PER_PIXEL = 1.06
 
 
 class ShardFormatError(ValueError):
     """A shard or sample that does not follow this format (or another version of it)."""
+
+
+def stored_frame_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    """The frame size a ``width`` × ``height`` source is stored at (resized to ``short_side``)."""
+    if not short_side:
+        return width, height
+    scale = short_side / min(width, height)
+    return round(width * scale), round(height * scale)
+
+
+def clip_bytes(width: int, height: int, short_side: int | None = None) -> float:
+    """Estimated bytes of one stored clip of a ``width`` × ``height`` source: the one estimate
+    the ingest's plan and preflight and the sweep's cost plan share."""
+    width, height = stored_frame_size(width, height, short_side)
+    return CLIP_FIXED_BYTES + CLIP_BYTES_PER_PIXEL * width * height
 
 
 def sample_key(video_id: str, clip: int) -> str:

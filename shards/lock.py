@@ -6,7 +6,18 @@ It lives in ``shards`` because both ``ingest`` and ``training`` may import ``sha
 The lock is a file created with ``O_CREAT | O_EXCL`` (atomic on local disks and on NFS v3+,
 unlike ``flock``), holding the owner's host, pid and start time. A second run finds it and
 stops with a message naming the holder. A lock left by a dead process on this host is taken
-over with a warning; one from another host is never guessed at (delete it by hand).
+over with a warning.
+
+A lock of another host (a Ray worker of the data stage on another node, a sweep started
+there) cannot have its pid checked from here. While it is held, a thread of the holder
+refreshes the lock file's mtime every ``CROSSROADS_LOCK_HEARTBEAT_S`` seconds (default 30),
+and the lock says so (``heartbeat_s``). A lock of another host whose mtime is older than
+``CROSSROADS_LOCK_STALE_S`` (default 300 s, and at least 4 of its holder's heartbeats)
+belongs to a host or process that is gone: it is taken over with a warning naming its host,
+pid and the heartbeat's age. The margin covers NFS attribute caching (up to 60 s by default)
+and clock differences between hosts (the age compares the file server's mtime with this
+host's clock). A lock of another host without ``heartbeat_s`` (written before this rule)
+is never guessed at: delete it by hand.
 
 The lock's content is written to a unique temporary file first and linked to ``.lock``
 (``link`` fails if the name exists, atomically, like ``O_EXCL``), so a lock file is never
@@ -19,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 import warnings
@@ -26,6 +38,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 LOCK_NAME = ".lock"
+HEARTBEAT_S = 30.0  # how often a holder refreshes its lock's mtime (CROSSROADS_LOCK_HEARTBEAT_S)
+STALE_S = 300.0  # a lock of another host whose mtime is older is taken over (CROSSROADS_LOCK_STALE_S)
 
 
 class FolderLocked(RuntimeError):
@@ -80,13 +94,40 @@ def _read_holder(path: Path) -> dict | None:
     return None
 
 
-def _take_over(path: Path, token: str) -> None:
+def _seconds(name: str, default: float) -> float:
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"{name}={text!r}: expected a number of seconds > 0")
+    return value
+
+
+def heartbeat_s() -> float:
+    return _seconds("CROSSROADS_LOCK_HEARTBEAT_S", HEARTBEAT_S)
+
+
+def _take_over(path: Path, token: str, judged: dict | None) -> None:
+    """Remove the lock ``judged`` dead; if another taker replaced it meanwhile, put theirs back."""
     stale = path.with_name(f"{LOCK_NAME}.stale-{token}")
     try:
         os.replace(path, stale)  # only one taker wins the rename
-        stale.unlink()
     except FileNotFoundError:
-        pass
+        return
+    try:
+        moved = _read_holder(stale)
+    except (OSError, ValueError, UnicodeDecodeError):
+        moved = None
+    if (moved or {}).get("token") != (judged or {}).get("token"):  # a live lock, made since we looked
+        try:
+            os.link(stale, path)
+        except OSError:
+            pass
+    stale.unlink(missing_ok=True)
 
 
 def _describe(holder: dict) -> str:
@@ -100,8 +141,38 @@ def _stale(holder: dict) -> bool:
             and not _alive(holder["pid"]))
 
 
-def _in_use(folder, desc: str, path: Path) -> str:
-    return (f"{folder} is in use by {desc} (lock file {path}); wait for it to finish, or delete the "
+def _heartbeat_age(holder: dict, path: Path) -> tuple[float, float] | None:
+    """For a lock of another host that heartbeats: (seconds since its last beat, the age after
+    which it counts as dead); None for this host's locks and those without a heartbeat."""
+    if holder.get("host") == socket.gethostname() or not isinstance(holder.get("heartbeat_s"), (int, float)):
+        return None
+    limit = max(_seconds("CROSSROADS_LOCK_STALE_S", STALE_S), 4 * float(holder["heartbeat_s"]))
+    return max(0.0, time.time() - path.stat().st_mtime), limit
+
+
+def _age_text(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 \
+        else f"{seconds / 3600:.1f} h"
+
+
+def _foreign_dead(holder: dict, path: Path) -> str | None:
+    """Why a lock of another host is dead (its heartbeat stopped long enough ago), or None."""
+    age = _heartbeat_age(holder, path)
+    if age is None or age[0] <= age[1]:
+        return None
+    return (f"its host {holder['host']} is not this one ({socket.gethostname()}), so pid {holder['pid']} "
+            f"cannot be checked, and its heartbeat stopped {_age_text(age[0])} ago (more than "
+            f"{age[1]:.0f} s: CROSSROADS_LOCK_STALE_S)")
+
+
+def _in_use(folder, desc: str, path: Path, holder: dict | None = None) -> str:
+    try:
+        age = _heartbeat_age(holder, path) if holder else None
+    except FileNotFoundError:
+        age = None
+    beat = "" if age is None else (f"; its heartbeat is {_age_text(age[0])} old: a lock of another host is "
+                                   f"taken over once its heartbeat is older than {age[1]:.0f} s")
+    return (f"{folder} is in use by {desc} (lock file {path}){beat}; wait for it to finish, or delete the "
             f"lock file if that run is gone")
 
 
@@ -112,9 +183,12 @@ def lock_problem(folder: Path | str) -> str | None:
         holder = _read_holder(path)
     except (OSError, ValueError, UnicodeDecodeError):  # no lock, no folder, or damaged: held by nobody
         return None
-    if holder is None or _stale(holder):
+    try:
+        if holder is None or _stale(holder) or _foreign_dead(holder, path):
+            return None
+    except FileNotFoundError:  # released meanwhile
         return None
-    return _in_use(folder, _describe(holder), path)
+    return _in_use(folder, _describe(holder), path, holder)
 
 
 @contextmanager
@@ -123,8 +197,9 @@ def folder_lock(folder: Path | str, what: str = "run"):
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
+    beat = heartbeat_s()
     me = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
-          "token": uuid.uuid4().hex, "what": what}
+          "token": uuid.uuid4().hex, "what": what, "heartbeat_s": beat}
     for _ in range(3):
         if _try_create(path, me):
             break
@@ -137,25 +212,51 @@ def folder_lock(folder: Path | str, what: str = "run"):
         if holder is None:  # written whole or not at all (see above): empty or damaged holds nobody
             warnings.warn(f"{path}: taking over a lock file that is empty or unreadable (a run that "
                           f"could not write it, e.g. on a full disk); no run holds it", stacklevel=3)
-            _take_over(path, me["token"])
+            _take_over(path, me["token"], None)
             continue
         desc = _describe(holder)
         if _stale(holder):
             warnings.warn(f"{path}: taking over the stale lock of {desc} (that process is gone)",
                           stacklevel=3)
-            _take_over(path, me["token"])
+            _take_over(path, me["token"], holder)
             continue
-        raise FolderLocked(_in_use(folder, desc, path))
+        try:
+            dead = _foreign_dead(holder, path)
+        except FileNotFoundError:
+            continue  # released meanwhile
+        if dead:
+            warnings.warn(f"{path}: taking over the lock of {desc}: {dead}", stacklevel=3)
+            _take_over(path, me["token"], holder)
+            continue
+        raise FolderLocked(_in_use(folder, desc, path, holder))
     else:
         raise FolderLocked(f"{folder}: could not take the lock {path}")
+    stop = threading.Event()
+    threading.Thread(target=_beat, args=(path, me["token"], beat, stop), daemon=True,
+                     name=f"lock heartbeat {path}").start()
     try:
         yield path
     finally:
+        stop.set()
         try:
             if json.loads(path.read_text()).get("token") == me["token"]:
                 path.unlink()  # only ever our own lock
         except (FileNotFoundError, ValueError, AttributeError):
             pass
+
+
+def _beat(path: Path, token: str, every: float, stop: threading.Event) -> None:
+    """Refresh the lock's mtime every ``every`` s while it is ours (never another run's, if
+    ours was taken over while this host was cut off)."""
+    while not stop.wait(every):
+        try:
+            if json.loads(path.read_text()).get("token") != token:
+                return
+            os.utime(path)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, AttributeError):  # a network filesystem's hiccup: beat again later
+            continue
 
 
 def unique_tmp(path: Path) -> Path:

@@ -1,6 +1,11 @@
 """Tiny in-memory batches for loop, evaluation and schedule tests (any iterable of batch
-dicts is a real data source for `training.loop.train`)."""
+dicts is a real data source for `training.loop.train`), and an experiment whose step-0
+checkpoint a pruning chain on them starts from."""
 import torch
+
+from training.checkpoint import save_checkpoint
+from training.config import ExperimentConfig
+from training.models import build_stream
 
 CLASSES = ["red", "green", "blue"]
 
@@ -19,3 +24,20 @@ def colour_batches(n_batches=3, seed=0, *, batch=6, size=32, shuffle_labels=Fals
         batches.append({"x": x, "label": label, "video": [f"s{seed}_v{b}_{i}" for i in range(batch)],
                         "clip": torch.zeros(batch, dtype=torch.int64)})
     return batches
+
+
+def colour_experiment(root) -> ExperimentConfig:
+    """A pruning schedule over the colour batches, with a random unpruned spatial checkpoint."""
+    cfg = ExperimentConfig.from_dict({
+        "experiment": {"name": "t", "root": str(root), "seed": 3},
+        "model": {"arch": "resnet18", "input_size": 32},
+        "train": {"batch_size": 6, "optimizer": "sgd", "lr": 0.05, "weight_decay": 0.0, "device": "cpu",
+                  "channels_last": False, "amp": False, "val_fraction": 0.0},
+        "prune": {"steps": 2, "step_fraction": 0.04, "finetune_epochs": 1, "lr": 0.01, "sparsity": 1e-4,
+                  "residual": True, "round_to": 1},
+        "fusion": {"methods": ["mean"]},  # no SVM: no train-clip scores (the chains here get no such loader)
+    })
+    torch.manual_seed(0)
+    model = build_stream("spatial", "resnet18", len(CLASSES))
+    save_checkpoint(cfg.paths.checkpoint("spatial", 1, 0), model, epoch=0, config=cfg, classes=CLASSES)
+    return cfg

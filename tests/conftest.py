@@ -2,14 +2,11 @@
 (read-only: copy before modifying) and the project's own synthetic mini-UCF101."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-# a worktree elsewhere (not beside ../shared) names it: CROSSROADS_SHARED_DATA=/path/to/shared/data
-SHARED_DATA = Path(os.environ.get("CROSSROADS_SHARED_DATA") or REPO.parent / "shared" / "data")
+from tests.layout import SHARED_DATA, SYNTHETIC_TEST_SET
 
 
 def cuda_available() -> bool:
@@ -56,7 +53,6 @@ def random_resnet18():
 
 
 # --- synthetic data shared by all areas (ingest helper) ------------------------------------
-SYNTHETIC_TEST_SET = dict(classes=8, groups=3, clips=2, frames=24, width=128, height=96, seed=0)
 
 
 @pytest.fixture(scope="session")
@@ -90,3 +86,33 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray shared by one test module, stopped after it (only the Ray it started). One
+    that this process already runs (build_shards leaves its own running) is reused as is."""
+    import ray
+    if ray.is_initialized():
+        yield ray
+        return
+    from tests.sweeps import local_ray as start_local_ray
+    with start_local_ray(log_to_driver=False) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def explain_experiment(synthetic_shards, tmp_path_factory):
+    """An experiment root on the synthetic shards with random step-0 and pruned step-1
+    checkpoints of both streams (tests/explain_setup.py). One per module: tests write into it."""
+    from tests.explain_setup import build_explain_experiment
+    return build_explain_experiment(synthetic_shards, tmp_path_factory.mktemp("explain"))
+
+
+@pytest.fixture(scope="session")
+def small_videos(tmp_path_factory) -> Path:
+    """2 classes x 3 groups x 2 clips of 24 frames at 64x48: 8 train and 4 test videos, small
+    enough for ingests that are stopped, killed or run out of disk. Read-only."""
+    from ingest.synthetic import generate
+    return generate(tmp_path_factory.mktemp("small") / "videos", classes=2, groups=3, clips=2,
+                    frames=24, width=64, height=48, seed=0, progress=False)

@@ -4,7 +4,6 @@ pruning settings accepted by validation."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -13,8 +12,7 @@ import torch
 from benchmarks import pruning as bench
 from training.config import ConfigError, ExperimentConfig
 from training.validation import config_problems
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.layout import REPO
 
 
 def tiny(**overrides) -> argparse.Namespace:

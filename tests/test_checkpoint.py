@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from training.checkpoint import CHECKPOINT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
-from tests.test_models import narrowed_resnet18
+from tests.tiny_models import narrowed_resnet18
+from tests.layout import REPO
 
 CLASSES = ["a", "b", "c", "d", "e"]
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()

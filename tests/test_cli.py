@@ -59,7 +59,7 @@ def test_dry_run_prints_the_plan_without_ray_or_files(tmp_path, monkeypatch, cap
                  "--stages", "data", "train", "fuse"]) == 0
     out = capsys.readouterr().out
     assert "training.tune:run_train_stage" in out and "prune" not in out
-    assert "videos: 384 (240 train, 144 test), classes: 8" in out  # the preflight's findings (#25)
+    assert "videos: 256 (160 train, 96 test), classes: 8" in out  # the preflight's findings (#25)
     assert "embedded local Ray" in out
     assert not ray.is_initialized()
     assert not root.exists() and not (tmp_path / "ray").exists()

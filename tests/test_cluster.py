@@ -13,8 +13,8 @@ import yaml
 from analysis.results import read_table
 from tests.raycluster import ray_cluster
 from training.config import ExperimentConfig
+from tests.layout import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 STEPS = 1
 
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from training.config import ConfigError, ExperimentConfig
 from training.validation import config_problems, validate
+from tests.layout import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 GOOD = {"experiment": {"name": "ok"}, "data": {"synthetic": {"classes": 3}}}
 
 

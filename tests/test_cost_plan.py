@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-import ray
 
+from tests.sweeps import local_ray
 from training.config import ExperimentConfig
 from training.cost_plan import DEFAULT_CLIPS_PER_SECOND, model_flops, plan, throughputs, video_table
 
@@ -81,10 +81,7 @@ def test_planned_passes_are_the_passes_a_sweep_runs(tmp_path, synthetic_shards, 
     logs = tmp_path / "passes"
     logs.mkdir()
     monkeypatch.setenv(PASS_LOG, str(logs))
-    here = str(Path(__file__).parent)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
+    with local_ray():
         assert all(r.error is None for r in make_tuner(cfg, trainable=counted_train_trial).fit())
         measured = {"train": counted(logs)}
         for chain in cfg.prune.chains:
@@ -92,8 +89,6 @@ def test_planned_passes_are_the_passes_a_sweep_runs(tmp_path, synthetic_shards, 
             assert all(r.error is None for r in make_tuner(one, trainable=counted_prune_trial, name=f"prune-{chain}",
                                                            chains=[chain]).fit())
             measured[f"prune:{chain}"] = counted(logs)
-    finally:
-        ray.shutdown()
     for name, got in measured.items():
         want = expected[name]
         # left out by the plan: pruning.accounting's FLOP counts, one image through the baseline

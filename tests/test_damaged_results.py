@@ -1,22 +1,13 @@
 """Results files cut short: named by every reader, set aside by the sweep, the cell redone (issue 31)."""
 from __future__ import annotations
 
-import os
-
-import polars as pl
 import pytest
 
 from analysis import report as report_module
 from analysis import stats as stats_module
 from analysis.damaged import part_problem, readable, set_aside_damaged
 from analysis.results import DamagedPart, read_table, write_rows
-from tests.test_results import accuracy_row
-
-
-def cut_short(path, keep: float = 0.5) -> None:
-    """What a crash on a network filesystem leaves: the file's first part only."""
-    data = path.read_bytes()
-    path.write_bytes(data[: int(len(data) * keep)])
+from tests.result_files import accuracy_row, cut_short
 
 
 def store(tmp_path):
@@ -77,3 +68,31 @@ def test_cells_over_fewer_runs_are_flagged_in_the_summary(tmp_path):
     table, _ = main_result(accuracy, irof, "video_accuracy")
     assert table.select("step", "runs", "fewer_runs").rows() == [(0, 3, False), (1, 2, True)]
     assert table.columns.index("fewer_runs") == table.columns.index("runs") + 1
+
+
+def test_damaged_checkpoints_and_score_files_are_named_and_set_aside(tmp_path, capsys):
+    """The inputs of later stages (issue 31): real torch and numpy archives, one of each cut short."""
+    import numpy as np
+    import torch
+
+    from analysis.damaged import archive_problem, set_aside_damaged_inputs
+
+    files = []
+    for folder, suffix in (("checkpoints", ".pt"), ("scores", ".npz")):
+        for name in ("whole", "cut"):
+            path = tmp_path / folder / "spatial" / "run1" / f"{name}{suffix}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if suffix == ".pt":
+                torch.save({"weights": torch.arange(5000.0)}, path)
+            else:
+                np.savez(path, scores=np.arange(5000.0))
+            files.append(path)
+    for path in files[1::2]:
+        cut_short(path, keep=0.9)  # most of the bytes, not the zip's central directory at the end
+    assert [archive_problem(f) is None for f in files] == [True, False, True, False]
+    found = set_aside_damaged_inputs(tmp_path)
+    assert [(f, t.name) for f, t, _ in found] == [(files[1], "cut.pt.damaged"), (files[3], "cut.npz.damaged")]
+    err = capsys.readouterr().err
+    assert f"checkpoint: {files[1]} cannot be read" in err and f"scores: {files[3]} cannot be read" in err
+    assert "the stage that wrote it reruns that cell" in err
+    assert files[0].is_file() and files[2].is_file() and set_aside_damaged_inputs(tmp_path) == []

@@ -14,7 +14,7 @@ from shards.dali import LoaderConfig, make_loader
 from shards.format import SampleMeta
 from shards.sampling import draw_clips, segment_draw
 from shards.tarfiles import iter_shard
-from tests.test_dali import noise, write_shards
+from tests.shard_samples import TINY, noise, write_shards
 from training.config import ConfigError, ExperimentConfig
 from training.data import loader_config
 from training.validation import config_problems
@@ -144,7 +144,6 @@ def test_ingest_without_tvl1_exits_2_with_one_line(tmp_path, capsys):
 def test_stage_stores_the_clips_and_records_the_flow_settings(tmp_path):
     from ingest.build_shards import OptionsChanged
     from ingest.stage import run_data_stage
-    from tests.test_ingest_stage import TINY
 
     data = {"synthetic": TINY, "split": 2, "clips_per_video": 1, "train_clips_stored": 3,
             "test_clips": 2, "short_side": 32, "workers": 1, "dis_preset": "ultrafast"}

@@ -21,11 +21,11 @@ import polars as pl
 import pytest
 import yaml
 
-from tests.test_killed_trial import comparable
-from tests.test_tune import kill_session
+from tests.processes import kill_session
+from tests.sweeps import comparable
 from training.config import ExperimentConfig
+from tests.layout import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 # what a worker that died badly leaves in its logs (Python, glibc, absl, Ray's C++ checks)
 FATAL = re.compile(r"Fatal Python error|SIGABRT|SIGSEGV|Mutex corrupt|Check failed|"
                    r"terminate called|double free|corrupted size")

@@ -12,9 +12,11 @@ from scipy import optimize
 from scipy import stats as scipy_stats
 
 from analysis import equivalence, paired, stats
+from tests.result_files import accuracy_frame
 from training.config import ConfigError, ExperimentConfig
 from training.validation import config_problems
-from test_stats import GROUPS, frame
+
+GROUPS = stats.ACCURACY_GROUPS
 
 # the demo's bug: accuracies are counts / 6 videos; both runs gain 2 videos at step 1, so the
 # differences are equal but for float rounding (sd ~1e-15): d_z was 4.7e15 and p ~ 1e-16
@@ -24,20 +26,20 @@ DEMO = {0: [0 / 6 * 100, 1 / 6 * 100], 1: [2 / 6 * 100, 3 / 6 * 100]}
 def test_equal_differences_from_float_rounding_give_no_test_and_are_flagged():
     raw = np.array(DEMO[1]) - np.array(DEMO[0])
     assert np.std(raw, ddof=1) > 0  # the trap: not exactly equal
-    effects = stats.effects(frame(DEMO), GROUPS, "video_accuracy").row(0, named=True)
+    effects = stats.effects(accuracy_frame(DEMO), GROUPS, "video_accuracy").row(0, named=True)
     assert effects["mean_diff"] == pytest.approx(100 / 3)
     assert effects["cohens_d"] is None and effects["t"] is None and effects["p_t"] is None
     assert effects["flag"] == "n < 3; zero spread"
-    post = stats.posthoc_paired(frame(DEMO), GROUPS, "video_accuracy").row(0, named=True)
+    post = stats.posthoc_paired(accuracy_frame(DEMO), GROUPS, "video_accuracy").row(0, named=True)
     assert post["p_t"] is None and post["ci_low"] is None and post["mde"] is None
     assert post["flag"] == "n < 3; zero spread"
-    eq = stats.equivalence_table(frame(DEMO), GROUPS, "video_accuracy", 1.0).row(0, named=True)
+    eq = stats.equivalence_table(accuracy_frame(DEMO), GROUPS, "video_accuracy", 1.0).row(0, named=True)
     assert eq["p_tost"] is None and eq["equivalent"] is None and eq["flag"] == "n < 3; zero spread"
 
 
 def test_few_runs_flagged_in_every_paired_table():
     values = {0: [60.0, 62.0], 1: [61.0, 65.0]}
-    df = frame(values)
+    df = accuracy_frame(values)
     assert stats.summary(df, GROUPS, "video_accuracy")["flag"].to_list() == ["n < 3", "n < 3"]
     for table in (stats.effects(df, GROUPS, "video_accuracy"), stats.posthoc_paired(df, GROUPS, "video_accuracy"),
                   stats.equivalence_table(df, GROUPS, "video_accuracy", 1.0)):
@@ -53,7 +55,7 @@ DIFF = [0.2, -0.3, 0.1, 0.4, -0.1]
 
 def test_tost_ci_and_mde_known_answers():
     values = {0: BASE, 1: [b + d for b, d in zip(BASE, DIFF)]}
-    row = stats.equivalence_table(frame(values), GROUPS, "video_accuracy", 1.0).row(0, named=True)
+    row = stats.equivalence_table(accuracy_frame(values), GROUPS, "video_accuracy", 1.0).row(0, named=True)
     n, mean, sd = 5, 0.06, float(np.std(DIFF, ddof=1))
     se = sd / math.sqrt(n)
     # TOST: the larger of P(T > (mean + m)/se) and P(T < (mean − m)/se), 4 dof
@@ -73,7 +75,7 @@ def test_tost_ci_and_mde_known_answers():
         return scipy_stats.nct.sf(crit, 4, ncp) + scipy_stats.nct.cdf(-crit, 4, ncp) - 0.8
     assert row["mde"] == pytest.approx(optimize.brentq(power, 0.5, 3) * sd, rel=1e-4)
     # a margin inside the 90 % interval: not equivalent
-    narrow = stats.equivalence_table(frame(values), GROUPS, "video_accuracy", 0.1).row(0, named=True)
+    narrow = stats.equivalence_table(accuracy_frame(values), GROUPS, "video_accuracy", 0.1).row(0, named=True)
     assert narrow["equivalent"] is False and narrow["margin"] == 0.1
 
 
@@ -81,7 +83,7 @@ def test_fixed_sequence_stops_at_the_first_step_not_shown_equivalent():
     # steps 1, 2 within ±1 point; step 3 drops 5 points; step 4 back within ±1 (never tested)
     values = {0: BASE, 1: [b + d for b, d in zip(BASE, DIFF)], 2: [b - d for b, d in zip(BASE, DIFF)],
               3: [b - 5 + d for b, d in zip(BASE, DIFF)], 4: [b + d / 2 for b, d in zip(BASE, DIFF)]}
-    table = stats.equivalence_table(frame(values), GROUPS, "video_accuracy", 1.0)
+    table = stats.equivalence_table(accuracy_frame(values), GROUPS, "video_accuracy", 1.0)
     assert table["equivalent"].to_list() == [True, True, False, True]
     kept = equivalence.fixed_sequence(table, GROUPS).row(0, named=True)
     assert (kept["kept_up_to_step"], kept["stopped_at_step"], kept["steps_tested"]) == (2, 3, 3)
@@ -96,8 +98,8 @@ def test_fixed_sequence_stops_at_the_first_step_not_shown_equivalent():
 
 
 def test_control_chain_is_paired_against_the_shared_unpruned_models():
-    df = frame({0: BASE, 1: [b + d for b, d in zip(BASE, DIFF)]})
-    control = frame({1: [b - 3 for b in BASE]}).with_columns(pl.lit("random").alias("chain"))
+    df = accuracy_frame({0: BASE, 1: [b + d for b, d in zip(BASE, DIFF)]})
+    control = accuracy_frame({1: [b - 3 for b in BASE]}).with_columns(pl.lit("random").alias("chain"))
     both = pl.concat([df.with_columns(pl.lit(None, dtype=pl.String).alias("chain")), control])
     table = stats.posthoc_paired(both, GROUPS, "video_accuracy")
     by_chain = {r["chain"]: r for r in table.iter_rows(named=True)}

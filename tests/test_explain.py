@@ -1,13 +1,11 @@
 """The explain stage on real (tiny) shards and checkpoints, on a local Ray."""
 import dataclasses
-import itertools
 import os
 import shutil
 
 import numpy as np
 import polars as pl
 import pytest
-import ray
 import torch
 
 from scipy.stats import spearmanr
@@ -18,70 +16,14 @@ from analysis.irof import irof, random_ranks, slic_segments
 from analysis.results import read_table, table_path
 from analysis.saliency import vanilla_gradient
 from analysis.saliency_change import top_iou
-from pruning import prune_model
-from shards.dali import make_loader
 from shards.format import decode_sample, sample_key
 from shards.reference import crop
 from shards.tarfiles import iter_shard
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.config import ExperimentConfig
-from training.data import class_names, loader_config, read_manifest
+from training.data import class_names, read_manifest
 from training.models import build_stream
+from tests.explain_setup import SIZE, clip_batch, fresh_root, make_config
 from training.sweep import SweepContext
-
-SIZE = 32
-
-
-def make_config(root, figure_video, steps=(0, 1)):
-    return ExperimentConfig.from_dict({
-        "experiment": {"name": "explain-test", "root": str(root)},
-        "model": {"input_size": SIZE},
-        "train": {"runs": 1},
-        "prune": {"steps": 1},
-        "loader": {"threads": 1, "device": "cpu"},
-        "explain": {"steps": list(steps), "max_videos": 2, "clips_per_video": 1,
-                    "figure_videos": [figure_video], "batch_size": 4, "forward_batch": 64},
-        "ray": {"num_cpus": 2, "cpus_per_trial": 1, "gpus_per_trial": 0},
-    })
-
-
-@pytest.fixture(scope="module")
-def experiment(synthetic_shards, tmp_path_factory):
-    """Shards linked into a fresh experiment root, and random step-0 and pruned step-1
-    checkpoints of both streams."""
-    root = tmp_path_factory.mktemp("explain")
-    (root / "shards").mkdir()
-    (root / "shards" / "split1").symlink_to(synthetic_shards, target_is_directory=True)
-    manifest = read_manifest(synthetic_shards)
-    classes = class_names(manifest)
-    figure_video = manifest.filter(pl.col("subset") == "test").sort("video")["video"][-1]
-    cfg = make_config(root, figure_video)
-    for seed, stream in enumerate(("spatial", "temporal")):
-        torch.manual_seed(seed)
-        model = build_stream(stream, "resnet18", len(classes))
-        with torch.no_grad():
-            model.fc.weight.mul_(20)  # confident outputs: IROF curves far from flat
-        save_checkpoint(cfg.paths.checkpoint(stream, 1, 0), model, epoch=0, config=cfg, classes=classes)
-        save_checkpoint(cfg.paths.checkpoint(stream, 1, 1), prune_model(model, 0.04), epoch=1, config=cfg,
-                        classes=classes, extra={"step": 1, "prune_ratio": 0.04})
-    return cfg
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
-def clip_batch(cfg, stream, video, clip):
-    """The clip through the DALI eval pipeline, read independently of the stage."""
-    lcfg = dataclasses.replace(loader_config(cfg, stream, train=False), batch_size=8)
-    for batch in make_loader(cfg.paths.shards / "test", lcfg):
-        for i, key in enumerate(zip(batch["video"], batch["clip"].tolist())):
-            if key == (video, clip):
-                return batch["x"][i:i + 1], batch["label"][i:i + 1]
-    raise AssertionError(f"{video} clip {clip} not found")
 
 
 def partition_mtimes(cfg):
@@ -90,8 +32,8 @@ def partition_mtimes(cfg):
 
 
 @pytest.mark.slow
-def test_stage_writes_irof_rows_and_figure_maps_and_resumes(experiment, local_ray):
-    cfg = experiment
+def test_stage_writes_irof_rows_and_figure_maps_and_resumes(explain_experiment, local_ray):
+    cfg = explain_experiment
     ctx = SweepContext(config=cfg, paths=cfg.paths)
     run_explain_stage(cfg, ctx)
 
@@ -165,45 +107,34 @@ def test_stage_writes_irof_rows_and_figure_maps_and_resumes(experiment, local_ra
     assert [t for t in after if after[t] != before[t]] == [("spatial", 1, 1, "slimming")]
 
 
-def test_clip_choice(experiment):
-    manifest = read_manifest(experiment.paths.shards)
-    wanted = select_clips(experiment, manifest)
+def test_clip_choice(explain_experiment):
+    manifest = read_manifest(explain_experiment.paths.shards)
+    wanted = select_clips(explain_experiment, manifest)
     test = manifest.filter(pl.col("subset") == "test")
     labels = dict(test.select("video", "label").iter_rows())
-    chosen = [v for v in wanted if v not in experiment.explain.figure_videos]
+    chosen = [v for v in wanted if v not in explain_experiment.explain.figure_videos]
     assert len(chosen) == 2 and len({labels[v] for v in chosen}) == 2, "spread over classes"
     assert all(clips == centre_clips(5, 1) == [2] for clips in wanted.values())
     assert centre_clips(25, 1) == [12] and centre_clips(5, 2) == [1, 3] and centre_clips(3, 5) == [0, 1, 2]
-    everything = dataclasses.replace(experiment, explain=dataclasses.replace(experiment.explain, max_videos=None))
+    everything = dataclasses.replace(explain_experiment,
+                                     explain=dataclasses.replace(explain_experiment.explain, max_videos=None))
     assert set(select_clips(everything, manifest)) == set(test["video"])
 
 
-def test_bad_configs_are_named(experiment, tmp_path):
-    bad_video = dataclasses.replace(experiment, explain=dataclasses.replace(
-        experiment.explain, figure_videos=["v_Nothing_g01_c01"]))
+def test_bad_configs_are_named(explain_experiment, tmp_path):
+    bad_video = dataclasses.replace(explain_experiment, explain=dataclasses.replace(
+        explain_experiment.explain, figure_videos=["v_Nothing_g01_c01"]))
     with pytest.raises(ExplainError, match="v_Nothing_g01_c01"):
-        select_clips(bad_video, read_manifest(experiment.paths.shards))
-    missing_step = make_config(experiment.paths.root, experiment.explain.figure_videos[0], steps=(0, 5))
+        select_clips(bad_video, read_manifest(explain_experiment.paths.shards))
+    missing_step = make_config(explain_experiment.paths.root, explain_experiment.explain.figure_videos[0], steps=(0, 5))
     with pytest.raises(ExplainError, match="step5.pt"):
         run_explain_stage(missing_step, None)
 
 
-def fresh_root(experiment, tmp_path, **explain):
-    """A new experiment root on the same shards and copies of the fixture's checkpoints."""
-    cfg = make_config(tmp_path, experiment.explain.figure_videos[0])
-    cfg = dataclasses.replace(cfg, explain=dataclasses.replace(cfg.explain, **explain))
-    (tmp_path / "shards").mkdir()
-    (tmp_path / "shards" / "split1").symlink_to(experiment.paths.shards, target_is_directory=True)
-    for stream, step in itertools.product(("spatial", "temporal"), (0, 1)):
-        cfg.paths.checkpoint(stream, 1, step).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(experiment.paths.checkpoint(stream, 1, step), cfg.paths.checkpoint(stream, 1, step))
-    return cfg
-
-
-def test_target_switch_on_a_misclassified_clip(experiment, tmp_path):
+def test_target_switch_on_a_misclassified_clip(explain_experiment, tmp_path):
     """A model biased towards a wrong class: ``label`` explains the true class, ``predicted`` the
     model's own; the targets, the IROF scores and the ``correct`` column follow."""
-    cfg = fresh_root(experiment, tmp_path, target="label", figure_videos=[])
+    cfg = fresh_root(explain_experiment, tmp_path, target="label", figure_videos=[])
     manifest = read_manifest(cfg.paths.shards)
     wrong = 0  # the chosen videos are of different classes: at least one is not of class 0
     model = load_checkpoint(cfg.paths.checkpoint("spatial", 1, 0)).model
@@ -234,8 +165,8 @@ def test_target_switch_on_a_misclassified_clip(experiment, tmp_path):
     assert abs(row["irof_pred"]) < abs(row["irof"])
 
 
-def test_stale_explanations_are_found_by_hash_and_checkpoint_not_by_time(experiment, tmp_path):
-    cfg = fresh_root(experiment, tmp_path)
+def test_stale_explanations_are_found_by_hash_and_checkpoint_not_by_time(explain_experiment, tmp_path):
+    cfg = fresh_root(explain_experiment, tmp_path)
     figure = cfg.explain.figure_videos[0]
     for step in (0, 1):
         explain_task(cfg.to_dict(), "spatial", 1, step)
@@ -258,9 +189,9 @@ def test_stale_explanations_are_found_by_hash_and_checkpoint_not_by_time(experim
     assert set(tasks_to_do(cfg)) == todo
 
     step0 = cfg.paths.checkpoint("spatial", 1, 0)  # a new baseline: its explanations and the change
-    shutil.copy(experiment.paths.checkpoint("temporal", 1, 0), step0)  # tables of later steps
+    shutil.copy(explain_experiment.paths.checkpoint("temporal", 1, 0), step0)  # tables of later steps
     assert set(tasks_to_do(cfg)) == todo | {("spatial", 1, 0, "slimming"), ("spatial", 1, 1, "slimming")}
-    shutil.copy(experiment.paths.checkpoint("spatial", 1, 0), step0)  # the same bytes again: done
+    shutil.copy(explain_experiment.paths.checkpoint("spatial", 1, 0), step0)  # the same bytes again: done
     assert set(tasks_to_do(cfg)) == todo
 
     clip = select_clips(cfg, read_manifest(cfg.paths.shards))[figure][0]
@@ -273,11 +204,11 @@ def test_stale_explanations_are_found_by_hash_and_checkpoint_not_by_time(experim
     assert set(tasks_to_do(wider)) == {("temporal", 1, 1, "slimming")}  # explain.steps only chooses tasks
 
 
-def test_chance_level_same_target_change_and_run_to_run_reference(experiment, tmp_path):
+def test_chance_level_same_target_change_and_run_to_run_reference(explain_experiment, tmp_path):
     """Issue 27: ``irof_random`` is IROF of a seeded random order of the same segments; a pruned
     step's change is also measured for the unpruned model's class; run 2's step 0 is compared with
     run 1's (the run-to-run band); a control chain's checkpoint is explained under its chain."""
-    cfg = fresh_root(experiment, tmp_path, figure_videos=[])
+    cfg = fresh_root(explain_experiment, tmp_path, figure_videos=[])
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, runs=2),
                               prune=dataclasses.replace(cfg.prune, chains=["slimming", "random"]))
     classes = class_names(read_manifest(cfg.paths.shards))

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from analysis.results import read_table
-from tests.test_tune import kill_session
+from tests.processes import kill_session
+from tests.layout import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 CHANCE = 100 / 8
 
 

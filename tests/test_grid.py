@@ -16,11 +16,11 @@ from analysis.results import read_table, write_rows
 from training.checkpoint import load_checkpoint
 from training.config import ConfigError, ExperimentConfig
 from training.validation import config_problems
-from tests.test_explain import clip_batch, experiment, fresh_root  # noqa: F401 (fixture)
+from tests.explain_setup import clip_batch, fresh_root
 
 
-def test_small_grid_through_the_explain_stage(experiment, tmp_path):  # noqa: F811
-    cfg = fresh_root(experiment, tmp_path, methods=list(METHODS), metrics=list(METRICS), ig_steps=4,
+def test_small_grid_through_the_explain_stage(explain_experiment, tmp_path):
+    cfg = fresh_root(explain_experiment, tmp_path, methods=list(METHODS), metrics=list(METRICS), ig_steps=4,
                      smoothgrad_samples=2, deletion_steps=4, randomisation_clips=1, figure_videos=[])
     assert explain_task(cfg.to_dict(), "temporal", 1, 1) == 2  # 2 clips (max_videos 2)
     grid = read_table(cfg.paths.results, "faithfulness")
@@ -111,7 +111,7 @@ def test_the_plan_states_the_grid_cost():
 def test_segments_are_computed_once_per_clip_and_recomputed_for_another_input(tmp_path):
     from analysis.irof import slic_segments
     from analysis.segments import cached_segments
-    from tests.test_irof import smooth_images
+    from tests.tiny_models import smooth_images
     x = smooth_images(2, 3, 32, seed=0)
     clips = [("v_A_g01_c01", 0), ("v_B_g01_c01", 2)]
     first = cached_segments(tmp_path, clips, x)

@@ -9,14 +9,13 @@ import subprocess
 import numpy as np
 import polars as pl
 import pytest
-import ray
 
 from ingest.build_shards import IngestFailed, build_shards, main
 from ingest.synthetic import _write_avi
 from shards.lock import LOCK_NAME
 from shards.format import STACK, decode_sample, quantisation_step
 from shards.tarfiles import iter_shard
-from tests.test_ingest_flow import SHIFT, interior_median, translating
+from tests.flow_fields import SHIFT, interior_median, translating
 
 REAL = {"ApplyEyeMakeup": ("v_ApplyEyeMakeup_sample.avi", 164, 320, 240),
         "ArmWrestling": ("armwrestling_340x256.mp4", 280, 340, 256),
@@ -24,17 +23,6 @@ REAL = {"ApplyEyeMakeup": ("v_ApplyEyeMakeup_sample.avi", 164, 320, 240),
 CLASSES = [*REAL, "Translate", "Broken"]
 BAD = {"v_Broken_g02_c01.avi": "zero-byte", "v_Broken_g02_c02.avi": "truncated",
        "v_Broken_g02_c03.avi": "text"}
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    """One Ray for the module; build_shards reuses it (and leaves it running)."""
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from ingest.build_shards import PARTS_DIRNAME, build_shards
-from tests.conftest import REPO
+from tests.layout import REPO
 
 
 def shard_files(split_dir):

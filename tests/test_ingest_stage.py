@@ -6,9 +6,8 @@ import pytest
 
 from ingest.build_shards import OPTIONS_NAME, PARTS_DIRNAME
 from ingest.stage import run_data_stage
+from tests.shard_samples import TINY
 from training.config import ExperimentConfig
-
-TINY = dict(classes=2, groups=3, clips=1, frames=12, width=64, height=48)
 
 
 def test_data_stage_generates_then_builds_and_resumes(tmp_path):

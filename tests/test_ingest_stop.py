@@ -12,7 +12,6 @@ import shlex
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -21,30 +20,19 @@ from ingest.build_shards import PARTS_DIRNAME, main
 from shards.lock import LOCK_NAME
 from shards.tarfiles import shard_problem
 from tests.processes import signal_when
+from tests.shard_samples import ingest_args
+from tests.layout import REPO
 from tests.tmpfs import fill, small_tmpfs
 
-REPO = Path(__file__).resolve().parents[1]
 OPTS = ["--split", "1", "--clips-per-video", "2", "--test-clips", "3", "--short-side", "32",
         "--shard-videos", "4", "--workers", "1", "--flow", "farneback"]
 
 
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory):
-    """2 classes x 3 groups x 2 clips: 3 shards of 4 videos, ≈ 230 KB of shards in all."""
-    from ingest.synthetic import generate
-    return generate(tmp_path_factory.mktemp("stopvideos") / "videos", classes=2, groups=3, clips=2,
-                    frames=24, width=64, height=48, seed=0, progress=False)
-
-
-def args(videos, out):
-    return ["--videos", str(videos), "--splits", str(videos / "ucfTrainTestlist"), "--out", str(out), *OPTS]
-
-
-def test_a_disk_already_full_is_named_and_leaves_no_lock(videos, tmp_path, capsys):
+def test_a_disk_already_full_is_named_and_leaves_no_lock(small_videos, tmp_path, capsys):
     with small_tmpfs(tmp_path / "fs", "256k") as fs:
         fill(fs)
         out = fs / "split1"
-        assert main(args(videos, out)) == 1  # not 2: the command line was fine
+        assert main(ingest_args(small_videos, out, OPTS)) == 1  # not 2: the command line was fine
         err = capsys.readouterr().err
         assert f"error: disk full: {out} has 0 B free, the plan (all shards of this split) needs about" in err
         assert "Traceback" not in err and "\x1b[" not in err
@@ -52,25 +40,25 @@ def test_a_disk_already_full_is_named_and_leaves_no_lock(videos, tmp_path, capsy
 
 
 @pytest.mark.slow
-def test_an_ingest_that_fills_its_disk_stops_and_a_rerun_with_space_finishes(videos, tmp_path, capsys):
+def test_an_ingest_that_fills_its_disk_stops_and_a_rerun_with_space_finishes(small_videos, tmp_path, capsys):
     with small_tmpfs(tmp_path / "fs", "96k") as fs:
         out = fs / "split1"
-        assert main(args(videos, out)) == 1
+        assert main(ingest_args(small_videos, out, OPTS)) == 1
         err = capsys.readouterr().err
         assert f"error: disk full: {out} has " in err and "needs about" in err and "Traceback" not in err
         # nothing half-written is taken as complete: every shard there is whole
         assert all(shard_problem(tar) is None for tar in out.glob("*/shard-*.tar"))
         assert not (out / "manifest.parquet").exists() and not (out / LOCK_NAME).exists()
         subprocess.run(["mount", "-o", "remount,size=4m", str(fs)], check=True)
-        assert main(args(videos, out)) == 0
+        assert main(ingest_args(small_videos, out, OPTS)) == 0
         assert pl.read_parquet(out / "manifest.parquet")["status"].to_list() == ["ok"] * 12
         assert all(shard_problem(tar) is None for tar in out.glob("*/shard-*.tar"))
 
 
 @pytest.mark.slow
-def test_sigterm_stops_an_ingest_at_once_and_the_printed_command_continues(videos, tmp_path):
+def test_sigterm_stops_an_ingest_at_once_and_the_printed_command_continues(small_videos, tmp_path):
     out = tmp_path / "split1"
-    command = [sys.executable, "-m", "ingest.build_shards", *args(videos, out)]
+    command = [sys.executable, "-m", "ingest.build_shards", *ingest_args(small_videos, out, OPTS)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)

@@ -1,10 +1,7 @@
 """Thread pinning (issue 20): inside a Ray task or ingest actor every library gets the task's CPUs."""
 import os
 
-import pytest
-
-from shards.threads import (allotment, decoder_threads, local_ray_options, pin_threads, thread_env,
-                            thread_report)
+from shards.threads import allotment, decoder_threads, pin_threads, thread_env, thread_report
 
 
 def probe_builder():
@@ -14,17 +11,6 @@ def probe_builder():
         def threads(self) -> dict:
             return thread_report()
     return Probe
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-    assert not ray.is_initialized()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, **local_ray_options())
-    try:
-        yield ray
-    finally:
-        ray.shutdown()  # only the Ray this test started
 
 
 def test_libraries_report_the_tasks_cpus_inside_ray(local_ray, tmp_path):

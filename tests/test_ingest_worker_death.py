@@ -22,25 +22,13 @@ from ingest import build_shards as bs
 from ingest.build_shards import KILL_ONCE_ENV, KILL_VIDEO_ENV, PARTS_DIRNAME, main
 from shards.lock import LOCK_NAME
 from shards.tarfiles import iter_shard
+from tests.shard_samples import ingest_args
 
 OPTS = ["--split", "1", "--clips-per-video", "2", "--test-clips", "3", "--short-side", "32",
         "--shard-videos", "4", "--workers", "2", "--flow", "farneback"]
 SHARD0 = "train/shard-000000.tar"  # RedLeft g03 c01, BlueLeft g02 c01, RedLeft g03 c02, BlueLeft g03 c01
 KILLED = "v_BlueLeft_g02_c01"  # the second video of SHARD0 (plan_shards, seed 0): one before it, two after it
 BEFORE = "v_RedLeft_g03_c01"
-
-
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory):
-    """2 classes x 3 groups x 2 clips: 8 train videos (2 shards of 4), 4 test videos (1 shard)."""
-    from ingest.synthetic import generate
-    root = generate(tmp_path_factory.mktemp("deathvideos") / "videos", classes=2, groups=3, clips=2,
-                    frames=24, width=64, height=48, seed=0, progress=False)
-    return root
-
-
-def args(videos, out):
-    return ["--videos", str(videos), "--splits", str(videos / "ucfTrainTestlist"), "--out", str(out), *OPTS]
 
 
 def files(out):
@@ -62,14 +50,14 @@ def own_ray():
 
 
 @pytest.fixture(scope="module")
-def reference(videos, tmp_path_factory):
+def reference(small_videos, tmp_path_factory):
     """An uninterrupted build, through the CLI with its progress line (written to a log: every 0.2 s)."""
     out = tmp_path_factory.mktemp("reference") / "split1"
     mp = pytest.MonkeyPatch()
     mp.setattr("shards.progress.LOG_INTERVAL", 0.2)
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        assert main(args(videos, out)) == 0
+        assert main(ingest_args(small_videos, out, OPTS)) == 0
     mp.undo()
     return out, err.getvalue()
 
@@ -89,12 +77,12 @@ def test_progress_line_shows_videos_done_pairs_per_s_and_eta(reference):
 
 @pytest.mark.slow
 def test_worker_killed_once_retries_the_video_and_gives_the_uninterrupted_result(
-        videos, reference, tmp_path, monkeypatch, capfd):
+        small_videos, reference, tmp_path, monkeypatch, capfd):
     marker = tmp_path / "killed-once"
     monkeypatch.setenv(KILL_VIDEO_ENV, KILLED)
     monkeypatch.setenv(KILL_ONCE_ENV, str(marker))
     out = tmp_path / "split1"
-    assert main(args(videos, out)) == 0
+    assert main(ingest_args(small_videos, out, OPTS)) == 0
     assert marker.exists()  # the worker did die on it
     err = capfd.readouterr().err
     assert f"died on BlueLeft/{KILLED}.avi" in err and "retrying it in a fresh worker" in err
@@ -105,11 +93,11 @@ def test_worker_killed_once_retries_the_video_and_gives_the_uninterrupted_result
 
 @pytest.mark.slow
 def test_worker_killed_twice_fails_the_video_keeps_its_shard_and_reruns_retry_only_it(
-        videos, reference, tmp_path, monkeypatch, capfd):
+        small_videos, reference, tmp_path, monkeypatch, capfd):
     ref, _ = reference
     out = tmp_path / "split1"
     monkeypatch.setenv(KILL_VIDEO_ENV, KILLED)  # every worker that starts it dies
-    assert main(args(videos, out)) == 0
+    assert main(ingest_args(small_videos, out, OPTS)) == 0
     err = capfd.readouterr().err
     assert "retrying it in a fresh worker" in err and "recording it as failed" in err
     rows = {r["video"]: r for r in pl.read_parquet(out / "manifest.parquet").to_dicts()}
@@ -130,14 +118,14 @@ def test_worker_killed_twice_fails_the_video_keeps_its_shard_and_reruns_retry_on
     built = lambda: {p: p.stat().st_mtime_ns for p in [*out.glob("*/shard-*"), *out.glob(".parts/*-shard-*")]}
     before = built()
     monkeypatch.delenv(KILL_VIDEO_ENV)
-    assert main(args(videos, out) + ["--no-retry-failed"]) == 0
+    assert main(ingest_args(small_videos, out, OPTS) + ["--no-retry-failed"]) == 0
     assert "11 ok, 1 failed" in capfd.readouterr().out and built() == before
 
     # the default rerun retries only the failed video: the worker would die on BEFORE, were it redone
     monkeypatch.setenv(KILL_VIDEO_ENV, BEFORE)
     untouched = {p: t for p, t in built().items() if "train/shard-000000" not in p.as_posix()
                  and "train-shard-000000" not in p.name}
-    assert main(args(videos, out)) == 0
+    assert main(ingest_args(small_videos, out, OPTS)) == 0
     assert "12 ok, 0 failed" in capfd.readouterr().out
     assert files(out) == ref_files and manifest(out).equals(manifest(ref))
     after = {r["video"]: r for r in pl.read_parquet(out / "manifest.parquet").to_dicts()}
@@ -146,10 +134,10 @@ def test_worker_killed_twice_fails_the_video_keeps_its_shard_and_reruns_retry_on
 
 
 @pytest.mark.slow  # the reference build
-def test_dry_run_prints_the_work_and_writes_nothing(videos, reference, tmp_path, capsys):
+def test_dry_run_prints_the_work_and_writes_nothing(small_videos, reference, tmp_path, capsys):
     ref, _ = reference
     out = tmp_path / "split1"
-    assert main(args(videos, out) + ["--dry-run"]) == 0
+    assert main(ingest_args(small_videos, out, OPTS) + ["--dry-run"]) == 0
     text = capsys.readouterr().out
     assert not out.exists()  # neither shards nor a lock
     pairs = sum(bs.flow_pairs(r, bs.Options(split=1, clips_per_video=2, test_clips=3))
@@ -168,28 +156,28 @@ def test_dry_run_prints_the_work_and_writes_nothing(videos, reference, tmp_path,
     copy = tmp_path / "copy"
     shutil.copytree(ref, copy)
     before = {p: p.stat().st_mtime_ns for p in copy.rglob("*")}
-    assert main(args(videos, copy) + ["--dry-run"]) == 0
+    assert main(ingest_args(small_videos, copy, OPTS) + ["--dry-run"]) == 0
     assert f"already in {copy}: 3 finished shards (skipped)" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in copy.rglob("*")} == before and not (copy / LOCK_NAME).exists()
     # other options into it: the work is printed, and why a run would stop (exit 2)
-    other = args(videos, copy) + ["--dry-run", "--clips-per-video", "3"]
+    other = ingest_args(small_videos, copy, OPTS) + ["--dry-run", "--clips-per-video", "3"]
     assert main(other) == 2
     printed = capsys.readouterr()
     assert "videos: 12" in printed.out and "clips_per_video: was 2, now 3" in printed.err
     assert {p: p.stat().st_mtime_ns for p in copy.rglob("*")} == before
 
 
-def test_dry_run_with_bad_input_exits_2_with_one_line(videos, tmp_path, capsys):
+def test_dry_run_with_bad_input_exits_2_with_one_line(small_videos, tmp_path, capsys):
     out = tmp_path / "split1"
-    bad = args(tmp_path / "nowhere", out)
-    bad[bad.index("--splits") + 1] = str(videos / "ucfTrainTestlist")
+    bad = ingest_args(tmp_path / "nowhere", out, OPTS)
+    bad[bad.index("--splits") + 1] = str(small_videos / "ucfTrainTestlist")
     assert main(bad + ["--dry-run"]) == 2
     assert "--videos" in capsys.readouterr().err
     lists = tmp_path / "lists"
-    shutil.copytree(videos / "ucfTrainTestlist", lists)
+    shutil.copytree(small_videos / "ucfTrainTestlist", lists)
     with open(lists / "trainlist01.txt", "a") as f:
         f.write("no label, too many words here\r\n")
-    bad = args(videos, out)
+    bad = ingest_args(small_videos, out, OPTS)
     bad[bad.index("--splits") + 1] = str(lists)
     assert main(bad + ["--dry-run"]) == 2
     err = capsys.readouterr().err

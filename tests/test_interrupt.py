@@ -6,11 +6,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.layout import REPO
+
 SCRIPT = """
 import sys, time
 from shards.interrupt import as_interrupted, stop_on_signals

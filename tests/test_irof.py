@@ -5,38 +5,7 @@ import pytest
 import torch
 
 from analysis.irof import irof, quantus_irof, slic_segments
-
-
-def small_cnn(channels, classes=5, seed=0, float64=True):
-    """A small random CNN. In float64 (Quantus hands the model float32 tensors; it computes in
-    float64 anyway), float32 rounding, which differs between batch sizes, can neither hide nor
-    fake a difference: agreement to 1e-5 then means the same computation."""
-    torch.manual_seed(seed)
-    body = torch.nn.Sequential(
-        torch.nn.Conv2d(channels, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
-        torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.ReLU(),
-        torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(128, classes))
-    with torch.no_grad():
-        body[-1].weight.mul_(3.0)  # outputs far from uniform, curves far from flat
-    return (torch.nn.Sequential(AsFloat64(), body.double()) if float64 else body).eval()
-
-
-class AsFloat64(torch.nn.Module):
-    def forward(self, x):
-        return x.double()
-
-
-def smooth_images(n, channels, size, seed):
-    """Blocky random images of varying block size and contrast (so SLIC gives 3-channel
-    samples different numbers of segments), plus a little noise."""
-    rng = np.random.default_rng(seed)
-    images = []
-    for i in range(n):
-        block, contrast = ((8, 3.0), (4, 1.0), (16, 10.0))[i % 3]
-        coarse = rng.normal(size=(channels, size // block, size // block)) * contrast
-        images.append(np.repeat(np.repeat(coarse, block, axis=1), block, axis=2))
-    x = np.stack(images) + 0.1 * rng.normal(size=(n, channels, size, size))
-    return x.astype(np.float32)
+from tests.tiny_models import DecisiveRegionModel, small_cnn, smooth_images
 
 
 @pytest.mark.parametrize("channels", [3, 20])
@@ -89,18 +58,6 @@ def test_model_that_ignores_its_input_gives_the_flat_curve_value():
     # n - trapz(ones(n)) = n - (n - 1)
     np.testing.assert_allclose(result.score, 1.0)
     np.testing.assert_allclose(result.normalised, 1.0 / result.n_segments)
-
-
-class DecisiveRegionModel(torch.nn.Module):
-    """Class 1's score grows with the mean of the top-left 8x8 block, nothing else matters."""
-
-    def __init__(self):
-        super().__init__()
-        self.scale = torch.nn.Parameter(torch.tensor(4.0))
-
-    def forward(self, x):
-        evidence = self.scale * x[:, :, :8, :8].mean(dim=(1, 2, 3))
-        return torch.stack([torch.zeros_like(evidence), evidence], dim=1)
 
 
 def grid_segments(n, size=32, cell=8):

@@ -8,13 +8,11 @@ import threading
 import time
 from pathlib import Path
 
-import polars as pl
 import pytest
-import ray
 from ray import tune
 
 import training.tune
-from tests.test_tune import assert_each_trial_once, raw_rows, tiny_experiment
+from tests.sweeps import assert_each_trial_once, comparable, local_ray, tiny_experiment
 from training.config import ExperimentConfig
 from training.tune import make_tuner, train_trial
 
@@ -70,33 +68,19 @@ def kill_when_stalled(marker: Path, killed: list[int], timeout: float = 400) -> 
         killed.append(pid)
 
 
-def comparable(cfg: ExperimentConfig, table: str, keys: list[str]) -> pl.DataFrame:
-    """Every row of ``table`` without the columns that record when, where or how long."""
-    drop = {"written_at", "finished_at", "seconds", "host", "node_id", "checkpoint", "config_hash",
-            "git_commit", "latency_ms", "throughput_cps",  # measured inference timings
-            "explain_hash", "checkpoint_sha256"}  # provenance: the settings and the checkpoint file
-    rows = raw_rows(cfg, table)
-    return rows.select([c for c in rows.columns if c not in drop]).sort(keys)
-
-
 @pytest.mark.slow
 def test_trial_killed_mid_epoch_resumes_to_the_uninterrupted_result(tmp_path, synthetic_shards, monkeypatch):
     # validation videos (val_fraction) so the train loader is a VideoSubset, as in the demo
     straight, interrupted = (tiny_experiment(tmp_path / name, synthetic_shards, epochs=2,
                                              train={"val_fraction": 0.5}) for name in ("a", "b"))
-    here = str(Path(__file__).parent)  # Ray workers import this module to run its trainable
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
     killed: list[int] = []
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
+    with local_ray():
         assert all(r.error is None for r in make_tuner(straight).fit())
         killer = threading.Thread(target=kill_when_stalled,
                                   args=(interrupted.paths.root / STALL_MARKER.format(stream="spatial"), killed))
         killer.start()
         results = make_tuner(interrupted, trainable=train_until_killed_once).fit()
         killer.join()
-    finally:
-        ray.shutdown()
     assert len(killed) == 1, "the trial never stalled mid-epoch"
     with pytest.raises(ProcessLookupError):
         os.kill(killed[0], 0)

@@ -11,7 +11,7 @@ from analysis.metrics import METRICS, MetricSettings, random_maps, score
 from analysis.metrics.deletion import deletion_insertion
 from analysis.metrics.randomisation import randomisation, stage_of
 from analysis.metrics.road import road
-from tests.test_irof import AsFloat64, DecisiveRegionModel, small_cnn, smooth_images
+from tests.tiny_models import AsFloat64, DecisiveRegionModel, small_cnn, smooth_images
 
 
 def linear_model(channels, size, classes=5, seed=0):

@@ -7,24 +7,8 @@ import torch
 import torchvision
 from torch import nn
 
+from tests.tiny_models import narrowed_resnet18
 from training.models import WeightsError, build_from_spec, build_stream, model_spec
-
-
-def narrowed_resnet18(num_classes: int = 5) -> nn.Module:
-    """A spatial resnet18 with layer1.0's inner channels cut from 64 to 40 (as pruning would)."""
-    torch.manual_seed(0)
-    model = build_stream("spatial", "resnet18", num_classes)
-    block = model.layer1[0]
-    keep = torch.arange(40)
-    conv1 = nn.Conv2d(64, 40, 3, 1, 1, bias=False)
-    conv1.weight.data = block.conv1.weight.data[keep].clone()
-    bn1 = nn.BatchNorm2d(40)
-    for name in ("weight", "bias", "running_mean", "running_var"):
-        getattr(bn1, name).data = getattr(block.bn1, name).data[keep].clone()
-    conv2 = nn.Conv2d(40, 64, 3, 1, 1, bias=False)
-    conv2.weight.data = block.conv2.weight.data[:, keep].clone()
-    block.conv1, block.bn1, block.conv2 = conv1, bn1, conv2
-    return model
 
 
 def test_temporal_stream_takes_twenty_channels():

@@ -25,10 +25,11 @@ import pytest
 import yaml
 
 from tests.raycluster import Cluster, Node, ray_cluster
-from tests.test_tune import raw_rows, session_pids, tiny_experiment
+from tests.processes import session_pids
+from tests.sweeps import raw_rows, tiny_experiment
 from training.config import ExperimentConfig
+from tests.layout import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 STEPS = 2
 GPU_WORKER = {"cpus": 1, "gpus": 1}
 

@@ -14,7 +14,8 @@ import pytest
 import ray
 import yaml
 
-from ingest.preflight import check_data_stage, clip_bytes
+from ingest.preflight import check_data_stage
+from shards.format import clip_bytes
 from training.config import ExperimentConfig
 from training.preflight import (gpu_problem, local_gpus, preflight, pretrained_source, root_problem,
                                 weight_sources)
@@ -189,3 +190,23 @@ def test_weights_go_through_one_source(tmp_path):
     assert only.path == local
     problems = preflight(cfg, ["train"], dry_run=True).problems
     assert any(f"{str(local)!r} is no file" in p for p in problems)
+
+
+def test_the_ingest_the_preflight_and_the_cost_plan_estimate_the_shards_alike(tmp_path):
+    """One estimate of a stored clip's bytes (shards.format.clip_bytes) behind all three: the
+    ingest's plan, the data stage's preflight and the sweep's cost plan give the same bytes."""
+    from ingest.build_shards import Options, ShardJob, planned_bytes
+    from ingest.ucf101 import VideoEntry
+    from training.cost_plan import disk_estimate
+    synthetic = {"classes": 4, "groups": 3, "clips": 2, "width": 320, "height": 240}
+    cfg = config(tmp_path / "root", data={"synthetic": synthetic, "short_side": 128, "clips_per_video": 2,
+                                          "test_clips": 3})
+    check = check_data_stage(cfg)
+    plan = disk_estimate(cfg)
+    assert check.shard_bytes == pytest.approx(plan["shards_bytes"], abs=1)
+    train, test = check.train, check.test
+    jobs = [ShardJob("train", 0, tuple(VideoEntry(f"v{i}.avi", "A", 0, 1, i) for i in range(train))),
+            ShardJob("test", 0, tuple(VideoEntry(f"w{i}.avi", "A", 0, 2, i) for i in range(test)))]
+    ingest = planned_bytes(jobs, Options(split=1, clips_per_video=2, test_clips=3, short_side=128))
+    assert ingest == pytest.approx(plan["shards_bytes"], abs=1)  # UCF101's 320x240, as the set's frames
+    assert plan["bytes_per_clip"] == round(clip_bytes(320, 240, 128)) == round(5.4 * 1024 + 1.06 * 171 * 128)

@@ -8,11 +8,9 @@ from analysis.results import read_table
 from pruning.accounting import count_params
 from pruning.groups import count_prunable_channels
 from pruning.schedule import ChainLoaders, first_unfinished_step, run_chain, step_ratio
-from training.checkpoint import load_checkpoint, save_checkpoint
-from training.config import ExperimentConfig
-from training.models import build_stream
+from training.checkpoint import load_checkpoint
 
-from batches import CLASSES, colour_batches
+from batches import CLASSES, colour_batches, colour_experiment
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, one intra-op thread
 
@@ -29,19 +27,6 @@ class CrashOnEvaluation:
         return iter(self.batches)
 
 
-def experiment(root) -> ExperimentConfig:
-    cfg = ExperimentConfig.from_dict({
-        "experiment": {"name": "t", "root": str(root), "seed": 3},
-        "model": {"arch": "resnet18", "input_size": 32},
-        "train": {"batch_size": 6, "optimizer": "sgd", "lr": 0.05, "weight_decay": 0.0, "device": "cpu",
-                  "channels_last": False, "amp": False, "val_fraction": 0.0},
-        "prune": {"steps": 2, "step_fraction": 0.04, "finetune_epochs": 1, "lr": 0.01, "sparsity": 1e-4,
-                  "residual": True, "round_to": 1},
-    })
-    torch.manual_seed(0)
-    model = build_stream("spatial", "resnet18", len(CLASSES))
-    save_checkpoint(cfg.paths.checkpoint("spatial", 1, 0), model, epoch=0, config=cfg, classes=CLASSES)
-    return cfg
 
 
 def test_step_ratios_follow_the_grid():
@@ -51,7 +36,7 @@ def test_step_ratios_follow_the_grid():
 
 def test_interrupted_chain_resumes_at_step_k_and_matches_an_uninterrupted_one(tmp_path):
     train, test = colour_batches(3, seed=0), colour_batches(2, seed=1)
-    full = experiment(tmp_path / "full")
+    full = colour_experiment(tmp_path / "full")
     epochs = []
     rows = run_chain(full, "spatial", 1, ChainLoaders(train, None, test), on_epoch=epochs.append)
     assert [r["step"] for r in rows] == [1, 2]
@@ -63,7 +48,7 @@ def test_interrupted_chain_resumes_at_step_k_and_matches_an_uninterrupted_one(tm
         assert report["threshold"] > 0 and report["lr"] == full.prune.lr
         assert report["train_samples_per_s"] > 0 and report["train_loss"] > 0
 
-    cut = experiment(tmp_path / "cut")
+    cut = colour_experiment(tmp_path / "cut")
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_chain(cut, "spatial", 1, ChainLoaders(train, None, CrashOnEvaluation(test, n=2)))
     assert first_unfinished_step(cut, "spatial", 1) == 2
@@ -102,7 +87,7 @@ def test_a_step_whose_rows_are_damaged_is_not_done_though_its_checkpoint_exists(
     from analysis.results import table_path
 
     train, test = colour_batches(3, seed=0), colour_batches(2, seed=1)
-    cfg = experiment(tmp_path / "exp")
+    cfg = colour_experiment(tmp_path / "exp")
     run_chain(cfg, "spatial", 1, ChainLoaders(train, None, test))
     before = read_table(cfg.paths.results, "accuracy").sort("step").select("step", "loss", "video_accuracy",
                                                                           "channels_removed")
@@ -119,16 +104,40 @@ def test_a_step_whose_rows_are_damaged_is_not_done_though_its_checkpoint_exists(
     assert first_unfinished_step(cfg, "spatial", 1) == 3
 
 
+def test_a_step_whose_inputs_for_later_stages_are_gone_or_damaged_is_done_again(tmp_path, capsys):
+    """A step's score file (the fuse stage's input) removed, a later step's checkpoint cut short:
+    the checkpoint is named and set aside, and the chain redoes both steps to the same rows."""
+    from analysis.damaged import set_aside_damaged_inputs
+
+    train, test = colour_batches(3, seed=0), colour_batches(2, seed=1)
+    cfg = colour_experiment(tmp_path / "exp")
+    run_chain(cfg, "spatial", 1, ChainLoaders(train, None, test))
+    columns = ["step", "loss", "video_accuracy", "channels_removed"]
+    before = read_table(cfg.paths.results, "accuracy").sort("step").select(columns)
+    scores, checkpoint = cfg.paths.scores("spatial", 1, 1, "test"), cfg.paths.checkpoint("spatial", 1, 2)
+    scores.unlink()
+    checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    assert first_unfinished_step(cfg, "spatial", 1) == 1  # its rows are there, its scores are not
+    assert [f for f, _, _ in set_aside_damaged_inputs(cfg.paths.root)] == [checkpoint]
+    assert f"checkpoint: {checkpoint} cannot be read (BadZipFile" in capsys.readouterr().err
+    rebuilt = run_chain(cfg, "spatial", 1, ChainLoaders(train, None, test))
+    assert [r["step"] for r in rebuilt] == [1, 2] and scores.is_file()
+    assert load_checkpoint(checkpoint).epoch >= 0  # whole again
+    assert set_aside_damaged_inputs(cfg.paths.root) == [] and first_unfinished_step(cfg, "spatial", 1) == 3
+    after = read_table(cfg.paths.results, "accuracy").sort("step").select(columns)
+    assert after.equals(before), (after, before)
+
+
 def test_each_step_records_its_accuracy_before_fine_tuning(tmp_path):
     """With no fine-tuning epoch the accuracy right after removal is the step's accuracy (the
     light loader here is the test loader); without a light loader it is not measured."""
     train, test = colour_batches(3, seed=0), colour_batches(2, seed=1)
-    cfg = experiment(tmp_path / "a")
+    cfg = colour_experiment(tmp_path / "a")
     cfg.prune.finetune_epochs = 0
     rows = run_chain(cfg, "spatial", 1, ChainLoaders(train, None, test, light_test=test))
     assert [r["video_accuracy_before_finetune"] for r in rows] == [r["video_accuracy"] for r in rows]
     table = read_table(cfg.paths.results, "accuracy").sort("step")
     assert table["video_accuracy_before_finetune"].to_list() == table["video_accuracy"].to_list()
     assert table["weights"].to_list() == ["none", "none"]
-    unmeasured = run_chain(experiment(tmp_path / "b"), "spatial", 1, ChainLoaders(train, None, test))
+    unmeasured = run_chain(colour_experiment(tmp_path / "b"), "spatial", 1, ChainLoaders(train, None, test))
     assert [r["video_accuracy_before_finetune"] for r in unmeasured] == [None, None]

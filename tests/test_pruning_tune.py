@@ -3,17 +3,15 @@ that crashes after step 1 is retried and resumes at step 2, a --resume rerun red
 every step saves per-video scores that the fuse stage fuses step by step."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import polars as pl
 import pytest
-import ray
 import torch
 from ray import tune
 
 from analysis.results import table_files
 from pruning.schedule import run_prune_stage, run_prune_trial
+from tests.sweeps import local_ray
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import ExperimentConfig
 from training.data import class_names, read_manifest
@@ -55,11 +53,7 @@ def test_prune_stage_retries_a_crashed_chain_from_its_last_step(tmp_path, synthe
         torch.manual_seed(0)
         save_checkpoint(cfg.paths.checkpoint(stream, 1, 0), build_stream(stream, "resnet18", len(classes)),
                         epoch=0, config=cfg, classes=classes)
-    # Ray workers import this module (by the name pytest gave it) to run its trainable
-    here = str(Path(__file__).parent)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
+    with local_ray():
         results = make_tuner(cfg, trainable=crash_once_after_step_1, name="prune-crash").fit()
         assert len(results) == 2
         for result in results:
@@ -67,8 +61,6 @@ def test_prune_stage_retries_a_crashed_chain_from_its_last_step(tmp_path, synthe
             assert result.metrics["started_at_step"] == 2 and result.metrics["step"] == 2
         finished = {stream: cfg.paths.checkpoint(stream, 1, 2).stat().st_mtime_ns for stream in ("spatial", "temporal")}
         run_prune_stage(cfg, SweepContext(config=cfg, paths=cfg.paths, resume=False))  # plain rerun: nothing left to do
-    finally:
-        ray.shutdown()
     assert {s: cfg.paths.checkpoint(s, 1, 2).stat().st_mtime_ns for s in finished} == finished
 
     rows = pl.concat([pl.read_parquet(f) for f in table_files(cfg.paths.results, "accuracy")])

@@ -14,6 +14,7 @@ import ray
 from ray import tune
 
 from ingest.build_shards import INGEST_TASK
+from tests.sweeps import local_ray
 from training.config import ExperimentConfig
 from training.data import loader_config
 from training.tune import make_tuner, storage_uri, trial_resources
@@ -62,12 +63,8 @@ def probe(params: dict, experiment: dict, resume: bool = False) -> None:
 def one_gpu_ray():
     """A local Ray with 2 CPUs and one logical GPU, stopped after this module; its workers
     import this module (by the name pytest gave it) to run ``probe``."""
-    here = str(Path(__file__).parent)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
-        ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
+    with local_ray(num_gpus=1):
         yield
-        ray.shutdown()
 
 
 @pytest.mark.slow

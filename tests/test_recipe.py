@@ -156,7 +156,7 @@ def test_the_paper_config_follows_tsn_and_its_budget_matches_liu_et_al():
 
 def test_the_demo_config_budget_can_take_its_initial_gamma_to_zero():
     cfg = ExperimentConfig.from_yaml(CONFIGS / "demo.yaml")
-    budgets = stream_budgets(cfg, 240)
+    budgets = stream_budgets(cfg, 160)  # the synthetic design's train-list videos
     for stream, (base, _) in budgets.items():
         assert base.optimizer == "sgd" and base.budget >= cfg.model.gamma_init, (stream, base.text())
 
@@ -219,21 +219,17 @@ def test_the_light_protocol_reads_evenly_spaced_clips_with_one_crop(synthetic_sh
 def test_a_short_real_run_per_stream_records_its_own_settings(tmp_path, synthetic_shards):
     """Each setting reaches the trainer: real shards, real Tune trials, one epoch per stream."""
     import polars as pl
-    import ray
 
     from analysis.results import read_table
-    from test_tune import tiny_experiment
+    from tests.sweeps import local_ray, tiny_experiment
     from training.tune import make_tuner
     cfg = tiny_experiment(tmp_path / "x", synthetic_shards, epochs=1,
                           train={"val_fraction": 0.5, "optimizer": "sgd", "lr": 0.01, "lr_batch": 64,
                                  "spatial": {"dropout": 0.2, "select": "last"},
                                  "temporal": {"lr": 0.04, "dropout": 0.6, "select": "val_accuracy"}},
                           eval={"batch_size": 40, "light_clips": 2, "speed_repeats": 0})
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
+    with local_ray():
         assert all(r.error is None for r in make_tuner(cfg).fit())
-    finally:
-        ray.shutdown()
     epochs = read_table(cfg.paths.results, "epochs").filter(pl.col("phase") == "train").sort("stream")
     assert epochs.select("stream", "lr", "dropout", "select", "selected").rows() == [
         ("spatial", pytest.approx(0.01 * 32 / 64), 0.2, "last", True),

@@ -12,7 +12,7 @@ import pytest
 from analysis import report as report_module
 from analysis import readable, stats
 from analysis.report import build_report, run_report_stage
-from test_figures import FIGURE_VIDEO, build_experiment
+from tests.report_experiments import FIGURE_VIDEO, build_experiment
 
 FULL_FIGURES = {"accuracy_per_run", "accuracy_mean_sd", "accuracy_boxplots", "accuracy_cohens_d",
                 "accuracy_wilcoxon_p", "efficiency", "gamma_distribution", "training_curves", "irof_boxplots",

@@ -12,7 +12,7 @@ import pytest
 from analysis import figures, readable
 from analysis.report import build_report, wilcoxon_floor
 from analysis.results import write_rows
-from test_report_shape import paper_size_experiment
+from tests.report_experiments import paper_size_experiment
 
 RUNS, STEPS = range(1, 6), (0, 1, 2)
 OUTLIER = -341_563.0  # the demo's exploded score of a misclassified clip under the true label

@@ -7,10 +7,8 @@ import os
 import re
 import shutil
 import subprocess
-from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -18,56 +16,10 @@ from PIL import Image
 
 from analysis import figures
 from analysis.report import build_report
-from analysis.results import write_rows
 from analysis.summary import STUDY_ORDER
+from tests.report_experiments import EXPLAINED, PAPER_STEPS, paper_size_experiment
 
-# the paper's grid: 17 steps of 4 % (18 evaluated models per run), explained at 0 / 6 / 7 / 14
-STEPS, RUNS, EXPLAINED = range(18), range(1, 6), (0, 6, 7, 14)
-FUSIONS = ("mean", "svm_softmax", "svm_features")
 HOSTILE = '<script>alert(1)</script> "quoted" & <img src=x onerror=alert(2)>'
-
-
-def paper_size_experiment(root: Path, name: str = "paper", steps=STEPS, explained=EXPLAINED,
-                          controls: bool = False) -> Path:
-    """2 streams x 3 fusions x 5 runs x 18 steps of accuracy, IROF at 4 explained steps; the
-    single streams' random and finetune_only chains at the explained steps."""
-    rng = np.random.default_rng(0)
-    models = [("spatial", None), ("temporal", None)] + [("fusion", f) for f in FUSIONS]
-    for stream, fusion in models:
-        for run in RUNS:
-            rows = []
-            for step in steps:
-                ratio = 1 - 0.96 ** step
-                acc = 80 - 30 * ratio ** 2 + rng.normal(0, 1)
-                rows.append(dict(experiment=name, stream=stream, fusion=fusion, run=run, seed=run,
-                                 step=step, prune_ratio=ratio, channels_removed=ratio,
-                                 params_removed=ratio * 0.9, flops_removed=ratio * 0.8, split=1,
-                                 clip_accuracy=acc - 3, video_accuracy=acc, video_top5=acc + 10,
-                                 loss=1 + ratio, n_videos=3783, latency_ms=5 - 3 * ratio,
-                                 throughput_cps=400 / (1 - 0.6 * ratio), device="cpu",
-                                 finished_at=datetime.now(timezone.utc)))
-            write_rows(root / "results", "accuracy", rows, partition=f"{stream}/{fusion}/run{run}")
-            if fusion is None and controls:  # issue 27's controls, tested at the explained steps
-                write_rows(root / "results", "accuracy",
-                           [{**r, "chain": "random", "video_accuracy": r["video_accuracy"] - 5 * r["prune_ratio"]}
-                            for r in rows if 0 < r["step"] and r["step"] in explained]
-                           + [{**r, "chain": "finetune_only", "prune_ratio": 0.0, "channels_removed": 0.0}
-                              for r in rows if 0 < r["step"] and r["step"] in explained],
-                           partition=f"controls/{stream}/run{run}")
-    for stream in ("spatial", "temporal"):
-        for run in RUNS:
-            rows = [dict(experiment=name, stream=stream, run=run, step=step,
-                         prune_ratio=1 - 0.96 ** step, video=f"v_{cls}_g01_c01", clip=0, label=0,
-                         target=0, predicted=0, method="saliency",
-                         irof=float(rng.normal(0.3 - 0.01 * step, 0.02)), n_segments=50, seconds=1.0)
-                    for step in explained for cls in ("Archery", "Bowling")]
-            write_rows(root / "results", "irof", rows, partition=f"{stream}/run{run}")
-            if controls:
-                write_rows(root / "results", "irof", [{**r, "chain": chain, "irof": r["irof"] - shift}
-                                                      for chain, shift in (("random", 0.05), ("finetune_only", 0.0))
-                                                      for r in rows if r["step"] > 0],
-                           partition=f"controls/{stream}/run{run}")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +98,7 @@ def test_paper_size_figures_are_legible(paper):
         fig, _ = figs[name]
         assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == STUDY_MODELS, name
     bars = figs["accuracy_cohens_d"][0].axes[0]
-    assert [t.get_text() for t in bars.get_xticklabels()] == [f"{(1 - 0.96 ** k) * 100:.1f}" for k in STEPS[1:]]
+    assert [t.get_text() for t in bars.get_xticklabels()] == [f"{(1 - 0.96 ** k) * 100:.1f}" for k in PAPER_STEPS[1:]]
     assert bars.get_xticklabels()[-1].get_text() == "50.0"  # 17 steps of 4 %: 50.04 % pruned
     fig, _ = figs["accuracy_mean_sd"]
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
@@ -174,7 +126,7 @@ def test_efficiency_panel_draws_latency_and_throughput(paper):
     sizes, latency, throughput = fig.axes
     assert latency.get_title() == "latency (cpu)" and throughput.get_title() == "throughput (cpu)"
     for ax in (latency, throughput):
-        assert len(ax.lines) == 2 and all(len(line.get_xdata()) == len(STEPS) for line in ax.lines)
+        assert len(ax.lines) == 2 and all(len(line.get_xdata()) == len(PAPER_STEPS) for line in ax.lines)
         assert not ax.texts  # no "not measured"
     data = report.figures["efficiency"].data.filter(pl.col("stream") == "spatial").sort("step")
     assert data["throughput_cps"][0] == pytest.approx(400.0) and data["latency_ms"][0] == pytest.approx(5.0)

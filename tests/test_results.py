@@ -5,8 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import datetime, timezone
-from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
@@ -14,23 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from analysis.results import KEYS, SCHEMAS, ResultsSchemaError, read_table, write_rows
-
-REPO = Path(__file__).resolve().parents[1]
-FINISHED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-
-
-def accuracy_row(**changes) -> dict:
-    row = dict(experiment="exp", stream="spatial", run=1, seed=11, step=0, prune_ratio=0.0,
-               channels_removed=0.0, params_removed=0.0, flops_removed=0.0, split=1,
-               clip_accuracy=50.0, video_accuracy=60.0, video_top5=90.0, loss=1.5, n_videos=30,
-               checkpoint="checkpoints/spatial/run1/step0.pt", finished_at=FINISHED)
-    return row | changes
+from tests.result_files import FINISHED, accuracy_row, irof_rows
+from tests.layout import REPO
 
 
-def irof_rows(run: int, step: int, n: int) -> list[dict]:
-    return [dict(experiment="exp", stream="temporal", run=run, step=step, prune_ratio=step * 0.04,
-                 video=f"v{i}", clip=0, label=i % 3, target=i % 3, predicted=0, method="vg",
-                 irof=0.1 * i, n_segments=40, seconds=0.5) for i in range(n)]
 
 
 def test_round_trip_keeps_values_and_types(tmp_path):
@@ -111,7 +96,7 @@ WRITER = """
 import sys
 from analysis.results import write_rows
 sys.path.insert(0, {tests!r})
-from test_results import irof_rows
+from result_files import irof_rows
 worker = int(sys.argv[1])
 for step in range(8):
     write_rows(sys.argv[2], "irof", irof_rows(worker, step, 20), partition=f"w{{worker}}/step{{step}}")
@@ -149,7 +134,7 @@ def half_write(table, where):
 real_write_table = results.pq.write_table
 results.pq.write_table = half_write
 sys.path.insert(0, {tests!r})
-from test_results import irof_rows
+from result_files import irof_rows
 results.write_rows(sys.argv[1], "irof", irof_rows(2, 0, 500), partition="temporal/run2/step0")
 """
 

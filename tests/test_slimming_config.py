@@ -12,8 +12,8 @@ import yaml
 from training.config import ExperimentConfig, resolve_paths
 from training.overrides import load_config
 from training.validation import config_problems
+from tests.layout import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "ray_configs" / "ucf101_split3.yaml"
 DEMO = REPO / "ray_configs" / "demo.yaml"
 

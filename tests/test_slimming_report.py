@@ -8,11 +8,11 @@ import torch
 import torchvision
 from PIL import Image
 
-from analysis import figures, pruned, readable
+from analysis import figure_canvas, figures, figures_accuracy, figures_explain, figures_gamma, pruned, readable
 from analysis.report import ReportBuilder, build_report
 from analysis.results import read_table
 from pruning.slimming import gamma_histogram
-from test_figures import STEPS, STREAMS, build_experiment
+from tests.report_experiments import STEPS, STREAMS, build_experiment
 
 
 @pytest.fixture(scope="module")
@@ -20,17 +20,16 @@ def built(tmp_path_factory):
     """A report of the small synthetic experiment, with the x label of every axis drawn."""
     root = build_experiment(tmp_path_factory.mktemp("slim"))
     xlabels: dict[str, list[str]] = {}
-    save = figures._save
+    save = figure_canvas._save
 
     def recording_save(fig, path):  # the real writer; only records what the axes say
         xlabels[path.stem] = [ax.get_xlabel() for ax in fig.axes]
         return save(fig, path)
 
-    figures._save = recording_save
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        for family in (figures_accuracy, figures_explain, figures_gamma):  # each module draws and saves
+            patch.setattr(family, "_save", recording_save)
         report = build_report(root)
-    finally:
-        figures._save = save
     return root, report, xlabels
 
 

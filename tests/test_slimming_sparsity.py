@@ -16,7 +16,7 @@ from training.loop import train
 from training.models import build_stream
 
 from batches import CLASSES, colour_batches
-from test_pruning_schedule import experiment
+from batches import colour_experiment
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, one intra-op thread
 
@@ -63,7 +63,7 @@ def test_threshold_is_the_highest_removed_score():
 
 
 def test_chain_records_threshold_gammas_and_fractions(tmp_path):
-    cfg = experiment(tmp_path)
+    cfg = colour_experiment(tmp_path)
     rows = run_chain(cfg, "spatial", 1, ChainLoaders(colour_batches(2, seed=0), None, colour_batches(1, seed=1)))
     accuracy = read_table(cfg.paths.results, "accuracy").sort("step")
     assert accuracy["residual"].to_list() == [True, True]
@@ -89,7 +89,7 @@ def test_baseline_trial_trains_with_the_penalty(tmp_path, synthetic_shards):
     without ``train.sparsity``, same seed and data: the penalty acts in the baseline training itself,
     not only while fine-tuning (``prune.sparsity`` is the same in both), so the saved step-0 model
     has clearly smaller |γ|; both record their |γ| before and after training."""
-    from test_tune import tiny_experiment
+    from tests.sweeps import tiny_experiment
     from training.tune import run_trial
 
     means = {}

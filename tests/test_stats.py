@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
 
 import numpy as np
 import polars as pl
@@ -10,25 +9,14 @@ import pytest
 from scipy import stats as scipy_stats
 
 from analysis import stats
-from analysis.results import to_arrow, write_rows
+from analysis.results import write_rows
+from tests.result_files import accuracy_frame, accuracy_rows
 
 # video accuracy of runs 1..4 at steps 0, 1, 2 (spatial stream)
 VALUES = {0: [60, 62, 64, 66], 1: [61, 65, 62, 70], 2: [59, 60, 61, 61]}
 GROUPS = stats.ACCURACY_GROUPS
 
 
-def accuracy_rows(values: dict[int, list[float | None]], stream="spatial", fusion=None) -> list[dict]:
-    return [dict(experiment="exp", stream=stream, fusion=fusion, run=run, seed=run, step=step,
-                 prune_ratio=0.04 * step, channels_removed=0.04 * step, params_removed=0.07 * step,
-                 flops_removed=0.05 * step, split=1, clip_accuracy=v - 5, video_accuracy=float(v),
-                 video_top5=95.0, loss=1.0, n_videos=20, checkpoint=None,
-                 finished_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
-            for step, vs in values.items() for run, v in enumerate(vs, start=1) if v is not None]
-
-
-def frame(values, **kw) -> pl.DataFrame:
-    """As the results store reads it (same column types)."""
-    return pl.from_arrow(to_arrow("accuracy", accuracy_rows(values, **kw), datetime.now(timezone.utc)))
 
 
 def t_two_sided_p_df3(t: float) -> float:
@@ -45,7 +33,7 @@ def t_two_sided_p_df6(t: float) -> float:
 
 
 def test_summary_known_answers():
-    table = stats.summary(frame(VALUES), GROUPS, "video_accuracy").sort("step")
+    table = stats.summary(accuracy_frame(VALUES), GROUPS, "video_accuracy").sort("step")
     assert table["n"].to_list() == [4, 4, 4]
     assert table["mean"].to_list() == [63.0, 64.5, 60.25]
     assert table["prune_ratio"].to_list() == pytest.approx([0.0, 0.04, 0.08])
@@ -57,7 +45,7 @@ def test_summary_known_answers():
 
 
 def test_effects_known_answers():
-    table = stats.effects(frame(VALUES), GROUPS, "video_accuracy").sort("step")
+    table = stats.effects(accuracy_frame(VALUES), GROUPS, "video_accuracy").sort("step")
     step1, step2 = table.row(0, named=True), table.row(1, named=True)
     # step 1 − step 0 = [1, 3, −2, 4]: mean 1.5, squared deviations sum 21 → sd √7
     assert step1["n"] == 4 and step1["mean_diff"] == 1.5
@@ -74,7 +62,7 @@ def test_effects_known_answers():
 
 
 def test_anova_known_answers_and_scipy_agrees():
-    table = stats.anova(frame(VALUES), GROUPS, "video_accuracy")
+    table = stats.anova(accuracy_frame(VALUES), GROUPS, "video_accuracy")
     factor, resid = table.row(0, named=True), table.row(1, named=True)
     assert (factor["source"], resid["source"]) == ("step", "residual")
     grand = 751 / 12
@@ -92,7 +80,7 @@ def test_anova_known_answers_and_scipy_agrees():
 
 
 def test_posthoc_known_answers():
-    table = stats.posthoc(frame(VALUES), GROUPS, "video_accuracy")
+    table = stats.posthoc(accuracy_frame(VALUES), GROUPS, "video_accuracy")
     assert table.select("A", "B").rows() == [(0, 1), (0, 2), (1, 2)]
     row = table.row(0, named=True)
     pooled_var = (20 + 49) / 6
@@ -107,7 +95,7 @@ def test_posthoc_known_answers():
 
 def test_missing_runs_are_counted_and_too_few_give_descriptives_only():
     values = {0: [70, 72, 75], 1: [None, 71, 73], 2: [69, None, None]}
-    df = pl.concat([frame(VALUES), frame(values, stream="temporal")])
+    df = pl.concat([accuracy_frame(VALUES), accuracy_frame(values, stream="temporal")])
     with pytest.warns(UserWarning, match="stream=temporal.*step 2: 1 paired run"):
         table = stats.effects(df, GROUPS, "video_accuracy")
     temporal = table.filter(pl.col("stream") == "temporal").sort("step")
@@ -128,7 +116,7 @@ def test_missing_runs_are_counted_and_too_few_give_descriptives_only():
 
 
 def test_fusion_methods_are_separate_groups():
-    df = pl.concat([frame(VALUES), frame({0: [80, 81], 1: [79, 83]}, stream="fusion", fusion="mean")])
+    df = pl.concat([accuracy_frame(VALUES), accuracy_frame({0: [80, 81], 1: [79, 83]}, stream="fusion", fusion="mean")])
     summary = stats.summary(df, GROUPS, "video_accuracy")
     assert summary.filter(pl.col("fusion") == "mean")["mean"].to_list() == [80.5, 81.0]
     assert summary.filter(pl.col("fusion").is_null()).height == 3
@@ -154,7 +142,7 @@ def test_cli_writes_parquet_and_csv_matching_the_computation(tmp_path, capsys):
             csv = pl.read_csv(tmp_path / "stats" / f"{prefix}_{name}.csv", schema=parquet.schema)
             assert parquet.height > 0 and csv.equals(parquet)
     effects = pl.read_parquet(tmp_path / "stats" / "video_accuracy_effects.parquet")
-    assert effects.equals(stats.effects(frame(VALUES), GROUPS, "video_accuracy"))
+    assert effects.equals(stats.effects(accuracy_frame(VALUES), GROUPS, "video_accuracy"))
     # IROF: the per-run mean over clips is what is compared; run r gains 0.01·r at step 1
     irof_summary = pl.read_parquet(tmp_path / "stats" / "irof_summary.parquet")
     assert irof_summary["mean"].to_list() == pytest.approx([0.201, 0.221])
@@ -175,7 +163,7 @@ def test_cli_with_empty_results_and_bad_arguments(tmp_path, capsys):
 
 
 def test_constant_differences_keep_wilcoxon_and_skip_d():
-    table = stats.effects(frame({0: [60, 61, 62], 1: [62, 63, 64]}), GROUPS, "video_accuracy")
+    table = stats.effects(accuracy_frame({0: [60, 61, 62], 1: [62, 63, 64]}), GROUPS, "video_accuracy")
     row = table.row(0, named=True)
     assert row["cohens_d"] is None and row["t"] is None
     assert row["W"] == 0 and row["p_wilcoxon"] == pytest.approx(2 / 8)
@@ -192,7 +180,7 @@ RM_VALUES = {0: [60, 62, 64, 66, 63], 1: [61, 65, 62, 70, 60], 2: [59, 60, 61, 6
 def test_anova_rm_equals_statsmodels():
     from statsmodels.stats.anova import AnovaRM
 
-    df = frame(RM_VALUES)
+    df = accuracy_frame(RM_VALUES)
     table = stats.anova_rm(df, GROUPS, "video_accuracy")
     assert table.height == 1
     ref = AnovaRM(df.select("run", "step", "video_accuracy").to_pandas(), "video_accuracy", "run",
@@ -222,7 +210,7 @@ def test_greenhouse_geisser_known_answers():
 def test_anova_rm_uses_complete_runs_only():
     values = {step: list(v) for step, v in RM_VALUES.items()}
     values[2][4] = None  # run 5 misses step 2: dropped from the repeated-measures ANOVA
-    row = stats.anova_rm(frame(values), GROUPS, "video_accuracy").row(0, named=True)
+    row = stats.anova_rm(accuracy_frame(values), GROUPS, "video_accuracy").row(0, named=True)
     assert (row["n"], row["df_den"]) == (4, 9)
 
 
@@ -234,7 +222,7 @@ def test_holm_known_case():
 
 
 def test_posthoc_paired_against_scipy_and_holm():
-    table = stats.posthoc_paired(frame(RM_VALUES), GROUPS, "video_accuracy").sort("step")
+    table = stats.posthoc_paired(accuracy_frame(RM_VALUES), GROUPS, "video_accuracy").sort("step")
     assert table["step"].to_list() == [1, 2, 3]
     assert table["n"].to_list() == [5, 5, 5]
     base = np.array(RM_VALUES[0], dtype=float)

@@ -13,11 +13,10 @@ import pytest
 import yaml
 
 from tests.raycluster import BIN, ray_cluster
-from tests.test_tune import assert_each_trial_once, tiny_experiment
+from tests.sweeps import assert_each_trial_once, tiny_experiment
 from training.stages import StageUnavailable, load_stage
 from training.sweep import main
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.layout import REPO
 
 
 def test_stages_load_by_name_and_missing_ones_are_unavailable(tmp_path, monkeypatch):
@@ -91,6 +90,26 @@ def test_ray_job_submit_runs_the_sweep_on_a_head_node(tmp_path, synthetic_shards
     assert fused.height == 1 and fused["git_commit"].to_list() == [SUBMITTED_COMMIT]
     trained = pl.read_parquet(cfg.paths.results / "accuracy" / "spatial" / "run1" / "step0.parquet")
     assert trained["git_commit"].to_list() == [SUBMITTED_COMMIT]  # written inside a Tune trial
+
+
+def test_a_root_recorded_before_a_setting_existed_is_not_refused_for_it(tmp_path):
+    """An upgrade adds a setting (with the default that keeps the old behaviour): the root's
+    recorded config lacks it and its hash differs, yet it is the same experiment. Setting the
+    new key to something else is a change like any other."""
+    from training.config import ExperimentConfig
+    from training.sweep import CONFIG_RECORD, ConfigChanged, check_config
+
+    root = tmp_path / "exp"
+    data = {"experiment": {"name": "x", "root": str(root)}, "train": {"runs": 1}, "stages": ["train"]}
+    check_config(ExperimentConfig.from_dict(data))
+    record = json.loads((root / CONFIG_RECORD).read_text())
+    del record["config"]["train"]["warmup_epochs"]  # as written by a version without the setting
+    record["config_hash"] = "0123456789abcdef"
+    (root / CONFIG_RECORD).write_text(json.dumps(record))
+    with pytest.raises(ConfigChanged, match=r"train.warmup_epochs: was 0, now 2"):
+        check_config(ExperimentConfig.from_dict({**data, "train": {"runs": 1, "warmup_epochs": 2}}))
+    check_config(ExperimentConfig.from_dict(data))  # the default: the same experiment
+    assert json.loads((root / CONFIG_RECORD).read_text())["config"]["train"]["warmup_epochs"] == 0
 
 
 def test_root_refuses_another_config_but_allows_more_runs_or_stages(tmp_path, capsys):

@@ -4,7 +4,8 @@ SIGINT while the train stage runs stops the sweep at once (exit 130, no further 
 root's lock released, Ray's processes gone) with one line naming the command that continues;
 that command, stopped in turn by SIGTERM in the prune stage (143, the same), then run again,
 finishes the grid with every row once. Parts cut short are then named, set aside
-as ``*.damaged`` and rebuilt by a plain rerun, whose rows equal the undamaged ones.
+as ``*.damaged`` and rebuilt by a plain rerun, whose rows equal the undamaged ones, also
+where a part's inputs (a score file, the checkpoint that makes it) are gone or damaged too.
 """
 from __future__ import annotations
 
@@ -22,10 +23,11 @@ import yaml
 from analysis.results import table_path
 from shards.lock import LOCK_NAME
 from tests.processes import signal_when
-from tests.test_damaged_results import cut_short
-from tests.test_tune import raw_rows, tiny_experiment
+from tests.layout import REPO
+from tests.result_files import cut_short
+from tests.sweeps import raw_rows, tiny_experiment
+from training.checkpoint import load_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
 # what must come out the same however the grid got finished (not timings, hosts or times)
 SAME = ["stream", "fusion", "run", "step", "loss", "clip_accuracy", "video_accuracy", "channels_removed"]
 
@@ -94,21 +96,28 @@ def test_ctrl_c_stops_the_sweep_and_reruns_rebuild_exactly_what_is_missing(tmp_p
     assert finished.select("stream", "step").rows() == [  # the whole grid, every row once
         ("fusion", 0), ("fusion", 1), ("spatial", 0), ("spatial", 1), ("temporal", 0), ("temporal", 1)]
 
-    # damage: a train cell, a pruning step, a fused row and a training curve, each cut short
-    results = cfg.paths.results
+    # damage, each cut short: a train cell's rows and training curve, a pruning step's rows, fused
+    # rows; and fused rows whose inputs are gone too: one stream's score file at that step removed,
+    # the checkpoint that would make it again cut short (its pruning step reruns, then fuse)
+    results, paths = cfg.paths.results, cfg.paths
     damaged = [table_path(results, "accuracy", "temporal/run1/step0"),
+               table_path(results, "epochs", "temporal/run1/step0"),
                table_path(results, "accuracy", "spatial/run1/step1"),
-               table_path(results, "epochs", "spatial/run1/step0"),
-               *sorted((results / "accuracy" / "fusion").rglob("*.parquet"))[:1]]
+               table_path(results, "accuracy", "fusion/run1/step0"),
+               table_path(results, "accuracy", "fusion/run1/step1"),
+               paths.checkpoint("temporal", 1, 1)]
     for part in damaged:
         cut_short(part)
+    paths.scores("temporal", 1, 1, "test").unlink()
     rerun = sweep(continued, env)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     for part in damaged:
         assert f"{part} cannot be read" in rerun.stderr and part.with_name(part.name + ".damaged").is_file()
         assert part.is_file()  # rebuilt
+    load_checkpoint(paths.checkpoint("temporal", 1, 1))  # whole again
+    assert paths.scores("temporal", 1, 1, "test").is_file()
     assert grid(cfg).equals(finished), (grid(cfg), finished)
-    epochs = raw_rows(cfg, "epochs").filter((pl.col("stream") == "spatial") & (pl.col("step") == 0))
+    epochs = raw_rows(cfg, "epochs").filter((pl.col("stream") == "temporal") & (pl.col("step") == 0))
     assert sorted(epochs.filter(pl.col("phase") == "train")["epoch"].to_list()) == [1, 2]
 
 

@@ -13,7 +13,7 @@ from ingest.decode import decode_video
 from ingest.synthetic import (HUES, LUMA, _colour, class_names, class_specs, generate, is_complete, main,
                               write_split_lists)
 from ingest.ucf101 import read_classes, read_split
-from tests.conftest import SYNTHETIC_TEST_SET
+from tests.layout import SYNTHETIC_TEST_SET
 
 
 def test_naming_lists_and_codec(synthetic_videos):
@@ -207,3 +207,30 @@ def test_bad_class_list_names_file_and_line(tmp_path):
     with pytest.raises(SystemExit) as exit_info:  # the command line: exit 2 naming the file
         main(["--out", str(tmp_path / "out"), "--classes", "2", "--class-list", str(bad)])
     assert exit_info.value.code == 2
+
+
+def test_wheel_scene_colour_tells_the_13_hues_apart_and_its_luma_does_not(tmp_path):
+    """A wheel set's frame narrows a video to its hue's 8 classes from the frame's mean colour
+    (the scene takes the class's hue; the group's random tint of older sets hid it), while the
+    mean luma (what the flow is computed on) carries no hue."""
+    out = generate(tmp_path / "wheel", classes=101, class_list="ucf101", groups=3, clips=1, frames=1,
+                   width=32, height=24, progress=False)
+    lists = out / "ucfTrainTestlist"
+    features, hues, groups = [], [], []
+    for label, name in enumerate(read_classes(lists)):
+        for group in (1, 2, 3):
+            frame = decode_video(out / name / f"v_{name}_g{group:02d}_c01.avi").frames[0].astype(float)
+            mean = frame.reshape(-1, 3).mean(axis=0)
+            features.append(np.r_[mean / (mean @ LUMA), mean @ LUMA])  # chromaticity, then luma
+            hues.append(label // 8)
+            groups.append(group)
+    features, hues, groups = np.array(features), np.array(hues), np.array(groups)
+
+    def nearest_hue_centroid(columns):  # centroids from groups 1 and 2, tested on group 3's scenes
+        train, test = groups != 3, groups == 3
+        centroids = np.array([features[train & (hues == h)][:, columns].mean(axis=0) for h in range(13)])
+        distances = ((features[test][:, None, columns] - centroids[None]) ** 2).sum(axis=-1)
+        return (distances.argmin(axis=1) == hues[test]).mean()
+
+    assert nearest_hue_centroid([0, 1, 2]) >= 0.95  # 13 hues: chance 0.08
+    assert nearest_hue_centroid([3]) <= 0.3

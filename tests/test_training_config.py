@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from training.config import DEFAULT_STAGES, ConfigError, ExperimentConfig
+from tests.layout import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 FULL = """
 experiment: {name: t1, root: ROOT, seed: 3}

@@ -4,61 +4,21 @@ rerun with --resume does not retrain finished trials; the results tables hold ea
 run) exactly once."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import polars as pl
 import pytest
-import ray
 import yaml
 from ray import tune
 
-from analysis.results import table_files
 from training.config import ExperimentConfig
 from training.fusion import run_fusion_stage
+from tests.processes import kill_session
+from tests.sweeps import assert_each_trial_once, local_ray, raw_rows, tiny_experiment
 from training.tune import make_tuner, run_trial
-
-from tests.processes import kill_session, session_pids  # noqa: F401 (other test modules import them from here)
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_experiment(root: Path, shards: Path, *, runs=1, epochs=1, **sections) -> ExperimentConfig:
-    """An experiment over the shared synthetic shards (linked in as the split folder)."""
-    (root / "shards").mkdir(parents=True)
-    (root / "shards" / "split1").symlink_to(shards)
-    data = {
-        "experiment": {"name": "tiny", "root": str(root)},
-        "model": {"arch": "resnet18", "input_size": 32},
-        "train": {"runs": runs, "epochs": epochs, "batch_size": 32, "optimizer": "adamw", "lr": 0.002,
-                  "val_fraction": 0.0, "channels_last": False},
-        "eval": {"batch_size": 40},
-        "loader": {"threads": 1, "device": "cpu"},
-        "fusion": {"methods": ["mean"]},
-        "ray": {"num_cpus": 2, "cpus_per_trial": 1, "max_failures": 2},
-        "stages": ["train", "fuse"],
-    }
-    for name, values in sections.items():
-        data.setdefault(name, {}).update(values) if isinstance(values, dict) else data.update({name: values})
-    return ExperimentConfig.from_dict(data)
-
-
-def raw_rows(cfg: ExperimentConfig, table: str) -> pl.DataFrame:
-    """Every row of every file (no newest-per-key dedup): duplicates would show here."""
-    files = table_files(cfg.paths.results, table)
-    return pl.concat([pl.read_parquet(f) for f in files]) if files else pl.DataFrame()
-
-
-def assert_each_trial_once(cfg: ExperimentConfig) -> None:
-    acc = raw_rows(cfg, "accuracy").filter(pl.col("stream") != "fusion")
-    expected = {(s, r) for s in ("spatial", "temporal") for r in range(1, cfg.train.runs + 1)}
-    assert sorted(acc.select("stream", "run").rows()) == sorted(expected)
-    epochs = raw_rows(cfg, "epochs").filter(pl.col("phase") == "train")
-    for (stream, run), rows in epochs.group_by("stream", "run"):
-        assert sorted(rows["epoch"].to_list()) == list(range(1, cfg.train.epochs + 1)), (stream, run)
+from tests.layout import REPO
 
 
 def crash_once_after_epoch_1(params, experiment, resume=False):
@@ -81,15 +41,9 @@ def test_crashed_trial_resumes_from_its_checkpoint_to_the_uninterrupted_result(t
     trains the same way every time (the model is built after seeding), and a resumed one
     reads and computes what the uninterrupted one did (each epoch depends on seed and epoch)."""
     straight, crashed = (tiny_experiment(tmp_path / name, synthetic_shards, epochs=2) for name in ("a", "b"))
-    # Ray workers import this module (by the name pytest gave it) to run its trainable
-    here = str(Path(__file__).parent)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
+    with local_ray():
         assert all(r.error is None for r in make_tuner(straight).fit())
         results = make_tuner(crashed, trainable=crash_once_after_epoch_1).fit()
-    finally:
-        ray.shutdown()
     assert len(results) == 2
     for result in results:
         assert result.error is None
@@ -107,11 +61,8 @@ def test_crashed_trial_resumes_from_its_checkpoint_to_the_uninterrupted_result(t
     assert raw_rows(crashed, "accuracy").filter(pl.col("stream") == "fusion").height == 1
     # a plain rerun (no --resume) trains and fuses nothing again
     written = {p: p.stat().st_mtime_ns for p in crashed.paths.results.rglob("*.parquet")}
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
+    with local_ray():
         rerun = make_tuner(crashed, name="train-rerun").fit()
-    finally:
-        ray.shutdown()
     assert all(r.metrics.get("skipped") for r in rerun)
     run_fusion_stage(crashed, None)
     assert {p: p.stat().st_mtime_ns for p in crashed.paths.results.rglob("*.parquet")} == written

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import polars as pl
 
+from shards.format import UCF101_SIZE, clip_bytes, stored_frame_size
+
 from .config import STREAMS, STUDY_CHAIN, ExperimentConfig, tested_steps
 
 REFERENCE = ("resnet101", 224)  # the model the default throughputs are for (3 input channels)
@@ -44,11 +46,6 @@ DEFAULT_CLIPS_PER_SECOND = {"inference": 4500.0, "training": 1500.0}
 FLOW_CHANNELS = 20
 TEN_CROPS = 10
 IROF_FORWARDS = 101  # SLIC's default 100 segments + the original clip
-# shards: measured ≈ 88 KiB per sample at 320x240 (docs/CAPACITY.md history, benchmarks.ingest),
-# ≈ 2 KiB of it headers, cls and json; the JPEGs scale with the pixels
-SAMPLE_FIXED_BYTES = 2 * 1024
-SAMPLE_IMAGE_BYTES_320x240 = 86 * 1024
-SOURCE_SIZE = (320, 240)
 # ingest: measured 233 flow pairs per CPU-second end to end at 320x240 (DIS fast); ≤ 10 pairs a clip
 PAIRS_PER_CPU_SECOND = 233.0
 PAIRS_PER_CLIP = 10
@@ -266,38 +263,64 @@ def _plan_explain(cfg, table, stage: Stage, chain: str, assumed: dict) -> None:
         stage.add(clips * IROF_FORWARDS, rate["inference"])
 
 
+def source_size(cfg: ExperimentConfig) -> tuple[int, int]:
+    """The videos' frame size: the synthetic set's, else UCF101's."""
+    if cfg.data.synthetic is not None:
+        return cfg.data.synthetic.get("width", 320), cfg.data.synthetic.get("height", 240)
+    return UCF101_SIZE
+
+
 def sample_bytes(cfg: ExperimentConfig) -> float:
     """Estimated bytes of one stored clip (sample) at the config's frame size."""
-    width, height = SOURCE_SIZE
-    if cfg.data.short_side:
-        scale = cfg.data.short_side / min(width, height)
-        width, height = width * scale, height * scale
-    elif cfg.data.synthetic is not None:
-        width, height = cfg.data.synthetic.get("width", 320), cfg.data.synthetic.get("height", 240)
-    return SAMPLE_FIXED_BYTES + SAMPLE_IMAGE_BYTES_320x240 * width * height / (SOURCE_SIZE[0] * SOURCE_SIZE[1])
+    return clip_bytes(*source_size(cfg), cfg.data.short_side)
 
 
 def disk_estimate(cfg: ExperimentConfig, table: pl.DataFrame | None = None) -> dict:
     """Bytes the shards and the checkpoints will take (an estimate from measured bytes per clip
     and the models' parameters), for the sweep's plan and the ingest's preflight."""
-    from torchvision import models
     if table is None:
         table, _ = video_table(cfg)
     clips = int(table["clips"].sum())
     shards = clips * sample_bytes(cfg)
-    params = sum(p.numel() for p in getattr(models, cfg.model.arch)(num_classes=101).parameters())
     models_saved = 1 + (cfg.prune.steps * len(cfg.prune.chains) if cfg.prune.enabled else 0)
-    # pruned checkpoints shrink with the kept channels; an upper bound keeps them whole
-    checkpoints = 4 * params * models_saved * len(STREAMS) * cfg.train.runs
+    checkpoints = checkpoint_bytes(cfg) * models_saved * len(STREAMS) * cfg.train.runs
     return {"shards_bytes": int(shards), "checkpoints_bytes": int(checkpoints),
             "total_bytes": int(shards + checkpoints), "clips_stored": clips,
             "bytes_per_clip": round(sample_bytes(cfg))}
 
 
+def checkpoint_bytes(cfg: ExperimentConfig) -> int:
+    """Bytes of one model's checkpoint: its float32 parameters (pruned checkpoints shrink with the
+    kept channels: an upper bound keeps them whole)."""
+    import torch
+    from torchvision import models
+    with torch.device("meta"):  # counts only, no memory
+        params = sum(p.numel() for p in getattr(models, cfg.model.arch)(num_classes=101).parameters())
+    return 4 * params
+
+
+def stage_disk_need(cfg: ExperimentConfig, stage: str) -> tuple[int, str]:
+    """(bytes, what they are) the plan expects ``stage`` to write: ``data`` the shards, ``train``
+    the unpruned checkpoints, ``prune`` its pruned steps' ones. The plan does not estimate the
+    other stages' files (scores, results tables, figures: small beside those): for them, the
+    whole sweep's shards and checkpoints."""
+    per_model = checkpoint_bytes(cfg) * len(STREAMS) * cfg.train.runs
+    if stage == "train":
+        return per_model, f"its {len(STREAMS) * cfg.train.runs} checkpoints"
+    if stage == "prune" and cfg.prune.enabled:
+        saved = cfg.prune.steps * len(cfg.prune.chains)
+        return per_model * saved, f"its {len(STREAMS) * cfg.train.runs * saved} pruned checkpoints"
+    disk = disk_estimate(cfg)
+    if stage == "data":
+        return disk["shards_bytes"], f"the shards ({disk['clips_stored']:,} clips)"
+    return disk["total_bytes"], f"the whole sweep's shards and checkpoints; stage {stage}'s own files are not estimated"
+
+
 def ingest_cpu_hours(cfg: ExperimentConfig, table: pl.DataFrame) -> float:
     """Ingest CPU-hours: ≤ 10 flow pairs a stored clip at the measured pairs per CPU-second,
     scaled by the frame's pixels."""
-    pixels = (sample_bytes(cfg) - SAMPLE_FIXED_BYTES) / SAMPLE_IMAGE_BYTES_320x240
+    width, height = stored_frame_size(*source_size(cfg), cfg.data.short_side)
+    pixels = width * height / (UCF101_SIZE[0] * UCF101_SIZE[1])
     return int(table["clips"].sum()) * PAIRS_PER_CLIP * pixels / PAIRS_PER_CPU_SECOND / 3600
 
 

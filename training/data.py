@@ -152,13 +152,14 @@ def loader_config(cfg: ExperimentConfig, stream: str, *, train: bool, seed: int 
                         flow_scale=cfg.model.flow_scale, seed=seed, **section)
 
 
-def make_loaders(cfg: ExperimentConfig, stream: str, data: StreamData, seed: int) -> dict:
-    """``train`` (augmented, without val videos), ``val`` (or None) and ``test`` loaders."""
+def make_loaders(cfg: ExperimentConfig, stream: str, data: StreamData, seed: int, *, val: bool = True) -> dict:
+    """``train`` (augmented, without val videos), ``val`` (None without val videos or with
+    ``val=False``: a caller that reads none builds no pipeline for it) and ``test`` loaders."""
     train = make_loader(data.train_shards, loader_config(cfg, stream, train=True, seed=seed))
     loaders = {"train": VideoSubset(train, data.val_videos, keep=False) if data.val_videos else train,
                "val": None,
                "test": make_loader(data.test_shards, loader_config(cfg, stream, train=False))}
-    if data.val_videos:
+    if data.val_videos and val:
         loaders["val"] = val_loader(cfg, stream, data)
     return loaders
 

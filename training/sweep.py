@@ -27,10 +27,10 @@ from pathlib import Path
 import polars as pl
 import ray
 
-from analysis.damaged import set_aside_damaged
+from analysis.damaged import set_aside_damaged, set_aside_damaged_inputs
 from analysis.results import atomic_file, read_table
 from shards.cli import HelpFormatter
-from shards.diskspace import DiskFull, disk_full, full_path, is_disk_full
+from shards.diskspace import DiskFull, disk_full, free_bytes, full_path, is_disk_full
 from shards.interrupt import Interrupted, as_interrupted, reclaim_signals, stop_on_signals
 from shards.lock import FolderLocked, folder_lock, lock_problem
 from shards.threads import local_ray_options
@@ -92,11 +92,24 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return flat
 
 
+def _read_as_today(recorded: dict) -> dict:
+    """A root's recorded config read again with today's schema. A setting added since the root
+    was made takes its default there (a new setting defaults to what the code did before it),
+    so an upgrade does not refuse a finished root for keys it never had; one that today's
+    schema cannot read (a key removed or renamed) is compared as it was written."""
+    try:
+        return ExperimentConfig.from_dict(recorded).to_dict()
+    except ConfigError:
+        return recorded
+
+
 def check_config(cfg: ExperimentConfig, write: bool = True) -> None:
     """Refuse to mix results of two configs in one root; remember the config (and its hash).
 
     A change that only adds stages or runs (``stages`` a superset, ``train.runs`` larger) is
-    allowed: the results so far stay valid and a rerun adds to them. Call with the root locked
+    allowed: the results so far stay valid and a rerun adds to them. So is a root recorded by an
+    older version whose config lacks settings added since, where this config leaves them at
+    their defaults. Call with the root locked
     (or with ``write=False``: the check alone, nothing written).
     """
     path = cfg.paths.root / CONFIG_RECORD
@@ -104,7 +117,7 @@ def check_config(cfg: ExperimentConfig, write: bool = True) -> None:
     if path.is_file():
         found = json.loads(path.read_text())
         if found["config_hash"] != record["config_hash"]:
-            old, new = _flatten(found["config"]), _flatten(record["config"])
+            old, new = _flatten(_read_as_today(found["config"])), _flatten(record["config"])
             changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
             additive = {"stages": set(old.get("stages") or []) <= set(new.get("stages") or []),
                         "train.runs": (new.get("train.runs") or 0) >= (old.get("train.runs") or 0)}
@@ -250,6 +263,7 @@ def run_sweep(cfg: ExperimentConfig, *, stages: list[str] | None = None, resume:
         # "done" is what the results store holds, readable: a damaged part is set aside here,
         # so the stage that writes it does that unit of work again (analysis.damaged)
         set_aside_damaged(cfg.paths.results)
+        set_aside_damaged_inputs(cfg.paths.root)  # checkpoints and scores: their cells rerun
         _run_stages(cfg, ctx, stages, resume, address)
     return ctx
 
@@ -280,16 +294,44 @@ def _run_stages(cfg: ExperimentConfig, ctx: SweepContext, stages: list[str], res
                 stopped.stage, stopped.finished = progress, finished
                 raise stopped from None
             except Exception as exc:
-                if is_disk_full(exc):
-                    file = full_path(exc)
-                    raise disk_full(Path(file).parent if file else cfg.paths.root,
-                                    what=f"{progress}", file=file) from exc
+                if full := stage_disk_full(cfg, stage, progress, exc):
+                    raise full from exc
                 raise
             finished.append(stage)
             print(f"{progress}: done in {time.perf_counter() - t0:.0f} s", flush=True)
     finally:
         if started_ray:
             ray.shutdown()
+
+
+NEARLY_FULL = 64 * 2**20  # free bytes under which a disk counts as full when a stage fails
+
+
+def stage_disk_full(cfg: ExperimentConfig, stage: str, progress: str, exc: BaseException) -> DiskFull | None:
+    """A stage that failed on a full disk: the folder of the file that failed (else the root),
+    its free space, and what the cost plan expects the stage to write (``training.cost_plan``).
+
+    A write that found no space may surface as another error: Tune, which could not write a
+    failed trial's error file, fails reading it back (``EOFError``). So an error that is not
+    ENOSPC counts too when the folder's disk is nearly full (under ``NEARLY_FULL`` free, and
+    less than the stage needs), saying what failed; otherwise None: not a full disk.
+    """
+    file = full_path(exc)
+    folder = Path(file).parent if file else cfg.paths.root
+    try:
+        from .cost_plan import stage_disk_need
+        needed, what = stage_disk_need(cfg, stage)
+    except Exception:  # no split lists or manifest to count from
+        needed, what = None, None
+    detail = None
+    if not is_disk_full(exc):
+        if free_bytes(folder) >= min(needed or NEARLY_FULL, NEARLY_FULL):
+            return None
+        summary = (str(exc).strip().splitlines() or [""])[0][:200]
+        detail = f"the stage failed with {type(exc).__name__}: {summary}, after its writes ran out of space"
+    if needed is None:
+        return disk_full(folder, what=progress, file=file, detail=detail)
+    return disk_full(folder, needed=needed, what=progress, basis=f"cost plan: {what}", file=file, detail=detail)
 
 
 def describe_plan(cfg: ExperimentConfig, stages: list[str], address: str | None) -> str:
@@ -306,7 +348,7 @@ def describe_plan(cfg: ExperimentConfig, stages: list[str], address: str | None)
 
 
 EPILOG = """exit codes: 0 done (or config printed / plan shown); 1 a stage failed (a full disk
-among them: the folder, its free space); 130 stopped by Ctrl-C (SIGINT), 143 by SIGTERM: no
+among them: the folder, its free space, what the stage needs); 130 stopped by Ctrl-C (SIGINT), 143 by SIGTERM: no
 further stage starts, trials and tasks are stopped, the lock is released, and the same
 command continues (finished work is kept); a second Ctrl-C exits at once;
 2 bad command line or config (unknown --set key, wrong value type, unreadable yaml), something

@@ -159,13 +159,17 @@ def finished_metrics(cfg: ExperimentConfig, stream: str, run: int) -> dict | Non
     """The recorded result of a (stream, run) whose outputs are all written, else None.
 
     Done means the results store holds the trial's rows, readable (`accuracy`, written last,
-    `epochs` and both `gammas` phases), and its checkpoint exists (the prune stage's input).
+    `epochs` and both `gammas` phases), and the inputs of later stages exist: its checkpoint
+    (the prune stage's) and its score files (the fuse stage's). The sweep sets damaged ones
+    aside (``analysis.damaged``), so a missing one reruns the cell.
     """
     results, partition = cfg.paths.results, f"{stream}/run{run}/step0"
     row_file = table_path(results, "accuracy", partition)
     needed = [row_file, table_path(results, "epochs", partition),
               *(table_path(results, "gammas", f"{partition}/{phase}") for phase in ("initial", "trained"))]
-    if not (all(map(readable, needed)) and cfg.paths.checkpoint(stream, run, 0).is_file()):
+    inputs = [cfg.paths.checkpoint(stream, run, 0), cfg.paths.scores(stream, run, 0, "test"),
+              *([cfg.paths.scores(stream, run, 0, "train")] if wants_train_scores(cfg) else [])]
+    if not (all(map(readable, needed)) and all(p.is_file() for p in inputs)):
         return None
     row = pl.read_parquet(row_file).row(0, named=True)
     return {"video_accuracy": row["video_accuracy"], "clip_accuracy": row["clip_accuracy"],
@@ -221,7 +225,7 @@ def make_tuner(cfg: ExperimentConfig, *, resume: bool = False, trainable: Callab
     return tune.Tuner(
         fn,
         param_space=grid,
-        tune_config=tune.TuneConfig(max_concurrent_trials=None, reuse_actors=False),
+        tune_config=tune.TuneConfig(max_concurrent_trials=None, reuse_actors=True),
         run_config=tune.RunConfig(
             name=name, storage_path=storage, verbose=1, progress_reporter=console_reporter(name, bool(chains)),
             failure_config=tune.FailureConfig(max_failures=cfg.ray.max_failures),
