@@ -116,19 +116,27 @@ def main(argv=None) -> None:
     parser.add_argument("--clips", type=int, default=2, help="clips timed per metric")
     parser.add_argument("--channels", type=int, nargs="+", default=[3, 20],
                         help="input channels: 3 = the spatial stream, 20 = the temporal one")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's); 1 on a shared machine, where several threads "
+                             "spin-wait for cores others hold and both clocks swing by 2-5x")
     parser.add_argument("--metrics", nargs="+", default=list(METRICS), choices=METRICS, help="the metrics timed")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     print(f"# load {os.getloadavg()[0]:.1f}, torch threads {torch.get_num_threads()}, {args.clips} clips, "
           f"{args.size} px, ResNet-18, CPU")
     print("metric,channels,ours_s_per_clip,quantus_s_per_clip,ratio,ours_cpu_s_per_clip,quantus_cpu_s_per_clip,"
           "cpu_ratio,ours_forward_share,quantus_forward_share,load")
+    streams = {}
     for channels in args.channels:
         model = resnet(channels)
-        timer = ForwardTimer(model)
         x = smooth_clips(args.clips, channels, args.size, seed=channels)
         target = np.arange(args.clips, dtype=np.int64)
-        maps = vanilla(model, x, target)
-        for metric in args.metrics:
+        streams[channels] = model, ForwardTimer(model), x, target, vanilla(model, x, target)
+    for metric in args.metrics:  # metric by metric, in the order given: a cut run keeps whole metrics
+        for channels, (model, timer, x, target, maps) in streams.items():
             ours, reference = cases(metric, model, x, maps, target)
             ours_s, ours_cpu, ours_share = timed(timer, ours)
             ref_s, ref_cpu, ref_share = timed(timer, reference) if reference else (float("nan"),) * 3
