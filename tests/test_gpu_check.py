@@ -246,5 +246,5 @@ def test_sweep_step_configs_pass_validation(dry, tmp_path):
     from training.validation import validate
     cfg = validate(ExperimentConfig.from_dict(sweep_config(dry, tmp_path / "sweep")))
     assert cfg.stages == ["data", "train", "prune", "fuse", "explain", "report"]
-    assert (cfg.train.runs, cfg.prune.steps, cfg.model.input_size) == ((1, 1, 32) if dry else (3, 3, 64))
+    assert (cfg.train.runs, cfg.prune.steps, cfg.model.input_size) == ((1, 1, 32) if dry else (3, 3, 48))
     assert cfg.train.channels_last is not dry and cfg.ray.gpus_per_trial == (None if dry else 0.25)

@@ -38,7 +38,9 @@ def experiment(root: Path, shards: Path, **sections) -> ExperimentConfig:
     """Both streams, one run each, trained 2 epochs and pruned 2 steps. One logical GPU per
     trial, one per worker node: the head runs only the driver, each worker one trial."""
     return tiny_experiment(root, shards, epochs=2, **{
-        "prune": {"steps": STEPS, "step_fraction": 0.2, "finetune_epochs": 1, "round_to": 8},
+        # 4 fine-tuning epochs a step: the chain must still be running when the test, having
+        # seen step 1's checkpoint, kills its node (with reused trial actors one epoch took < 1 s)
+        "prune": {"steps": STEPS, "step_fraction": 0.2, "finetune_epochs": 4, "round_to": 8},
         "ray": {"gpus_per_trial": 1, "cpus_per_trial": 1, "max_failures": 3},
         "stages": ["train", "prune", "fuse"], **sections})
 
@@ -205,7 +207,8 @@ def test_killed_worker_nodes_and_driver_are_survived_with_the_uninterrupted_rows
     train = tune_results(failing, "train")
     assert any(r.get("resumed_from") == 1 for r in train), train
     prune = tune_results(failing, "prune")
-    assert any(r.get("started_at_step") == 2 for r in prune), prune
+    assert any((r.get("started_at_step") or 1) > 1 for r in prune), [
+        {k: r.get(k) for k in ("trial_id", "pid", "step", "epoch", "started_at_step", "done", "skipped")} for r in prune]
     for cfg in (straight, failing):
         assert_every_row_once(cfg)
     assert model_rows(failing).equals(model_rows(straight)), (model_rows(failing), model_rows(straight))

@@ -32,6 +32,7 @@ def experiment(root, chains) -> ExperimentConfig:
                   "round_to": 8, "chains": chains},
         "explain": {"steps": [0, 1]},
         "eval": {"speed_repeats": 0},
+        "fusion": {"methods": ["mean"]},  # no SVM: no train-clip scores (the chains here get no such loader)
     })
     torch.manual_seed(0)
     save_checkpoint(cfg.paths.checkpoint("spatial", 1, 0), build_stream("spatial", "resnet18", len(CLASSES)),

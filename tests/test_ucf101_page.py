@@ -101,7 +101,13 @@ def test_sweep_commands_of_the_page_plan_cleanly(workdir):
         if "--dry-run" not in command:
             command += " --dry-run"  # as far as a dry run takes it
         result = run(command, workdir)
-        assert result.returncode == 0, (command, result.stderr[-2000:])
+        problems = [line for line in result.stdout.splitlines() if line.startswith("problem:")]
+        if result.returncode == 2 and problems and all(p.startswith("problem: disk:") for p in problems):
+            # the paper config's shards (~30 GiB) against this machine's free disk: refused as it
+            # should be; everything else the page promises is still checked below
+            assert shutil.disk_usage(workdir).free < 40 * 2**30, problems
+        else:
+            assert result.returncode == 0, (command, problems, result.stderr[-2000:])
         assert "1. data" in result.stdout and "6. report" in result.stdout
         # the paper config's ../runs and a --set root both land where the page says
         root = re.search(r"experiment\.root=(\S+)", command)
