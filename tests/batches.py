@@ -26,9 +26,10 @@ def colour_batches(n_batches=3, seed=0, *, batch=6, size=32, shuffle_labels=Fals
     return batches
 
 
-def colour_experiment(root) -> ExperimentConfig:
-    """A pruning schedule over the colour batches, with a random unpruned spatial checkpoint."""
-    cfg = ExperimentConfig.from_dict({
+def colour_experiment(root, **sections) -> ExperimentConfig:
+    """A pruning schedule over the colour batches, with a random unpruned spatial checkpoint;
+    ``sections`` update the config's sections key by key (``prune={"steps": 3}``)."""
+    data = {
         "experiment": {"name": "t", "root": str(root), "seed": 3},
         "model": {"arch": "resnet18", "input_size": 32},
         "train": {"batch_size": 6, "optimizer": "sgd", "lr": 0.05, "weight_decay": 0.0, "device": "cpu",
@@ -36,7 +37,10 @@ def colour_experiment(root) -> ExperimentConfig:
         "prune": {"steps": 2, "step_fraction": 0.04, "finetune_epochs": 1, "lr": 0.01, "sparsity": 1e-4,
                   "residual": True, "round_to": 1},
         "fusion": {"methods": ["mean"]},  # no SVM: no train-clip scores (the chains here get no such loader)
-    })
+    }
+    for name, values in sections.items():
+        data[name] = {**data.get(name, {}), **values}
+    cfg = ExperimentConfig.from_dict(data)
     torch.manual_seed(0)
     model = build_stream("spatial", "resnet18", len(CLASSES))
     save_checkpoint(cfg.paths.checkpoint("spatial", 1, 0), model, epoch=0, config=cfg, classes=CLASSES)

@@ -12,32 +12,14 @@ from pruning.groups import channel_groups, count_prunable_channels
 from pruning.schedule import ChainLoaders, first_unfinished_step, run_chain
 from pruning.schedule import tested_steps as steps_tested  # (a name pytest would collect)
 from pruning.slimming import bn_l1_subgradient, random_scores, select_channels
-from training.checkpoint import load_checkpoint, save_checkpoint
-from training.config import ExperimentConfig
+from training.checkpoint import load_checkpoint
 from training.evaluate import expected_calibration_error
 from training.loop import train
 from training.models import build_stream
 
-from batches import CLASSES, colour_batches
+from batches import CLASSES, colour_batches, colour_experiment
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, one intra-op thread
-
-def experiment(root, chains) -> ExperimentConfig:
-    cfg = ExperimentConfig.from_dict({
-        "experiment": {"name": "t", "root": str(root), "seed": 3},
-        "model": {"arch": "resnet18", "input_size": 32},
-        "train": {"batch_size": 6, "optimizer": "sgd", "lr": 0.05, "weight_decay": 0.0, "device": "cpu",
-                  "channels_last": False, "amp": False, "val_fraction": 0.0},
-        "prune": {"steps": 3, "step_fraction": 0.2, "finetune_epochs": 1, "lr": 0.01, "sparsity": 1e-4,
-                  "round_to": 8, "chains": chains},
-        "explain": {"steps": [0, 1]},
-        "eval": {"speed_repeats": 0},
-        "fusion": {"methods": ["mean"]},  # no SVM: no train-clip scores (the chains here get no such loader)
-    })
-    torch.manual_seed(0)
-    save_checkpoint(cfg.paths.checkpoint("spatial", 1, 0), build_stream("spatial", "resnet18", len(CLASSES)),
-                    epoch=0, config=cfg, classes=CLASSES)
-    return cfg
 
 
 def kept_widths(plan):
@@ -66,7 +48,9 @@ def test_random_scores_follow_the_same_ratio_min_width_and_rounding():
 def test_controls_fine_tune_every_step_but_are_tested_only_where_explained_and_last(tmp_path):
     train_batches, test_batches = colour_batches(2, seed=0), colour_batches(1, seed=1)
     loaders = ChainLoaders(train_batches, None, test_batches)
-    cfg = experiment(tmp_path, ["slimming", "finetune_only", "random"])
+    cfg = colour_experiment(tmp_path, prune={"steps": 3, "step_fraction": 0.2, "round_to": 8, "residual": False,
+                                             "chains": ["slimming", "finetune_only", "random"]},
+                            explain={"steps": [0, 1]}, eval={"speed_repeats": 0})
     assert steps_tested(cfg, "slimming") == [1, 2, 3] and steps_tested(cfg, "random") == [1, 3]
     rows = {chain: run_chain(cfg, "spatial", 1, loaders, chain=chain)
             for chain in ("slimming", "finetune_only", "random")}
