@@ -67,7 +67,8 @@ def train_one(cfg: ExperimentConfig, stream: str, sparsity: float) -> dict:
     settings.sparsity = sparsity
     seed_everything(seed)
     model = build_stream(stream, cfg.model.arch, len(data.classes), weights=cfg.model.weights,
-                         dropout=cfg.stream_dropout(stream), gamma_init=cfg.model.gamma_init)
+                         dropout=cfg.stream_dropout(stream), gamma_init=cfg.model.gamma_init,
+                         width=cfg.model.width)
     residual = cfg.prune.residual
     initial = gamma_scores(model, residual)
     hook = (lambda m: bn_l1_subgradient(m, sparsity, residual=residual)) if sparsity > 0 else None

@@ -142,6 +142,17 @@ def test_throughput_scales_with_flops():
     assert rate == pytest.approx(4500 * model_flops("resnet101", 224, 3) / model_flops("resnet18", 112, 3))
 
 
+@pytest.mark.parametrize("stream,width", [("spatial", 0.25), ("temporal", 0.5)])
+def test_planned_flops_of_a_narrow_model_are_its_counted_flops(stream, width):
+    """model.width in the plan: the FLOPs it assumes equal torch's count of the narrowed model."""
+    from pruning.accounting import count_flops
+    from training.models import build_stream
+    model = build_stream(stream, "resnet18", 101, width=width)
+    planned = model_flops("resnet18", 48, model.conv1.in_channels, width=width)
+    assert planned == pytest.approx(count_flops(model, 48), rel=0.005)
+    assert planned < model_flops("resnet18", 48, model.conv1.in_channels) * width
+
+
 def test_capacity_page_is_what_the_committed_plan_makes():
     """docs/CAPACITY.md is generated (scripts/capacity_doc.py) from docs/capacity_plan.json, and
     that JSON is the paper config's plan: where the official split lists are at hand, planned again."""

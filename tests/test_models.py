@@ -76,3 +76,43 @@ def test_spec_round_trip_rebuilds_a_narrowed_model():
     with torch.no_grad():
         assert torch.equal(rebuilt(x), narrowed(x))
     assert model_spec(rebuilt) == spec
+
+
+@pytest.mark.parametrize("stream,arch", [("spatial", "resnet18"), ("temporal", "resnet50")])
+def test_width_narrows_every_channel_count_and_the_model_prunes(stream, arch):
+    """model.width: each channel count c becomes round(c × width) (the image's channels and the
+    classes stay), residual sums still fit, the spec round trip and a prune step work on it."""
+    from pruning import prune_model
+    full, narrow = build_stream(stream, arch, 7), build_stream(stream, arch, 7, width=0.25)
+    shapes = {name: m.weight.shape for name, m in full.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    for name, module in narrow.named_modules():
+        if isinstance(module, nn.Conv2d):
+            out, inp = shapes[name][:2]
+            assert module.weight.shape[:2] == (round(out / 4), inp if name == "conv1" else round(inp / 4)), name
+        elif isinstance(module, nn.Linear):
+            assert module.weight.shape == (7, shapes[name][1] // 4)
+        elif isinstance(module, nn.BatchNorm2d):
+            assert module.num_features == module.weight.shape[0]
+    x = torch.randn(2, narrow.conv1.in_channels, 48, 48)
+    with torch.no_grad():
+        assert narrow.eval()(x).shape == (2, 7)
+    again = build_from_spec(model_spec(narrow))
+    again.load_state_dict(narrow.state_dict())
+    with torch.no_grad():
+        assert torch.equal(again.eval()(x), narrow(x))
+        assert prune_model(narrow, 0.2).eval()(x).shape == (2, 7)
+    # torchvision's init, not nn.Conv2d's default: kaiming normal over fan-out
+    conv = narrow.layer3[0].conv2
+    fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    assert conv.weight.std().item() == pytest.approx((2 / fan_out) ** 0.5, rel=0.1)
+
+
+def test_width_is_refused_outside_zero_one_and_with_pretrained_weights(tmp_path):
+    from training.config import ConfigError, ExperimentConfig
+    from training.validation import config_problems
+    with pytest.raises(ValueError, match="width"):
+        build_stream("spatial", "resnet18", 7, width=0)
+    with pytest.raises(ConfigError, match="model.width"):
+        ExperimentConfig.from_dict({"model": {"width": 1.5}})
+    cfg = ExperimentConfig.from_dict({"experiment": {"name": "w"}, "model": {"width": 0.5, "weights": "imagenet"}})
+    assert any(p.startswith("model.width: 0.5 narrows") for p in config_problems(cfg, ["train"]))

@@ -50,6 +50,7 @@ NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
 PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
 NonNegativeFloat = Annotated[float, Strict(), Field(ge=0)]
 DropRate = Annotated[float, Strict(), Field(ge=0, lt=1)]  # dropout, momentum, a held-out share
+Share = Annotated[float, Strict(), Field(gt=0, le=1)]  # a factor or share in (0, 1]
 # a key no section declares is an error (training.config_errors suggests the closest key)
 SECTION = ConfigDict(extra="forbid")
 
@@ -98,6 +99,9 @@ class ModelConfig:
     # every BatchNorm's γ set to this before training (Liu et al. start at 0.5, so the L1 pull
     # has less to cover); null = as built (1.0 from scratch, the pretrained values)
     gamma_init: PositiveFloat | None = None
+    # every layer's channels × width (from scratch only): a small set needs no ImageNet-wide
+    # ResNet, and a narrow one costs about width² of the passes
+    width: Share = 1.0
 
 
 @dataclass(config=SECTION)
@@ -114,7 +118,7 @@ class TrainConfig:
     momentum: DropRate = 0.9  # SGD momentum
     scheduler: Literal["none", "cosine", "step", "multistep"] = "cosine"  # learning-rate schedule over the epochs
     step_size: PositiveInt = 10  # epochs between lr drops (scheduler: step)
-    gamma: Annotated[float, Strict(), Field(gt=0, le=1)] = 0.1  # lr factor per drop (scheduler: step, multistep)
+    gamma: Share = 0.1  # lr factor per drop (scheduler: step, multistep)
     milestones: list[Int] = field(default_factory=list)  # epochs at which the lr drops (multistep)
     warmup_epochs: NonNegativeInt = 0  # lr ramps linearly up to `lr` over these first epochs
     early_stopping_patience: NonNegativeInt = 0  # epochs without a better `select` metric; 0 = off

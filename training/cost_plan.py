@@ -104,15 +104,19 @@ def video_table(cfg: ExperimentConfig) -> tuple[pl.DataFrame, str]:
                               .otherwise(cfg.data.test_clips)), source
 
 
-def model_flops(arch: str, input_size: int, in_channels: int, keep: float = 1.0, residual: bool = False) -> float:
+def model_flops(arch: str, input_size: int, in_channels: int, keep: float = 1.0, residual: bool = False,
+                width: float = 1.0) -> float:
     """FLOPs of one clip-crop through a stream model whose prunable channels are cut to ``keep``
-    (internal block channels; every channel with ``residual``): convolutions and fc."""
-    return sum(flops * keep ** power for flops, power in _layer_flops(arch, input_size, in_channels, residual))
+    (internal block channels; every channel with ``residual``): convolutions and fc. ``width``
+    (``model.width``) narrows every side but the image's and the classes'."""
+    return sum(flops * keep ** power * width ** sides
+               for flops, power, sides in _layer_flops(arch, input_size, in_channels, residual))
 
 
 @lru_cache(maxsize=16)
 def _layer_flops(arch: str, input_size: int, in_channels: int, residual: bool) -> tuple:
-    """Per conv and fc layer (FLOPs unpruned, how many of its two sides are prunable)."""
+    """Per conv and fc layer (FLOPs unpruned, how many of its two sides are prunable, how many
+    of them are channels ``model.width`` narrows)."""
     import torch
     from torch import nn
     from torchvision import models
@@ -134,14 +138,14 @@ def _layer_flops(arch: str, input_size: int, in_channels: int, residual: bool) -
     def hook(name):
         def count(module, inputs, output):
             k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
-            layers.append((2.0 * output.numel() * k, power(name)))
+            layers.append((2.0 * output.numel() * k, power(name), 1 + (name != "conv1")))
         return count
 
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
             module.register_forward_hook(hook(name))
     model.eval()(torch.zeros(1, in_channels, input_size, input_size, device="meta"))
-    layers.append((2.0 * model.fc.in_features * model.fc.out_features, int(residual)))
+    layers.append((2.0 * model.fc.in_features * model.fc.out_features, int(residual), 1))
     return tuple(layers)
 
 
@@ -157,7 +161,7 @@ def throughputs(cfg: ExperimentConfig, stream: str, keep: float, assumed: dict) 
     """Clips per second of one stream model at these widths: the reference figures × FLOPs ratio."""
     channels = FLOW_CHANNELS if stream == "temporal" else 3
     ratio = model_flops(*REFERENCE, 3) / model_flops(cfg.model.arch, cfg.model.input_size, channels,
-                                                     keep, cfg.prune.residual)
+                                                     keep, cfg.prune.residual, cfg.model.width)
     return {k: v * ratio for k, v in assumed.items()}
 
 

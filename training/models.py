@@ -26,7 +26,7 @@ class WeightsError(RuntimeError):
 
 def build_stream(stream: str, arch: str, num_classes: int, *, weights: str = "none",
                  dropout: float = 0.0, freeze_backbone: bool = False,
-                 gamma_init: float | None = None) -> nn.Module:
+                 gamma_init: float | None = None, width: float = 1.0) -> nn.Module:
     """A ResNet for one stream. ``weights``: ``none``, ``imagenet`` (torchvision's default
     version), a version by name (``IMAGENET1K_V1``: ``weights_name``) or a local state_dict path.
     ``gamma_init`` sets every BatchNorm's γ (Network Slimming starts at 0.5).
@@ -34,6 +34,8 @@ def build_stream(stream: str, arch: str, num_classes: int, *, weights: str = "no
     The temporal stream's conv1 takes 20 channels; from pretrained weights it gets the
     cross-modality initialisation of TSN (RGB filters averaged, replicated over 20 channels).
     ``dropout`` > 0 puts a Dropout after global pooling, so ``fc`` stays a plain Linear.
+    ``width`` < 1 narrows every layer to that share of its channels (at least one), from scratch
+    only: a narrow ResNet is the arch with fewer channels, not a pruned pretrained one.
     """
     if stream not in IN_CHANNELS:
         raise ValueError(f"unknown stream {stream!r}, expected one of {list(IN_CHANNELS)}")
@@ -42,9 +44,16 @@ def build_stream(stream: str, arch: str, num_classes: int, *, weights: str = "no
     model = torchvision.models.get_model(arch, weights=None)
     if weights != "none":
         model.load_state_dict(_pretrained_state(arch, weights))
+    if not 0 < width <= 1:
+        raise ValueError(f"width {width!r}: expected a share of the channels in (0, 1]")
+    if width < 1 and weights != "none":
+        raise ValueError(f"width {width} narrows a model built from scratch; weights {weights!r} "
+                         "are for the full-width arch")
     if stream == "temporal":
         _widen_conv1(model, IN_CHANNELS["temporal"])
     model.fc = nn.Linear(model.fc.in_features, num_classes)
+    if width < 1:
+        model = _narrowed(model, width)
     if dropout > 0:
         model.avgpool = nn.Sequential(model.avgpool, nn.Dropout(dropout))
     if gamma_init is not None:
@@ -114,6 +123,32 @@ def _widen_conv1(model: nn.Module, channels: int) -> None:
     with torch.no_grad():
         new.weight.copy_(old.weight.mean(dim=1, keepdim=True).expand(-1, channels, -1, -1))
     model.conv1 = new
+
+
+def _narrowed(model: nn.Module, width: float) -> nn.Module:
+    """``model`` with every channel count c (not the input's, not the classes) cut to
+    max(1, round(c × width)): equal counts stay equal, so residual sums still fit. The new
+    layers are initialised as torchvision initialises a ResNet."""
+    def narrow(channels: int) -> int:
+        return max(1, round(channels * width))
+
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, _SHAPED):
+            continue
+        shape = list(module.weight.shape)
+        if isinstance(module, nn.Linear):
+            shape[1] = narrow(shape[1])
+        else:
+            shape[0] = narrow(shape[0])
+            if isinstance(module, nn.Conv2d) and name != "conv1":
+                shape[1] = narrow(shape[1])
+        if list(module.weight.shape) != shape:
+            new = _resized(module, tuple(shape))
+            if isinstance(new, nn.Conv2d):
+                nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, new)
+    return model
 
 
 def unwrap(model: nn.Module) -> nn.Module:

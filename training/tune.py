@@ -97,7 +97,8 @@ def run_trial(cfg: ExperimentConfig, stream: str, run: int,
     seed_everything(seed)  # the initial weights too: a (stream, run) trains the same way every time
     model = build_stream(stream, cfg.model.arch, len(data.classes), weights=cfg.model.weights,
                          dropout=cfg.stream_dropout(stream), freeze_backbone=cfg.model.freeze_backbone,
-                         gamma_init=cfg.model.gamma_init)
+                         gamma_init=cfg.model.gamma_init,
+                         width=cfg.model.width)
     state, optimizer_state = None, None
     restored = tune.get_checkpoint()
     if restored is not None:

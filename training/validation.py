@@ -56,6 +56,9 @@ def config_problems(cfg: ExperimentConfig, stages: list[str] | None = None) -> l
     elif not Path(m.weights).expanduser().is_file():
         p.append(f"model.weights: {m.weights!r} is not 'none', 'imagenet', a version name (e.g. "
                  f"IMAGENET1K_V1) or an existing file")
+    if m.width < 1 and m.weights != "none":
+        p.append(f"model.width: {m.width!r} narrows a model built from scratch; model.weights "
+                 f"{m.weights!r} are for the full-width {m.arch} (use width 1.0, or weights none)")
 
     t = cfg.train
     _train_checks(p, t)
