@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from . import paired
+from analysis import paired
 
 DEFAULT_MARGINS = {"accuracy": 1.0, "irof": 0.05}
 MARGIN_UNITS = {"accuracy": "percentage points", "irof": "IROF ÷ segments"}

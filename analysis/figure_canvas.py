@@ -29,9 +29,9 @@ from cycler import cycler
 from matplotlib.figure import Figure
 from PIL import Image
 
-from .results import DEFAULT_CHAIN as STUDY_CHAIN
-from .results import atomic_file
-from .summary import CHAINS, study_rank
+from core.atomic import atomic_file
+from core.results import DEFAULT_CHAIN as STUDY_CHAIN
+from analysis.summary import CHAINS, study_rank
 
 DPI = 300
 MAX_WIDTH_PX = 2400  # no PNG wider than this: the resolution drops for wide figures
@@ -143,7 +143,7 @@ def _facets(n: int, *, width=4.0, height=3.0, sharey=True, columns=FACET_COLUMNS
 
 
 # the controls' marker shapes: told apart without colour (colour names the model or the run)
-CHAIN_MARKERS = {"finetune_only": "s", "random": "^", "scratch": "D"}
+CHAIN_MARKERS = {"finetune_only": "s", "random": "^"}
 CHAIN_LEGEND_GID = "chain-legend"  # the chains' legend entries, put after the models' or runs'
 CONTROL_DODGE = 0.8  # percentage points: a control's marker beside the study's point at its step's ratio
 

@@ -12,14 +12,14 @@ Every function draws one PNG (and a PDF beside it) and returns the data it plott
 """
 from __future__ import annotations
 
-from .figure_canvas import (ALPHA, CHAIN_MARKERS, CONTROL_DODGE, DPI, EFFECT_GUIDES, FACET_COLUMNS,  # noqa: F401
+from analysis.figure_canvas import (ALPHA, CHAIN_MARKERS, CONTROL_DODGE, DPI, EFFECT_GUIDES, FACET_COLUMNS,  # noqa: F401
                             FUSION_TABLE_RATIO, MAX_WIDTH_PX, MIN_RUNS_FOR_INTERVAL, OKABE_ITO, OUTLIER_IQR,
                             OVERLAY_COLUMNS, SINGLE_STREAMS, STUDY_CHAIN, STUDY_ORDER_KEY, VECTOR_FORMAT, Plotted,
                             _facets, _panels, _save, control_chains, legend_outside, model_rank, percent_label,
                             study_sorted, with_chain, with_model)
-from .figures_accuracy import (accuracy_per_run, before_after_finetune, boxplots, cohens_d_bars,  # noqa: F401
+from analysis.figures_accuracy import (accuracy_per_run, before_after_finetune, boxplots, cohens_d_bars,  # noqa: F401
                                efficiency, fusion_table, mean_sd, training_curves, trend_with_intervals,
                                wilcoxon_p_bars)
-from .figures_explain import (CLIP_COLOURS, irof_by_correctness_boxes, normalised, overlay,  # noqa: F401
+from analysis.figures_explain import (CLIP_COLOURS, irof_by_correctness_boxes, normalised, overlay,  # noqa: F401
                               robust_limits, saliency_change_trend, saliency_files)
-from .figures_gamma import GAMMA_DISPLAY_BINS, GAMMA_PHASES, gamma_distribution  # noqa: F401
+from analysis.figures_gamma import GAMMA_DISPLAY_BINS, GAMMA_PHASES, gamma_distribution  # noqa: F401

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from .figure_canvas import (ALPHA, EFFECT_GUIDES, FUSION_TABLE_RATIO, MIN_RUNS_FOR_INTERVAL, OKABE_ITO,
+from analysis.figure_canvas import (ALPHA, EFFECT_GUIDES, FUSION_TABLE_RATIO, MIN_RUNS_FOR_INTERVAL, OKABE_ITO,
                             SINGLE_STREAMS, STUDY_CHAIN, Plotted, _facets, _panels, _save, add_chain_legend,
                             chain_marker, chain_rank_expr, control_chains, control_x, legend_outside,
                             percent_label, study_sorted, with_model, without_control_baselines)

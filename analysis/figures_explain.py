@@ -11,22 +11,25 @@ from matplotlib.figure import Figure
 
 from shards.format import parse_key
 
-from .figure_canvas import (MIN_RUNS_FOR_INTERVAL, OUTLIER_IQR, OVERLAY_COLUMNS, SINGLE_STREAMS, STUDY_CHAIN,
+from analysis.figure_canvas import (MIN_RUNS_FOR_INTERVAL, OUTLIER_IQR, OVERLAY_COLUMNS, SINGLE_STREAMS, STUDY_CHAIN,
                             STUDY_ORDER_KEY, Plotted, _panels, _save, add_chain_legend, chain_marker,
                             chain_rank_expr, control_chains, control_x, legend_outside, with_chain, with_model)
-from .results import parse_model_partition
+from core.results import parse_model_partition
 
 
-def saliency_files(saliency_dir: Path, video: str) -> pl.DataFrame:
-    """Saved maps of one video in the study's chain: stream, run, step, clip, path (smallest
-    run and clip first). Their folders are results partitions (``analysis.results``)."""
+def saliency_files(saliency_dir: Path, video: str | None = None) -> pl.DataFrame:
+    """Saved maps in the study's chain, of one video or (None) of all: video, stream, run, step,
+    clip, path (smallest run and clip first). Their folders are results partitions
+    (``core.results.parse_model_partition``), their names ``<video>__<clip>`` (``shards.format``)."""
     rows = []
-    for path in Path(saliency_dir).rglob(f"{video}__*.npz"):
+    for path in Path(saliency_dir).rglob(f"{video or '*'}__*.npz"):
         where = parse_model_partition(path.parent.relative_to(saliency_dir).as_posix())
         if where.pop("chain") == STUDY_CHAIN:  # the overlay shows the study's models
-            rows.append({**where, "clip": parse_key(path.stem)[1], "path": str(path)})
-    schema = {"stream": pl.String, "run": pl.Int64, "step": pl.Int64, "clip": pl.Int64, "path": pl.String}
-    return pl.DataFrame(rows, schema=schema).sort("run", "clip", "step", "stream")
+            name, clip = parse_key(path.stem)
+            rows.append({"video": name, **where, "clip": clip, "path": str(path)})
+    schema = {"video": pl.String, "stream": pl.String, "run": pl.Int64, "step": pl.Int64, "clip": pl.Int64,
+              "path": pl.String}
+    return pl.DataFrame(rows, schema=schema).sort("video", "run", "clip", "step", "stream")
 
 
 def _load(path: str) -> dict[str, np.ndarray]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from .figure_canvas import Plotted, _panels, _save
+from analysis.figure_canvas import Plotted, _panels, _save
 
 
 GAMMA_PHASES = ("initial", "trained", "finetuned")  # the `gammas` table's phases, in training order

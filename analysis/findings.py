@@ -14,12 +14,12 @@ from pathlib import Path
 
 import polars as pl
 
-from . import readable
-from .equivalence import Settings
-from .stats import STUDY_CHAIN, with_chain
-from .summary import model_label, study_rank
+from analysis import readable
+from analysis.equivalence import Settings
+from analysis.stats import STUDY_CHAIN, with_chain
+from analysis.summary import model_label, study_rank
 
-from .summary import CHAINS as CHAIN_ORDER
+from analysis.summary import CHAINS as CHAIN_ORDER
 COLUMNS = {"model": pl.String, "chain": pl.String, "endpoint": pl.String, "runs": pl.Int64,
            "accuracy": pl.String, "irof": pl.String, "saliency": pl.String, "note": pl.String,
            "sentence": pl.String}
@@ -211,8 +211,8 @@ def terminal_text(findings: pl.DataFrame) -> str:
 
 def for_experiment(root: Path, config: dict | None, metric: str = "video_accuracy") -> pl.DataFrame:
     """The findings of the experiment under ``root`` from its results store alone."""
-    from .results import read_table
-    from .stats import compute_tables
+    from core.results import read_table
+    from analysis.stats import compute_tables
 
     results = Path(root) / "results"
     with warnings.catch_warnings():  # the report lists them; the terminal summary stays short

@@ -9,9 +9,9 @@ from __future__ import annotations
 import polars as pl
 
 from analysis import figures
-from analysis.grid import read_faithfulness
+from explanations.grid import read_faithfulness
 from analysis.grid_stats import MARGIN, grid_figure, grid_paired, grid_per_run
-from analysis.metrics import HIGHER_IS_BETTER
+from explanations.metrics import HIGHER_IS_BETTER
 
 ALPHA = 0.05
 

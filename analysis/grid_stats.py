@@ -25,9 +25,9 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from analysis.grid import read_faithfulness
+from explanations.grid import read_faithfulness
 from analysis.stats import holm
-from shards.cli import HelpFormatter
+from core.cli import HelpFormatter
 
 GROUPS = ("stream", "chain", "method", "metric")
 MARGIN = 0.10  # equivalence bounds: ± this fraction of the step-0 mean's magnitude

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from .results import atomic_file
+from core.atomic import atomic_file
 
 DASH = "–"
 P_COLUMNS = {"p", "p_t", "p_wilcoxon", "p_holm", "p_wilcoxon_holm", "p_tost", "p_gg", "p_unc", "p_bonf"}

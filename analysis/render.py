@@ -15,7 +15,7 @@ import jinja2
 import polars as pl
 from PIL import Image
 
-from . import figures, readable
+from analysis import figures, readable
 
 SHORT_WORD = 16  # words up to this long are never broken inside (finetune_only, svm_features, secondary)
 CSS_PX_PER_INCH = 96  # figures are shown at their print size: PNG pixels / dpi x 96

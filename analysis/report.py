@@ -21,15 +21,16 @@ from pathlib import Path
 import polars as pl
 from tqdm import tqdm
 
-from shards.cli import HelpFormatter
+from core.cli import HelpFormatter
 
-from . import equivalence, figures, findings, grid_report, pruned, readable, report_explain, stats, summary
-from .protocol import protocol_text
-from .render import Block, _format, render_html, render_markdown
-from .report_text import (CONTROLS_DRAWN, ORIGINAL, ORIGINAL_TEXT, PAIRED_TEXT, findings_method,
+from analysis import equivalence, figures, findings, grid_report, pruned, readable, report_explain, stats, summary
+from analysis.protocol import protocol_text
+from analysis.render import Block, _format, render_html, render_markdown
+from analysis.report_text import (CONTROLS_DRAWN, ORIGINAL, ORIGINAL_TEXT, PAIRED_TEXT, findings_method,
                           wilcoxon_floor, wilcoxon_note)  # noqa: F401 (wilcoxon_floor: the report's API)
-from .results import DEFAULT_CHAIN as STUDY_CHAIN
-from .results import ResultsSchemaError, atomic_file, read_table
+from core.atomic import atomic_file
+from core.results import DEFAULT_CHAIN as STUDY_CHAIN
+from core.results import ResultsSchemaError, read_table
 
 
 POSTHOC_ROWS_SHOWN = 40  # longer post-hoc tables show only the significant pairs

@@ -4,19 +4,13 @@ Each section is a function of the ``analysis.report.ReportBuilder`` it appends t
 a method would be), as ``analysis.grid_report``'s is."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import polars as pl
 
-from . import figures, stats
-from .report_text import irof_method
-from .results import read_table
+from analysis import figures, stats
+from analysis.report_text import irof_method
+from core.results import read_table
 
-if TYPE_CHECKING:  # the builder imports this module
-    from .report import ReportBuilder
-
-
-def irof_section(self: ReportBuilder) -> None:
+def irof_section(self) -> None:
     self.heading("Faithfulness of the explanations (IROF)")
     if self.irof.is_empty():
         self.not_run("IROF", "the irof table is empty (the explain stage has not run)")
@@ -36,7 +30,7 @@ def irof_section(self: ReportBuilder) -> None:
                 lambda p: figures.trend_with_intervals(self.stats["irof_summary"], "IROF (per-run median)", p))
     self.stat_tables("irof", "IROF (per-run median)")
 
-def saliency_change_part(self: ReportBuilder) -> None:
+def saliency_change_part(self) -> None:
     """Pruned against unpruned maps of the same clips (the saliency_change table)."""
     # pruned against unpruned, every chain (step-0 rows are the run-to-run reference)
     change = read_table(self.root / "results", "saliency_change").filter(pl.col("step") > 0)
@@ -53,12 +47,11 @@ def saliency_change_part(self: ReportBuilder) -> None:
     self.table("Saliency change per stream, chain and step (the figure's numbers)",
                self.report.figures["saliency_change"].data, name="saliency_change_summary")
 
-def saliency_section(self: ReportBuilder) -> None:
+def saliency_section(self) -> None:
     self.heading("Saliency maps under pruning")
     saliency_change_part(self)
     saliency = self.root / "saliency"
-    videos = self.figure_videos or sorted(
-        {p.name.rsplit("__", 1)[0] for p in saliency.glob("*/run*/step*/*.npz")})
+    videos = self.figure_videos or figures.saliency_files(saliency)["video"].unique().sort().to_list()
     shown = [v for v in videos if not figures.saliency_files(saliency, v).is_empty()]
     for video in set(videos) - set(shown):
         self.text(f"No saved maps for {video}.")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from .equivalence import Settings
-from .paired import FEW, ZERO_SPREAD
+from analysis.equivalence import Settings
+from analysis.paired import FEW, ZERO_SPREAD
 
 
 PAIRED_TEXT = ("Paired analysis: the same runs are measured at every step, so the steps are compared "

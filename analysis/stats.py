@@ -60,12 +60,13 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from shards.cli import HelpFormatter
+from core.cli import HelpFormatter
 
-from . import equivalence, paired
-from .paired import number as _number
-from .results import DEFAULT_CHAIN as STUDY_CHAIN  # rows written before chains existed are the study's
-from .results import ResultsSchemaError, atomic_file, read_table
+from analysis import equivalence, paired
+from analysis.paired import number as _number
+from core.atomic import atomic_file
+from core.results import DEFAULT_CHAIN as STUDY_CHAIN  # rows written before chains existed are the study's
+from core.results import ResultsSchemaError, read_table
 
 ACCURACY_GROUPS = ("experiment", "stream", "fusion", "chain", "split")
 IROF_GROUPS = ("experiment", "stream", "chain", "method")

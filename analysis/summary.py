@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import polars as pl
 
-from . import paired
-from .readable import rounded
-from .stats import STUDY_CHAIN, flag_fewer_runs, irof_per_run, with_chain
+from analysis import paired
+from analysis.readable import rounded
+from core import config
+from analysis.stats import flag_fewer_runs, irof_per_run, with_chain
 
-CHAINS = (STUDY_CHAIN, "finetune_only", "random", "scratch")  # the study's chain first, then its controls
+CHAINS = config.CHAINS  # the study's chain first, then its controls (one order: core.config)
 
 # measured fractions removed (accuracy columns): of the prunable channels, of all params, of all FLOPs
 FRACTIONS = ("channels_removed", "params_removed", "flops_removed")

@@ -1,7 +1,7 @@
 """Is a sweep's wall time fair beside other busy processes? Stage times idle and beside busy loops.
 
 Runs a cut-down demo sweep (``--config``, default the demo with 1 run of 2 epochs: stages
-``data`` and ``train``) twice in fresh roots, each as its own ``python -m training.sweep``
+``data`` and ``train``) twice in fresh roots, each as its own ``python -m pipeline.sweep``
 process with its own local Ray: once as the machine is, once beside ``--busy`` processes
 running ``while True: pass`` (started and stopped here). On a 2-core machine two busy loops
 leave a fair share of about half the cores, so about 2x the idle time; goal (issue 20) <= 2.5x.
@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from shards.cli import HelpFormatter
+from core.cli import HelpFormatter
 
 DONE = re.compile(r"stage (\w+) \(\d+/\d+\): done in (\d+) s")
 
@@ -57,7 +57,7 @@ def load() -> str:
 
 def run_sweep(config: Path, root: Path, sets: list[str], stages: list[str], env: dict, log: Path) -> dict:
     """One sweep in its own process: {stage: seconds} from its log, and the total wall time."""
-    cmd = [sys.executable, "-m", "training.sweep", "--config", str(config),
+    cmd = [sys.executable, "-m", "pipeline.sweep", "--config", str(config),
            "--set", f"experiment.root={root}", *[x for s in sets for x in ("--set", s)], "--stages", *stages]
     t = time.perf_counter()
     with log.open("w") as out:

@@ -3,7 +3,7 @@
 For 3- and 20-channel inputs (a random ResNet-18 of each stream, ``--size`` px, ``--clips`` clips
 of smooth random images, vanilla-gradient maps), each metric is timed ours and, where Quantus has
 it, Quantus' on the same inputs, maps and targets: IROF (Quantus' batch baseline), ROAD (Quantus
-given the ranking in channel 0, see analysis.metrics.road) and the randomisation check (both at
+given the ranking in channel 0, see explanations.metrics.road) and the randomisation check (both at
 Quantus' per-layer granularity, so both compute the same maps). Deletion and insertion have no
 Quantus counterpart. Prints seconds per clip, the ratio (Quantus / ours: > 1 = ours faster) and
 the share of the time spent in the model's forward passes (timed by hooks on the model).
@@ -20,12 +20,12 @@ import numpy as np
 import torch
 import torchvision
 
-from analysis.irof import irof, quantus_irof
-from analysis.methods import explain
-from analysis.metrics.deletion import deletion_insertion
-from analysis.metrics.randomisation import randomisation
-from analysis.metrics.road import road
-from shards.cli import HelpFormatter
+from explanations.irof import irof, quantus_irof
+from explanations.methods import explain
+from explanations.metrics.deletion import deletion_insertion
+from explanations.metrics.randomisation import randomisation
+from explanations.metrics.road import road
+from core.cli import HelpFormatter
 
 METRICS = ("irof", "road", "deletion", "insertion", "randomisation", "randomisation_stage")
 

@@ -32,7 +32,7 @@ import warnings
 
 import numpy as np
 
-from shards.cli import HelpFormatter
+from core.cli import HelpFormatter
 
 SIZES = {
     "paper_shape": dict(classes=101, fit_videos=202, test_videos=404, features=512, noise=2.0),

@@ -26,7 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from shards.cli import HelpFormatter
+from core.cli import HelpFormatter
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -341,12 +341,12 @@ def sweep_config(dry: bool, root: Path) -> dict:
 
 
 def step_sweep(dry: bool, work: Path) -> list[dict]:
-    """The sweep end to end in one ``training.sweep`` process, each stage timed from its
+    """The sweep end to end in one ``pipeline.sweep`` process, each stage timed from its
     progress lines as they appear."""
     import yaml
     path = work / "sweep.yaml"
     path.write_text(yaml.safe_dump(sweep_config(dry, work / "sweep")))
-    child = subprocess.Popen([sys.executable, "-m", "training.sweep", "--config", str(path)], cwd=ROOT,
+    child = subprocess.Popen([sys.executable, "-m", "pipeline.sweep", "--config", str(path)], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out, started, tail = [], {}, []
     total = time.perf_counter()
@@ -360,7 +360,7 @@ def step_sweep(dry: bool, work: Path) -> list[dict]:
             else:
                 out.append(measure(f"sweep stage {stage}", round(time.perf_counter() - started[stage], 1), "s"))
     if child.wait():
-        raise RuntimeError(f"training.sweep exit {child.returncode}: " + " | ".join(tail[-3:]))
+        raise RuntimeError(f"pipeline.sweep exit {child.returncode}: " + " | ".join(tail[-3:]))
     out.append(measure("sweep end to end", round(time.perf_counter() - total, 1), "s"))
     return out
 

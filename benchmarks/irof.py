@@ -1,11 +1,11 @@
-"""IROF throughput: quantus.IROF vs analysis.irof vs the bound (the forward passes alone).
+"""IROF throughput: quantus.IROF vs explanations.irof vs the bound (the forward passes alone).
 
 One run, one model (``--arch``, random weights, ``--stream``: 3 or 20 input channels), the same
 inputs and SLIC segments for all three:
 
 - quantus: ``quantus.IROF`` over the whole set as one batch (its fastest setting; it segments
   the inputs itself, as it always does),
-- ours: ``analysis.irof.irof`` with the segments given and ``batch_size="auto"`` (its default),
+- ours: ``explanations.irof.irof`` with the segments given and ``batch_size="auto"`` (its default),
   timed after the calibration has chosen the batch (the calls that calibrate are reported
   apart), and once more computing SLIC itself (unless ``--skip-slic``),
 - bound: only the ``n_segments + 1`` forward passes per sample that IROF needs, on the very
@@ -32,8 +32,8 @@ import numpy as np
 import torch
 import torchvision
 
-from analysis.irof import CPU_BATCH_MULTIPLE, auto_batch_sizes, calibration_key, irof, quantus_irof, slic_segments
-from shards.cli import RawHelpFormatter
+from explanations.irof import CPU_BATCH_MULTIPLE, auto_batch_sizes, calibration_key, irof, quantus_irof, slic_segments
+from core.cli import RawHelpFormatter
 
 
 # glibc: keep freed blocks instead of returning them to the kernel. Large activations are
@@ -205,7 +205,7 @@ def run(args: argparse.Namespace, log=print) -> dict:
     # beforehand, so only the forward passes are timed.
     recorder = InputRecorder(model).eval()
     irof(recorder, x, attributions, target, segments=segments, batch_size=best_bs)
-    recorded = sum(len(b) for b in recorder.batches)  # on a CPU batches are padded to 8s (analysis.irof)
+    recorded = sum(len(b) for b in recorder.batches)  # on a CPU batches are padded to 8s (explanations.irof)
     assert passes <= recorded < passes + CPU_BATCH_MULTIPLE * len(recorder.batches), (recorded, passes)
 
     # Interleaved rounds: each round times every contender once, in a rotated order. Per-round

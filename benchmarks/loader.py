@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from shards.cli import HelpFormatter
+from core.cli import HelpFormatter
 from shards.dali import IMAGENET_MEAN, IMAGENET_STD, STREAMS, LoaderConfig, make_loader, shard_paths
 from shards.format import CHANNELS, decode_sample, encode_jpeg
 from shards.reference import reference_loader

@@ -20,7 +20,7 @@ from pathlib import Path
 from nvidia.dali import fn, pipeline_def, types
 
 from benchmarks.loader import DEFAULT_ROOT, decode_rate, synthetic_shards
-from shards.cli import HelpFormatter
+from core.cli import HelpFormatter
 from shards.dali import STREAMS, LoaderConfig, _decode, _train_transform
 from shards.tarfiles import index_path, iter_shard
 

@@ -47,7 +47,7 @@ from tqdm import tqdm
 from pruning import prune_model
 from pruning.accounting import pruning_stats
 from pruning.groups import internal_groups
-from shards.cli import RawHelpFormatter
+from core.cli import RawHelpFormatter
 from training.models import build_stream
 
 GOAL_STEP = 14  # 1 − 0.96^14 = 43.53 %

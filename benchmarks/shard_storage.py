@@ -18,7 +18,7 @@ from ingest.decode import decode_video
 from ingest.flow import get_backend
 from ingest.synthetic import generate
 from ingest.ucf101 import VideoEntry
-from shards.cli import HelpFormatter
+from core.cli import HelpFormatter
 
 SHORT_SIDES = (256, None, 64)
 CLIPS = 5

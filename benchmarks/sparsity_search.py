@@ -2,7 +2,7 @@
 
 Network Slimming (Liu et al., ICCV 2017) trains the baseline with λ·Σ|γ| so that unimportant
 channels approach zero before the first prune. How far the term can move a γ is the config's
-L1 pull budget (``training.budget``: λ·Σlr·1/(1−μ) for SGD; Liu et al.'s CIFAR schedule ≈ 0.66),
+L1 pull budget (``pipeline.budget``: λ·Σlr·1/(1−μ) for SGD; Liu et al.'s CIFAR schedule ≈ 0.66),
 so λ is chosen per schedule, not copied.
 
 Each candidate λ trains the chosen streams of the config (default ``ray_configs/demo.yaml``)
@@ -31,14 +31,14 @@ from pruning import prune_model
 from pruning.groups import channel_groups, group_scores
 from pruning.schedule import step_ratio
 from pruning.slimming import bn_l1_subgradient, prune_threshold, select_channels
-from shards.cli import HelpFormatter
-from training.budget import l1_budget, stream_budgets
-from training.config import ExperimentConfig
+from core.cli import HelpFormatter
+from pipeline.budget import l1_budget, stream_budgets
+from core.config import ExperimentConfig
 from training.data import light_test_loader, make_loaders, stream_data
 from training.evaluate import evaluate
 from training.loop import seed_everything, train
 from training.models import build_stream
-from training.overrides import load_config
+from core.overrides import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 LAMBDAS = (0.0, 1e-5, 1e-4, 1e-3)  # 0 and Liu et al.'s search range
@@ -98,7 +98,7 @@ def train_one(cfg: ExperimentConfig, stream: str, sparsity: float) -> dict:
 
 
 def _iterations(cfg: ExperimentConfig, stream: str, videos: int) -> int:
-    """Iterations an epoch, as the dry run counts them (``training.budget.stream_budgets``)."""
+    """Iterations an epoch, as the dry run counts them (``pipeline.budget.stream_budgets``)."""
     base = stream_budgets(cfg, videos)[stream][0]
     return base.iterations
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="the streams trained per candidate")
     p.add_argument("--lambdas", type=float, nargs="+", default=list(LAMBDAS), help="the train.sparsity values tried")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value for every candidate (as training.sweep --set)")
+                   help="override a config value for every candidate (as pipeline.sweep --set)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: ray.cpus_per_trial)")
     args = p.parse_args(argv)
     cfg = load_config(args.config, [f"experiment.root={Path(args.root).resolve()}", *args.overrides])

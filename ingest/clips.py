@@ -16,8 +16,8 @@ import numpy as np
 
 from shards.format import STACK, SampleMeta, encode_sample, quantise_flow
 
-from .decode import TRUNCATION_SLACK, DecodeError, Video, VideoStream, count_packets
-from .ucf101 import VideoEntry
+from ingest.decode import TRUNCATION_SLACK, DecodeError, Video, VideoStream, count_packets
+from ingest.ucf101 import VideoEntry
 
 SPACINGS = ("even", "random")
 

@@ -157,7 +157,7 @@ def raft_weights_path(name: str, weights: str | Path | None = None) -> Path:
 
 def unavailable(name: str, **options) -> str | None:
     """Why backend ``name`` cannot run here (one line saying what to do), else None; builds
-    nothing, so a sweep checks it before any work (training.preflight)."""
+    nothing, so a sweep checks it before any work (pipeline.preflight)."""
     if name == "tvl1" and not hasattr(cv2, "optflow"):
         return (f"flow 'tvl1' needs cv2.optflow, which this OpenCV ({cv2.__version__}) lacks: install "
                 "opencv-contrib-python (pip uninstall opencv-python && pip install "

@@ -6,7 +6,7 @@ free disk) and one message per problem — a split list that cannot be read, eac
 that is missing (unless ``data.allow_missing``), too little free disk for the shards, a flow
 backend that cannot run here (``tvl1`` without OpenCV's contrib build, ``raft_*`` without
 weights), an output folder built in list order. Nothing is written, nothing is downloaded and
-no video is decoded. ``training.preflight`` calls it by name (training never imports ingest).
+no video is decoded. ``pipeline.preflight`` calls it by name (training never imports ingest).
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 from shards.format import UCF101_SIZE, clip_bytes
 
-from .flow import unavailable
-from .ucf101 import SUBSETS, SplitListError, list_path, read_split
+from ingest.flow import unavailable
+from ingest.ucf101 import SUBSETS, SplitListError, list_path, read_split
 
 MISSING_SHOWN = 20  # missing videos named one a line; the rest counted
 
@@ -58,7 +58,7 @@ def _existing(path: Path) -> Path:
 
 def _synthetic_counts(data) -> tuple[int, int, int]:
     """(train, test, classes) videos of the synthetic set the data stage generates."""
-    from .synthetic import _arguments, specs_for, test_groups
+    from ingest.synthetic import _arguments, specs_for, test_groups
     args = _arguments(**data.synthetic)
     names = [name for name, _, _ in specs_for(args["classes"], args["appearances"], args["design"],
                                               args.get("class_list"))]

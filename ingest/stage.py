@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import synthetic
-from .build_shards import Summary, build_shards
+from ingest import synthetic
+from ingest.build_shards import Summary, build_shards
 
 
 def run_data_stage(cfg, ctx=None) -> Summary:

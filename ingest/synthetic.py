@@ -52,7 +52,6 @@ import argparse
 import colorsys
 import json
 import math
-import os
 from pathlib import Path
 
 import av
@@ -60,7 +59,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from shards.cli import HelpFormatter
+from core.atomic import atomic_file
+from core.cli import HelpFormatter
 
 SPLITS_DIRNAME = "ucfTrainTestlist"
 DONE_NAME = "synthetic.json"  # the arguments, written when the set is complete
@@ -200,9 +200,8 @@ def _render(rng_video: np.random.Generator, background: np.ndarray, pattern: np.
 
 
 def _write_avi(path: Path, video: np.ndarray, fps: int) -> None:
-    """MPEG-4 part 2 with FourCC XVID in AVI, written under a temporary name then renamed."""
-    tmp = path.with_name(path.name + ".tmp")
-    with av.open(str(tmp), mode="w", format="avi") as container:
+    """MPEG-4 part 2 with FourCC XVID in AVI, written atomically."""
+    with atomic_file(path) as tmp, av.open(str(tmp), mode="w", format="avi") as container:
         stream = container.add_stream("mpeg4", rate=fps)
         stream.codec_context.codec_tag = "XVID"
         stream.width, stream.height = video.shape[2], video.shape[1]
@@ -212,7 +211,6 @@ def _write_avi(path: Path, video: np.ndarray, fps: int) -> None:
         for image in video:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         container.mux(stream.encode())
-    os.replace(tmp, path)
 
 
 def _write_lines(path: Path, lines: list[str]) -> None:

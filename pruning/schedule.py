@@ -19,42 +19,32 @@ from extra training. The controls fine-tune at every step but are evaluated (sco
 and `gammas` rows) only at ``tested_steps``: the explained steps and the last one. Their
 checkpoints go to ``checkpoints/<chain>/`` (every step: a chain resumes at its first missing one).
 
-On Ray Tune (``run_prune_stage``, the sweep's ``prune`` stage) one function trial runs the
-chain of one (stream, run, chain), reporting after every step. A trial that Tune retries after a
-failure, or any trial of a ``--resume``d sweep, resumes its chain from the step checkpoints
-on disk; a fresh sweep starts every chain at step 1 again (its baselines may be new).
+``pipeline.prune_stage`` runs the chains as Ray Tune trials (the sweep's ``prune`` stage).
 """
 from __future__ import annotations
 
-import tempfile
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable
 
-import torch  # noqa: F401 (loaded before pin_threads sizes its pools)
-from ray import tune
 from torch import nn
 
 import numpy as np
 
-from analysis.damaged import readable
-from analysis.results import model_partition, table_path, write_rows
+from core.damaged import readable
+from core.results import model_partition, table_path, write_rows
 from pruning import prune_model
 from pruning.accounting import pruning_stats
 from pruning.groups import count_prunable_channels
 from pruning.slimming import bn_l1_subgradient, gamma_histogram, prune_threshold, random_scores, select_channels
-from shards.progress import progress
-from shards.threads import pin_threads
+from core.progress import progress
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.config import STUDY_CHAIN, ExperimentConfig, PruneConfig, tested_steps
-from training.data import light_test_loader, make_loaders, stream_data, train_eval_loader
+from core.config import STUDY_CHAIN, ExperimentConfig, PruneConfig, tested_steps
 from training.evaluate import evaluate
 from training.fusion import score_and_save, wants_train_scores
-from training.loop import train
+from training.loop import epoch_metrics, train
 from training.models import weights_name
 from training.speed import measure_speed
-from training.tune import epoch_metrics, make_tuner, unfinished_cells
 
 
 @dataclass
@@ -69,7 +59,6 @@ class ChainLoaders:
     light_test: Iterable[dict] | None = None
 
 # what Tune gets about a pruning step (besides step and accuracy), per step and per fine-tuning epoch
-STEP_METRICS = ("channels_removed", "params_removed", "flops_removed", "threshold")
 
 
 def step_ratio(step: int, step_fraction: float) -> float:
@@ -151,7 +140,7 @@ def run_chain(cfg: ExperimentConfig, stream: str, run: int, loaders: ChainLoader
     """Run ``chain`` of one (stream, run) from its first unfinished step (``resume``) or from
     step 1; ``on_step(row)`` runs after each evaluated step, ``on_epoch(metrics)`` after each
     fine-tuning epoch (``step``, ``threshold``, ``channels_removed``/``params_removed``/
-    ``flops_removed`` and ``training.tune.epoch_metrics``). Returns the `accuracy` rows written."""
+    ``flops_removed`` and ``training.loop.epoch_metrics``). Returns the `accuracy` rows written."""
     paths, prune = cfg.paths, cfg.prune
     start = first_unfinished_step(cfg, stream, run, chain) if resume else 1
     if start > prune.steps:
@@ -218,65 +207,3 @@ def run_chain(cfg: ExperimentConfig, stream: str, run: int, loaders: ChainLoader
     return rows
 
 
-def run_prune_trial(cfg: ExperimentConfig, stream: str, run: int, *, resume: bool = False,
-                    after_step: Callable[[dict], None] | None = None, chain: str = STUDY_CHAIN) -> dict:
-    """``chain`` of one (stream, run) inside a Tune trial, reporting after every evaluated step;
-    ``after_step(row)`` runs after a step's report (a place to observe or interrupt a trial)."""
-    pin_threads(cfg.ray.cpus_per_trial)  # torch, OpenCV, OpenMP/MKL: the trial's CPUs, not the machine's
-    resume = resume or tune.get_checkpoint() is not None  # a retried trial has its marker checkpoint
-    start = first_unfinished_step(cfg, stream, run, chain) if resume else 1
-    if start > cfg.prune.steps:
-        return {"step": cfg.prune.steps, "started_at_step": start, "done": True, "skipped": True}
-    seed = cfg.run_seed(run)
-    data = stream_data(cfg, seed)
-    loaders = make_loaders(cfg, stream, data, seed, val=False)  # fine-tuning validates nothing (below)
-
-    def report(row: dict) -> None:
-        with tempfile.TemporaryDirectory() as folder:  # the marker that tells a retry to resume
-            Path(folder, "step.txt").write_text(str(row["step"]))
-            tune.report({"step": row["step"], "started_at_step": start, "video_accuracy": row["video_accuracy"],
-                         **{k: row.get(k) for k in STEP_METRICS}}, checkpoint=tune.Checkpoint.from_directory(folder))
-        if after_step is not None:
-            after_step(row)
-
-    def report_epoch(metrics: dict) -> None:  # per fine-tuning epoch, no checkpoint
-        tune.report({"started_at_step": start, **metrics})
-        print(f"{stream} run{run} {chain} step {metrics['step']} epoch {metrics['epoch']}: "
-              + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()
-                         if k not in ("step", "epoch") and v is not None), flush=True)
-
-    train_eval = train_eval_loader(cfg, stream, data) if wants_train_scores(cfg) else None
-    light = light_test_loader(cfg, stream, data)
-    # no validation while fine-tuning: nothing reads it (no early stopping, no selection; the
-    # training-curve figure shows step 0), and it was ≈ 10 % of the paper config's GPU time
-    rows = run_chain(cfg, stream, run, ChainLoaders(loaders["train"], None, loaders["test"], train_eval,
-                                                    light),
-                     resume=resume, on_step=report, on_epoch=report_epoch, chain=chain)
-    return {"step": rows[-1]["step"], "started_at_step": start, "video_accuracy": rows[-1]["video_accuracy"],
-            "flops_removed": rows[-1]["flops_removed"], "done": True}
-
-
-def prune_trial(params: dict, experiment: dict, resume: bool = False) -> None:
-    """The Tune function trainable: ``params`` = {stream, run, chain}; ``experiment`` the config dict."""
-    cfg = ExperimentConfig.from_dict(experiment)
-    # always from the first unfinished step: a plain rerun resumes too (the sweep's config
-    # check guarantees the finished steps came from this config); Tune state from before chains
-    # has no chain parameter: the study's
-    tune.report(run_prune_trial(cfg, params["stream"], params["run"], resume=True,
-                                chain=params.get("chain", STUDY_CHAIN)))
-
-
-def run_prune_stage(cfg: ExperimentConfig, ctx) -> None:
-    """Prune every (stream, run) chain on Ray Tune; raise if any trial failed for good."""
-    if not cfg.prune.enabled:
-        print("prune: disabled in the config (prune.enabled: false)")
-        return
-    results = make_tuner(cfg, resume=ctx.resume, trainable=prune_trial, name="prune", chains=cfg.prune.chains).fit()
-    if ctx.resume and unfinished_cells(cfg, lambda c, s, r: all(first_unfinished_step(c, s, r, chain) > c.prune.steps
-                                                                for chain in c.prune.chains)):
-        # training.tune.unfinished_cells: restored Tune state skips trials it saw finish
-        results = make_tuner(cfg, trainable=prune_trial, name="prune", chains=cfg.prune.chains).fit()
-    failed = [(r.path, r.error) for r in results if r.error is not None]
-    if failed:
-        raise RuntimeError(f"{len(failed)} pruning trial(s) failed: " +
-                           "; ".join(f"{path}: {error}" for path, error in failed))

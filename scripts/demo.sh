@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/python -m training.sweep --config ray_configs/demo.yaml "$@"
+.venv/bin/python -m pipeline.sweep --config ray_configs/demo.yaml "$@"
 .venv/bin/python -m shards.inspect runs/demo/shards/split1 --sample 64 > /dev/null
 echo "report: runs/demo/report/index.html   contact sheet: runs/demo/shards/split1/contact_sheet.png"

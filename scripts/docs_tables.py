@@ -30,9 +30,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from analysis import findings, readable, summary  # noqa: E402
-from analysis.results import read_table  # noqa: E402
+from core.results import read_table  # noqa: E402
 from analysis.report import ReportBuilder, read_experiment_json  # noqa: E402
-from shards.cli import HelpFormatter  # noqa: E402
+from core.cli import HelpFormatter  # noqa: E402
 
 DEFAULT_FILES = ("README.md", "docs/results.md")
 

@@ -3,9 +3,9 @@
 - the home page is README.md and the changelog CHANGELOG.md, their links rewritten for the site
   (`docs/x.md` -> `x.md`; a file outside the docs, such as `LICENSE`, becomes its name in code);
 - `<!-- config-reference -->` in a page becomes the configuration reference read from the
-  config schema (`training.config_reference`);
+  config schema (`pipeline.config_reference`);
 - `<!-- cli-list -->` ... `<!-- cli-list end -->` becomes the table of entry points
-  (`training.commands`, the list tests/test_cli.py checks);
+  (`core.commands`, the list tests/test_cli.py checks);
 - a page under docs/ that mkdocs.yml's nav does not name is appended to the nav.
 """
 from __future__ import annotations
@@ -69,9 +69,9 @@ def on_files(files, config):
 
 def on_page_markdown(markdown, page, config, files):
     if CONFIG_MARK in markdown:
-        from training.config_reference import markdown as config_reference
+        from pipeline.config_reference import markdown as config_reference
         markdown = markdown.replace(CONFIG_MARK, config_reference())
     if "<!-- cli-list -->" in markdown:
-        from training.commands import markdown as cli_list
+        from core.commands import markdown as cli_list
         markdown = CLI_BLOCK.sub(lambda _: cli_list(), markdown)
     return markdown

@@ -41,10 +41,10 @@ from nvidia.dali.pipeline import DataNode
 from nvidia.dali import math as dmath
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
-from .format import (CHANNELS, DEFAULT_FLOW_BOUND, SampleMeta, ShardFormatError, check_meta,
+from shards.format import (CHANNELS, DEFAULT_FLOW_BOUND, SampleMeta, ShardFormatError, check_meta,
                      decode_sample)
-from .sampling import draw_clips, epoch_index_lines, even_clips, stored_clips
-from .tarfiles import INDEX_VERSION, check_shard_files, index_path, iter_shard, read_index_samples
+from shards.sampling import draw_clips, epoch_index_lines, even_clips, stored_clips
+from shards.tarfiles import INDEX_VERSION, check_shard_files, index_path, iter_shard, read_index_samples
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -246,6 +246,6 @@ MANIFEST_SCHEMA = pa.schema([
     ("flow_options", pa.string()),  # JSON of the flow backend's settings, e.g. {"preset": "fast"}
     ("seconds", pa.float32()),
     ("format_version", pa.int32()),
-    ("host", pa.string()),  # where the video was ingested (shards.node.node_info)
+    ("host", pa.string()),  # where the video was ingested (core.node.node_info)
     ("node_id", pa.string()),  # its Ray node id
 ])

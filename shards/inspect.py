@@ -20,9 +20,9 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from .cli import HelpFormatter
-from .format import MANIFEST_NAME, STACK, DecodedSample, SampleMeta, ShardFormatError, decode_sample
-from .tarfiles import is_complete, iter_shard, read_index, shard_problem
+from core.cli import HelpFormatter
+from shards.format import MANIFEST_NAME, STACK, DecodedSample, SampleMeta, ShardFormatError, decode_sample
+from shards.tarfiles import is_complete, iter_shard, read_index, shard_problem
 
 SUBSETS = ("train", "test")
 SHEET_FIELDS = (0, STACK // 2, STACK - 1)  # which flow fields the contact sheet shows

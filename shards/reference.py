@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from .dali import FIVE_POSITIONS, IMAGENET_MEAN, IMAGENET_STD, LoaderConfig, shard_paths
-from .format import CHANNELS, DecodedSample, check_meta, decode_sample
-from .tarfiles import iter_shard
+from shards.dali import FIVE_POSITIONS, IMAGENET_MEAN, IMAGENET_STD, LoaderConfig, shard_paths
+from shards.format import CHANNELS, DecodedSample, check_meta, decode_sample
+from shards.tarfiles import iter_shard
 
 
 def crop(planes: np.ndarray, size: int, pos_x: float, pos_y: float) -> np.ndarray:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .format import parse_key
+from shards.format import parse_key
 
 _STREAM = 2  # keeps these draws apart from the shard order ([seed, epoch]) and DALI seed ([seed, epoch, 1])
 

@@ -12,13 +12,12 @@ each component. We compute it while writing instead of re-reading the tar with `
 from __future__ import annotations
 
 import io
-import os
-import uuid
 import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .format import COMPONENTS, ShardFormatError
+from core.atomic import atomic_file
+from shards.format import COMPONENTS, ShardFormatError
 
 INDEX_VERSION = "v1.2"
 BLOCK = tarfile.BLOCKSIZE
@@ -41,42 +40,27 @@ def _component_order(sample: dict) -> list[str]:
 
 
 def write_shard(tar_path: Path, samples: Iterable[dict]) -> int:
-    """Write samples (``__key__`` + component bytes) atomically; returns the sample count."""
+    """Write samples (``__key__`` + component bytes) atomically; returns the sample count.
+    The index is renamed into place first, so a complete tar always has its index."""
     tar_path = Path(tar_path)
-    tar_path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # unique: never another writer's
-    tmp_tar = tar_path.with_name(tar_path.name + suffix)
-    idx = index_path(tar_path)
-    tmp_idx = idx.with_name(idx.name + suffix)
     lines = []
-    try:
-        with open(tmp_tar, "wb") as raw:
-            with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-                for sample in samples:
-                    key = sample["__key__"]
-                    parts = []
-                    for ext in _component_order(sample):
-                        data = bytes(sample[ext])
-                        info = tarfile.TarInfo(f"{key}.{ext}")
-                        info.size, info.mtime, info.mode = len(data), 0, 0o444
-                        info.uname = info.gname = ""
-                        tar.addfile(info, io.BytesIO(data))
-                        padded = -(-len(data) // BLOCK) * BLOCK
-                        parts.append(f"{ext} {tar.offset - padded} {len(data)} {info.name}")
-                    lines.append(" ".join(parts))
-            raw.flush()
-            os.fsync(raw.fileno())
+    with atomic_file(tar_path) as tmp_tar, atomic_file(index_path(tar_path)) as tmp_idx:
+        with open(tmp_tar, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for sample in samples:
+                key = sample["__key__"]
+                parts = []
+                for ext in _component_order(sample):
+                    data = bytes(sample[ext])
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size, info.mtime, info.mode = len(data), 0, 0o444
+                    info.uname = info.gname = ""
+                    tar.addfile(info, io.BytesIO(data))
+                    padded = -(-len(data) // BLOCK) * BLOCK
+                    parts.append(f"{ext} {tar.offset - padded} {len(data)} {info.name}")
+                lines.append(" ".join(parts))
         if not lines:
             raise ValueError(f"{tar_path}: refusing to write an empty shard")
-        with open(tmp_idx, "w") as f:
-            f.write(f"{INDEX_VERSION} {len(lines)}\n" + "\n".join(lines) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_idx, idx)
-        os.replace(tmp_tar, tar_path)
-    finally:
-        for tmp in (tmp_tar, tmp_idx):
-            tmp.unlink(missing_ok=True)
+        tmp_idx.write_text(f"{INDEX_VERSION} {len(lines)}\n" + "\n".join(lines) + "\n")
     return len(lines)
 
 

@@ -4,7 +4,7 @@ checkpoint a pruning chain on them starts from."""
 import torch
 
 from training.checkpoint import save_checkpoint
-from training.config import ExperimentConfig
+from core.config import ExperimentConfig
 from training.models import build_stream
 
 CLASSES = ["red", "green", "blue"]

@@ -13,7 +13,7 @@ import torch
 from pruning import prune_model
 from shards.dali import make_loader
 from training.checkpoint import save_checkpoint
-from training.config import ExperimentConfig
+from core.config import ExperimentConfig
 from training.data import class_names, loader_config, read_manifest
 from training.models import build_stream
 

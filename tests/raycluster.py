@@ -2,7 +2,7 @@
 this machine, each in its own process session and ports, with a temp dir of its own or, as
 plain `ray start` commands on one host do, one shared temp dir (then the nodes also share
 the job's unpacked working_dir, which one node's setup deletes under the others: see
-``training.sweep.check_node_temp_dirs``). Stops exactly the processes it started, whatever
+``pipeline.sweep.check_node_temp_dirs``). Stops exactly the processes it started, whatever
 happens in the test."""
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.results import write_rows
+from core.results import write_rows
 from pruning.slimming import GAMMA_BINS
 
 

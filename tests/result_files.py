@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import polars as pl
 
-from analysis.results import to_arrow
+from core.results import to_arrow
 
 FINISHED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 

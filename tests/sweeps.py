@@ -11,9 +11,9 @@ import polars as pl
 import pytest
 import ray
 
-from analysis.results import table_files
-from shards.threads import local_ray_options
-from training.config import ExperimentConfig
+from core.results import table_files
+from core.threads import local_ray_options
+from core.config import ExperimentConfig
 
 TESTS = Path(__file__).resolve().parent
 

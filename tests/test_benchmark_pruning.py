@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from benchmarks import pruning as bench
-from training.config import ConfigError, ExperimentConfig
-from training.validation import config_problems
+from core.config import ConfigError, ExperimentConfig
+from core.overrides import load_config
+from pipeline.validation import config_problems
 from tests.layout import REPO
 
 
@@ -113,7 +114,7 @@ def test_layer_profile_kinds_and_flops_add_up(arch):
 
 
 def test_paper_config_pruning_settings_validate():
-    cfg = ExperimentConfig.from_yaml(REPO / "ray_configs" / "ucf101_split3.yaml")
+    cfg = load_config(REPO / "ray_configs" / "ucf101_split3.yaml")
     assert cfg.prune.residual is False and cfg.prune.round_to >= 8 and cfg.prune.round_to % 8 == 0
     assert [p for p in config_problems(cfg) if p.startswith("prune.")] == []
     for round_to in (8, 16, 32):

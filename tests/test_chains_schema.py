@@ -6,9 +6,9 @@ from datetime import datetime, timezone
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.results import KEYS, SCHEMAS, VERSION_KEY, chain_partition, read_table, to_arrow, write_rows
-from training.config import ConfigError, ExperimentConfig
-from training.validation import config_problems
+from core.results import KEYS, SCHEMAS, VERSION_KEY, chain_partition, read_table, to_arrow, write_rows
+from core.config import ConfigError, ExperimentConfig
+from pipeline.validation import config_problems
 
 ACCURACY = dict(experiment="e", stream="spatial", fusion=None, run=1, seed=1, step=2, prune_ratio=0.36,
                 channels_removed=0.36, params_removed=0.3, flops_removed=0.3, split=1, clip_accuracy=40.0,
@@ -75,7 +75,7 @@ def test_config_chains_and_their_paths(tmp_path):
 def test_the_dry_run_counts_the_chains_work(tmp_path):
     """The plan the dry run prints: 3 chains triple the prune trials; the controls add their tested
     steps (explain.steps 3 and the last, 5) to fusion and explanation."""
-    from training.preflight import stage_work
+    from pipeline.preflight import stage_work
 
     cfg = ExperimentConfig.from_dict({"experiment": {"root": str(tmp_path)}, "train": {"runs": 2},
                                       "prune": {"steps": 5, "chains": ["slimming", "finetune_only", "random"]},

@@ -5,9 +5,9 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from analysis.results import read_table
-from training.config import ExperimentConfig
-from training.sweep import run_sweep
+from core.results import read_table
+from core.config import ExperimentConfig
+from pipeline.sweep import run_sweep
 
 
 @pytest.mark.slow

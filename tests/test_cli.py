@@ -11,11 +11,11 @@ import pytest
 import ray
 import yaml
 
-from shards.cli import not_shown
-from training.commands import entry_points
-from training.config import ExperimentConfig, config_hash
-from training.overrides import load_config
-from training.sweep import main, write_experiment_record
+from core.cli import not_shown
+from core.commands import entry_points
+from core.config import ExperimentConfig, config_hash
+from core.overrides import load_config
+from pipeline.sweep import main, write_experiment_record
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "ray_configs" / "demo.yaml"
@@ -27,7 +27,7 @@ def test_set_overrides_are_typed_and_validated_like_the_yaml():
     assert cfg.train.lr == 0.5 and isinstance(cfg.train.lr, float)
     assert cfg.experiment.name == "x" and cfg.stages == ["train", "fuse"]
     assert cfg.data.classes == ["ApplyEyeMakeup"]
-    assert cfg.model == ExperimentConfig.from_yaml(DEMO).model  # untouched sections stay
+    assert cfg.model == load_config(DEMO).model  # untouched sections stay
 
 
 @pytest.mark.parametrize("override, message", [
@@ -58,7 +58,7 @@ def test_dry_run_prints_the_plan_without_ray_or_files(tmp_path, monkeypatch, cap
     assert main(["--config", str(DEMO), "--set", f"experiment.root={root}", "--dry-run",
                  "--stages", "data", "train", "fuse"]) == 0
     out = capsys.readouterr().out
-    assert "training.tune:run_train_stage" in out and "prune" not in out
+    assert "pipeline.tune:run_train_stage" in out and "prune" not in out
     assert "videos: 256 (160 train, 96 test), classes: 8" in out  # the preflight's findings (#25)
     assert "embedded local Ray" in out
     assert not ray.is_initialized()
@@ -84,7 +84,7 @@ def test_experiment_record_has_provenance(tmp_path, monkeypatch):
 def test_git_commit_comes_from_the_env_var_else_the_checkout(monkeypatch):
     import subprocess
 
-    from training import provenance
+    from core import provenance
 
     monkeypatch.delenv(provenance.GIT_COMMIT_ENV, raising=False)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
@@ -108,7 +108,7 @@ def test_console_scripts_are_declared_and_resolve_to_callables():
         assert callable(getattr(importlib.import_module(module), attr)), name
 
 
-ENTRY_POINTS = entry_points()  # the same list docs/getting-started.md shows (training.commands)
+ENTRY_POINTS = entry_points()  # the same list docs/getting-started.md shows (core.commands)
 
 
 def test_every_entry_point_is_listed():
@@ -158,7 +158,7 @@ def test_help_shows_prog_defaults_and_exit_codes(entry, capsys, monkeypatch):
 
 
 def test_epoch_metrics_for_tune_come_from_the_loop_history():
-    from training.tune import epoch_metrics
+    from training.loop import epoch_metrics
     history = [dict(epoch=1, phase="train", loss=2.0, accuracy=10.0, lr=0.1, seconds=3.0),
                dict(epoch=1, phase="val", loss=1.5, accuracy=20.0, lr=0.1, seconds=1.0),
                dict(epoch=2, phase="train", loss=1.0, accuracy=40.0, lr=0.05, seconds=2.5)]
@@ -169,7 +169,7 @@ def test_epoch_metrics_for_tune_come_from_the_loop_history():
 
 
 def test_tune_console_table_shows_the_useful_columns():
-    from training.tune import console_reporter
+    from pipeline.tune import console_reporter
     train, prune = console_reporter("train"), console_reporter("prune")
     assert {"train_loss", "val_acc", "lr", "train_samples_per_s"} <= set(train._metric_columns)
     assert {"step", "channels_removed", "params_removed", "threshold"} <= set(prune._metric_columns)

@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 import yaml
 
-from analysis.results import read_table
+from core.results import read_table
 from tests.raycluster import ray_cluster
-from training.config import ExperimentConfig
+from core.config import ExperimentConfig
 from tests.layout import REPO
 
 STEPS = 1
@@ -43,7 +43,7 @@ def submit(cluster, config: Path, submission_id: str, timeout: float = 600, succ
     """`ray job submit` from the repository; returns the job's output, asserting it succeeded
     (or failed, with ``succeed=False``)."""
     submitted = cluster.ray("job", "submit", "--address", cluster.dashboard, "--submission-id", submission_id,
-                            "--working-dir", ".", "--", "python", "-m", "training.sweep", "--config",
+                            "--working-dir", ".", "--", "python", "-m", "pipeline.sweep", "--config",
                             str(config), cwd=REPO, timeout=timeout)
     status = cluster.ray("job", "status", "--address", cluster.dashboard, submission_id)
     logs = submitted.stdout[-6000:] + submitted.stderr[-3000:]

@@ -15,7 +15,7 @@ import ray.autoscaler
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from training.sweep import main as sweep_main
+from pipeline.sweep import main as sweep_main
 from ucf101_tree import official_tree
 
 RECIPES = Path(__file__).resolve().parents[1] / "ray_configs" / "cluster"
@@ -27,9 +27,9 @@ def ray_schema() -> dict:
 
 
 def sweep_argv(command: str) -> list[str]:
-    """The arguments after `python -m training.sweep` in a recipe's command line."""
+    """The arguments after `python -m pipeline.sweep` in a recipe's command line."""
     words = shlex.split(command)
-    start = words.index("training.sweep") + 1
+    start = words.index("pipeline.sweep") + 1
     return [w for w in words[start:] if w != "\\"]
 
 
@@ -79,7 +79,7 @@ def test_slurm_script_is_valid_bash_and_submits_the_sweep():
     text = script.read_text()
     assert text.startswith("#!/bin/bash") and "#SBATCH --nodes=" in text
     assert "--temp-dir" in text  # each node its own Ray temp dir
-    assert "ray job submit" in text and "python -m training.sweep" in text
+    assert "ray job submit" in text and "python -m pipeline.sweep" in text
 
 
 def test_rayjob_sweep_command_is_one_the_sweep_accepts(tmp_path, monkeypatch, capsys, shared_data):

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch._dynamo
 
-from training.config import ConfigError, ExperimentConfig
-from training.validation import config_problems
+from core.config import ConfigError, ExperimentConfig
+from pipeline.validation import config_problems
 
 GOOD = {"experiment": {"name": "ok"}, "data": {"synthetic": {"classes": 3}}}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from training.config import ConfigError, config_hash
-from training.overrides import load_config
+from core.config import ConfigError, config_hash
+from core.overrides import load_config
 
 
 def write(path, text):

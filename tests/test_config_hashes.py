@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from training.config import ExperimentConfig, config_hash
-from training.overrides import load_config
+from core.config import ExperimentConfig, config_hash
+from core.overrides import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"
@@ -30,7 +30,7 @@ PINNED = {
     "ucf101_split3_all_steps.yaml": "60dc4000d641c085",  # the full copy it was, not extends: yet
 }
 WHY = ("the schema now hashes this config differently: finished experiment roots of it would be "
-       "refused (training.sweep.check_config); keep to_dict() as it was, or migrate the roots")
+       "refused (pipeline.sweep.check_config); keep to_dict() as it was, or migrate the roots")
 
 
 def hash_of(d: dict) -> str:

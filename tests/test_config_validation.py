@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from training.config import ConfigError, ExperimentConfig
-from training.validation import config_problems, validate
+from core.config import ConfigError, ExperimentConfig
+from core.overrides import load_config
+from pipeline.validation import config_problems, validate
 from tests.layout import REPO
 
 GOOD = {"experiment": {"name": "ok"}, "data": {"synthetic": {"classes": 3}}}
@@ -16,7 +17,7 @@ GOOD = {"experiment": {"name": "ok"}, "data": {"synthetic": {"classes": 3}}}
 
 def problems(**sections) -> list[str]:
     """The problems of GOOD with ``sections`` over it: the schema's (types, ranges: the config is
-    not built) or else the rules between keys (training.validation)."""
+    not built) or else the rules between keys (pipeline.validation)."""
     data = {k: dict(v) for k, v in GOOD.items()}
     for section, values in sections.items():
         data.setdefault(section, {}).update(values)
@@ -29,7 +30,7 @@ def problems(**sections) -> list[str]:
 
 def test_good_config_and_demo_have_no_problems():
     assert problems() == []
-    assert config_problems(ExperimentConfig.from_yaml(REPO / "ray_configs" / "demo.yaml")) == []
+    assert config_problems(load_config(REPO / "ray_configs" / "demo.yaml")) == []
 
 
 @pytest.mark.parametrize("section, values, message", [
@@ -103,14 +104,14 @@ def test_yaml_string_float_suggests_decimal_point(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train: {lr: 1e-3}\n")  # YAML 1.1 reads this as the string '1e-3'
     with pytest.raises(ConfigError, match=r"train\.lr: '1e-3' was read by YAML as a string.*1\.0e-3"):
-        ExperimentConfig.from_yaml(path)
+        load_config(path)
 
 
 def test_sweep_exits_2_without_traceback_before_ray(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(f"experiment: {{name: bad, root: {tmp_path / 'exp'}}}\n"
                     "data: {synthetic: {classes: 3}, workers: 0, split: 7}\nray: {max_failures: -1}\n")
-    done = subprocess.run([sys.executable, "-m", "training.sweep", "--config", str(path)], cwd=REPO,
+    done = subprocess.run([sys.executable, "-m", "pipeline.sweep", "--config", str(path)], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr

@@ -1,4 +1,4 @@
-"""training.cost_plan: the passes it plans are the passes a real sweep runs (counted with a
+"""pipeline.cost_plan: the passes it plans are the passes a real sweep runs (counted with a
 forward hook in the Ray trials), and its arithmetic on known answers."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.sweeps import local_ray
-from training.config import ExperimentConfig
-from training.cost_plan import DEFAULT_CLIPS_PER_SECOND, model_flops, plan, throughputs, video_table
+from core.config import ExperimentConfig
+from pipeline.cost_plan import DEFAULT_CLIPS_PER_SECOND, model_flops, plan, throughputs, video_table
 
 PASS_LOG = "CROSSROADS_TEST_PASS_LOG"
 
@@ -28,13 +28,13 @@ def _count_passes() -> None:
 
 
 def counted_train_trial(params, experiment, resume=False):
-    from training.tune import train_trial
+    from pipeline.tune import train_trial
     _count_passes()
     train_trial(params, experiment, resume)
 
 
 def counted_prune_trial(params, experiment, resume=False):
-    from pruning.schedule import prune_trial
+    from pipeline.prune_stage import prune_trial
     _count_passes()
     prune_trial(params, experiment, resume)
 
@@ -74,8 +74,8 @@ def test_planned_passes_are_the_passes_a_sweep_runs(tmp_path, synthetic_shards, 
     eval passes (validation, test, the SVM fit videos) equal the plan's (plus the FLOP counts it
     leaves out); training passes are at
     most the plan's and short of it by less than one batch per epoch (the dropped last batch)."""
-    from pruning.schedule import STUDY_CHAIN  # noqa: F401  (the module the prune trials run)
-    from training.tune import make_tuner
+    from pipeline.prune_stage import STUDY_CHAIN  # noqa: F401  (the module the prune trials run)
+    from pipeline.tune import make_tuner
     cfg = tiny(tmp_path / "exp", synthetic_shards)
     expected = {s["name"]: s for s in plan(cfg)["stages"]}
     logs = tmp_path / "passes"

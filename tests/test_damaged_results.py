@@ -5,8 +5,8 @@ import pytest
 
 from analysis import report as report_module
 from analysis import stats as stats_module
-from analysis.damaged import part_problem, readable, set_aside_damaged
-from analysis.results import DamagedPart, read_table, write_rows
+from core.damaged import part_problem, readable, set_aside_damaged
+from core.results import DamagedPart, read_table, write_rows
 from tests.result_files import accuracy_row, cut_short
 
 
@@ -75,7 +75,7 @@ def test_damaged_checkpoints_and_score_files_are_named_and_set_aside(tmp_path, c
     import numpy as np
     import torch
 
-    from analysis.damaged import archive_problem, set_aside_damaged_inputs
+    from core.damaged import archive_problem, set_aside_damaged_inputs
 
     files = []
     for folder, suffix in (("checkpoints", ".pt"), ("scores", ".npz")):

@@ -15,9 +15,9 @@ from shards.format import SampleMeta
 from shards.sampling import draw_clips, segment_draw
 from shards.tarfiles import iter_shard
 from tests.shard_samples import TINY, noise, write_shards
-from training.config import ConfigError, ExperimentConfig
+from core.config import ConfigError, ExperimentConfig
 from training.data import loader_config
-from training.validation import config_problems
+from pipeline.validation import config_problems
 
 STORED, DRAWN = 6, 2  # clips stored per video, clips an epoch reads
 
@@ -116,7 +116,7 @@ def test_flow_settings_are_checked_before_work():
                for p in config_problems(preset, ["train"]))
     import cv2
 
-    from training.preflight import preflight
+    from pipeline.preflight import preflight
     tvl1 = ExperimentConfig.from_dict({"data": {"flow": "tvl1", "synthetic": {}}})
     # what this machine lacks is the preflight's (#25), with the other missing inputs
     problems = [p for p in preflight(tvl1, ["data"], dry_run=True).problems if p.startswith("data.flow")]
@@ -142,7 +142,7 @@ def test_ingest_without_tvl1_exits_2_with_one_line(tmp_path, capsys):
 
 @pytest.mark.slow  # two small Ray ingests
 def test_stage_stores_the_clips_and_records_the_flow_settings(tmp_path):
-    from ingest.build_shards import OptionsChanged
+    from ingest.shard_plan import OptionsChanged
     from ingest.stage import run_data_stage
 
     data = {"synthetic": TINY, "split": 2, "clips_per_video": 1, "train_clips_stored": 3,

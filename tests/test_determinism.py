@@ -1,4 +1,4 @@
-"""#15.4 and #15.6 through the real sweep (``python -m training.sweep``, its own local Ray):
+"""#15.4 and #15.6 through the real sweep (``python -m pipeline.sweep``, its own local Ray):
 
 - a tiny experiment from synthetic videos (data, train, prune, fuse, explain) run twice — the
   second time with twice the DALI threads and a CPU-burning process beside it — gives
@@ -23,7 +23,7 @@ import yaml
 
 from tests.processes import kill_session
 from tests.sweeps import comparable
-from training.config import ExperimentConfig
+from core.config import ExperimentConfig
 from tests.layout import REPO
 
 # what a worker that died badly leaves in its logs (Python, glibc, absl, Ray's C++ checks)
@@ -66,7 +66,7 @@ def run_sweep(cfg: dict, tmp_path: Path, name: str, *, loaded: bool = False) -> 
     env.pop("RAY_ADDRESS", None)
     log = tmp_path / f"{name}.log"
     with open(log, "w") as out:
-        sweep = subprocess.Popen([sys.executable, "-m", "training.sweep", "--config", str(path)], cwd=REPO,
+        sweep = subprocess.Popen([sys.executable, "-m", "pipeline.sweep", "--config", str(path)], cwd=REPO,
                                  env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         burner = None
         try:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from training.commands import entry_points
-from training.config_reference import keys
+from core.commands import entry_points
+from pipeline.config_reference import keys
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +60,7 @@ def test_every_config_key_has_a_type_a_default_and_a_meaning():
     found = keys()
     assert {"data.videos", "train.lr", "prune.round_to", "ray.gpus_per_trial", "stages"} <= {k.key for k in found}
     missing = [k.key for k in found if not k.meaning]
-    assert not missing, f"add a one-line comment to these fields in training/config.py: {missing}"
+    assert not missing, f"add a one-line comment to these fields in core/config.py: {missing}"
     lr = next(k for k in found if k.key == "train.lr")
     assert (lr.type, lr.allowed) == ("float", "> 0")  # the schema's range (PositiveFloat)
     arch = next(k for k in found if k.key == "model.arch")

@@ -1,5 +1,5 @@
 """scripts/docs_tables.py: the README's and the docs' result tables come from a run's results store
-(real Parquet written through analysis.results), name the run's commit and machine, and leave the
+(real Parquet written through core.results), name the run's commit and machine, and leave the
 text around their markers as it was."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from analysis import stats
-from analysis.results import write_rows
+from core.results import write_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "docs_tables.py"

@@ -1,7 +1,7 @@
 """The sweep's driver (a job's entrypoint on the head node) never loads data or models: a whole
 sweep (data, train, fuse, report) run in this process, on a real local Ray, builds no torch
 module, DALI pipeline, video reader or writer here; the stages that are not Tune trials or
-their own tasks (`training.sweep.TASK_STAGES`) run as Ray tasks."""
+their own tasks (`pipeline.sweep.TASK_STAGES`) run as Ray tasks."""
 from __future__ import annotations
 
 from collections import Counter
@@ -13,9 +13,9 @@ import polars as pl
 import pytest
 import torch
 
-from analysis.results import read_table
-from training.config import ExperimentConfig
-from training.sweep import TASK_STAGES, run_sweep
+from core.results import read_table
+from core.config import ExperimentConfig
+from pipeline.sweep import TASK_STAGES, run_sweep
 
 
 @pytest.fixture

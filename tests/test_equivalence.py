@@ -13,8 +13,8 @@ from scipy import stats as scipy_stats
 
 from analysis import equivalence, paired, stats
 from tests.result_files import accuracy_frame
-from training.config import ConfigError, ExperimentConfig
-from training.validation import config_problems
+from core.config import ConfigError, ExperimentConfig
+from pipeline.validation import config_problems
 
 GROUPS = stats.ACCURACY_GROUPS
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.results import write_rows
+from core.results import write_rows
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "analysis" / "examples"
 NOW = datetime.now(timezone.utc)

@@ -10,12 +10,12 @@ import torch
 
 from scipy.stats import spearmanr
 
-from analysis.explain import (ExplainError, centre_clips, clip_seed, explain_model, explain_task, explain_tasks,
+from explanations.stage import (ExplainError, centre_clips, clip_seed, explain_model, explain_task, explain_tasks,
                               figure_map_path, run_explain_stage, select_clips, tasks_to_do)
-from analysis.irof import irof, random_ranks, slic_segments
-from analysis.results import read_table, table_path
-from analysis.saliency import vanilla_gradient
-from analysis.saliency_change import top_iou
+from explanations.irof import irof, random_ranks, slic_segments
+from core.results import read_table, table_path
+from explanations.saliency import vanilla_gradient
+from explanations.saliency_change import top_iou
 from shards.format import decode_sample, sample_key
 from shards.reference import crop
 from shards.tarfiles import iter_shard
@@ -23,7 +23,7 @@ from training.checkpoint import load_checkpoint, save_checkpoint
 from training.data import class_names, read_manifest
 from training.models import build_stream
 from tests.explain_setup import SIZE, clip_batch, fresh_root, make_config
-from training.sweep import SweepContext
+from pipeline.sweep import SweepContext
 
 
 def partition_mtimes(cfg):

@@ -11,7 +11,7 @@ from matplotlib.colors import to_hex
 from PIL import Image
 
 from analysis import figures, stats
-from analysis.results import read_table
+from core.results import read_table
 from tests.report_experiments import FIGURE_VIDEO, RUNS, STEPS, STREAMS, build_experiment
 
 

@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 import pytest
 
 from analysis import findings
-from analysis.results import write_rows
-from training.sweep import accuracy_table, closing_summary
+from core.results import write_rows
+from pipeline.sweep import accuracy_table, closing_summary
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 BASE = [60.0, 62.0, 64.0, 66.0, 63.0]

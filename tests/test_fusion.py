@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from training.config import ExperimentConfig
+from core.config import ExperimentConfig
 from training.fusion import FusionError, VideoScores, fuse, heldout_videos, load_scores, save_scores
 
 APPEARANCES, MOTIONS = 2, 4
@@ -133,7 +133,7 @@ def test_fusion_stage_fuses_each_chain_with_its_own_pruning_fields(tmp_path):
     (margins, not probabilities) none."""
     from datetime import datetime, timezone
 
-    from analysis.results import chain_partition, read_table, write_rows
+    from core.results import chain_partition, read_table, write_rows
     from training.fusion import run_fusion_stage
 
     cfg = ExperimentConfig.from_dict({"experiment": {"name": "f", "root": str(tmp_path)},

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 import yaml
 
-from analysis.results import read_table
+from core.results import read_table
 from tests.processes import kill_session
 from tests.layout import REPO
 
@@ -43,7 +43,7 @@ def test_fusion_of_trained_streams_beats_each_stream(tmp_path):
     config = tmp_path / "ring.yaml"
     config.write_text(yaml.safe_dump(ring_experiment(tmp_path / "exp")))
     log = open(tmp_path / "sweep.log", "w")
-    sweep = subprocess.Popen([sys.executable, "-m", "training.sweep", "--config", str(config)], cwd=REPO,
+    sweep = subprocess.Popen([sys.executable, "-m", "pipeline.sweep", "--config", str(config)], cwd=REPO,
                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         code = sweep.wait(timeout=600)

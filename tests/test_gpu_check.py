@@ -242,8 +242,8 @@ def test_gpu_path_verifies_installs_offline_and_runs_the_driver_in_budget(tmp_pa
 def test_sweep_step_configs_pass_validation(dry, tmp_path):
     """The GPU sweep's config never runs in CI: at least it must be one the sweep accepts."""
     from benchmarks.gpu_check import sweep_config
-    from training.config import ExperimentConfig
-    from training.validation import validate
+    from core.config import ExperimentConfig
+    from pipeline.validation import validate
     cfg = validate(ExperimentConfig.from_dict(sweep_config(dry, tmp_path / "sweep")))
     assert cfg.stages == ["data", "train", "prune", "fuse", "explain", "report"]
     assert (cfg.train.runs, cfg.prune.steps, cfg.model.input_size) == ((1, 1, 32) if dry else (3, 3, 48))

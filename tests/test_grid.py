@@ -7,15 +7,15 @@ import polars as pl
 import pytest
 import torch
 
-from analysis.explain import explain_hash, explain_task, is_done
-from analysis.grid import read_faithfulness
-from analysis.methods import METHODS, explain
-from analysis.metrics import METRICS, random_maps
-from analysis.metrics.deletion import deletion_insertion
-from analysis.results import read_table, write_rows
+from explanations.stage import explain_hash, explain_task, is_done
+from explanations.grid import read_faithfulness
+from explanations.methods import METHODS, explain
+from explanations.metrics import METRICS, random_maps
+from explanations.metrics.deletion import deletion_insertion
+from core.results import read_table, write_rows
 from training.checkpoint import load_checkpoint
-from training.config import ConfigError, ExperimentConfig
-from training.validation import config_problems
+from core.config import ConfigError, ExperimentConfig
+from pipeline.validation import config_problems
 from tests.explain_setup import clip_batch, fresh_root
 
 
@@ -88,7 +88,7 @@ GRID_SET = ["explain.methods=[vanilla_gradient,integrated_gradients,smoothgrad,g
 def test_study_configs_keep_the_pair_and_the_documented_set_line_runs_the_grid(config):
     from pathlib import Path
 
-    from training.overrides import load_config
+    from core.overrides import load_config
     path = Path(__file__).parents[1] / "ray_configs" / config
     study = load_config(path)
     assert (study.explain.methods, study.explain.metrics) == (["vanilla_gradient"], ["irof"])
@@ -99,7 +99,7 @@ def test_study_configs_keep_the_pair_and_the_documented_set_line_runs_the_grid(c
 
 
 def test_the_plan_states_the_grid_cost():
-    from training.preflight import stage_work
+    from pipeline.preflight import stage_work
     study = ExperimentConfig.from_dict({})
     assert "the study's pair" in "".join(stage_work(study, ["explain"]))
     grid = ExperimentConfig.from_dict({"explain": {"methods": list(METHODS), "metrics": list(METRICS),
@@ -109,8 +109,8 @@ def test_the_plan_states_the_grid_cost():
 
 
 def test_segments_are_computed_once_per_clip_and_recomputed_for_another_input(tmp_path):
-    from analysis.irof import slic_segments
-    from analysis.segments import cached_segments
+    from explanations.irof import slic_segments
+    from explanations.segments import cached_segments
     from tests.tiny_models import smooth_images
     x = smooth_images(2, 3, 32, seed=0)
     clips = [("v_A_g01_c01", 0), ("v_B_g01_c01", 2)]

@@ -43,7 +43,7 @@ def test_paired_changes_holm_over_the_grid_and_equivalence():
 
 
 def test_grid_figure_and_command_line(tmp_path):
-    from analysis.results import write_rows
+    from core.results import write_rows
     faith = table({"vanilla_gradient": 1.0, "smoothgrad": -1.0}).with_columns(
         experiment=pl.lit("e"), label=1, target=1, predicted=1, correct=True, target_rule=pl.lit("predicted"),
         explain_hash=pl.lit("h"), checkpoint_sha256=pl.lit("s"))
@@ -58,7 +58,7 @@ def test_grid_figure_and_command_line(tmp_path):
 
 def test_report_shows_the_grid_section_only_beyond_the_study_pair(tmp_path):
     from analysis import report
-    from analysis.results import write_rows
+    from core.results import write_rows
     faith = table({"vanilla_gradient": 1.0, "grad_cam": 0.0}).with_columns(
         experiment=pl.lit("e"), label=1, target=1, predicted=1, correct=True, target_rule=pl.lit("predicted"),
         explain_hash=pl.lit("h"), checkpoint_sha256=pl.lit("s"))

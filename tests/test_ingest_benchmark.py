@@ -1,11 +1,14 @@
 """benchmarks.ingest --json (issue 20): a tiny run writes every goal's figure as one JSON object."""
 import json
 
+import pytest
+
 from benchmarks import ingest as bench
 
 KEYS = ("stage_sum_ratio", "baseline_speedup", "worker_scaling", "rss_ratio", "contention_slowdown")
 
 
+@pytest.mark.slow  # a whole (tiny) benchmark run
 def test_tiny_run_writes_the_goal_keys(shared_data, tmp_path):
     out = tmp_path / "ingest.json"
     bench.main(["--quick", "--repeat", "1", "--clips", "ApplyEyeMakeup", "--skip", "flow_only", "scaling",

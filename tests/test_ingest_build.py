@@ -12,7 +12,7 @@ import pytest
 
 from ingest.build_shards import IngestFailed, build_shards, main
 from ingest.synthetic import _write_avi
-from shards.lock import LOCK_NAME
+from core.lock import LOCK_NAME
 from shards.format import STACK, decode_sample, quantisation_step
 from shards.tarfiles import iter_shard
 from tests.flow_fields import SHIFT, interior_median, translating

@@ -9,7 +9,8 @@ import time
 import polars as pl
 import pytest
 
-from ingest.build_shards import PARTS_DIRNAME, build_shards
+from ingest.build_shards import build_shards
+from ingest.shard_plan import PARTS_DIRNAME
 from tests.layout import REPO
 
 

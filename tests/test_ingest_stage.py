@@ -4,10 +4,10 @@ import json
 import polars as pl
 import pytest
 
-from ingest.build_shards import OPTIONS_NAME, PARTS_DIRNAME
+from ingest.shard_plan import OPTIONS_NAME, PARTS_DIRNAME
 from ingest.stage import run_data_stage
 from tests.shard_samples import TINY
-from training.config import ExperimentConfig
+from core.config import ExperimentConfig
 
 
 def test_data_stage_generates_then_builds_and_resumes(tmp_path):

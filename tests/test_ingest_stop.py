@@ -16,8 +16,9 @@ import sys
 import polars as pl
 import pytest
 
-from ingest.build_shards import PARTS_DIRNAME, main
-from shards.lock import LOCK_NAME
+from ingest.build_shards import main
+from ingest.shard_plan import PARTS_DIRNAME
+from core.lock import LOCK_NAME
 from shards.tarfiles import shard_problem
 from tests.processes import signal_when
 from tests.shard_samples import ingest_args

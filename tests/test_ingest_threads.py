@@ -1,11 +1,11 @@
 """Thread pinning (issue 20): inside a Ray task or ingest actor every library gets the task's CPUs."""
 import os
 
-from shards.threads import allotment, decoder_threads, pin_threads, thread_env, thread_report
+from core.threads import allotment, decoder_threads, pin_threads, thread_env, thread_report
 
 
 def probe_builder():
-    from ingest.build_shards import ShardBuilder
+    from ingest.shard_pool import ShardBuilder
 
     class Probe(ShardBuilder):
         def threads(self) -> dict:
@@ -34,7 +34,8 @@ def test_libraries_report_the_tasks_cpus_inside_ray(local_ray, tmp_path):
     assert ray.get(ray.remote(num_cpus=2)(pinned_report).remote(1))["torch"] == 1
 
     # the ingest's own actor: build_shard pins OpenCV to the actor's CPU before any work
-    from ingest.build_shards import INGEST_TASK, Options, ShardJob
+    from ingest.shard_plan import Options, ShardJob
+    from ingest.shard_pool import INGEST_TASK
     actor = ray.remote(**INGEST_TASK)(probe_builder()).remote()
     assert ray.get(actor.build.remote(ShardJob("test", 0, ()), tmp_path, tmp_path / "out", Options(split=1))) == []
     report = ray.get(actor.threads.remote())

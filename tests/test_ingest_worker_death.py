@@ -4,7 +4,8 @@ The video in progress is retried once in a fresh worker, then recorded ``failed`
 worker's death; the rest of its shard is kept. A rerun retries failed videos
 (``--retry-failed``, the default) and takes the shard's other videos from its tar;
 ``--no-retry-failed`` skips them. The kill is real: the worker process that starts the video
-named by ``$CROSSROADS_TEST_KILL_VIDEO`` sends itself SIGKILL (``ingest.build_shards._kill_for_tests``).
+named by ``$CROSSROADS_TEST_KILL_VIDEO`` sends itself SIGKILL (``tests/kill_hook/sitecustomize.py``,
+which every Ray worker loads at start-up: the hook is the test's, not the product's).
 Also: the progress line (videos done, pairs/s, ETA) and ``--dry-run``.
 Each Ray run here starts its own local Ray (2 CPUs) and shuts down exactly that one.
 """
@@ -12,17 +13,25 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
 
 import polars as pl
 import pytest
 import ray
 
-from ingest import build_shards as bs
-from ingest.build_shards import KILL_ONCE_ENV, KILL_VIDEO_ENV, PARTS_DIRNAME, main
-from shards.lock import LOCK_NAME
+from ingest.shard_plan import Options
+from ingest.shard_pool import death_reason
+from ingest.shard_worker import flow_pairs
+from ingest.build_shards import main
+from ingest.shard_plan import PARTS_DIRNAME
+from core.lock import LOCK_NAME
 from shards.tarfiles import iter_shard
+from tests.layout import REPO
 from tests.shard_samples import ingest_args
+
+KILL_HOOK = REPO / "tests" / "kill_hook"  # its sitecustomize.py: the kill, in every worker
+KILL_VIDEO_ENV, KILL_ONCE_ENV = "CROSSROADS_TEST_KILL_VIDEO", "CROSSROADS_TEST_KILL_ONCE"
 
 OPTS = ["--split", "1", "--clips-per-video", "2", "--test-clips", "3", "--short-side", "32",
         "--shard-videos", "4", "--workers", "2", "--flow", "farneback"]
@@ -44,9 +53,10 @@ def keys(tar):
 
 
 @pytest.fixture(autouse=True)
-def own_ray():
-    if ray.is_initialized():  # the kill hook's variable reaches only a Ray the build starts itself
+def own_ray(monkeypatch):
+    if ray.is_initialized():  # the kill hook reaches only the workers of a Ray the build starts itself
         pytest.skip("a Ray is already running in this process")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(KILL_HOOK), str(REPO), os.environ.get("PYTHONPATH", "")]))
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +64,7 @@ def reference(small_videos, tmp_path_factory):
     """An uninterrupted build, through the CLI with its progress line (written to a log: every 0.2 s)."""
     out = tmp_path_factory.mktemp("reference") / "split1"
     mp = pytest.MonkeyPatch()
-    mp.setattr("shards.progress.LOG_INTERVAL", 0.2)
+    mp.setattr("core.progress.LOG_INTERVAL", 0.2)
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         assert main(ingest_args(small_videos, out, OPTS)) == 0
@@ -68,7 +78,7 @@ def test_progress_line_shows_videos_done_pairs_per_s_and_eta(reference):
     lines = [l for l in log.splitlines() if l.startswith("split 1 shards")]
     assert lines, log
     last = lines[-1]
-    pairs = sum(bs.flow_pairs(r, bs.Options(split=1, clips_per_video=2, test_clips=3))
+    pairs = sum(flow_pairs(r, Options(split=1, clips_per_video=2, test_clips=3))
                 for r in pl.read_parquet(out / "manifest.parquet").to_dicts())
     assert "12/12" in last and "video" in last and "pairs/s" in last, last  # video/s or s/video
     assert "<" in last  # tqdm's [elapsed<ETA, ...]
@@ -140,7 +150,7 @@ def test_dry_run_prints_the_work_and_writes_nothing(small_videos, reference, tmp
     assert main(ingest_args(small_videos, out, OPTS) + ["--dry-run"]) == 0
     text = capsys.readouterr().out
     assert not out.exists()  # neither shards nor a lock
-    pairs = sum(bs.flow_pairs(r, bs.Options(split=1, clips_per_video=2, test_clips=3))
+    pairs = sum(flow_pairs(r, Options(split=1, clips_per_video=2, test_clips=3))
                 for r in pl.read_parquet(ref / "manifest.parquet").to_dicts())
     assert "videos: 12 (8 train, 4 test)" in text, text
     assert "shards: 3 (2 train, 1 test), at most 4 videos each" in text
@@ -192,10 +202,10 @@ def test_death_reason_is_one_line_naming_pid_exit_and_oom():
         "The actor is dead because its worker process has died. Worker exit type: SYSTEM_ERROR Worker exit "
         "detail: Worker unexpectedly exits with a connection error code 2. End of file. Some common causes "
         "include: (1) the process was killed by the OOM killer due to high memory usage, (2) ..."))
-    reason = bs.death_reason(died)
+    reason = death_reason(died)
     assert "\n" not in reason and "pid 15186" in reason and "exit type SYSTEM_ERROR" in reason
     assert "connection error code 2" in reason and "SIGKILL" in reason
     oom = OutOfMemoryError("Task was killed due to the node running low on memory. Memory on the node "
                            "(IP: 10.0.0.1) where the task (actor ID: ab, name=ShardBuilder.build, pid=4242, "
                            "memory used=3.1GB) was running was 7.6GB / 8GB (0.95)")
-    assert bs.death_reason(oom).startswith("OutOfMemoryError: pid 4242;") and "low on memory" in bs.death_reason(oom)
+    assert death_reason(oom).startswith("OutOfMemoryError: pid 4242;") and "low on memory" in death_reason(oom)

@@ -1,4 +1,4 @@
-"""shards.interrupt with real signals to a real process: 130 / 143, a second Ctrl-C exits at once."""
+"""core.interrupt with real signals to a real process: 130 / 143, a second Ctrl-C exits at once."""
 from __future__ import annotations
 
 import os
@@ -13,7 +13,7 @@ from tests.layout import REPO
 
 SCRIPT = """
 import sys, time
-from shards.interrupt import as_interrupted, stop_on_signals
+from core.interrupt import as_interrupted, stop_on_signals
 with stop_on_signals():
     try:
         print("ready", flush=True)

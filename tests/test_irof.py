@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.irof import irof, quantus_irof, slic_segments
+from explanations.irof import irof, quantus_irof, slic_segments
 from tests.tiny_models import DecisiveRegionModel, small_cnn, smooth_images
 
 
@@ -119,8 +119,8 @@ def test_cuda_matches_cpu():
 
 # --- batch_size="auto" (issue #21): the forward batch is timed, never changes the scores -------
 
-import analysis.irof as irof_module  # noqa: E402
-from analysis.irof import BatchCalibration, auto_batch_sizes, clear_auto_batch_sizes  # noqa: E402
+import explanations.irof as irof_module  # noqa: E402
+from explanations.irof import BatchCalibration, auto_batch_sizes, clear_auto_batch_sizes  # noqa: E402
 
 
 class BatchSizeRecorder(torch.nn.Module):

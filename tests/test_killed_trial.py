@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from ray import tune
 
-import training.tune
+import pipeline.tune
 from tests.sweeps import assert_each_trial_once, comparable, local_ray, tiny_experiment
-from training.config import ExperimentConfig
-from training.tune import make_tuner, train_trial
+from core.config import ExperimentConfig
+from pipeline.tune import make_tuner, train_trial
 
 STALL_MARKER = "stalled-{stream}.pid"
 
@@ -48,13 +48,13 @@ def train_until_killed_once(params, experiment, resume=False):
     cfg = ExperimentConfig.from_dict(experiment)
     if params["stream"] == "spatial" and tune.get_checkpoint() is None:
         marker = cfg.paths.root / STALL_MARKER.format(stream="spatial")
-        original = training.tune.make_loaders
+        original = pipeline.tune.make_loaders
 
         def make_loaders(*args, **kwargs):  # run_trial looks it up at call time
             loaders = original(*args, **kwargs)
             loaders["train"] = StallAfterFirstBatchOfEpoch2(loaders["train"], marker)
             return loaders
-        training.tune.make_loaders = make_loaders
+        pipeline.tune.make_loaders = make_loaders
     train_trial(params, experiment, resume)
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from shards.diskspace import is_disk_full
-from shards.lock import LOCK_NAME, FolderLocked, folder_lock, lock_problem
+from core.diskspace import is_disk_full
+from core.lock import LOCK_NAME, FolderLocked, folder_lock, lock_problem
 from tests.tmpfs import fill, small_tmpfs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def test_a_sweep_on_a_full_disk_exits_1_naming_the_root(tmp_path, capsys):
     """The sweep's root lock on a real full filesystem: named, exit 1, and no lock left behind."""
     import yaml
 
-    from training.sweep import main
+    from pipeline.sweep import main
 
     with small_tmpfs(tmp_path / "fs", "1m") as fs:
         root = fs / "exp"
@@ -77,7 +77,7 @@ def test_disk_full_is_found_inside_ray_and_tune_errors():
             raise RuntimeError("task failed") from exc
     except RuntimeError as wrapped:
         assert is_disk_full(wrapped)
-        from shards.diskspace import full_path
+        from core.diskspace import full_path
         assert full_path(wrapped) == "/data/results/x.parquet"
     # Tune's summary of failed trials carries the worker's error as text only
     assert is_disk_full(RuntimeError("1 training trial(s) failed: /t: OSError: [Errno 28] No space left on device"))
@@ -130,7 +130,7 @@ def test_a_live_holder_keeps_its_lock_fresh_and_once_killed_another_host_takes_i
     """A real process holds the lock, beating every 0.2 s; its lock file is made to name another
     host (a worker there): alive it is refused, killed (-9) it is taken over once 1 s stale."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom shards.lock import folder_lock\n"
+        [sys.executable, "-c", "import sys, time\nfrom core.lock import folder_lock\n"
          "with folder_lock(sys.argv[1], what='ingest'):\n    print('held', flush=True)\n    time.sleep(120)\n",
          str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(REPO), "CROSSROADS_LOCK_HEARTBEAT_S": "0.2"})

@@ -1,4 +1,4 @@
-"""analysis.methods against captum's own calls, one clip at a time (batching must not change a
+"""explanations.methods against captum's own calls, one clip at a time (batching must not change a
 map beyond float32 rounding: rtol 1e-4 of the map's largest value) and on the same seed."""
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ import torch.nn.functional as F
 import torchvision
 from captum.attr import IntegratedGradients, LayerGradCam, NoiseTunnel, Saliency
 
-from analysis.methods import METHODS, MethodSettings, explain
+from explanations.methods import METHODS, MethodSettings, explain
 
 SIZE = 64  # layer4 output 2x2: Grad-CAM is not a constant
 

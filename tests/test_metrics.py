@@ -1,4 +1,4 @@
-"""analysis.metrics against Quantus 0.6.0 (ROAD, MPRT) and known answers (deletion/insertion,
+"""explanations.metrics against Quantus 0.6.0 (ROAD, MPRT) and known answers (deletion/insertion,
 which Quantus lacks). Tolerances: ROAD's curves are 0/1 and must match exactly; MPRT's rank
 correlations to 1e-6 (float32 maps: a near-tie may rank differently)."""
 import numpy as np
@@ -6,11 +6,11 @@ import pytest
 import torch
 import torchvision
 
-from analysis.methods import explain
-from analysis.metrics import METRICS, MetricSettings, random_maps, score
-from analysis.metrics.deletion import deletion_insertion
-from analysis.metrics.randomisation import randomisation, stage_of
-from analysis.metrics.road import road
+from explanations.methods import explain
+from explanations.metrics import METRICS, MetricSettings, random_maps, score
+from explanations.metrics.deletion import deletion_insertion
+from explanations.metrics.randomisation import randomisation, stage_of
+from explanations.metrics.road import road
 from tests.tiny_models import AsFloat64, DecisiveRegionModel, small_cnn, smooth_images
 
 
@@ -83,8 +83,8 @@ def test_randomisation_equals_quantus_per_layer(channels):
 
 @pytest.mark.parametrize("method", ["vanilla_gradient", "grad_cam", "smoothgrad"])
 def test_randomisation_reuses_the_unrandomised_bottom_with_the_same_maps(method):
-    from analysis.methods import MethodSettings
-    from analysis.metrics.prefix import reusable
+    from explanations.methods import MethodSettings
+    from explanations.metrics.prefix import reusable
     torch.manual_seed(5)
     model = torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1], num_classes=4).eval()
     size = 64 if method == "grad_cam" else 32  # 64 px: Grad-CAM's layer4 map is 2 x 2

@@ -108,8 +108,8 @@ def test_width_narrows_every_channel_count_and_the_model_prunes(stream, arch):
 
 
 def test_width_is_refused_outside_zero_one_and_with_pretrained_weights(tmp_path):
-    from training.config import ConfigError, ExperimentConfig
-    from training.validation import config_problems
+    from core.config import ConfigError, ExperimentConfig
+    from pipeline.validation import config_problems
     with pytest.raises(ValueError, match="width"):
         build_stream("spatial", "resnet18", 7, width=0)
     with pytest.raises(ConfigError, match="model.width"):

@@ -27,7 +27,7 @@ import yaml
 from tests.raycluster import Cluster, Node, ray_cluster
 from tests.processes import session_pids
 from tests.sweeps import raw_rows, tiny_experiment
-from training.config import ExperimentConfig
+from core.config import ExperimentConfig
 from tests.layout import REPO
 
 STEPS = 2
@@ -53,7 +53,7 @@ def write_config(cfg: ExperimentConfig, path: Path) -> Path:
 def submit(cluster: Cluster, config: Path, submission_id: str, *extra: str) -> None:
     """`ray job submit --no-wait` of the sweep from this checkout."""
     done = cluster.ray("job", "submit", "--address", cluster.dashboard, "--submission-id", submission_id,
-                       "--no-wait", "--working-dir", ".", "--", "python", "-m", "training.sweep",
+                       "--no-wait", "--working-dir", ".", "--", "python", "-m", "pipeline.sweep",
                        "--config", str(config), *extra, cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -115,7 +115,7 @@ def driver_processes(config: Path) -> list[int]:
             command = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "training.sweep" in command and str(config) in command:
+        if "pipeline.sweep" in command and str(config) in command:
             pids.append(int(cmdline.parent.name))
     return pids
 

@@ -2,10 +2,10 @@
 (it extends ucf101_split3.yaml; tests/test_config_hashes.py pins its hash to the old full copy's)."""
 from pathlib import Path
 
-from analysis.explain import explain_steps
-from training.config import ExperimentConfig
-from training.overrides import load_config
-from training.validation import config_problems
+from explanations.stage import explain_steps
+from core.config import ExperimentConfig
+from core.overrides import load_config
+from pipeline.validation import config_problems
 
 CONFIGS = Path(__file__).resolve().parents[1] / "ray_configs"
 
@@ -30,9 +30,9 @@ def test_all_steps_config_differs_only_in_explain_steps_and_name():
     assert every["experiment.root"] == str(CONFIGS.parent.resolve() / "runs" / every["experiment.name"])
     assert paper["experiment.root"] == str(CONFIGS.parent.resolve() / "runs" / "ucf101_split3")
 
-    cfg = ExperimentConfig.from_yaml(CONFIGS / "ucf101_split3_all_steps.yaml")
+    cfg = load_config(CONFIGS / "ucf101_split3_all_steps.yaml")
     assert explain_steps(cfg) == list(range(18))  # all 18 models, 0 to 50.04 % removed
-    paper_cfg = ExperimentConfig.from_yaml(CONFIGS / "ucf101_split3.yaml")
+    paper_cfg = load_config(CONFIGS / "ucf101_split3.yaml")
     assert explain_steps(paper_cfg) == [0, 6, 7, 14]
     # validation accepts "all" (only folders that exist on a data machine may be missing here)
     assert [p for p in config_problems(cfg) if not p.startswith("data.")] == []

@@ -4,8 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ingest.synthetic import class_names, read_class_list
-from training.config import ExperimentConfig
-from training.validation import config_problems
+from core.config import ExperimentConfig
+from core.overrides import load_config
+from pipeline.validation import config_problems
 
 CONFIGS = Path(__file__).resolve().parents[1] / "ray_configs"
 GRID = ("train.runs", "prune.steps", "prune.step_fraction", "explain.steps", "fusion.methods", "stages",
@@ -20,8 +21,8 @@ def value(cfg: ExperimentConfig, key: str):
 
 
 def test_paper_shape_shares_the_paper_grid_on_101_named_synthetic_classes():
-    paper = ExperimentConfig.from_yaml(CONFIGS / "ucf101_split3.yaml")
-    shape = ExperimentConfig.from_yaml(CONFIGS / "paper_shape.yaml")
+    paper = load_config(CONFIGS / "ucf101_split3.yaml")
+    shape = load_config(CONFIGS / "paper_shape.yaml")
     for key in GRID:
         assert value(shape, key) == value(paper, key), key
     assert (shape.train.runs, shape.prune.steps, shape.explain.steps) == (5, 17, [0, 6, 7, 14])
@@ -37,9 +38,9 @@ def test_paper_and_demo_configs_run_the_controls():
     """Issue 27: the paper config and the demo run the study's chain and both controls; the demo
     has the 3 runs the report's intervals need."""
     for name in ("ucf101_split3.yaml", "demo.yaml", "paper_shape.yaml"):
-        cfg = ExperimentConfig.from_yaml(CONFIGS / name)
+        cfg = load_config(CONFIGS / name)
         assert cfg.prune.chains == ["slimming", "finetune_only", "random"], name
-    assert ExperimentConfig.from_yaml(CONFIGS / "demo.yaml").train.runs >= 3
+    assert load_config(CONFIGS / "demo.yaml").train.runs >= 3
 
 
 def test_paper_shape_data_carries_learnable_cues():
@@ -50,7 +51,7 @@ def test_paper_shape_data_carries_learnable_cues():
     wide was below what DIS on tiny frames resolves), and the moving square inside the crop."""
     from ingest.synthetic import OBJECT_SIZE, specs_for
 
-    shape = ExperimentConfig.from_yaml(CONFIGS / "paper_shape.yaml")
+    shape = load_config(CONFIGS / "paper_shape.yaml")
     synthetic = shape.data.synthetic
     specs = specs_for(synthetic["classes"], 2, "factorial", synthetic["class_list"])
     chance = 1 / len(specs)

@@ -1,4 +1,4 @@
-"""#25 point 4: everything a sweep needs is checked before its first stage (training.preflight).
+"""#25 point 4: everything a sweep needs is checked before its first stage (pipeline.preflight).
 
 One message per problem, exit 2, no traceback, nothing written under the experiment root; the
 dry run reports what it found without Ray, a download or a file written. No Ray is started
@@ -16,10 +16,10 @@ import yaml
 
 from ingest.preflight import check_data_stage
 from shards.format import clip_bytes
-from training.config import ExperimentConfig
-from training.preflight import (gpu_problem, local_gpus, preflight, pretrained_source, root_problem,
+from core.config import ExperimentConfig
+from pipeline.preflight import (gpu_problem, local_gpus, preflight, pretrained_source, root_problem,
                                 weight_sources)
-from training.sweep import main
+from pipeline.sweep import main
 
 CLASSES = ["ApplyEyeMakeup", "ApplyLipstick", "Archery"]
 CLOSED_PORT_PROXY = "http://127.0.0.1:9"  # discard port: nothing listens, the connection is refused
@@ -195,9 +195,9 @@ def test_weights_go_through_one_source(tmp_path):
 def test_the_ingest_the_preflight_and_the_cost_plan_estimate_the_shards_alike(tmp_path):
     """One estimate of a stored clip's bytes (shards.format.clip_bytes) behind all three: the
     ingest's plan, the data stage's preflight and the sweep's cost plan give the same bytes."""
-    from ingest.build_shards import Options, ShardJob, planned_bytes
+    from ingest.shard_plan import Options, ShardJob, planned_bytes
     from ingest.ucf101 import VideoEntry
-    from training.cost_plan import disk_estimate
+    from pipeline.cost_plan import disk_estimate
     synthetic = {"classes": 4, "groups": 3, "clips": 2, "width": 320, "height": 240}
     cfg = config(tmp_path / "root", data={"synthetic": synthetic, "short_side": 128, "clips_per_video": 2,
                                           "test_clips": 3})

@@ -1,10 +1,10 @@
-"""Progress in logs (shards.progress) and the ingest's pairs/s count."""
+"""Progress in logs (core.progress) and the ingest's pairs/s count."""
 from __future__ import annotations
 
 import io
 import time
 
-from shards.progress import progress
+from core.progress import progress
 
 
 class Terminal(io.StringIO):
@@ -39,11 +39,12 @@ def test_disable_is_honoured_and_a_terminal_gets_a_live_bar():
 
 
 def test_ingest_counts_the_flow_pairs_it_computed(synthetic_videos, tmp_path, monkeypatch):
-    from ingest import build_shards as bs
+    from ingest import shard_worker
+    from ingest.shard_plan import Options, plan_shards
     from ingest.ucf101 import read_split
 
     computed = []
-    real = bs.get_backend
+    real = shard_worker.get_backend
 
     def counting_backend(name, **options):
         backend = real(name, **options)
@@ -54,12 +55,12 @@ def test_ingest_counts_the_flow_pairs_it_computed(synthetic_videos, tmp_path, mo
             return fields(frames, starts)
         backend.fields = counted
         return backend
-    monkeypatch.setattr(bs, "get_backend", counting_backend)
+    monkeypatch.setattr(shard_worker, "get_backend", counting_backend)
     lists = synthetic_videos / "ucfTrainTestlist"
     for subset in ("train", "test"):
-        opts = bs.Options(split=1, clips_per_video=3, test_clips=5, short_side=48)
+        opts = Options(split=1, clips_per_video=3, test_clips=5, short_side=48)
         entries = read_split(lists, 1, subset, videos=synthetic_videos)[:1]
-        job = bs.plan_shards(entries, subset, opts.clips(subset))[0]
+        job = plan_shards(entries, subset, opts.clips(subset))[0]
         computed.clear()
-        rows = bs.build_shard(job, synthetic_videos, tmp_path, opts)
-        assert sum(bs.flow_pairs(row, opts) for row in rows) == sum(computed) > 0
+        rows = shard_worker.build_shard(job, synthetic_videos, tmp_path, opts)
+        assert sum(shard_worker.flow_pairs(row, opts) for row in rows) == sum(computed) > 0

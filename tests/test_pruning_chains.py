@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.results import read_table
+from core.results import read_table
 from pruning.groups import channel_groups, count_prunable_channels
 from pruning.schedule import ChainLoaders, first_unfinished_step, run_chain
 from pruning.schedule import tested_steps as steps_tested  # (a name pytest would collect)

@@ -6,12 +6,12 @@ import re
 import pytest
 import torch
 
-from analysis.results import read_table
+from core.results import read_table
 from pruning.groups import count_prunable_channels
 from pruning.schedule import ChainLoaders, prune_step, run_chain
 from pruning.slimming import bn_l1_subgradient
 from training.checkpoint import save_checkpoint
-from training.config import ExperimentConfig
+from core.config import ExperimentConfig
 from training.data import make_loaders, stream_data
 from training.evaluate import evaluate
 from training.loop import train

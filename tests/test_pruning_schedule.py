@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from analysis.results import read_table
+from core.results import read_table
 from pruning.accounting import count_params
 from pruning.groups import count_prunable_channels
 from pruning.schedule import ChainLoaders, first_unfinished_step, run_chain, step_ratio
@@ -83,8 +83,8 @@ def test_interrupted_chain_resumes_at_step_k_and_matches_an_uninterrupted_one(tm
 
 def test_a_step_whose_rows_are_damaged_is_not_done_though_its_checkpoint_exists(tmp_path):
     """Done means the results store holds the rows (issue 31): checkpoints are inputs, not proof."""
-    from analysis.damaged import set_aside_damaged
-    from analysis.results import table_path
+    from core.damaged import set_aside_damaged
+    from core.results import table_path
 
     train, test = colour_batches(3, seed=0), colour_batches(2, seed=1)
     cfg = colour_experiment(tmp_path / "exp")
@@ -107,7 +107,7 @@ def test_a_step_whose_rows_are_damaged_is_not_done_though_its_checkpoint_exists(
 def test_a_step_whose_inputs_for_later_stages_are_gone_or_damaged_is_done_again(tmp_path, capsys):
     """A step's score file (the fuse stage's input) removed, a later step's checkpoint cut short:
     the checkpoint is named and set aside, and the chain redoes both steps to the same rows."""
-    from analysis.damaged import set_aside_damaged_inputs
+    from core.damaged import set_aside_damaged_inputs
 
     train, test = colour_batches(3, seed=0), colour_batches(2, seed=1)
     cfg = colour_experiment(tmp_path / "exp")

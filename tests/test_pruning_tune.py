@@ -9,16 +9,16 @@ import pytest
 import torch
 from ray import tune
 
-from analysis.results import table_files
-from pruning.schedule import run_prune_stage, run_prune_trial
+from core.results import table_files
+from pipeline.prune_stage import run_prune_stage, run_prune_trial
 from tests.sweeps import local_ray
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.config import ExperimentConfig
+from core.config import ExperimentConfig
 from training.data import class_names, read_manifest
 from training.fusion import load_scores, run_fusion_stage
 from training.models import build_stream
-from training.sweep import SweepContext
-from training.tune import make_tuner
+from pipeline.sweep import SweepContext
+from pipeline.tune import make_tuner
 
 
 def crash_once_after_step_1(params, experiment, resume=False):

@@ -13,11 +13,13 @@ import pytest
 import ray
 from ray import tune
 
-from ingest.build_shards import INGEST_TASK
+from ingest.shard_pool import INGEST_TASK
 from tests.sweeps import local_ray
-from training.config import ExperimentConfig
+from core.config import ExperimentConfig
 from training.data import loader_config
-from training.tune import make_tuner, storage_uri, trial_resources
+from core.resources import trial_resources
+from pipeline.tune import make_tuner
+from pipeline.tune_state import storage_uri
 
 
 def config(root: Path, **ray_section) -> ExperimentConfig:

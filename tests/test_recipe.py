@@ -12,13 +12,13 @@ import torch
 
 from pruning.groups import channel_groups, group_scores
 from pruning.slimming import bn_l1_subgradient
-from training.budget import LIU_CIFAR, LIU_CIFAR_ITERATIONS, describe_budgets, l1_budget, liu_cifar_budget, \
+from pipeline.budget import LIU_CIFAR, LIU_CIFAR_ITERATIONS, describe_budgets, l1_budget, liu_cifar_budget, \
     stream_budgets
-from training.config import ConfigError, ExperimentConfig, TrainConfig, resolve_paths
+from core.config import ConfigError, ExperimentConfig, TrainConfig, resolve_paths
 from training.loop import lr_at, selection_rule, train
 from training.models import build_stream, weights_name
-from training.overrides import load_config
-from training.validation import config_problems
+from core.overrides import load_config
+from pipeline.validation import config_problems
 
 from batches import CLASSES, colour_batches
 
@@ -64,7 +64,7 @@ def test_each_streams_values_are_range_checked_under_the_key_that_set_them():
                                            "train.temporal.dropout: 1.0 is not allowed (must be in [0, 1))",
                                            "eval.light_clips: 0 is not allowed (must be > 0)",
                                            "prune.temporal.lr: 0.0 is not allowed (must be > 0)"]
-    # rules between keys (training.validation): checked merged, named under the key that set them
+    # rules between keys (pipeline.validation): checked merged, named under the key that set them
     cfg = config(train={"epochs": 4, "spatial": {"warmup_epochs": 4},
                         "temporal": {"scheduler": "multistep", "milestones": [3, 2]}})
     problems = "\n".join(config_problems(cfg, ["train"]))
@@ -139,7 +139,7 @@ def test_l1_budget_arithmetic():
 
 
 def test_the_paper_config_follows_tsn_and_its_budget_matches_liu_et_al():
-    cfg = ExperimentConfig.from_yaml(CONFIGS / "ucf101_split3.yaml")
+    cfg = load_config(CONFIGS / "ucf101_split3.yaml")
     spatial, temporal = cfg.stream_train("spatial"), cfg.stream_train("temporal")
     scale = spatial.batch_size / 256  # TSN's batch
     assert spatial.lr == pytest.approx(0.001 * scale) and temporal.lr == pytest.approx(0.005 * scale)
@@ -155,7 +155,7 @@ def test_the_paper_config_follows_tsn_and_its_budget_matches_liu_et_al():
 
 
 def test_the_demo_config_budget_can_take_its_initial_gamma_to_zero():
-    cfg = ExperimentConfig.from_yaml(CONFIGS / "demo.yaml")
+    cfg = load_config(CONFIGS / "demo.yaml")
     budgets = stream_budgets(cfg, 160)  # the synthetic design's train-list videos
     for stream, (base, _) in budgets.items():
         assert base.optimizer == "sgd" and base.budget >= cfg.model.gamma_init, (stream, base.text())
@@ -220,9 +220,9 @@ def test_a_short_real_run_per_stream_records_its_own_settings(tmp_path, syntheti
     """Each setting reaches the trainer: real shards, real Tune trials, one epoch per stream."""
     import polars as pl
 
-    from analysis.results import read_table
+    from core.results import read_table
     from tests.sweeps import local_ray, tiny_experiment
-    from training.tune import make_tuner
+    from pipeline.tune import make_tuner
     cfg = tiny_experiment(tmp_path / "x", synthetic_shards, epochs=1,
                           train={"val_fraction": 0.5, "optimizer": "sgd", "lr": 0.01, "lr_batch": 64,
                                  "spatial": {"dropout": 0.2, "select": "last"},

@@ -96,7 +96,7 @@ def test_parts_not_run_yet_say_so(tmp_path, capsys):
 
 
 def test_sweep_stage_on_a_partial_experiment(tmp_path):
-    from training.config import ExperimentConfig
+    from core.config import ExperimentConfig
 
     root = build_experiment(tmp_path / "partial", latency=False, epochs=False, irof=False, maps=False,
                             gammas=False)

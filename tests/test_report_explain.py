@@ -11,7 +11,7 @@ import pytest
 
 from analysis import figures, readable
 from analysis.report import build_report, wilcoxon_floor
-from analysis.results import write_rows
+from core.results import write_rows
 from tests.report_experiments import paper_size_experiment
 
 RUNS, STEPS = range(1, 6), (0, 1, 2)

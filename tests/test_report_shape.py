@@ -28,6 +28,7 @@ def paper(tmp_path_factory):
     return root, build_report(root)
 
 
+@pytest.mark.slow  # the paper-size report (module fixture)
 def test_paper_size_figures_fit_and_every_link_resolves(paper):
     root, report = paper
     assert report.figures
@@ -46,6 +47,7 @@ def test_paper_size_figures_fit_and_every_link_resolves(paper):
     assert re.search(r"<details><summary>all \d{3,} pairs</summary>", markdown)  # atomic writes leave no temporaries
 
 
+@pytest.mark.slow  # the paper-size report (module fixture)
 def test_summary_table_comes_first_in_study_order(paper):
     root, report = paper
     markdown = report.markdown.read_text()
@@ -78,6 +80,7 @@ def drawn(plotted):
     return plotted.figure, renderer
 
 
+@pytest.mark.slow  # the paper-size report (module fixture)
 def test_paper_size_figures_are_legible(paper):
     """Legends outside the data, percent ticks to 0.1, facets and legends in study order."""
     _, report = paper
@@ -107,6 +110,7 @@ def test_paper_size_figures_are_legible(paper):
     assert report.figures["accuracy_boxplots"].data["model"].unique(maintain_order=True).to_list() == STUDY_MODELS
 
 
+@pytest.mark.slow  # the paper-size report (module fixture)
 def test_accuracy_and_irof_figures_draw_the_control_chains(paper):
     """Issue 27: the report's accuracy and IROF figures against the pruned fraction show every chain."""
     _, report = paper
@@ -120,6 +124,7 @@ def test_accuracy_and_irof_figures_draw_the_control_chains(paper):
     assert len(re.findall(r"<figcaption>[^<]*the control chains \(prune\.chains\)", page)) == 3  # the captions say so
 
 
+@pytest.mark.slow  # the paper-size report (module fixture)
 def test_efficiency_panel_draws_latency_and_throughput(paper):
     _, report = paper
     fig, _ = drawn(report.figures["efficiency"])

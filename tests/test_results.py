@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.results import KEYS, SCHEMAS, ResultsSchemaError, read_table, write_rows
+from core.results import KEYS, SCHEMAS, ResultsSchemaError, read_table, write_rows
 from tests.result_files import FINISHED, accuracy_row, irof_rows
 from tests.layout import REPO
 
@@ -94,7 +94,7 @@ def test_bad_table_or_partition_is_refused(tmp_path):
 
 WRITER = """
 import sys
-from analysis.results import write_rows
+from core.results import write_rows
 sys.path.insert(0, {tests!r})
 from result_files import irof_rows
 worker = int(sys.argv[1])
@@ -122,7 +122,7 @@ def test_concurrent_writers_lose_nothing(tmp_path):
 # Writes the real Parquet bytes but stops halfway through the file, then waits to be killed.
 CRASHER = """
 import io, sys, time
-import analysis.results as results
+import core.results as results
 def half_write(table, where):
     buffer = io.BytesIO()
     real_write_table(table, buffer)
@@ -161,7 +161,7 @@ def test_a_crash_mid_write_leaves_no_readable_partial_file(tmp_path):
 
 
 def test_a_models_partition_is_spelled_once_and_read_back():
-    from analysis.results import model_partition, parse_model_partition
+    from core.results import model_partition, parse_model_partition
     assert model_partition("spatial", 1, 3) == "spatial/run1/step3"
     assert model_partition("temporal", 2, 0, "random") == "random/temporal/run2/step0"
     assert model_partition("spatial", 1, 3, "finetune_only", "trained") == "finetune_only/spatial/run1/step3/trained"

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.results import (PROVENANCE_ENV, SCHEMA_VERSION, SCHEMAS, VERSION_KEY, ResultsSchemaError,
+from core.results import (PROVENANCE_ENV, SCHEMA_VERSION, SCHEMAS, VERSION_KEY, ResultsSchemaError,
                               read_table, to_arrow, write_rows)
 
 ROW = {"experiment": "e", "stream": "spatial", "run": 1, "step": 0, "epoch": 1, "phase": "train",

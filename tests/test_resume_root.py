@@ -7,9 +7,9 @@ from pathlib import Path
 
 import yaml
 
-from training.config import ExperimentConfig
-from training.sweep import main
-from training.tune_state import check_resume_root, claim_tune_state
+from core.config import ExperimentConfig
+from pipeline.sweep import main
+from pipeline.tune_state import check_resume_root, claim_tune_state
 
 
 class Trap:

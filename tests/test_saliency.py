@@ -2,7 +2,7 @@ import pytest
 import torch
 from captum.attr import Saliency
 
-from analysis.saliency import flow_pair_maps, input_gradient, reduce_channels, vanilla_gradient
+from explanations.saliency import flow_pair_maps, input_gradient, reduce_channels, vanilla_gradient
 
 
 def captum_reference(model, x, target, reduce):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from analysis.saliency_change import TOP_FRACTION, spearman, top_iou, top_mask
+from explanations.saliency_change import TOP_FRACTION, spearman, top_iou, top_mask
 
 
 def test_identical_maps_give_one_and_one():

@@ -14,7 +14,7 @@ from math import comb
 
 import pytest
 
-from ingest.build_shards import OptionsChanged, _check_options, plan_shards
+from ingest.shard_plan import OptionsChanged, check_options, plan_shards
 from ingest.ucf101 import read_split
 
 PAPER_STORED_CLIPS = 25  # ray_configs/ucf101_split3.yaml data.train_clips_stored: 40 videos a shard
@@ -75,14 +75,15 @@ def test_output_built_in_list_order_is_refused_with_overwrite_hint(tmp_path):
     record = {"split": 1, "flow": "dis", "seed": 0, "inputs": {}}
     (parts / "options.json").write_text(json.dumps(record))
     with pytest.raises(OptionsChanged, match=r"list order.*--overwrite"):
-        _check_options(tmp_path, record | {"shard_seed": 0}, overwrite=False, write=False)
-    _check_options(tmp_path, record | {"shard_seed": 0}, overwrite=True)  # rebuilding is allowed
+        check_options(tmp_path, record | {"shard_seed": 0}, overwrite=False, write=False)
+    check_options(tmp_path, record | {"shard_seed": 0}, overwrite=True)  # rebuilding is allowed
     assert json.loads((parts / "options.json").read_text())["shard_seed"] == 0
 
 
 def _build_train_shards(videos, out, plan):
     """Build the train shards of ``plan`` in this process (build_shard: the Ray actor's work)."""
-    from ingest.build_shards import Options, build_shard
+    from ingest.shard_plan import Options
+    from ingest.shard_worker import build_shard
     opts = Options(split=3, clips_per_video=MIX_CLIPS)
     for job in plan:
         build_shard(job, videos, out, opts)
@@ -104,7 +105,7 @@ def test_dali_train_batches_mix_classes_like_a_uniform_shuffle(tmp_path):
     """48 class-sorted classes x 3 train groups x 3 clips = 432 samples, 6.75 x the shuffle buffer:
     the distinct classes of a train batch reach >= 90 % of a uniform shuffle's expectation; the
     list-order plan of the same videos, read by the same loader, does not."""
-    from ingest.build_shards import ShardJob
+    from ingest.shard_plan import ShardJob
     from ingest.synthetic import generate
     videos = generate(tmp_path / "videos", classes=48, class_list="ucf101", groups=4, clips=1, frames=12,
                       width=48, height=36, progress=False)

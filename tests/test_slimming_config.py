@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from training.config import ExperimentConfig, resolve_paths
-from training.overrides import load_config
-from training.validation import config_problems
+from core.config import ExperimentConfig, resolve_paths
+from core.overrides import load_config
+from pipeline.validation import config_problems
 from tests.layout import REPO
 
 PAPER = REPO / "ray_configs" / "ucf101_split3.yaml"
@@ -20,7 +20,7 @@ DEMO = REPO / "ray_configs" / "demo.yaml"
 
 @pytest.mark.parametrize("path", [PAPER, DEMO])
 def test_both_configs_train_the_baseline_with_sparsity_and_keep_it_while_fine_tuning(path):
-    cfg = ExperimentConfig.from_yaml(path)
+    cfg = load_config(path)
     for stream in ("spatial", "temporal"):  # what each stream trains and fine-tunes with
         assert cfg.stream_train(stream).sparsity > 0 and cfg.stream_prune(stream).sparsity > 0, stream
     raw = yaml.safe_load(path.read_text())
@@ -29,13 +29,13 @@ def test_both_configs_train_the_baseline_with_sparsity_and_keep_it_while_fine_tu
 
 
 def test_paper_config_prunes_internal_channels_of_resnet101_on_split_3():
-    cfg = ExperimentConfig.from_yaml(PAPER)
+    cfg = load_config(PAPER)
     assert cfg.prune.residual is False and cfg.prune.round_to == 8
     assert cfg.model.arch == "resnet101" and cfg.data.split == 3
 
 
 def test_paper_figure_videos_are_split_3_test_videos(shared_data):
-    cfg = ExperimentConfig.from_yaml(PAPER)
+    cfg = load_config(PAPER)
     assert cfg.explain.figure_videos
     test_list = (shared_data / "ucfTrainTestlist" / "testlist03.txt").read_text().split()
     tested = {Path(line).stem for line in test_list}
@@ -44,7 +44,7 @@ def test_paper_figure_videos_are_split_3_test_videos(shared_data):
 
 def test_paths_are_resolved_against_the_config_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # any working directory
-    cfg = ExperimentConfig.from_yaml(PAPER)
+    cfg = load_config(PAPER)
     assert cfg.data.videos == str(REPO / "data" / "UCF-101")
     assert cfg.data.splits == str(REPO / "data" / "ucfTrainTestlist")
     assert cfg.paths.root == REPO / "runs" / "ucf101_split3"
@@ -60,7 +60,7 @@ def test_a_relative_weights_file_is_found_from_another_working_directory(tmp_pat
     (config_dir / "x.yaml").write_text("experiment: {name: x}\nmodel: {weights: w.pt}\n"
                                        "ray: {storage_path: 's3://bucket/x'}\nstages: [train]\n")
     monkeypatch.chdir(tmp_path)
-    cfg = ExperimentConfig.from_yaml(config_dir / "x.yaml")
+    cfg = load_config(config_dir / "x.yaml")
     assert cfg.model.weights == str(config_dir / "w.pt") and cfg.ray.storage_path == "s3://bucket/x"
     assert not [p for p in config_problems(cfg) if "weights" in p]
     assert cfg.paths.root == tmp_path / "runs" / "x"  # not written in the file: the default, under the cwd

@@ -10,7 +10,7 @@ from PIL import Image
 
 from analysis import figure_canvas, figures, figures_accuracy, figures_explain, figures_gamma, pruned, readable
 from analysis.report import ReportBuilder, build_report
-from analysis.results import read_table
+from core.results import read_table
 from pruning.slimming import gamma_histogram
 from tests.report_experiments import STEPS, STREAMS, build_experiment
 

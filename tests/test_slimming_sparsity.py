@@ -6,12 +6,12 @@ import polars as pl
 import pytest
 import torch
 
-from analysis.results import read_table
+from core.results import read_table
 from pruning.groups import channel_groups, count_prunable_channels, group_scores
 from pruning.schedule import ChainLoaders, run_chain
 from pruning.slimming import bn_l1_subgradient, gamma_histogram, prune_threshold, select_channels
 from training.checkpoint import load_checkpoint
-from training.config import ExperimentConfig
+from core.config import ExperimentConfig
 from training.loop import train
 from training.models import build_stream
 
@@ -90,7 +90,7 @@ def test_baseline_trial_trains_with_the_penalty(tmp_path, synthetic_shards):
     not only while fine-tuning (``prune.sparsity`` is the same in both), so the saved step-0 model
     has clearly smaller |γ|; both record their |γ| before and after training."""
     from tests.sweeps import tiny_experiment
-    from training.tune import run_trial
+    from pipeline.tune import run_trial
 
     means = {}
     for sparsity in (0.0, 0.2):

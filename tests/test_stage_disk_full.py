@@ -1,7 +1,7 @@
 """A sweep stage that fails on a full disk (issue 31): a real small tmpfs, real ENOSPC.
 
 The message names the folder, its free space and what the cost plan expects the stage to
-write (``training.cost_plan.stage_disk_need``); the sweep exits 1, with no traceback and no
+write (``pipeline.cost_plan.stage_disk_need``); the sweep exits 1, with no traceback and no
 lock left behind.
 """
 from __future__ import annotations
@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shards.diskspace import size_text
-from shards.lock import LOCK_NAME
+from core.diskspace import size_text
+from core.lock import LOCK_NAME
 from tests.tmpfs import fill, small_tmpfs
 from tests.sweeps import tiny_experiment
-from training.config import ExperimentConfig
+from core.config import ExperimentConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,7 +45,7 @@ def enospc_in(folder: Path) -> OSError:
 
 @pytest.mark.parametrize("stage, models", [("train", 1), ("prune", 3), ("fuse", None)])
 def test_a_stage_on_a_full_disk_names_folder_free_space_and_the_plans_need(tmp_path, stage, models):
-    from training.sweep import stage_disk_full
+    from pipeline.sweep import stage_disk_full
 
     with small_tmpfs(tmp_path / "fs", "256k") as fs:
         cfg = ExperimentConfig.from_dict({
@@ -61,7 +61,7 @@ def test_a_stage_on_a_full_disk_names_folder_free_space_and_the_plans_need(tmp_p
         assert f"needs about {size_text(resnet18_checkpoint_bytes() * 4 * models)} (cost plan: its " \
                f"{4 * models} {'pruned ' if stage == 'prune' else ''}checkpoints)" in message, message
     else:  # not estimated: the whole sweep's shards and checkpoints, said so
-        from training.cost_plan import disk_estimate
+        from pipeline.cost_plan import disk_estimate
         total = disk_estimate(cfg)["total_bytes"]
         assert total > resnet18_checkpoint_bytes() * 16  # 4 trained + 12 pruned models, and the shards
         assert f"needs about {size_text(total)} (cost plan: the whole sweep's shards and checkpoints; " \
@@ -75,7 +75,7 @@ def test_a_sweep_whose_train_stage_fills_its_disk_exits_1_saying_what_it_needs(t
         cfg = tiny_experiment(fs / "exp", synthetic_shards, stages=["train"], ray={"max_failures": 0})
         config = tmp_path / "full.yaml"
         config.write_text(yaml.safe_dump(cfg.to_dict()))
-        done = subprocess.run([sys.executable, "-m", "training.sweep", "--config", str(config)], cwd=REPO,
+        done = subprocess.run([sys.executable, "-m", "pipeline.sweep", "--config", str(config)], cwd=REPO,
                               env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
                               timeout=600)
         errors = [line for line in done.stderr.splitlines() if line.startswith("error: disk full: ")]
@@ -89,7 +89,7 @@ def test_a_sweep_whose_train_stage_fills_its_disk_exits_1_saying_what_it_needs(t
 def test_another_error_counts_as_a_full_disk_only_where_the_disk_is_nearly_full(tmp_path):
     """Tune, which could not write a failed trial's error file on a full disk, fails reading it
     back (EOFError): on a full disk that is named as such, saying what failed; elsewhere not."""
-    from training.sweep import stage_disk_full
+    from pipeline.sweep import stage_disk_full
 
     def config(root):
         return ExperimentConfig.from_dict({"experiment": {"name": "full", "root": str(root)},

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from analysis import stats
-from analysis.results import write_rows
+from core.results import write_rows
 from tests.result_files import accuracy_frame, accuracy_rows
 
 # video accuracy of runs 1..4 at steps 0, 1, 2 (spatial stream)

@@ -1,4 +1,4 @@
-"""The sweep entry point: stages by name, CLI errors, and the whole path through a real
+"""The sweep entry point: the stage list, CLI errors, and the whole path through a real
 Ray head node with `ray job submit` (two GPU trials at once on logical GPUs)."""
 from __future__ import annotations
 
@@ -14,22 +14,21 @@ import yaml
 
 from tests.raycluster import BIN, ray_cluster
 from tests.sweeps import assert_each_trial_once, tiny_experiment
-from training.stages import StageUnavailable, load_stage
-from training.sweep import main
+from pipeline.stages import STAGES, stage_target
+from pipeline.sweep import main
 from tests.layout import REPO
 
 
-def test_stages_load_by_name_and_missing_ones_are_unavailable(tmp_path, monkeypatch):
-    assert load_stage("training.fusion:run_fusion_stage").__name__ == "run_fusion_stage"
-    with pytest.raises(StageUnavailable, match="module no_such_package does not exist"):
-        load_stage("no_such_package.stage:run")
-    with pytest.raises(StageUnavailable, match="training.fusion has no run_nothing"):
-        load_stage("training.fusion:run_nothing")
-    # a stage module that exists but is broken inside is a bug to see, not "unavailable"
-    (tmp_path / "broken_stage.py").write_text("import not_installed_anywhere\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(ModuleNotFoundError, match="not_installed_anywhere"):
-        load_stage("broken_stage:run")
+def test_stages_are_plain_functions_of_cfg_and_ctx():
+    """The stage list is plain imports (issue 28): each name maps to its function ``(cfg, ctx)``."""
+    import inspect
+
+    from core.config import DEFAULT_STAGES
+    assert set(STAGES) == set(DEFAULT_STAGES)
+    assert stage_target("explain") == "explanations.stage:run_explain_stage"
+    assert stage_target("prune") == "pipeline.prune_stage:run_prune_stage"
+    for fn in STAGES.values():
+        assert list(inspect.signature(fn).parameters)[:2] == ["cfg", "ctx"]
 
 
 def test_cli_names_config_errors(tmp_path, capsys):
@@ -67,7 +66,7 @@ def test_ray_job_submit_runs_the_sweep_on_a_head_node(tmp_path, synthetic_shards
             [str(BIN / "ray"), "job", "submit", "--address", address, "--submission-id", "sweep-test",
              "--working-dir", ".",  # the commit recorded at submit time, as the README shows
              "--runtime-env-json", json.dumps({"env_vars": {"CROSSROADS_GIT_COMMIT": SUBMITTED_COMMIT}}),
-             "--", "python", "-m", "training.sweep", "--config", str(config)],
+             "--", "python", "-m", "pipeline.sweep", "--config", str(config)],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=480)
         status = subprocess.run([str(BIN / "ray"), "job", "status", "--address", address, "sweep-test"],
                                 env=env, capture_output=True, text=True)
@@ -96,8 +95,8 @@ def test_a_root_recorded_before_a_setting_existed_is_not_refused_for_it(tmp_path
     """An upgrade adds a setting (with the default that keeps the old behaviour): the root's
     recorded config lacks it and its hash differs, yet it is the same experiment. Setting the
     new key to something else is a change like any other."""
-    from training.config import ExperimentConfig
-    from training.sweep import CONFIG_RECORD, ConfigChanged, check_config
+    from core.config import ExperimentConfig
+    from pipeline.sweep import CONFIG_RECORD, ConfigChanged, check_config
 
     root = tmp_path / "exp"
     data = {"experiment": {"name": "x", "root": str(root)}, "train": {"runs": 1}, "stages": ["train"]}
@@ -113,9 +112,9 @@ def test_a_root_recorded_before_a_setting_existed_is_not_refused_for_it(tmp_path
 
 
 def test_root_refuses_another_config_but_allows_more_runs_or_stages(tmp_path, capsys):
-    from shards.lock import LOCK_NAME
-    from training.config import ExperimentConfig
-    from training.sweep import ConfigChanged, check_config
+    from core.lock import LOCK_NAME
+    from core.config import ExperimentConfig
+    from pipeline.sweep import ConfigChanged, check_config
 
     root = tmp_path / "exp"
     first = {"experiment": {"name": "x", "root": str(root)}, "train": {"runs": 1, "lr": 0.01},

@@ -20,8 +20,8 @@ import polars as pl
 import pytest
 import yaml
 
-from analysis.results import table_path
-from shards.lock import LOCK_NAME
+from core.results import table_path
+from core.lock import LOCK_NAME
 from tests.processes import signal_when
 from tests.layout import REPO
 from tests.result_files import cut_short
@@ -75,13 +75,13 @@ def test_ctrl_c_stops_the_sweep_and_reruns_rebuild_exactly_what_is_missing(tmp_p
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump(cfg.to_dict()))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "training.sweep", "--config", str(config)]
+    command = [sys.executable, "-m", "pipeline.sweep", "--config", str(config)]
 
     # Ctrl-C once a train trial is under way (its first epoch line)
     status, out, stopped = stopped_sweep(command, env, tmp_path / "first.txt", "epoch 1/2", signal.SIGINT)
     continued = assert_stopped(status, out, stopped, signal.SIGINT, "train (1/3)", "none", cfg)
     assert "stage prune" not in out  # no further stage
-    assert continued == ["python", "-m", "training.sweep", "--config", str(config)]
+    assert continued == ["python", "-m", "pipeline.sweep", "--config", str(config)]
 
     # the printed command continues; a scheduler's SIGTERM stops it in the next stage
     status, out, stopped = stopped_sweep([sys.executable, *continued[1:]], env, tmp_path / "second.txt",
@@ -124,8 +124,8 @@ def test_ctrl_c_stops_the_sweep_and_reruns_rebuild_exactly_what_is_missing(tmp_p
 @pytest.mark.slow
 def test_resume_rebuilds_a_damaged_cell_that_tune_counts_finished(tmp_path, synthetic_shards):
     """A restored Tuner never reruns a trial its state saw finish: the stage refits the cells
-    whose rows the store lacks (training.tune.unfinished_cells)."""
-    from training.sweep import run_sweep
+    whose rows the store lacks (pipeline.tune.unfinished_cells)."""
+    from pipeline.sweep import run_sweep
 
     cfg = tiny_experiment(tmp_path / "exp", synthetic_shards, stages=["train"])
     run_sweep(cfg)

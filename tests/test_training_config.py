@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from training.config import DEFAULT_STAGES, ConfigError, ExperimentConfig
+from core.config import DEFAULT_STAGES, ConfigError, ExperimentConfig
+from core.overrides import load_config
 from tests.layout import REPO
 
 
@@ -31,7 +32,7 @@ def write(tmp_path, text):
 
 
 def test_full_config_is_typed(tmp_path):
-    cfg = ExperimentConfig.from_yaml(write(tmp_path, FULL))
+    cfg = load_config(write(tmp_path, FULL))
     assert cfg.experiment.seed == 3 and cfg.data.split == 2 and cfg.data.classes == ["A", "B"]
     assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)  # int widened to float
     assert cfg.train.optimizer == "adamw" and cfg.prune.residual is True and cfg.prune.step_fraction == 0.04
@@ -63,15 +64,15 @@ def test_defaults():
 ])
 def test_bad_configs_name_the_problem(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
-        ExperimentConfig.from_yaml(write(tmp_path, text))
+        load_config(write(tmp_path, text))
 
 
 def test_unreadable_yaml_names_the_file(tmp_path):
     with pytest.raises(ConfigError, match=r"c\.yaml: cannot read"):
-        ExperimentConfig.from_yaml(write(tmp_path, "train: {epochs: [1"))
+        load_config(write(tmp_path, "train: {epochs: [1"))
 
 
 @pytest.mark.parametrize("name", ["demo.yaml", "ucf101_split3.yaml"])
 def test_shipped_configs_parse(name):
-    cfg = ExperimentConfig.from_yaml(REPO / "ray_configs" / name)
+    cfg = load_config(REPO / "ray_configs" / name)
     assert cfg.train.runs >= 2

@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 import torch
 
-from training.config import ExperimentConfig
+from core.config import ExperimentConfig
 from training.data import DataError, VideoSubset, class_names, make_loaders, read_manifest, stream_data, val_groups
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.config import TrainConfig
+from core.config import TrainConfig
 from training.evaluate import evaluate
 from training.loop import TrainState, train
 from training.models import build_stream
@@ -131,7 +131,7 @@ class TinyNet(torch.nn.Module):
 
 def compile_failure() -> str | None:
     """Why torch.compile does not run on this CPU torch (e.g. no C++ compiler), else None."""
-    from training.validation import compile_unsupported
+    from pipeline.validation import compile_unsupported
     if reason := compile_unsupported():
         return reason
     try:

@@ -13,11 +13,11 @@ import pytest
 import yaml
 from ray import tune
 
-from training.config import ExperimentConfig
+from core.config import ExperimentConfig
 from training.fusion import run_fusion_stage
 from tests.processes import kill_session
 from tests.sweeps import assert_each_trial_once, local_ray, raw_rows, tiny_experiment
-from training.tune import make_tuner, run_trial
+from pipeline.tune import make_tuner, run_trial
 from tests.layout import REPO
 
 
@@ -74,7 +74,7 @@ def test_killed_sweep_resumes_without_retraining_finished_trials(tmp_path, synth
     cfg = tiny_experiment(tmp_path / "exp", synthetic_shards, stages=["train"], ray={"cpus_per_trial": 2})
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(cfg.to_dict()))
-    command = [sys.executable, "-m", "training.sweep", "--config", str(config)]
+    command = [sys.executable, "-m", "pipeline.sweep", "--config", str(config)]
     log = open(tmp_path / "first.log", "w")
     sweep = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     accuracy = cfg.paths.results / "accuracy"

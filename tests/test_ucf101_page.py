@@ -94,8 +94,9 @@ def test_ingest_dry_runs_of_the_page(workdir):
     assert missing.name in result.stderr + result.stdout
 
 
+@pytest.mark.slow  # dry runs of the sweep on the 13,320-video tree
 def test_sweep_commands_of_the_page_plan_cleanly(workdir):
-    commands = page_commands("python -m training.sweep")
+    commands = page_commands("python -m pipeline.sweep")
     assert len(commands) >= 2
     for command in commands:
         if "--dry-run" not in command:

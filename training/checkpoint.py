@@ -7,8 +7,6 @@ fsync, rename).
 """
 from __future__ import annotations
 
-import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .models import build_from_spec, model_spec, unwrap
+from core.atomic import atomic_file
+from training.models import build_from_spec, model_spec, unwrap
 
 CHECKPOINT_VERSION = 1
 
@@ -52,15 +51,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, epoch: int, config: A
         "classes": list(classes),
         "extra": dict(extra or {}),
     }
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")  # never another writer's
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

@@ -21,7 +21,7 @@ import torch
 from shards.dali import LoaderConfig, make_loader
 from shards.format import MANIFEST_NAME
 
-from .config import ExperimentConfig
+from core.config import ExperimentConfig
 
 
 class DataError(ValueError):

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from shards.progress import progress
+from core.progress import progress
 
-from .models import unwrap
+from training.models import unwrap
 
 
 @dataclass

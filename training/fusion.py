@@ -24,12 +24,13 @@ import numpy as np
 import polars as pl
 import ray
 
-from analysis.results import atomic_file, model_partition, read_table, table_path, write_rows
-from shards.progress import progress
+from core.atomic import atomic_file
+from core.results import model_partition, read_table, table_path, write_rows
+from core.progress import progress
 
-from .config import STREAMS, STUDY_CHAIN
-from .evaluate import EvalResult, evaluate, summarise
-from .svm import fit_svm
+from core.config import STREAMS, STUDY_CHAIN
+from training.evaluate import EvalResult, evaluate, summarise
+from training.svm import fit_svm
 
 METHODS = ("mean", "svm_softmax", "svm_features", "svm_logits")
 SVM_INPUTS = {"svm_softmax": "scores", "svm_features": "features", "svm_logits": "logits"}
@@ -216,9 +217,9 @@ def run_fusion_stage(cfg, ctx) -> None:
 
 def fuse_pair_task(config: dict, run: int, step: int, chain: str = STUDY_CHAIN) -> str:
     """:func:`fuse_pair` as a Ray task (the config travels as a plain dict)."""
-    from shards.threads import pin_threads
+    from core.threads import pin_threads
 
-    from .config import ExperimentConfig
+    from core.config import ExperimentConfig
     pin_threads(1)  # the task's one CPU: numpy/BLAS under the SVM fits
     return fuse_pair(ExperimentConfig.from_dict(config), run, step, chain)
 
@@ -271,7 +272,7 @@ def heldout_videos(cfg, run: int) -> set[str] | None:
     if cfg.train.val_fraction <= 0:
         raise FusionError(f"fusion.fit_on: heldout needs held-out videos, but train.val_fraction is "
                           f"{cfg.train.val_fraction}; raise it or set fusion.fit_on: train")
-    from .data import stream_data  # imports DALI; only the fuse stage needs it
+    from training.data import stream_data  # imports DALI; only the fuse stage needs it
 
     return stream_data(cfg, cfg.run_seed(run)).val_videos
 

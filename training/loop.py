@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from shards.progress import progress
+from core.progress import progress
 
-from .config import TrainConfig
-from .evaluate import evaluate, resolve_device
+from core.config import TrainConfig
+from training.evaluate import evaluate, resolve_device
 
 
 @dataclass
@@ -206,3 +206,20 @@ def _validate(model, val_loader, num_classes, cfg, state: TrainState, device, lr
     else:
         state.bad_epochs += 1
         state.stopped_early = 0 < cfg.early_stopping_patience <= state.bad_epochs
+
+
+def epoch_metrics(history: list[dict], epoch: int, samples: dict | None = None) -> dict[str, float]:
+    """Tune metrics of one epoch from the loop's history: ``{phase}_loss``, ``{phase}_acc``,
+    ``{phase}_seconds`` for train and val, the epoch's ``lr``, and ``{phase}_samples_per_s``
+    where ``samples`` (``TrainState.samples``: samples seen per phase) is given."""
+    metrics = {}
+    for row in history:
+        if row["epoch"] == epoch:
+            phase = row["phase"]
+            metrics.update({f"{phase}_loss": row["loss"], f"{phase}_acc": row["accuracy"],
+                            f"{phase}_seconds": row["seconds"]})
+            if phase == "train":
+                metrics["lr"] = row["lr"]
+            if samples and phase in samples and row["seconds"] > 0:
+                metrics[f"{phase}_samples_per_s"] = samples[phase] / row["seconds"]
+    return metrics
