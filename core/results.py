@@ -327,9 +327,13 @@ def check_file_schema(file: Path, table: str) -> pa.Schema:
     return found
 
 
-def table_files(results_dir: Path, table: str) -> list[Path]:
-    """The table's finished Parquet files, each checked against ``SCHEMAS[table]``."""
-    files = sorted((Path(results_dir) / table).rglob("*.parquet"))
+def table_files(results_dir: Path, table: str, partitions: Sequence[str] | None = None) -> list[Path]:
+    """The table's finished Parquet files (only those of ``partitions``, where given, that
+    exist), each checked against ``SCHEMAS[table]``."""
+    if partitions is None:
+        files = sorted((Path(results_dir) / table).rglob("*.parquet"))
+    else:
+        files = [f for f in (table_path(results_dir, table, p) for p in partitions) if f.is_file()]
     for file in files:
         check_file_schema(file, table)
     return files
@@ -371,9 +375,10 @@ def chain_partition(chain: str, partition: str) -> str:
     return partition if chain == DEFAULT_CHAIN else f"{chain}/{partition}"
 
 
-def scan_table(results_dir: Path, table: str) -> pl.LazyFrame:
-    """Lazy, schema-checked scan of a table, newest row per key (empty if nothing written)."""
-    files = table_files(results_dir, table)
+def scan_table(results_dir: Path, table: str, partitions: Sequence[str] | None = None) -> pl.LazyFrame:
+    """Lazy, schema-checked scan of a table (of ``partitions`` only, where given), newest row
+    per key (empty if nothing written)."""
+    files = table_files(results_dir, table, partitions)
     if not files:
         return pl.from_arrow(SCHEMAS[table].empty_table()).lazy()
     return (pl.concat([_scan_file(f, table) for f in files], how="vertical")
@@ -381,13 +386,14 @@ def scan_table(results_dir: Path, table: str) -> pl.LazyFrame:
             .unique(subset=list(KEYS[table]), keep="last", maintain_order=True))
 
 
-def read_table(results_dir: Path, table: str) -> pl.DataFrame:
-    """Schema-checked table, newest row per key; ``DamagedPart`` names a file that cannot be read."""
+def read_table(results_dir: Path, table: str, partitions: Sequence[str] | None = None) -> pl.DataFrame:
+    """Schema-checked table (of ``partitions`` only, where given: a stage that needs a few models'
+    rows need not read them all), newest row per key; ``DamagedPart`` names a file that cannot be read."""
     try:
-        return scan_table(results_dir, table).collect()
+        return scan_table(results_dir, table, partitions).collect()
     except (pl.exceptions.ComputeError, OSError, pa.ArrowException) as exc:  # a damaged body
         from core.damaged import part_problem  # its footer read fine: find the file
-        for file in table_files(results_dir, table):
+        for file in table_files(results_dir, table, partitions):
             problem = part_problem(file)
             if problem:
                 raise DamagedPart(file, problem) from exc

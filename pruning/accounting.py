@@ -12,9 +12,21 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@torch.no_grad()
 def count_flops(model: nn.Module, input_size: int = 224) -> int:
-    """FLOPs of one forward pass on one image (convolutions and the fc; a multiply-add is 2)."""
+    """FLOPs of one forward pass on one image (convolutions and the fc; a multiply-add is 2).
+    They depend on the layer shapes only, so a shape counted once is not run again: a pruning
+    chain asks for its baseline's (and an unpruned control's) FLOPs at every step."""
+    key = (input_size, tuple((name, tuple(p.shape)) for name, p in model.named_parameters()))
+    if key not in _FLOPS:
+        _FLOPS[key] = _run_flop_counter(model, input_size)
+    return _FLOPS[key]
+
+
+_FLOPS: dict[tuple, int] = {}
+
+
+@torch.no_grad()
+def _run_flop_counter(model: nn.Module, input_size: int) -> int:
     device = next(model.parameters()).device
     x = torch.zeros(1, model.conv1.in_channels, input_size, input_size, device=device)
     was_training = model.training

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from core.results import KEYS, SCHEMAS, VERSION_KEY, chain_partition, read_table, to_arrow, write_rows
+from core.results import (KEYS, SCHEMAS, VERSION_KEY, chain_partition, model_partition, read_table, to_arrow,
+                          write_rows)
 from core.config import ConfigError, ExperimentConfig
 from pipeline.validation import config_problems
 
@@ -47,6 +49,22 @@ def test_chains_at_one_step_are_kept_apart(tmp_path):
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.parquet")) == [
         "accuracy/finetune_only/spatial/run1/step2.parquet", "accuracy/random/spatial/run1/step2.parquet",
         "accuracy/spatial/run1/step2.parquet"]
+
+
+def test_reading_some_partitions_equals_filtering_the_whole_table(tmp_path):
+    """``read_table(..., partitions)`` (the fuse stage's read of two models' rows) gives the rows
+    of the full read in those partitions, newest per key; a partition not written is no error."""
+    for chain, stream, step, acc in (("slimming", "spatial", 2, 50.0), ("random", "spatial", 2, 30.0),
+                                     ("slimming", "temporal", 2, 40.0), ("slimming", "spatial", 3, 45.0)):
+        write_rows(tmp_path, "accuracy", [{**ACCURACY, "chain": chain, "stream": stream, "step": step,
+                                           "video_accuracy": acc}],
+                   partition=model_partition(stream, 1, step, chain))
+    write_rows(tmp_path, "accuracy", [{**ACCURACY, "video_accuracy": 51.0}], partition=model_partition("spatial", 1, 2))
+    wanted = [model_partition(s, 1, 2) for s in ("spatial", "temporal")] + [model_partition("spatial", 9, 9)]
+    some = read_table(tmp_path, "accuracy", wanted).sort("stream")
+    whole = read_table(tmp_path, "accuracy").filter((pl.col("step") == 2) & (pl.col("chain") == "slimming"))
+    assert some.drop("written_at").equals(whole.sort("stream").drop("written_at"))
+    assert some["video_accuracy"].to_list() == [51.0, 40.0]
 
 
 def test_a_writer_naming_no_chain_writes_slimming(tmp_path):

@@ -228,3 +228,21 @@ def test_pruned_checkpoints_reload_identically_in_a_fresh_process(tmp_path):
                    cwd=Path(__file__).resolve().parents[1])
     for stream, output in expected.items():
         assert torch.equal(torch.load(tmp_path / f"{stream}-y.pt"), output), stream
+
+
+def test_flops_are_counted_once_per_shape(monkeypatch):
+    """A chain asks for its baseline's FLOPs every step: a shape already counted is not run
+    again, and another shape (a pruned model, another input size) is counted afresh."""
+    from pruning import accounting
+    runs = []
+    counter = accounting._run_flop_counter
+    monkeypatch.setattr(accounting, "_FLOPS", {})
+    monkeypatch.setattr(accounting, "_run_flop_counter", lambda m, s: runs.append(s) or counter(m, s))
+    model = resnet("resnet18", in_channels=3)
+    first = count_flops(model, 32)
+    with torch.no_grad():
+        model.conv1.weight.mul_(2)  # weights do not change FLOPs
+    assert count_flops(model, 32) == first == hooked_flops(model, 32) and len(runs) == 1
+    pruned = prune_model(model, 0.3)
+    assert count_flops(pruned, 32) == hooked_flops(pruned, 32) < first and len(runs) == 2
+    assert count_flops(model, 48) == hooked_flops(model, 48) and len(runs) == 3

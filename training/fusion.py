@@ -241,8 +241,8 @@ def fuse_pair(cfg, run: int, step: int, chain: str = STUDY_CHAIN) -> str:
                    chosen_c=chosen_c)
     pruning = {}
     if step:
-        stream_rows = read_table(paths.results, "accuracy").filter(pl.col("stream").is_in(STREAMS)
-                                                                   & (pl.col("chain") == chain))
+        stream_rows = read_table(paths.results, "accuracy",  # the two streams' rows at this step only
+                                 [model_partition(s, run, step, chain) for s in STREAMS])
         pruning = _pruning_fields(stream_rows, run, step)
     rows = [r.accuracy_row(experiment=cfg.experiment.name, stream="fusion", fusion=method, run=run,
                            seed=cfg.run_seed(run), split=cfg.data.split, step=step, chain=chain,
