@@ -22,12 +22,14 @@ CHAINS = config.CHAINS  # the study's chain first, then its controls (one order:
 
 # measured fractions removed (accuracy columns): of the prunable channels, of all params, of all FLOPs
 FRACTIONS = ("channels_removed", "params_removed", "flops_removed")
-STUDY_ORDER = ("spatial", "temporal", "fusion: mean", "fusion: svm_softmax", "fusion: svm_features",
-               "fusion: svm_logits")
 
 
 def model_label(stream: str, fusion: str | None) -> str:
     return stream if fusion is None else f"fusion: {fusion}"
+
+
+# the study's order of models: the streams, then the fusions (both orders: core.config)
+STUDY_ORDER = (*config.STREAMS, *(model_label("fusion", m) for m in config.FUSIONS))
 
 
 def study_rank(model: str) -> tuple[int, str]:

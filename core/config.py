@@ -28,6 +28,7 @@ STREAMS = ("spatial", "temporal")
 # criterion beat chance). Step 0, the unpruned model, is shared and belongs to slimming.
 CHAINS = ("slimming", "finetune_only", "random")
 STUDY_CHAIN = "slimming"
+FUSIONS = ("mean", "svm_softmax", "svm_features", "svm_logits")  # the late fusions, in the study's order
 WEIGHT_KEYWORDS = ("none", "imagenet")  # model.weights values that are not a file
 WEIGHTS_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")  # a torchvision weights version, e.g. IMAGENET1K_V2
 
@@ -182,8 +183,8 @@ class EvalConfig:
 
 @dataclass(config=SECTION)
 class FusionConfig:
-    methods: list[Literal["mean", "svm_softmax", "svm_features", "svm_logits"]] = field(  # the late fusions computed at every pruning step
-        default_factory=lambda: ["mean", "svm_softmax", "svm_features", "svm_logits"])
+    methods: list[Literal[FUSIONS]] = field(  # the late fusions computed at every pruning step
+        default_factory=lambda: list(FUSIONS))
     # LinearSVC regularisation: one value, or candidates chosen by cv_folds-fold cross-validation
     svm_c: Union[Float, list[Float]] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
     cv_folds: PositiveInt = 3  # folds of the cross-validation that picks svm_c from a list

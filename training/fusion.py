@@ -28,11 +28,11 @@ from core.atomic import atomic_file
 from core.results import model_partition, read_table, table_path, write_rows
 from core.progress import progress
 
-from core.config import STREAMS, STUDY_CHAIN
+from core.config import FUSIONS, STREAMS, STUDY_CHAIN
 from training.evaluate import EvalResult, evaluate, summarise
 from training.svm import fit_svm
 
-METHODS = ("mean", "svm_softmax", "svm_features", "svm_logits")
+METHODS = FUSIONS
 SVM_INPUTS = {"svm_softmax": "scores", "svm_features": "features", "svm_logits": "logits"}
 
 
