@@ -62,7 +62,7 @@ def spool_dir(job: ShardJob, out: Path) -> Path:
 def _spool(spool: Path, i: int, row: dict, samples: list[dict]) -> None:
     """Keep one finished video: its samples (a plain tar, if any), then its row (the marker)."""
     if samples:
-        with atomic_file(spool / f"{i:04d}.tar") as tmp, \
+        with atomic_file(spool / f"{i:04d}.tar", durable=False) as tmp, \
                 tarfile.open(tmp, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for sample in samples:
                 for ext, data in sample.items():
@@ -70,7 +70,7 @@ def _spool(spool: Path, i: int, row: dict, samples: list[dict]) -> None:
                         info = tarfile.TarInfo(f"{sample['__key__']}.{ext}")
                         info.size = len(data)
                         tar.addfile(info, io.BytesIO(bytes(data)))
-    write_text_atomic(spool / f"{i:04d}.json", json.dumps(row))
+    write_text_atomic(spool / f"{i:04d}.json", json.dumps(row), durable=False)  # redone if lost
 
 
 def _spooled(spool: Path, i: int) -> tuple[dict, list[dict]] | None:

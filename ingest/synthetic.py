@@ -201,7 +201,7 @@ def _render(rng_video: np.random.Generator, background: np.ndarray, pattern: np.
 
 def _write_avi(path: Path, video: np.ndarray, fps: int) -> None:
     """MPEG-4 part 2 with FourCC XVID in AVI, written atomically."""
-    with atomic_file(path) as tmp, av.open(str(tmp), mode="w", format="avi") as container:
+    with atomic_file(path, durable=False) as tmp, av.open(str(tmp), mode="w", format="avi") as container:
         stream = container.add_stream("mpeg4", rate=fps)
         stream.codec_context.codec_tag = "XVID"
         stream.width, stream.height = video.shape[2], video.shape[1]

@@ -135,6 +135,7 @@ def test_other_options_into_the_same_folder_are_refused(built, ucf_folder):
                      shard_videos=2, progress=False)
 
 
+@pytest.mark.slow  # builds shards on a local Ray
 def test_flow_options_from_the_command_line(ucf_folder, local_ray, tmp_path):
     out = tmp_path / "split1"
     args = ["--videos", str(ucf_folder[0]), "--splits", str(ucf_folder[1]), "--split", "1",
@@ -157,6 +158,7 @@ def _translate_only(ucf_folder, tmp_path):
             "--short-side", "48", "--flow", "farneback"], videos
 
 
+@pytest.mark.slow  # builds shards on a local Ray
 def test_rerun_with_other_options_or_inputs_exits_2_naming_them(ucf_folder, local_ray, tmp_path, capsys):
     args, videos = _translate_only(ucf_folder, tmp_path)
     assert main(args) == 0
@@ -175,6 +177,7 @@ def test_rerun_with_other_options_or_inputs_exits_2_naming_them(ucf_folder, loca
     assert main(args + ["--shard-videos", "1"]) == 0  # same options again: resumes, nothing to do
 
 
+@pytest.mark.slow  # builds shards on a local Ray
 def test_failed_videos_are_retried_on_rerun_and_locks_name_their_holder(ucf_folder, local_ray,
                                                                         tmp_path, capsys):
     args, videos = _translate_only(ucf_folder, tmp_path)

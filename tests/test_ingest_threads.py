@@ -1,6 +1,8 @@
 """Thread pinning (issue 20): inside a Ray task or ingest actor every library gets the task's CPUs."""
 import os
 
+import pytest
+
 from core.threads import allotment, decoder_threads, pin_threads, thread_env, thread_report
 
 
@@ -13,6 +15,7 @@ def probe_builder():
     return Probe
 
 
+@pytest.mark.slow  # builds shards on a local Ray
 def test_libraries_report_the_tasks_cpus_inside_ray(local_ray, tmp_path):
     ray = local_ray
 
