@@ -135,6 +135,7 @@ def test_argument_errors(script, args, env, message):
 DRY_STEPS = ("cuda_tests", "fail")
 
 
+@pytest.mark.slow  # the kit's whole dry run, its pytest subprocess included
 def test_dry_run_writes_summary_even_when_a_step_fails(tmp_path):
     out = tmp_path / "out"
     run = sh(GPU_CHECK, "--dry-run", "--out", out, "--", "--steps", *DRY_STEPS)
