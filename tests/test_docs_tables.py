@@ -12,6 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from analysis import stats
 from core.results import write_rows
 
@@ -63,6 +65,7 @@ def run(*args) -> SimpleNamespace:
     return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
+@pytest.mark.slow  # a report's figures and tables from a small store
 def test_blocks_are_filled_from_the_store_and_the_rest_is_kept(tmp_path):
     root = experiment(tmp_path / "demo")
     page = tmp_path / "page.md"
