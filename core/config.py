@@ -448,6 +448,17 @@ def _with(section: Any, **changes) -> Any:
     return out
 
 
+def dotted_keys(d: dict, prefix: str = "") -> dict:
+    """A nested config mapping as {"section.key": value} (what changed between two configs)."""
+    flat = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            flat |= dotted_keys(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def config_hash(cfg: "ExperimentConfig") -> str:
     """A short, stable fingerprint of the resolved config (provenance of results)."""
     import hashlib

@@ -35,7 +35,7 @@ from core.lock import FolderLocked, folder_lock, lock_problem
 from core.threads import local_ray_options
 
 from pipeline.budget import describe_budgets
-from core.config import ConfigError, ExperimentConfig, config_hash
+from core.config import ConfigError, ExperimentConfig, config_hash, dotted_keys
 from core.overrides import load_config
 from pipeline.preflight import PreflightFailed, gpu_problem, gpu_request, preflight, ray_gpus
 from core.provenance import device_info, git_commit, versions
@@ -67,16 +67,6 @@ class ConfigChanged(ConfigError):
     """The experiment root holds results of another config (the message names the keys)."""
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _read_as_today(recorded: dict) -> dict:
     """A root's recorded config read again with today's schema. A setting added since the root
     was made takes its default there (a new setting defaults to what the code did before it),
@@ -102,7 +92,7 @@ def check_config(cfg: ExperimentConfig, write: bool = True) -> None:
     if path.is_file():
         found = json.loads(path.read_text())
         if found["config_hash"] != record["config_hash"]:
-            old, new = _flatten(_read_as_today(found["config"])), _flatten(record["config"])
+            old, new = dotted_keys(_read_as_today(found["config"])), dotted_keys(record["config"])
             changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
             additive = {"stages": set(old.get("stages") or []) <= set(new.get("stages") or []),
                         "train.runs": (new.get("train.runs") or 0) >= (old.get("train.runs") or 0)}

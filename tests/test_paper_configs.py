@@ -3,26 +3,16 @@
 from pathlib import Path
 
 from explanations.stage import explain_steps
-from core.config import ExperimentConfig
+from core.config import dotted_keys
 from core.overrides import load_config
 from pipeline.validation import config_problems
 
 CONFIGS = Path(__file__).resolve().parents[1] / "ray_configs"
 
 
-def flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out |= flatten(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def test_all_steps_config_differs_only_in_explain_steps_and_name():
-    paper = flatten(load_config(CONFIGS / "ucf101_split3.yaml").to_dict())
-    every = flatten(load_config(CONFIGS / "ucf101_split3_all_steps.yaml").to_dict())
+    paper = dotted_keys(load_config(CONFIGS / "ucf101_split3.yaml").to_dict())
+    every = dotted_keys(load_config(CONFIGS / "ucf101_split3_all_steps.yaml").to_dict())
     changed = {k for k in paper.keys() | every.keys() if paper.get(k) != every.get(k)}
     assert changed == {"experiment.name", "experiment.root", "explain.steps"}
     assert every["explain.steps"] == "all" and every["experiment.name"] == "ucf101_split3_all_steps"
