@@ -49,7 +49,7 @@ import statistics
 import sys
 import tempfile
 import time
-from multiprocessing import Pool
+import multiprocessing
 from pathlib import Path
 
 import cv2
@@ -101,6 +101,9 @@ def needed_pairs(n_frames: int) -> list[int]:
 
 # --- the bound: flow calls only, frames in memory (one copy per worker, decoded untimed) ---
 _FRAMES: dict = {}
+# worker processes forked from a clean server: a fork of a caller that runs threads (a Ray driver,
+# torch's pools) can deadlock in the child
+POOLS = multiprocessing.get_context("forkserver")
 _PRESET = ["fast"]
 
 
@@ -342,7 +345,7 @@ def measure(a, root: Path, videos: Path, lists: Path, paths: list[Path], ray) ->
     srcs = [str(REAL_VIDEOS / s) for s in sources]
     print(f"stage-sum bound: each stage alone, one process, 1 thread, median of {a.stage_repeats}  [{load()}]")
     for preset in a.presets:
-        with Pool(1) as pool:
+        with POOLS.Pool(1) as pool:
             parts = [pool.apply(stage_times, (src, a.short_side, preset, a.stage_repeats)) for src in srcs]
         total = {k: a.repeat * sum(part[k] for part in parts) for k in parts[0] if k != "pairs"}
         assert a.repeat * sum(part["pairs"] for part in parts) == pairs
@@ -371,7 +374,7 @@ def measure(a, root: Path, videos: Path, lists: Path, paths: list[Path], ray) ->
               + ", ".join(f"{name} {cpu:.1f}" for name, cpu in list(parts.items())[:8] if cpu >= 0.05))
 
     if "flow_only" not in a.skip:
-        with Pool(a.workers, initializer=_load, initargs=(srcs, a.short_side, first)) as pool:
+        with POOLS.Pool(a.workers, initializer=_load, initargs=(srcs, a.short_side, first)) as pool:
             pool.map(_ready, range(4 * a.workers), chunksize=1)  # workers up, frames decoded
             with TreeCpu() as meter:
                 t = time.perf_counter()
@@ -385,7 +388,7 @@ def measure(a, root: Path, videos: Path, lists: Path, paths: list[Path], ray) ->
         base = root / "per_file"
         jobs = [(str(path), str(base / path.parent.name / path.stem), a.short_side, first) for path in paths]
         d["phases_load"]["baseline"] = os.getloadavg()
-        with Pool(a.workers) as pool:
+        with POOLS.Pool(a.workers) as pool:
             with TreeCpu() as meter:
                 t = time.perf_counter()
                 base_pairs = sum(pool.map(_per_file, jobs, chunksize=1))
