@@ -36,6 +36,8 @@ WEIGHTS_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")  # a torchvision weights version
 def is_weights_keyword(value: str) -> bool:
     """``model.weights`` values that name weights rather than a file: none, imagenet, IMAGENET1K_V1 …"""
     return value in WEIGHT_KEYWORDS or bool(WEIGHTS_NAME.match(value))
+
+
 DEFAULT_STAGES = ["data", "train", "prune", "fuse", "explain", "report"]
 
 

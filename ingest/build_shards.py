@@ -32,7 +32,6 @@ import os
 import shlex
 import shutil
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from core.cli import HelpFormatter
@@ -41,40 +40,26 @@ from core.interrupt import as_interrupted, stop_on_signals
 from core.lock import FolderLocked, folder_lock
 from core.progress import progress as progress_bar
 from ingest.dry_run import dry_run
-from ingest.flow import BACKENDS, DIS_PRESETS, FlowUnavailable, get_backend
-from ingest.shard_plan import (PARTS_DIRNAME, Options, OptionsChanged, Summary, check_options, inputs_fingerprint,
-                               plan_shards, planned_bytes)
+from ingest.flow import BACKENDS, DIS_PRESETS, FlowUnavailable
+from ingest.shard_plan import PARTS_DIRNAME, OptionsChanged, Summary, check_options, plan_ingest, planned_bytes
 from ingest.shard_pool import run_on_ray
 from ingest.shard_worker import SPOOL_SUFFIX, finished_rows, write_parquet, kept_rows
-from ingest.ucf101 import SUBSETS, SplitListError, read_split
+from ingest.ucf101 import SplitListError
 from shards.format import DEFAULT_FLOW_BOUND, DEFAULT_TEST_CLIPS, MANIFEST_NAME
 from shards.tarfiles import is_complete
 
 
-def build_shards(videos, splits, split: int, out, *, flow: str = "dis", workers: int = 2,
-                 clips_per_video: int = 5, test_clips: int = DEFAULT_TEST_CLIPS,
-                 short_side: int | None = None, classes: list[str] | None = None,
-                 allow_missing: bool = False, strict: bool = False, address: str | None = None,
-                 shard_videos: int | None = None, flow_bound: float = DEFAULT_FLOW_BOUND,
-                 train_spacing: str = "even", seed: int = 0, flow_options: dict | None = None,
-                 progress: bool = True, overwrite: bool = False, retry_failed: bool = True,
-                 shard_seed: int = 0) -> Summary:
+def build_shards(videos, splits, split: int, out, *, workers: int = 2, strict: bool = False,
+                 address: str | None = None, progress: bool = True, overwrite: bool = False,
+                 retry_failed: bool = True, **options) -> Summary:
     """Build (or finish building) the shards and manifest of one split; see the module doc.
+    ``options``: the ingest's options, as ``ingest.shard_plan.plan_ingest`` names them (flow,
+    clips_per_video, test_clips, short_side, classes, shard_videos, …).
 
     ``retry_failed``: a rerun rebuilds shards with failed videos, redoing only those videos."""
     videos, out = Path(videos), Path(out)
-    opts = Options(split=split, flow=flow, flow_bound=flow_bound, clips_per_video=clips_per_video,
-                   train_spacing=train_spacing, test_clips=test_clips, short_side=short_side,
-                   seed=seed, flow_options=dict(flow_options or {}), shard_seed=shard_seed)
-    get_backend(flow, **opts.flow_options)  # fail now, not in every task, if it cannot run here
-    jobs = []
-    for subset in SUBSETS:
-        entries = read_split(splits, split, subset, videos=videos, classes=classes,
-                             allow_missing=allow_missing)
-        jobs += plan_shards(entries, subset, opts.clips(subset), shard_videos, opts.shard_seed)
-    record = asdict(opts) | {"classes": sorted(classes) if classes else None,
-                             "shard_videos": shard_videos,
-                             "inputs": inputs_fingerprint(videos, splits, split, jobs)}
+    plan = plan_ingest(videos, splits, split, **options)
+    opts, jobs, record = plan.opts, plan.all_jobs, plan.record
     needed = planned_bytes(jobs, opts)
     if free_bytes(out) < needed:  # an estimate: say so, and let the run find out
         print(f"ingest: warning: {out} has {size_text(free_bytes(out))} free; these shards need about "
@@ -200,25 +185,20 @@ def _main(a: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
+        options = dict(flow=a.flow, clips_per_video=a.clips_per_video, test_clips=a.test_clips,
+                       short_side=a.short_side, classes=a.classes, allow_missing=a.allow_missing,
+                       shard_videos=a.shard_videos, flow_bound=a.flow_bound, shard_seed=a.shard_seed,
+                       flow_options=flow_options(a.flow, a.dis_preset, a.raft_weights))
         if a.dry_run:
-            text, problem = dry_run(a.videos, a.splits, a.split, a.out, flow=a.flow,
-                          clips_per_video=a.clips_per_video, test_clips=a.test_clips,
-                          short_side=a.short_side, classes=a.classes, allow_missing=a.allow_missing,
-                          shard_videos=a.shard_videos, flow_bound=a.flow_bound,
-                          flow_options=flow_options(a.flow, a.dis_preset, a.raft_weights),
-                          retry_failed=a.retry_failed, workers=a.workers, overwrite=a.overwrite,
-                          shard_seed=a.shard_seed)
+            text, problem = dry_run(a.videos, a.splits, a.split, a.out, retry_failed=a.retry_failed,
+                                    workers=a.workers, overwrite=a.overwrite, **options)
             print(text)
             if problem:
                 print(f"error: a run would stop: {problem}", file=sys.stderr)
             return 2 if problem else 0
-        summary = build_shards(a.videos, a.splits, a.split, a.out, flow=a.flow, workers=a.workers,
-                               clips_per_video=a.clips_per_video, test_clips=a.test_clips,
-                               short_side=a.short_side, classes=a.classes,
-                               allow_missing=a.allow_missing, strict=a.strict, address=a.address,
-                               shard_videos=a.shard_videos, flow_bound=a.flow_bound,
-                               flow_options=flow_options(a.flow, a.dis_preset, a.raft_weights),
-                               overwrite=a.overwrite, retry_failed=a.retry_failed, shard_seed=a.shard_seed)
+        summary = build_shards(a.videos, a.splits, a.split, a.out, workers=a.workers, strict=a.strict,
+                               address=a.address, overwrite=a.overwrite, retry_failed=a.retry_failed,
+                               **options)
     except (OptionsChanged, FolderLocked, FlowUnavailable, SplitListError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

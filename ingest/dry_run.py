@@ -3,18 +3,14 @@ videos ingested into a temporary folder), and why a run would stop; writes nothi
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from shards.format import DEFAULT_FLOW_BOUND, DEFAULT_TEST_CLIPS
-
 from ingest.clips import clip_frames, needed_pairs
-from ingest.flow import get_backend
-from ingest.ucf101 import SUBSETS, read_split
+from ingest.ucf101 import SUBSETS
 
-from ingest.shard_plan import OPTIONS_NAME, PARTS_DIRNAME, Options, OptionsChanged, ShardJob, check_options, inputs_fingerprint, plan_shards
+from ingest.shard_plan import OPTIONS_NAME, PARTS_DIRNAME, OptionsChanged, ShardJob, check_options, plan_ingest
 from ingest.shard_worker import finished_rows, build_shard, flow_pairs
 
 
@@ -60,36 +56,24 @@ def _duration(seconds: float) -> str:
             else f"{seconds / 3600:.1f} h")
 
 
-def dry_run(videos, splits, split: int, out, *, flow: str = "dis", clips_per_video: int = 5,
-            test_clips: int = DEFAULT_TEST_CLIPS, short_side: int | None = None,
-            classes: list[str] | None = None, allow_missing: bool = False,
-            shard_videos: int | None = None, flow_bound: float = DEFAULT_FLOW_BOUND,
-            train_spacing: str = "even", seed: int = 0, flow_options: dict | None = None,
-            retry_failed: bool = True, workers: int = 2, overwrite: bool = False, sample: int = DRY_RUN_SAMPLE,
-            probe: int = DRY_RUN_PROBE, shard_seed: int = 0) -> tuple[str, str | None]:
+def dry_run(videos, splits, split: int, out, *, retry_failed: bool = True, workers: int = 2,
+            overwrite: bool = False, sample: int = DRY_RUN_SAMPLE, probe: int = DRY_RUN_PROBE,
+            **options) -> tuple[str, str | None]:
     """The work an ingest would do, as text: videos, expected flow pairs (from the frame counts of
     up to ``probe`` videos per subset), shards, and bytes (measured on ``sample`` videos ingested
     into a temporary folder, then extrapolated); and why a run would stop (``out`` holds shards of
     other options or inputs), else None. Writes nothing into ``out``, takes no lock."""
     videos, out = Path(videos), Path(out)
-    opts = Options(split=split, flow=flow, flow_bound=flow_bound, clips_per_video=clips_per_video,
-                   train_spacing=train_spacing, test_clips=test_clips, short_side=short_side,
-                   seed=seed, flow_options=dict(flow_options or {}), shard_seed=shard_seed)
-    get_backend(flow, **opts.flow_options)
-    entries = {subset: read_split(splits, split, subset, videos=videos, classes=classes,
-                                  allow_missing=allow_missing) for subset in SUBSETS}
-    jobs = {subset: plan_shards(entries[subset], subset, opts.clips(subset), shard_videos, opts.shard_seed)
-            for subset in SUBSETS}
+    plan = plan_ingest(videos, splits, split, **options)  # options: build_shards' (plan_ingest's)
+    opts, entries, jobs = plan.opts, plan.entries, plan.jobs
     n_videos = sum(len(e) for e in entries.values())
     lines = [f"dry run: nothing is written to {out}",
              f"videos: {n_videos} ({', '.join(f'{len(entries[s])} {s}' for s in SUBSETS)})",
              f"shards: {sum(len(j) for j in jobs.values())} "
              f"({', '.join(f'{len(jobs[s])} {s}' for s in SUBSETS)}), at most "
              f"{max((len(j.entries) for js in jobs.values() for j in js), default=0)} videos each"]
-    record = asdict(opts) | {"classes": sorted(classes) if classes else None, "shard_videos": shard_videos,
-                             "inputs": inputs_fingerprint(videos, splits, split, [j for js in jobs.values() for j in js])}
     try:
-        check_options(out, record, overwrite, write=False)
+        check_options(out, plan.record, overwrite, write=False)
         problem = None
     except OptionsChanged as exc:
         problem = str(exc)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 from shards.format import DEFAULT_FLOW_BOUND, DEFAULT_TEST_CLIPS, MANIFEST_NAME, UCF101_SIZE, clip_bytes
 from core.atomic import write_text_atomic
 
-from ingest.ucf101 import SUBSETS, VideoEntry
+from ingest.flow import get_backend
+from ingest.ucf101 import SUBSETS, VideoEntry, read_split
 
 
 PARTS_DIRNAME = ".parts"
@@ -170,3 +171,41 @@ def planned_bytes(jobs: list[ShardJob], opts: Options) -> int:
     """About how many bytes the shards of ``jobs`` take (``--dry-run`` measures it)."""
     per_clip = clip_bytes(*UCF101_SIZE, opts.short_side)  # UCF101's frame size: an estimate for messages
     return int(sum(len(job.entries) * opts.clips(job.subset) for job in jobs) * per_clip)
+
+
+@dataclass(frozen=True)
+class IngestPlan:
+    """What an ingest of one split will make: its options, each subset's videos and shard jobs,
+    and the record ``.parts/options.json`` keeps (a rerun must match it: ``check_options``)."""
+    opts: Options
+    entries: dict[str, list[VideoEntry]]
+    jobs: dict[str, list[ShardJob]]
+    record: dict
+
+    @property
+    def all_jobs(self) -> list[ShardJob]:
+        return [job for subset in SUBSETS for job in self.jobs[subset]]
+
+
+def plan_ingest(videos, splits, split: int, *, flow: str = "dis", clips_per_video: int = 5,
+                test_clips: int = DEFAULT_TEST_CLIPS, short_side: int | None = None,
+                classes: list[str] | None = None, allow_missing: bool = False,
+                shard_videos: int | None = None, flow_bound: float = DEFAULT_FLOW_BOUND,
+                train_spacing: str = "even", seed: int = 0, flow_options: dict | None = None,
+                shard_seed: int = 0) -> IngestPlan:
+    """Read the split lists and plan the shards (the one place the ingest's options are named;
+    ``build_shards`` and ``dry_run`` take them as keywords). Fails before any work if the flow
+    backend cannot run here or a list is unreadable."""
+    videos = Path(videos)
+    opts = Options(split=split, flow=flow, flow_bound=flow_bound, clips_per_video=clips_per_video,
+                   train_spacing=train_spacing, test_clips=test_clips, short_side=short_side,
+                   seed=seed, flow_options=dict(flow_options or {}), shard_seed=shard_seed)
+    get_backend(flow, **opts.flow_options)  # fail now, not in every task, if it cannot run here
+    entries = {subset: read_split(splits, split, subset, videos=videos, classes=classes,
+                                  allow_missing=allow_missing) for subset in SUBSETS}
+    jobs = {subset: plan_shards(entries[subset], subset, opts.clips(subset), shard_videos, opts.shard_seed)
+            for subset in SUBSETS}
+    record = asdict(opts) | {"classes": sorted(classes) if classes else None, "shard_videos": shard_videos,
+                             "inputs": inputs_fingerprint(videos, splits, split,
+                                                          [j for subset in SUBSETS for j in jobs[subset]])}
+    return IngestPlan(opts, entries, jobs, record)

@@ -32,7 +32,6 @@ from core.config import FUSIONS, STREAMS, STUDY_CHAIN
 from training.evaluate import EvalResult, evaluate, summarise
 from training.svm import fit_svm
 
-METHODS = FUSIONS
 SVM_INPUTS = {"svm_softmax": "scores", "svm_features": "features", "svm_logits": "logits"}
 
 
@@ -110,7 +109,7 @@ def _aligned(spatial: VideoScores, temporal: VideoScores, what: str) -> None:
 
 
 def fuse(spatial_test: VideoScores, temporal_test: VideoScores, spatial_train: VideoScores | None,
-         temporal_train: VideoScores | None, methods=METHODS, *, svm_c=1.0, seed: int = 0,
+         temporal_train: VideoScores | None, methods=FUSIONS, *, svm_c=1.0, seed: int = 0,
          fit_videos: set[str] | None = None, cv_folds: int = 3,
          chosen_c: dict | None = None) -> dict[str, EvalResult]:
     """Video-level results of each fusion method on the test videos.
@@ -147,7 +146,7 @@ def fuse(spatial_test: VideoScores, temporal_test: VideoScores, spatial_train: V
             fused = _decision_per_class(svm, np.hstack(parts[2:]), spatial_test.scores.shape[1])
             loss = math.nan
         else:
-            raise FusionError(f"unknown fusion method {method!r}, expected one of {list(METHODS)}")
+            raise FusionError(f"unknown fusion method {method!r}, expected one of {list(FUSIONS)}")
         result = summarise(fused if loss is None else _softmax(fused), labels, spatial_test.videos)
         # an SVM gives margins, not probabilities: neither a loss nor a calibration error
         results[method] = dataclasses.replace(result, clip_accuracy=math.nan,

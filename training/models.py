@@ -41,14 +41,14 @@ def build_stream(stream: str, arch: str, num_classes: int, *, weights: str = "no
         raise ValueError(f"unknown stream {stream!r}, expected one of {list(IN_CHANNELS)}")
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}, expected one of {list(ARCHS)}")
-    model = torchvision.models.get_model(arch, weights=None)
-    if weights != "none":
-        model.load_state_dict(_pretrained_state(arch, weights))
     if not 0 < width <= 1:
         raise ValueError(f"width {width!r}: expected a share of the channels in (0, 1]")
     if width < 1 and weights != "none":
         raise ValueError(f"width {width} narrows a model built from scratch; weights {weights!r} "
                          "are for the full-width arch")
+    model = torchvision.models.get_model(arch, weights=None)
+    if weights != "none":
+        model.load_state_dict(_pretrained_state(arch, weights))
     if stream == "temporal":
         _widen_conv1(model, IN_CHANNELS["temporal"])
     model.fc = nn.Linear(model.fc.in_features, num_classes)
