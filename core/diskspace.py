@@ -31,12 +31,17 @@ def size_text(n: float) -> str:
     raise AssertionError
 
 
-def free_bytes(path: Path | str) -> int:
-    """Free bytes (for this user) on the filesystem holding ``path`` or its nearest existing parent."""
+def existing_parent(path: Path | str) -> Path:
+    """``path`` or its nearest ancestor that exists."""
     path = Path(path).absolute()
     while not path.exists() and path != path.parent:
         path = path.parent
-    return shutil.disk_usage(path).free
+    return path
+
+
+def free_bytes(path: Path | str) -> int:
+    """Free bytes (for this user) on the filesystem holding ``path`` or its nearest existing parent."""
+    return shutil.disk_usage(existing_parent(path)).free
 
 
 def is_disk_full(exc: BaseException) -> bool:

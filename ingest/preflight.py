@@ -11,10 +11,10 @@ no video is decoded. ``pipeline.preflight`` calls it by name (training never imp
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.diskspace import existing_parent, free_bytes, size_text
 from shards.format import UCF101_SIZE, clip_bytes
 
 from ingest.flow import unavailable
@@ -39,21 +39,6 @@ def shard_estimate(train: int, test: int, stored_clips: int, test_clips: int, wi
     """(clips, bytes) of a split's shards."""
     clips = train * stored_clips + test * test_clips
     return clips, clips * clip_bytes(width, height, short_side)
-
-
-def size_text(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-
-
-def _existing(path: Path) -> Path:
-    """``path`` or its nearest ancestor that exists."""
-    path = Path(path).absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
 
 
 def _synthetic_counts(data) -> tuple[int, int, int]:
@@ -117,8 +102,8 @@ def check_data_stage(cfg) -> DataCheck:
                                       data.test_clips, *size, data.short_side)
         written = _written_bytes(shards)
         check.shard_bytes = max(0.0, total - written)
-        where = _existing(shards)
-        check.free_bytes = shutil.disk_usage(where).free
+        where = existing_parent(shards)
+        check.free_bytes = free_bytes(where)
         check.facts.append(
             f"shards: about {size_text(total)} ({clips:,} clips × {size_text(total / max(clips, 1))}, estimated "
             f"for {size[0]}×{size[1]} sources" + (f" at short side {data.short_side}" if data.short_side else "")
