@@ -27,7 +27,6 @@ import dataclasses
 import json
 import math
 import shutil
-import tempfile
 import uuid
 import weakref
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 from shards.format import (CHANNELS, DEFAULT_FLOW_BOUND, SampleMeta, ShardFormatError, check_meta,
                      decode_sample)
+from shards import scratch
 from shards.sampling import draw_clips, epoch_index_lines, even_clips, stored_clips
 from shards.tarfiles import INDEX_VERSION, check_shard_files, index_path, iter_shard, read_index_samples
 
@@ -353,7 +353,7 @@ class ShardLoader:
                                  f"{len(paths)} shards given (first: {paths[0]})")
             k = cfg.clips_per_video
             epoch_samples = sum(len(c) if k is None else min(k, len(c)) for c in self._stored.values())
-            self._index_dir = Path(tempfile.mkdtemp(prefix="crossroads-epoch-idx-"))
+            self._index_dir = scratch.new_folder()  # named for this process: a killed one's is removed later
             weakref.finalize(self, shutil.rmtree, self._index_dir, ignore_errors=True)
         # DALI gives worker i the samples [⌊iN/k⌋, ⌊(i+1)N/k⌋) of the N it reads per epoch
         self.worker_samples = ((cfg.shard_id + 1) * epoch_samples // cfg.num_shards
