@@ -1,7 +1,8 @@
 """The findings, in words, generated from the statistics tables: one row (and one sentence) per
 model and chain. Nothing here is typed by hand: every number comes from ``<metric>_kept`` /
 ``<metric>_equivalence`` (fixed-sequence TOST, ``analysis.equivalence``), ``irof_kept`` /
-``irof_equivalence`` and the saliency_change table, and every flag (n < 3, zero spread) is
+``irof_equivalence``, ``<metric>_vs_control`` / ``irof_vs_control`` (the study's chain against
+its controls, ``analysis.controls``) and the saliency_change table, and every flag (n < 3, zero spread) is
 carried into the sentence.
 
 ``findings_table(...)`` is what the report opens with and what the sweep prints at its end
@@ -98,6 +99,24 @@ def _kept_phrase(kept: dict, steps: pl.DataFrame, removed, what: str, unit: str)
     return "; ".join(parts) or f"{what}: no pruned step"
 
 
+def _versus_controls(table: pl.DataFrame | None, match: dict, removed, unit: str) -> str:
+    """"slimming − control at step 6 (…): finetune_only Δ = …; random Δ = …": the study's chain
+    minus each control at the first step they share, runs paired (``analysis.controls``)."""
+    if table is None or table.is_empty():
+        return ""
+    rows = table.filter(pl.all_horizontal([pl.col(k).eq_missing(v) for k, v in match.items()]))
+    if rows.is_empty():
+        return ""
+    first = rows.filter(pl.col("step") == rows["step"].min())
+    parts = []
+    for row in sorted(first.iter_rows(named=True), key=lambda r: chain_rank(r["control"])):
+        test = _p(row["p_holm"]) + " Holm" if row["p_holm"] is not None else "no test"
+        flag = f", {row['flag']}" if row["flag"] else ""
+        parts.append(f"{row['control']} Δ = {_signed(row['mean_diff'], unit)} ({_interval(row, unit)}, {test}{flag})")
+    row = first.row(0, named=True)
+    return f"{STUDY_CHAIN} − control at step {row['step']} ({removed(row)}), runs paired: " + "; ".join(parts)
+
+
 def _saliency(change: pl.DataFrame | None, removed: Removed) -> dict[tuple[str, str], str]:
     """Per stream and chain, at the last explained step: the mean over runs of each run's median
     Spearman ρ against the unpruned map (for the unpruned model's target where the table has it),
@@ -171,13 +190,22 @@ def findings_table(tables: dict[str, pl.DataFrame], accuracy: pl.DataFrame, metr
 
         def removed(row, model=model, chain=chain):
             return removed_pct.text(model, chain, row["step"], row["prune_ratio"])
-        accuracy_text = _kept_phrase(kept, steps, removed, "accuracy", " points" if metric != "loss" else "")
+        unit = " points" if metric != "loss" else ""
+        accuracy_text = _kept_phrase(kept, steps, removed, "accuracy", unit)
+        if chain == STUDY_CHAIN:
+            against = _versus_controls(tables.get(f"{metric}_vs_control"),
+                                       {"stream": kept["stream"], "fusion": kept["fusion"]}, removed, unit)
+            accuracy_text += f". {against}" if against else ""
         irof_texts = []
         if irof_kept is not None and kept["fusion"] is None:
             for ik in irof_kept.filter((pl.col("stream") == kept["stream"]) & (pl.col("chain") == chain)).iter_rows(named=True):
                 isteps = irof_equiv.filter((pl.col("stream") == kept["stream"]) & (pl.col("chain") == chain)
                                            & (pl.col("method") == ik["method"]))
                 irof_texts.append(_kept_phrase(ik, isteps, removed, f"IROF ÷ segments ({ik['method']})", ""))
+                if chain == STUDY_CHAIN:
+                    against = _versus_controls(tables.get("irof_vs_control"),
+                                               {"stream": kept["stream"], "method": ik["method"]}, removed, "")
+                    irof_texts += [against] if against else []
             if (kept["stream"], chain) in above_random:
                 irof_texts.append(above_random[(kept["stream"], chain)])
         flags = sorted({f for f in steps["flag"].to_list() if f})

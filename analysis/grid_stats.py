@@ -26,7 +26,7 @@ import polars as pl
 from scipy import stats
 
 from explanations.grid import read_faithfulness
-from analysis.stats import holm
+from analysis.paired import holm
 from core.cli import HelpFormatter
 
 GROUPS = ("stream", "chain", "method", "metric")

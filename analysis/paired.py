@@ -118,3 +118,16 @@ def tost(diff: np.ndarray, margin: float) -> float | None:
         return None
     p, _, _ = ttost_paired(diff, np.zeros_like(diff), -margin, margin)
     return number(p)
+
+
+def holm(p_values: list[float | None]) -> list[float | None]:
+    """Holm step-down adjusted p (statsmodels ``multipletests``) over the non-null values."""
+    from statsmodels.stats.multitest import multipletests
+
+    present = [i for i, p in enumerate(p_values) if p is not None]
+    out: list[float | None] = [None] * len(p_values)
+    if present:
+        adjusted = multipletests([p_values[i] for i in present], method="holm")[1]
+        for i, p in zip(present, adjusted):
+            out[i] = float(p)
+    return out

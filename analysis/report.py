@@ -26,8 +26,8 @@ from core.cli import HelpFormatter
 from analysis import equivalence, figures, findings, grid_report, pruned, readable, report_explain, stats, summary
 from analysis.protocol import protocol_text
 from analysis.render import Block, _format, render_html, render_markdown
-from analysis.report_text import (CONTROLS_DRAWN, ORIGINAL, ORIGINAL_TEXT, PAIRED_TEXT, findings_method,
-                          wilcoxon_floor, wilcoxon_note)  # noqa: F401 (wilcoxon_floor: the report's API)
+from analysis.report_text import (CONTROLS_DRAWN, CONTROLS_TEXT, ORIGINAL, ORIGINAL_TEXT, PAIRED_TEXT,
+                                  findings_method, wilcoxon_floor, wilcoxon_note)  # noqa: F401 (wilcoxon_floor: the report's API)
 from core.atomic import atomic_file
 from core.results import DEFAULT_CHAIN as STUDY_CHAIN
 from core.results import ResultsSchemaError, read_table
@@ -63,8 +63,9 @@ def in_study_order(table: pl.DataFrame) -> pl.DataFrame:
     if table.is_empty():
         return table
     fusion = table["fusion"].to_list() if "fusion" in table.columns else [None] * table.height
+    chains = table["chain"] if "chain" in table.columns else table["control"]  # vs_control: the control
     keys = [(summary.study_rank(summary.model_label(s, f)), findings.chain_rank(c), step)
-            for s, f, c, step in zip(table["stream"], fusion, table["chain"],
+            for s, f, c, step in zip(table["stream"], fusion, chains,
                                      table["step"] if "step" in table.columns else [0] * table.height)]
     order = sorted(range(table.height), key=keys.__getitem__)
     return table[order]
@@ -233,6 +234,21 @@ class ReportBuilder:
                        f"minimal detectable effect (tables/{prefix}_equivalence.csv)",
                        in_study_order(self.stats[f"{prefix}_equivalence"]).drop("experiment"), unit=unit)
 
+    def controls_section(self) -> None:
+        """The study's chain against each control at the steps both have, runs paired."""
+        present = [p for p in (self.metric, "irof") if f"{p}_vs_control" in self.stats]
+        if not present:  # no control chain ran (prune.chains): nothing to set beside the study
+            return
+        self.heading("Against the controls")
+        self.text(CONTROLS_TEXT)
+        for prefix, what in ((self.metric, self.metric.replace("_", " ")), ("irof", "IROF ÷ segments")):
+            if prefix in present:
+                self.table(f"{what}: {STUDY_CHAIN} − control per model and shared step, runs paired: Δ with "
+                           f"its 95 % t-interval, paired t, Holm-adjusted over the steps "
+                           f"(tables/{prefix}_vs_control.csv)",
+                           in_study_order(self.stats[f"{prefix}_vs_control"]).drop("experiment"),
+                           unit=self.unit_of(prefix))
+
     def summary_section(self) -> None:
         """The main result first: per model and explained step, accuracy and IROF vs step 0."""
         self.heading("Summary")
@@ -368,6 +384,7 @@ class ReportBuilder:
     def sections(self) -> list[Callable[[], None]]:
         """The report in order; a new part of the report is one more entry here."""
         return [self.title, self.findings_section, self.summary_section, self.equivalence_section,
+                self.controls_section,
                 self.accuracy_section, self.fusion_section,
                 self.efficiency_section, self.slimming_section, self.training_section,
                 lambda: report_explain.irof_section(self),

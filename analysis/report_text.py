@@ -15,6 +15,10 @@ ORIGINAL_TEXT = ("The original study's analysis follows: steps as independent gr
 ORIGINAL = "Original study's analysis: "
 CONTROLS_DRAWN = ("; the control chains (prune.chains), tested at the explained steps and the last one, as "
                   "markers at those steps (the legend names each chain)")
+CONTROLS_TEXT = ("Each control chain repeats what a pruning step does but the choice of channels: "
+                 "finetune_only fine-tunes the unpruned model as often and removes none, random removes "
+                 "as many channels chosen at random. A difference near 0 with a narrow interval says the "
+                 "control moves the metric as far as the study's chain: that change is not the pruning's own.")
 QUANTUS_BASELINES = {
     "per_image_mean": "per_image_mean: a removed superpixel takes the mean of its own clip's original "
                       "input, so a clip's score depends on that clip alone",

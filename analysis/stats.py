@@ -29,6 +29,8 @@ Paired analysis (runs are the repeated measure; the report leads with it):
   (``analysis.equivalence``); ``kept``: fixed-sequence testing along increasing ratio, one
   "kept up to" answer per model and chain, marked primary or secondary (``stats.primary``).
   IROF's equivalence is on the per-run median of IROF ÷ the clip's segment count.
+- ``vs_control`` (where a control chain ran): the study's chain against each control at the
+  steps both have, runs paired (``analysis.controls``): is a change the pruning's own?
 
 Every group also has a ``chain`` (slimming | a control, issue 27; missing = slimming). Paired
 differences are rounded (``analysis.paired``): equal differences give null t, d_z and p with
@@ -62,7 +64,8 @@ from scipy import stats
 
 from core.cli import HelpFormatter
 
-from analysis import equivalence, paired
+from analysis import controls, equivalence, paired
+from analysis.paired import holm
 from analysis.paired import number as _number
 from core.atomic import atomic_file
 from core.results import DEFAULT_CHAIN as STUDY_CHAIN  # rows written before chains existed are the study's
@@ -302,19 +305,6 @@ def anova_rm(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.DataFr
         "epsilon_gg": pl.Float64, "p_gg": pl.Float64})
 
 
-def holm(p_values: list[float | None]) -> list[float | None]:
-    """Holm step-down adjusted p (statsmodels ``multipletests``) over the non-null values."""
-    from statsmodels.stats.multitest import multipletests
-
-    present = [i for i, p in enumerate(p_values) if p is not None]
-    out: list[float | None] = [None] * len(p_values)
-    if present:
-        adjusted = multipletests([p_values[i] for i in present], method="holm")[1]
-        for i, p in zip(present, adjusted):
-            out[i] = float(p)
-    return out
-
-
 def posthoc_paired(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.DataFrame:
     """Each step > 0 against step 0 over the runs present at both: the mean difference with its
     95 % t-interval and the minimal detectable effect (paired t, power 0.8), paired t and exact
@@ -414,6 +404,12 @@ def equivalence_tables(df: pl.DataFrame, groups: tuple[str, ...], value: str, me
     return {"equivalence": table, "kept": equivalence.mark_primary(kept, metric, settings.primary)}
 
 
+def _versus_controls(name: str, df: pl.DataFrame, groups: tuple[str, ...], value: str) -> dict[str, pl.DataFrame]:
+    """``{name: table}`` of the study's chain against its controls, where a control has run."""
+    table = controls.versus_controls(df, groups, value)
+    return {name: table} if table.height else {}
+
+
 def compute_tables(results_dir: Path, metric: str = "video_accuracy",
                    settings: equivalence.Settings | None = None) -> dict[str, pl.DataFrame]:
     """``<metric>_<table>`` and ``irof_<table>`` for every table that has data; ``settings``
@@ -427,12 +423,14 @@ def compute_tables(results_dir: Path, metric: str = "video_accuracy",
         out |= {f"{metric}_{k}": v for k, v in all_tables(accuracy, ACCURACY_GROUPS, metric).items()}
         out |= {f"{metric}_{k}": v for k, v in
                 equivalence_tables(accuracy, ACCURACY_GROUPS, metric, metric, "accuracy", settings).items()}
+        out |= _versus_controls(f"{metric}_vs_control", with_chain(accuracy), ACCURACY_GROUPS, metric)
     irof = read_table(results_dir, "irof")
     if irof.height:  # on the per-run median IROF; equivalence on the per-run median IROF ÷ segments
         per_run = irof_per_run(irof)
         out |= {f"irof_{k}": v for k, v in all_tables(per_run, IROF_GROUPS, "irof").items()}
         out |= {f"irof_{k}": v for k, v in
                 equivalence_tables(per_run, IROF_GROUPS, "irof_norm", "irof", "irof", settings).items()}
+        out |= _versus_controls("irof_vs_control", per_run, IROF_GROUPS, "irof_norm")
         out["irof_by_correctness"] = irof_by_correctness(irof)
     return out
 

@@ -59,6 +59,10 @@ def test_sentences_per_model_and_chain(store):
     assert study.startswith("spatial, slimming (primary endpoint): accuracy within ±1 point of unpruned up to "
                             "5.0 % of channels removed (TOST p < 0.001; ")
     assert "Δ = +0.0600 points" in study and "not shown within ±1 point at 10.0 % of channels removed" in study
+    # the random chain's rows are the study's minus exactly 3 points: against the control, no test
+    assert ("slimming − control at step 1 (5.0 % of channels removed), runs paired: random Δ = +3.00 points "
+            "(no interval, no test, zero spread)") in study
+    assert "− control" not in control  # the controls are not compared with themselves
     assert control.startswith("spatial, random: accuracy not shown within ±1 point at 5.0 % of channels removed, "
                               "the first pruned step") and "Δ = −2.94 points" in control
     # every run's IROF drops by exactly 2: zero spread, no test (said, not hidden)

@@ -81,6 +81,24 @@ def drawn(plotted):
 
 
 @pytest.mark.slow  # the paper-size report (module fixture)
+def test_the_study_is_set_against_its_controls_at_every_shared_step(paper):
+    root, report = paper
+    for prefix in ("video_accuracy", "irof"):
+        table = report.tables[f"{prefix}_vs_control"]
+        assert set(table["stream"]) == {"spatial", "temporal"}  # the streams' chains have controls
+        assert table.group_by("stream", "control").agg(pl.col("step").sort()).sort("stream", "control").rows() == [
+            (stream, control, sorted(set(EXPLAINED) - {0}))
+            for stream in ("spatial", "temporal") for control in ("finetune_only", "random")], prefix
+        assert (root / "report" / "tables" / f"{prefix}_vs_control.csv").is_file()
+    # random's accuracy is the study's minus 5 x the pruning ratio in every run: a difference, no spread
+    random = report.tables["video_accuracy_vs_control"].filter(pl.col("control") == "random")
+    assert random["mean_diff"].to_list() == pytest.approx((5 * random["prune_ratio"]).to_list())
+    markdown = report.markdown.read_text()
+    assert markdown.index("## Equivalence with the unpruned models") < markdown.index("## Against the controls")
+    assert "slimming − control at step" in report.tables["findings"]["sentence"][0]
+
+
+@pytest.mark.slow  # the paper-size report (module fixture)
 def test_paper_size_figures_are_legible(paper):
     """Legends outside the data, percent ticks to 0.1, facets and legends in study order."""
     _, report = paper
@@ -210,7 +228,8 @@ def test_paper_size_report_in_headless_chromium(paper, tmp_path):
     assert check["images"] == len(report.figures) and check["loaded"] == check["images"], check
     assert check["scrollWidth"] <= check["innerWidth"] == WINDOW[0] and check["overflowing"] == [], check
     # issue 27: the findings open the page, one item per model and chain, controls included
-    assert check["headings"][:4] == ["Experiment paper0", "Findings", "Summary", "Equivalence with the unpruned models"]
+    assert check["headings"][:5] == ["Experiment paper0", "Findings", "Summary", "Equivalence with the unpruned models",
+                                     "Against the controls"]
     assert check["findings"] == report.tables["findings"].height == 5 + 2 * 2, check
     assert check["findingsTop"] < check["firstFigureTop"]
 
