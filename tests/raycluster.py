@@ -85,9 +85,10 @@ class Cluster:
     nodes: list[Node] = field(default_factory=list)
     shared_temp: Path | None = None  # one temp dir for every node, else one each
 
-    def ray(self, *args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN / "ray"), *args], env=self.env, capture_output=True, text=True,
-                              timeout=timeout, **kwargs)
+    def ray(self, *args: str, timeout: float = 60, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+        """The ``ray`` CLI against this cluster (``env``: variables set over the cluster's)."""
+        return subprocess.run([str(BIN / "ray"), *args], env={**self.env, **(env or {})}, capture_output=True,
+                              text=True, timeout=timeout, **kwargs)
 
     def add_node(self, *, cpus: int, gpus: int = 0, head: bool = False) -> Node:
         temp = self.shared_temp or Path(tempfile.mkdtemp(prefix="raynode-", dir="/tmp"))  # short paths

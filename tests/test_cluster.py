@@ -1,9 +1,11 @@
 """A real multi-node Ray cluster on this machine (a head node and two worker nodes started
 with `ray start`, each with its own CPUs, logical GPU, temp dir and ports), the sweep
 submitted with `ray job submit`, the experiment root on one folder every node uses: ingest
-tasks and trials run on several nodes, and every row says where it ran."""
+tasks and trials run on several nodes at once, and every row says where it ran and which
+commit the job was submitted from; the job API refuses a client without the cluster's token."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -16,6 +18,16 @@ from core.config import ExperimentConfig
 from tests.layout import REPO
 
 STEPS = 1
+SUBMITTED_COMMIT = "0123456789abcdef-submitted"  # not a real commit: proves where it came from
+
+
+def trial_intervals(storage: Path) -> list[tuple[float, float]]:
+    """(start, end) wall times of each Tune trial from its result.json."""
+    spans = []
+    for result in storage.glob("*/result.json"):
+        rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        spans.append((rows[0]["timestamp"] - rows[0]["time_this_iter_s"], rows[-1]["timestamp"]))
+    return spans
 
 
 def cluster_experiment(root: Path) -> ExperimentConfig:
@@ -39,11 +51,14 @@ def cluster_experiment(root: Path) -> ExperimentConfig:
     })
 
 
-def submit(cluster, config: Path, submission_id: str, timeout: float = 600, succeed: bool = True) -> str:
-    """`ray job submit` from the repository; returns the job's output, asserting it succeeded
-    (or failed, with ``succeed=False``)."""
+def submit(cluster, config: Path, submission_id: str, timeout: float = 600, succeed: bool = True,
+           env_vars: dict | None = None) -> str:
+    """`ray job submit` from the repository (``env_vars``: the job's runtime environment);
+    returns the job's output, asserting it succeeded (or failed, with ``succeed=False``)."""
+    runtime = ["--runtime-env-json", json.dumps({"env_vars": env_vars})] if env_vars else []
     submitted = cluster.ray("job", "submit", "--address", cluster.dashboard, "--submission-id", submission_id,
-                            "--working-dir", ".", "--", "python", "-m", "pipeline.sweep", "--config",
+                            "--working-dir", ".",  # the commit recorded at submit time, as the README shows
+                            *runtime, "--", "python", "-m", "pipeline.sweep", "--config",
                             str(config), cwd=REPO, timeout=timeout)
     status = cluster.ray("job", "status", "--address", cluster.dashboard, submission_id)
     logs = submitted.stdout[-6000:] + submitted.stderr[-3000:]
@@ -73,8 +88,15 @@ def test_sweep_runs_across_the_nodes_of_a_multi_node_cluster(tmp_path):
     config = tmp_path / "job.yaml"
     config.write_text(yaml.safe_dump(cfg.to_dict()))
     with ray_cluster(head_cpus=1, workers=[{"cpus": 1, "gpus": 1}, {"cpus": 1, "gpus": 1}]) as cluster:
-        submit(cluster, config, "multinode")
+        logs = submit(cluster, config, "multinode", env_vars={"CROSSROADS_GIT_COMMIT": SUBMITTED_COMMIT})
+        # without the cluster's token the job API refuses
+        refused = cluster.ray("job", "list", "--address", cluster.dashboard, env={"RAY_AUTH_TOKEN": "wrong"})
+    assert refused.returncode != 0
+    assert "video accuracy (%), mean" in logs and "findings" in logs  # the closing summary
     root = cfg.paths.root
+    record = json.loads((root / "experiment.json").read_text())
+    assert record["config"]["train"]["runs"] == 1 and record["started_at"]
+    assert record["git_commit"] == SUBMITTED_COMMIT  # no .git needed in the job's working dir
     manifest = pl.read_parquet(cfg.paths.shards / "manifest.parquet")
     assert manifest["status"].unique().to_list() == ["ok"]
     assert manifest["node_id"].n_unique() >= 2, "ingest tasks ran on one node only"
@@ -84,6 +106,7 @@ def test_sweep_runs_across_the_nodes_of_a_multi_node_cluster(tmp_path):
     assert sorted(trials.select("stream", "step").rows()) == \
         [(s, k) for s in ("spatial", "temporal") for k in range(STEPS + 1)]
     assert trials["node_id"].null_count() == 0 and trials["host"].null_count() == 0
+    assert set(accuracy["git_commit"]) == {SUBMITTED_COMMIT}  # also the rows written inside Tune trials
     for step, rows in trials.group_by("step"):
         assert rows["node_id"].n_unique() == 2, f"step {step}: both trials ran on one node"
     assert accuracy.filter(pl.col("stream") == "fusion").height == STEPS + 1
@@ -93,4 +116,7 @@ def test_sweep_runs_across_the_nodes_of_a_multi_node_cluster(tmp_path):
             assert cfg.paths.checkpoint(stream, 1, step).is_file()
             assert cfg.paths.scores(stream, 1, step, "test").is_file()
     assert (root / "ray" / "train").is_dir() and (root / "ray" / "prune").is_dir()
+    assert len(list((root / "ray" / "train").glob("*/events.out.tfevents.*"))) == 2  # TensorBoard, per trial
+    spans = trial_intervals(root / "ray" / "train")
+    assert len(spans) == 2 and max(s for s, _ in spans) < min(e for _, e in spans), f"trials did not overlap: {spans}"
 

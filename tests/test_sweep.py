@@ -1,22 +1,16 @@
-"""The sweep entry point: the stage list, CLI errors, and the whole path through a real
-Ray head node with `ray job submit` (two GPU trials at once on logical GPUs)."""
+"""The sweep entry point: the stage list, CLI errors, recorded configs, the lock (a sweep
+submitted with `ray job submit` to a real multi-node cluster: tests/test_cluster.py)."""
 from __future__ import annotations
 
 import json
 import os
 import socket
-import subprocess
-from pathlib import Path
 
-import polars as pl
 import pytest
 import yaml
 
-from tests.raycluster import BIN, ray_cluster
-from tests.sweeps import assert_each_trial_once, tiny_experiment
 from pipeline.stages import STAGES, stage_target
 from pipeline.sweep import main
-from tests.layout import REPO
 
 
 def test_stages_are_plain_functions_of_cfg_and_ctx():
@@ -41,54 +35,6 @@ def test_cli_names_config_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--config", str(bad), "--stages", "bake"])
     assert "invalid choice: 'bake'" in capsys.readouterr().err
-
-
-def trial_intervals(storage: Path) -> list[tuple[float, float]]:
-    """(start, end) wall times of each Tune trial from its result.json."""
-    spans = []
-    for result in storage.glob("*/result.json"):
-        rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
-        spans.append((rows[0]["timestamp"] - rows[0]["time_this_iter_s"], rows[-1]["timestamp"]))
-    return spans
-
-
-SUBMITTED_COMMIT = "0123456789abcdef-submitted"  # not a real commit: proves where it came from
-
-
-@pytest.mark.slow
-def test_ray_job_submit_runs_the_sweep_on_a_head_node(tmp_path, synthetic_shards):
-    cfg = tiny_experiment(tmp_path / "exp", synthetic_shards, stages=["train", "fuse"])
-    config = tmp_path / "job.yaml"
-    config.write_text(yaml.safe_dump(cfg.to_dict()))
-    with ray_cluster(head_cpus=2, head_gpus=2) as cluster:
-        env, address = cluster.env, cluster.dashboard
-        submitted = subprocess.run(
-            [str(BIN / "ray"), "job", "submit", "--address", address, "--submission-id", "sweep-test",
-             "--working-dir", ".",  # the commit recorded at submit time, as the README shows
-             "--runtime-env-json", json.dumps({"env_vars": {"CROSSROADS_GIT_COMMIT": SUBMITTED_COMMIT}}),
-             "--", "python", "-m", "pipeline.sweep", "--config", str(config)],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=480)
-        status = subprocess.run([str(BIN / "ray"), "job", "status", "--address", address, "sweep-test"],
-                                env=env, capture_output=True, text=True)
-        # without the token the job API refuses
-        refused = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address],
-                                 env={**env, "RAY_AUTH_TOKEN": "wrong"}, capture_output=True, text=True)
-    logs = submitted.stdout[-4000:] + submitted.stderr[-2000:]
-    assert "job 'sweep-test' succeeded" in (status.stdout + status.stderr).lower(), logs
-    assert refused.returncode != 0
-    spans = trial_intervals(cfg.paths.ray / "train")
-    assert len(spans) == 2
-    assert len(list((cfg.paths.ray / "train").glob("*/events.out.tfevents.*"))) == 2  # TensorBoard, per trial
-    assert max(s for s, _ in spans) < min(e for _, e in spans), f"trials did not overlap: {spans}"
-    assert_each_trial_once(cfg)
-    record = json.loads((cfg.paths.root / "experiment.json").read_text())
-    assert record["config"]["train"]["runs"] == 1 and record["started_at"]
-    assert record["git_commit"] == SUBMITTED_COMMIT  # no .git needed in the job's working dir
-    assert "video accuracy (%), mean" in logs and "findings" in logs  # the closing summary
-    fused = pl.read_parquet(cfg.paths.results / "accuracy" / "fusion" / "run1" / "step0.parquet")
-    assert fused.height == 1 and fused["git_commit"].to_list() == [SUBMITTED_COMMIT]
-    trained = pl.read_parquet(cfg.paths.results / "accuracy" / "spatial" / "run1" / "step0.parquet")
-    assert trained["git_commit"].to_list() == [SUBMITTED_COMMIT]  # written inside a Tune trial
 
 
 def test_a_root_recorded_before_a_setting_existed_is_not_refused_for_it(tmp_path):
