@@ -1,17 +1,50 @@
 """Issue 27 end to end: a tiny whole sweep (data → train → prune → fuse → explain → report) on a
-real local Ray runs the three chains; every table carries them; a rerun redoes nothing."""
+real local Ray runs the three chains; every table carries them; a rerun redoes nothing.
+
+The sweep runs in this process, as a job's entrypoint runs on the head node: its driver never
+loads data or models. No torch module, DALI pipeline, video reader or writer is built here;
+the stages that are not Tune trials or their own tasks (`pipeline.sweep.TASK_STAGES`) run as
+Ray tasks."""
 from __future__ import annotations
 
+from collections import Counter
+
+import av
+import cv2
+import nvidia.dali as dali
 import polars as pl
 import pytest
+import torch
 
 from core.results import read_table
 from core.config import ExperimentConfig
-from pipeline.sweep import run_sweep
+from pipeline.sweep import TASK_STAGES, run_sweep
+
+
+@pytest.fixture
+def driver_calls(monkeypatch) -> Counter:
+    """Counts, in this process only, every model built and every pipeline, video reader or
+    writer opened (each wrapped, then called as before)."""
+    calls = Counter()
+
+    def spy(owner, name, label):
+        original = getattr(owner, name)
+
+        def counted(*args, **kwargs):
+            calls[label] += 1
+            return original(*args, **kwargs)
+        monkeypatch.setattr(owner, name, counted)
+
+    spy(torch.nn.Module, "__init__", "torch module")
+    spy(dali.Pipeline, "__init__", "DALI pipeline")
+    spy(av, "open", "video decode (av)")
+    spy(cv2, "VideoCapture", "video decode (cv2)")
+    spy(cv2, "VideoWriter", "video write (cv2)")
+    return calls
 
 
 @pytest.mark.slow
-def test_a_sweep_runs_the_controls_and_a_rerun_resumes_them(tmp_path):
+def test_a_sweep_runs_the_controls_and_a_rerun_resumes_them_and_its_driver_loads_nothing(tmp_path, driver_calls):
     cfg = ExperimentConfig.from_dict({
         "experiment": {"name": "chains", "root": str(tmp_path / "exp"), "seed": 0},
         "data": {"synthetic": {"classes": 4, "appearances": 2, "design": "ring", "groups": 3, "clips": 1,
@@ -29,7 +62,10 @@ def test_a_sweep_runs_the_controls_and_a_rerun_resumes_them(tmp_path):
         "ray": {"num_cpus": 2, "cpus_per_trial": 1, "gpus_per_trial": 0, "max_failures": 0},
         "stages": ["data", "train", "prune", "fuse", "explain", "report"],
     })
+    assert set(TASK_STAGES) == {"data", "report"}  # train, prune, fuse, explain: Tune trials or own tasks
     ctx = run_sweep(cfg)
+    assert dict(driver_calls) == {}, f"the driver loaded data or built models: {dict(driver_calls)}"
+    assert (ctx.paths.root / "videos").is_dir() and (ctx.paths.shards / "manifest.parquet").is_file()
     results = ctx.paths.results
     accuracy = read_table(results, "accuracy")
     per_chain = {(s, c): sorted(set(part["step"])) for (s, c), part in
