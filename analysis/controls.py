@@ -18,7 +18,7 @@ from core.config import CHAINS, STUDY_CHAIN
 
 CONTROLS = tuple(c for c in CHAINS if c != STUDY_CHAIN)
 SCHEMA = {"control": pl.String, "step": pl.Int64, "prune_ratio": pl.Float64, "n": pl.Int64,
-          "study_mean": pl.Float64, "control_mean": pl.Float64, "mean_diff": pl.Float64,
+          "study_mean": pl.Float64, "control_mean": pl.Float64, "diff_vs_control": pl.Float64,
           "ci_low": pl.Float64, "ci_high": pl.Float64, "t": pl.Float64, "p_t": pl.Float64,
           "p_holm": pl.Float64, "flag": pl.String}
 
@@ -53,7 +53,7 @@ def versus_controls(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl
                     "prune_ratio": study.filter(pl.col("step") == step)["prune_ratio"].mean(), "n": len(diff),
                     "study_mean": paired.number(np.mean(x)) if len(x) else None,
                     "control_mean": paired.number(np.mean(base)) if len(base) else None,
-                    "mean_diff": paired.number(np.mean(diff)) if len(diff) else None,
+                    "diff_vs_control": paired.number(np.mean(diff)) if len(diff) else None,
                     "ci_low": low, "ci_high": high, "t": t, "p_t": p_t, "flag": paired.flag(diff)})
             for row, p in zip(group_rows, paired.holm([r["p_t"] for r in group_rows])):
                 row["p_holm"] = p

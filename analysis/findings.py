@@ -112,7 +112,7 @@ def _versus_controls(table: pl.DataFrame | None, match: dict, removed, unit: str
     for row in sorted(first.iter_rows(named=True), key=lambda r: chain_rank(r["control"])):
         test = _p(row["p_holm"]) + " Holm" if row["p_holm"] is not None else "no test"
         flag = f", {row['flag']}" if row["flag"] else ""
-        parts.append(f"{row['control']} Δ = {_signed(row['mean_diff'], unit)} ({_interval(row, unit)}, {test}{flag})")
+        parts.append(f"{row['control']} Δ = {_signed(row['diff_vs_control'], unit)} ({_interval(row, unit)}, {test}{flag})")
     row = first.row(0, named=True)
     return f"{STUDY_CHAIN} − control at step {row['step']} ({removed(row)}), runs paired: " + "; ".join(parts)
 

@@ -33,6 +33,8 @@ HEADERS = {
     "runs": "runs", "n": "runs (n)", "n_A": "runs A", "n_B": "runs B", "clips": "clips",
     "mean": "mean{u}", "std": "sd{u}", "ci_low": "95 % CI low{u}", "ci_high": "95 % CI high{u}",
     "mean_A": "mean A{u}", "mean_B": "mean B{u}",
+    "control": "control", "study_mean": "study's chain, mean{u}", "control_mean": "control, mean{u}",
+    "diff_vs_control": "Δ study − control{d}",
     "mean_diff": "Δ vs step 0{d}", "sd_diff": "sd of Δ{d}", "ci90_low": "90 % CI low{d}",
     "ci90_high": "90 % CI high{d}", "margin": "margin ±{d}", "mde": "MDE, power 0.8{d}",
     "p_tost": "TOST p", "equivalent": "equivalent", "flag": "note", "interval": "note",
@@ -109,7 +111,7 @@ def readable(table: pl.DataFrame, unit: str = "") -> pl.DataFrame:
     """Strings for display: readable headers, rounded numbers, formatted p, "–" for null."""
     columns = {}
     for column in table.columns:
-        name = header(column, unit, of_difference="mean_diff" in table.columns)
+        name = header(column, unit, of_difference=bool({"mean_diff", "diff_vs_control"} & set(table.columns)))
         while name in columns:  # two columns the same header (never silently dropped)
             name += " "
         columns[name] = [cell(column, v) for v in table[column].to_list()]

@@ -42,7 +42,7 @@ def test_each_shared_step_equals_scipys_paired_t_and_holm_over_the_steps():
         ref = scipy_stats.ttest_rel(STUDY[row["step"]], FINETUNE[row["step"]])
         half = scipy_stats.t.ppf(0.975, 4) * diff.std(ddof=1) / np.sqrt(5)
         assert row["n"] == 5 and row["flag"] == ""
-        assert row["mean_diff"] == pytest.approx(diff.mean())
+        assert row["diff_vs_control"] == pytest.approx(diff.mean())
         assert row["study_mean"] == pytest.approx(STUDY[row["step"]].mean())
         assert row["t"] == pytest.approx(ref.statistic) and row["p_t"] == pytest.approx(ref.pvalue)
         assert (row["ci_low"], row["ci_high"]) == pytest.approx((diff.mean() - half, diff.mean() + half))
@@ -57,7 +57,7 @@ def test_each_shared_step_equals_scipys_paired_t_and_holm_over_the_steps():
 def test_equal_differences_are_flagged_not_tested_and_no_control_no_table(tmp_path):
     same = versus_controls(table(rows("slimming", STUDY), rows("finetune_only", {6: STUDY[6] - 3})),
                            GROUPS, "video_accuracy").row(0, named=True)
-    assert same["mean_diff"] == pytest.approx(3.0) and same["flag"] == "zero spread"
+    assert same["diff_vs_control"] == pytest.approx(3.0) and same["flag"] == "zero spread"
     assert same["p_t"] is None and same["ci_low"] is None and same["p_holm"] is None
     assert versus_controls(table(rows("slimming", STUDY)), GROUPS, "video_accuracy").is_empty()
     # the statistics tables carry it only where a control ran

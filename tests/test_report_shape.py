@@ -92,7 +92,7 @@ def test_the_study_is_set_against_its_controls_at_every_shared_step(paper):
         assert (root / "report" / "tables" / f"{prefix}_vs_control.csv").is_file()
     # random's accuracy is the study's minus 5 x the pruning ratio in every run: a difference, no spread
     random = report.tables["video_accuracy_vs_control"].filter(pl.col("control") == "random")
-    assert random["mean_diff"].to_list() == pytest.approx((5 * random["prune_ratio"]).to_list())
+    assert random["diff_vs_control"].to_list() == pytest.approx((5 * random["prune_ratio"]).to_list())
     markdown = report.markdown.read_text()
     assert markdown.index("## Equivalence with the unpruned models") < markdown.index("## Against the controls")
     assert "slimming − control at step" in report.tables["findings"]["sentence"][0]
