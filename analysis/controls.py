@@ -23,11 +23,6 @@ SCHEMA = {"control": pl.String, "step": pl.Int64, "prune_ratio": pl.Float64, "n"
           "p_holm": pl.Float64, "flag": pl.String}
 
 
-def _at_step(rows: pl.DataFrame, step: int, value: str) -> tuple[np.ndarray, np.ndarray]:
-    at = rows.filter(pl.col("step") == step).sort("run")
-    return at["run"].to_numpy(), at[value].to_numpy()
-
-
 def versus_controls(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl.DataFrame:
     """``df``: one row per group, run and step with ``value`` and ``prune_ratio``, its ``chain``
     filled (``analysis.stats.with_chain``); ``groups`` name the chain among the grouping columns.
@@ -44,13 +39,14 @@ def versus_controls(df: pl.DataFrame, groups: tuple[str, ...], value: str) -> pl
             other = part.filter(pl.col("chain") == control)
             group_rows = []
             for step in sorted(set(study["step"].to_list()) & set(other["step"].to_list())):
-                x, base = paired.aligned(*_at_step(study, step, value), *_at_step(other, step, value))
+                a, b = (rows.filter(pl.col("step") == step).sort("run") for rows in (study, other))
+                x, base = paired.aligned(a["run"].to_numpy(), a[value].to_numpy(),
+                                         b["run"].to_numpy(), b[value].to_numpy())
                 diff = paired.differences(x, base)
                 low, high = paired.mean_ci(diff)
                 t, p_t = paired.t_test(diff)
                 group_rows.append({
-                    **group, "control": control, "step": step,
-                    "prune_ratio": study.filter(pl.col("step") == step)["prune_ratio"].mean(), "n": len(diff),
+                    **group, "control": control, "step": step, "prune_ratio": a["prune_ratio"].mean(), "n": len(diff),
                     "study_mean": paired.number(np.mean(x)) if len(x) else None,
                     "control_mean": paired.number(np.mean(base)) if len(base) else None,
                     "diff_vs_control": paired.number(np.mean(diff)) if len(diff) else None,

@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from core.atomic import unique_tmp
+from core.node import process_running
 
 LOCK_NAME = ".lock"
 HEARTBEAT_S = 30.0  # how often a holder refreshes its lock's mtime (CROSSROADS_LOCK_HEARTBEAT_S)
@@ -46,16 +47,6 @@ STALE_S = 300.0  # a lock of another host whose mtime is older is taken over (CR
 
 class FolderLocked(RuntimeError):
     """Another live run holds the folder (the message names it)."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _try_create(path: Path, me: dict) -> bool:
@@ -140,7 +131,7 @@ def _describe(holder: dict) -> str:
 def _stale(holder: dict) -> bool:
     """A lock of a process of this host that is gone."""
     return (holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int)
-            and not _alive(holder["pid"]))
+            and not process_running(holder["pid"]))
 
 
 def _heartbeat_age(holder: dict, path: Path) -> tuple[float, float] | None:

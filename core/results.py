@@ -40,6 +40,10 @@ VERSION_KEY = b"crossroads.schema_version"
 # provenance columns the writer fills in when rows leave them out: from these environment
 # variables if set, else from the sweep's ``<root>/experiment.json`` beside ``<root>/results``
 PROVENANCE_ENV = {"config_hash": "CROSSROADS_CONFIG_HASH", "git_commit": "CROSSROADS_GIT_COMMIT"}
+# columns that differ between two runs computing the same numbers: when and where a row was made,
+# by which code and config, from which checkpoint file and explanation settings, and timings
+RUN_SPECIFIC = frozenset({WRITTEN_AT, *WHERE, *PROVENANCE_ENV, "finished_at", "checkpoint", "checkpoint_sha256",
+                          "explain_hash", "device", "seconds", "latency_ms", "throughput_cps"})
 
 
 # The pruning chain a row belongs to (``prune.chains``): ``slimming`` (Network Slimming, the study),

@@ -16,23 +16,22 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from core.results import read_table  # noqa: E402
+from core.cli import HelpFormatter  # noqa: E402
+from core.results import RUN_SPECIFIC, read_table  # noqa: E402
 
 TABLES = ("accuracy", "irof", "gammas")
-PROVENANCE = {"written_at", "host", "node_id", "git_commit", "config_hash", "explain_hash",
-              "checkpoint_sha256", "checkpoint", "finished_at", "device"}
-TIMING = ("latency", "throughput", "seconds", "per_s")
 
 
 def compared(root: Path, table: str):
     rows = read_table(root / "results", table)
-    kept = [c for c in rows.columns if c not in PROVENANCE and not any(t in c for t in TIMING)]
+    kept = [c for c in rows.columns if c not in RUN_SPECIFIC]
     return rows.select(kept).sort(kept, nulls_last=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python scripts/compare_runs.py", description=__doc__.split("\n")[0],
-                                epilog="exit codes: 0 every table equal; 1 a table differs; 2 bad command line")
+                                epilog="exit codes: 0 every table equal; 1 a table differs; 2 bad command line",
+                                formatter_class=HelpFormatter)
     p.add_argument("a", type=Path, help="an experiment root (runs/<name>)")
     p.add_argument("b", type=Path, help="another experiment root")
     a = p.parse_args(argv)

@@ -12,18 +12,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from core.node import process_running
+
 PREFIX = "crossroads-epoch-idx-"
-
-
-def running(pid: int) -> bool:
-    """Whether a process with this id runs on this machine (one of another user's counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def owner(folder: Path) -> int | None:
@@ -39,7 +30,7 @@ def remove_orphans(where: Path | None = None) -> list[Path]:
     removed = []
     for folder in where.glob(PREFIX + "*"):
         pid = owner(folder)
-        if pid is not None and not running(pid):
+        if pid is not None and not process_running(pid):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import ray
 
-from core.results import table_files
+from core.results import RUN_SPECIFIC, table_files
 from core.threads import local_ray_options
 from core.config import ExperimentConfig
 
@@ -70,9 +70,7 @@ def assert_each_trial_once(cfg: ExperimentConfig) -> None:
 
 
 def comparable(cfg: ExperimentConfig, table: str, keys: list[str]) -> pl.DataFrame:
-    """Every row of ``table`` without the columns that record when, where or how long."""
-    drop = {"written_at", "finished_at", "seconds", "host", "node_id", "checkpoint", "config_hash",
-            "git_commit", "latency_ms", "throughput_cps",  # measured inference timings
-            "explain_hash", "checkpoint_sha256"}  # provenance: the settings and the checkpoint file
+    """Every row of ``table`` without the columns that record when, where or how long
+    (``core.results.RUN_SPECIFIC``)."""
     rows = raw_rows(cfg, table)
-    return rows.select([c for c in rows.columns if c not in drop]).sort(keys)
+    return rows.select([c for c in rows.columns if c not in RUN_SPECIFIC]).sort(keys)
